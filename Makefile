@@ -1,0 +1,54 @@
+# agentd — `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN := bin/agentd
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOTEST_FLAGS ?=
+# Integration tests share the testbed's engines and systemd host: packages run
+# one at a time (-p 1) after their test binaries were compiled in parallel.
+TEST_PKGS ?= ./...
+
+.PHONY: help build run test unit testbed testbed-down lint tidy-check bench package clean
+
+help: ## list the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/agentd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/agentd
+
+run: build ## build and run agentd in the foreground against this host's engines
+	$(BIN) run $(ARGS)
+
+test: testbed lint tidy-check ## provision the testbed if missing, lint, run every test with -race
+	$(GO) test -race -count=1 -run '^$$' ./... >/dev/null
+	$(GO) test -race -count=1 -p 1 -timeout 30m $(GOTEST_FLAGS) $(TEST_PKGS)
+
+unit: ## only the tests that need no testbed (integration tests skip outside CI)
+	$(GO) test -race -short ./...
+
+testbed: ## provision the testbed: engines, images, systemd host, collector (idempotent)
+	bash testbed/up.sh
+
+testbed-down: ## stop the testbed's containers and daemons (keeps the caches)
+	bash testbed/down.sh
+
+lint: ## go vet and staticcheck (pinned)
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+tidy-check: ## fail when go.mod/go.sum are not tidy
+	@cp go.mod /tmp/agentd-go.mod.bak; cp go.sum /tmp/agentd-go.sum.bak
+	@$(GO) mod tidy
+	@if ! diff -q go.mod /tmp/agentd-go.mod.bak >/dev/null || ! diff -q go.sum /tmp/agentd-go.sum.bak >/dev/null; then \
+		diff -u /tmp/agentd-go.mod.bak go.mod; cp /tmp/agentd-go.mod.bak go.mod; cp /tmp/agentd-go.sum.bak go.sum; \
+		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
+
+bench: ## Go benchmarks of the hot paths, then the side-by-side comparison in bench/
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+package: build ## build the .deb and .rpm into dist/
+	VERSION=$(VERSION) bash packaging/build.sh
+
+clean: ## remove build outputs
+	rm -rf bin dist

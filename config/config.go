@@ -1,0 +1,273 @@
+// Package config loads and validates agentd's configuration file
+// (/etc/agentd/agentd.yaml by default).
+//
+// It owns the file format, the defaults and validation; errors name the file,
+// the line, the key and the value that is wrong. It does not read environment
+// variables of the OpenTelemetry exporters (OTEL_EXPORTER_OTLP_*): the exporters
+// read those themselves, and values in the file take precedence.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultPath is where agentd looks for its configuration.
+const DefaultPath = "/etc/agentd/agentd.yaml"
+
+// Config is agentd's whole configuration.
+type Config struct {
+	Export     Export     `yaml:"export"`
+	Events     Events     `yaml:"events"`
+	Discovery  Discovery  `yaml:"discovery"`
+	Activation Activation `yaml:"activation"`
+	Labels     Labels     `yaml:"labels"`
+	Filters    Filters    `yaml:"filters"`
+	Status     Status     `yaml:"status"`
+	Log        Log        `yaml:"log"`
+
+	// lines maps dotted keys to the line they were set on, for error messages.
+	lines map[string]int
+	// file is where the configuration came from ("" for defaults only).
+	file string
+}
+
+// Export configures the OTLP/gRPC exporters.
+type Export struct {
+	// Endpoint is host:port of an OTLP/gRPC receiver. Empty means: no OTLP export
+	// unless OTEL_EXPORTER_OTLP_ENDPOINT (or the per-signal variables) is set;
+	// with neither, agentd prints what it sees on stdout.
+	Endpoint string `yaml:"endpoint"`
+	// Insecure disables TLS towards Endpoint.
+	Insecure bool `yaml:"insecure"`
+	// Interval is the metrics export interval.
+	Interval Duration `yaml:"interval"`
+	// Headers are sent with every export request.
+	Headers map[string]string `yaml:"headers"`
+	// Compression is "gzip" or "none" ("" leaves the exporter default).
+	Compression string `yaml:"compression"`
+}
+
+// Events configures lifecycle event export.
+type Events struct {
+	// FlushInterval bounds how long an event waits before it is sent.
+	FlushInterval Duration `yaml:"flush_interval"`
+}
+
+// Discovery configures the process-table scan.
+type Discovery struct {
+	// Interval between rescans of the process table.
+	Interval Duration `yaml:"interval"`
+	// ProcRoot is the procfs mount to read (a host /proc mounted elsewhere works).
+	ProcRoot string `yaml:"proc_root"`
+}
+
+// Activation configures systemd socket activation of engines.
+type Activation struct {
+	// Enabled turns D-Bus socket-unit discovery and activation on.
+	Enabled bool `yaml:"enabled"`
+	// SocketSuffixes are the Listen paths (by suffix) that mark an engine socket.
+	SocketSuffixes []string `yaml:"socket_suffixes"`
+	// ExcludeUnits are socket units never activated.
+	ExcludeUnits []string `yaml:"exclude_units"`
+}
+
+// Labels configures which container labels are exported.
+type Labels struct {
+	// Allowlist names the labels exported as container.label.<key>; none by default.
+	Allowlist []string `yaml:"allowlist"`
+}
+
+// Filters limit which engines and containers are reported.
+type Filters struct {
+	IncludeEngines []string `yaml:"include_engines"`
+	ExcludeEngines []string `yaml:"exclude_engines"`
+	// ExcludeImages are glob patterns (path.Match) on the image name.
+	ExcludeImages []string `yaml:"exclude_images"`
+}
+
+// Status configures the local status endpoint.
+type Status struct {
+	// Socket is the unix socket path; a socket passed by systemd wins.
+	Socket string `yaml:"socket"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+}
+
+// Duration is a time.Duration written as "10s", "1m30s".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (want e.g. 10s, 1m)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Engine types accepted in filters.
+var engineTypes = []string{"docker", "containerd", "cri", "cri-o", "podman"}
+
+// Default returns the embedded default configuration.
+func Default() Config {
+	return Config{
+		Export:    Export{Interval: Duration(10 * time.Second)},
+		Events:    Events{FlushInterval: Duration(time.Second)},
+		Discovery: Discovery{Interval: Duration(5 * time.Second), ProcRoot: "/proc"},
+		Activation: Activation{
+			Enabled:        true,
+			SocketSuffixes: []string{"podman.sock", "docker.sock"},
+		},
+		Status: Status{Socket: "/run/agentd/agentd.sock"},
+		Log:    Log{Level: "info"},
+	}
+}
+
+// ErrInvalid is wrapped by every error about the configuration's content, so
+// callers can map it to exit code 2.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Load reads path over the defaults. A missing file at the default path is not
+// an error (the embedded defaults apply); a missing file named explicitly is.
+func Load(path string, explicit bool) (Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && !explicit {
+			return cfg, nil
+		}
+		return cfg, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	cfg, err = Parse(path, data)
+	return cfg, err
+}
+
+// Parse decodes data (read from file, used in messages) over the defaults and validates it.
+func Parse(file string, data []byte) (Config, error) {
+	cfg := Default()
+	cfg.file = file
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return cfg, fmt.Errorf("%w: %s: %v", ErrInvalid, file, err)
+	}
+	if len(root.Content) == 0 {
+		return cfg, cfg.Validate()
+	}
+	cfg.lines = map[string]int{}
+	collectLines(root.Content[0], "", cfg.lines)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("%w: %s: %v", ErrInvalid, file, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return cfg, cfg.Validate()
+}
+
+func collectLines(n *yaml.Node, prefix string, out map[string]int) {
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i].Value
+		if prefix != "" {
+			k = prefix + "." + k
+		}
+		out[k] = n.Content[i].Line
+		collectLines(n.Content[i+1], k, out)
+	}
+}
+
+// Validate checks every value and names the file, line, key and value of each
+// problem; all problems are reported together.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key string, value any, why string) {
+		loc := c.file
+		if loc == "" {
+			loc = "configuration"
+		}
+		if line, ok := c.lines[key]; ok {
+			loc = fmt.Sprintf("%s:%d", loc, line)
+		}
+		errs = append(errs, fmt.Errorf("%s: %s: %v: %s", loc, key, value, why))
+	}
+	if c.Export.Interval.Std() < time.Second {
+		bad("export.interval", c.Export.Interval.Std(), "must be at least 1s")
+	}
+	if c.Events.FlushInterval.Std() <= 0 || c.Events.FlushInterval.Std() > time.Minute {
+		bad("events.flush_interval", c.Events.FlushInterval.Std(), "must be between 1ns and 1m")
+	}
+	if c.Discovery.Interval.Std() < 100*time.Millisecond {
+		bad("discovery.interval", c.Discovery.Interval.Std(), "must be at least 100ms")
+	}
+	if c.Discovery.ProcRoot == "" || !filepath.IsAbs(c.Discovery.ProcRoot) {
+		bad("discovery.proc_root", c.Discovery.ProcRoot, "must be an absolute path")
+	}
+	if e := c.Export.Endpoint; e != "" && strings.Contains(e, "://") && !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+		bad("export.endpoint", e, "must be host:port or an http(s):// URL")
+	}
+	switch c.Export.Compression {
+	case "", "gzip", "none":
+	default:
+		bad("export.compression", c.Export.Compression, `must be "gzip" or "none"`)
+	}
+	for i, s := range c.Activation.SocketSuffixes {
+		if s == "" {
+			bad(fmt.Sprintf("activation.socket_suffixes[%d]", i), `""`, "must not be empty")
+		}
+	}
+	for _, list := range []struct {
+		key  string
+		vals []string
+	}{{"filters.include_engines", c.Filters.IncludeEngines}, {"filters.exclude_engines", c.Filters.ExcludeEngines}} {
+		for _, v := range list.vals {
+			if !slices.Contains(engineTypes, v) {
+				bad(list.key, v, "unknown engine type (want one of "+strings.Join(engineTypes, ", ")+")")
+			}
+		}
+	}
+	for _, p := range c.Filters.ExcludeImages {
+		if _, err := filepath.Match(p, ""); err != nil {
+			bad("filters.exclude_images", p, "bad glob pattern")
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", c.Log.Level, "must be debug, info, warn or error")
+	}
+	if c.Status.Socket != "" && !filepath.IsAbs(c.Status.Socket) {
+		bad("status.socket", c.Status.Socket, "must be an absolute path")
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+}
+
+// File is the path the configuration was read from, "" for the embedded defaults.
+func (c Config) File() string { return c.file }

@@ -1,0 +1,117 @@
+package model
+
+import (
+	"time"
+)
+
+// EngineType names a family of container engines.
+type EngineType string
+
+// The engine families agentd knows. CRI is any CRI runtime service (containerd's
+// CRI plugin, CRI-O); CRIO is used when the runtime identifies itself as CRI-O.
+const (
+	Docker     EngineType = "docker"
+	Containerd EngineType = "containerd"
+	CRI        EngineType = "cri"
+	CRIO       EngineType = "cri-o"
+	Podman     EngineType = "podman"
+)
+
+// RuntimeName is the value of the container.runtime.name semantic-convention
+// attribute for containers of this engine type.
+func (t EngineType) RuntimeName() string { return string(t) }
+
+// Engine is one container engine endpoint that agentd found and talks to.
+type Engine struct {
+	// ID identifies the engine across rescans: the engine's own ID where it has
+	// one (Docker's daemon ID), else type plus endpoint.
+	ID string `json:"id"`
+	// Type is the engine family.
+	Type EngineType `json:"type"`
+	// Version is what the engine says its version is.
+	Version string `json:"version,omitempty"`
+	// APIVersion is the negotiated API version, where the engine has one.
+	APIVersion string `json:"api_version,omitempty"`
+	// Endpoint is the unix socket path as reached from the host, e.g.
+	// /proc/812/root/run/podman/podman.sock for a nested engine.
+	Endpoint string `json:"endpoint"`
+	// PID is the engine's process ID in the host PID namespace; 0 for an engine
+	// known only by its socket unit (not running).
+	PID int `json:"pid,omitempty"`
+	// Prefix is the hierarchy path: the names of the containers that enclose the
+	// engine from the host down, joined with "/"; "" on the host.
+	Prefix string `json:"prefix"`
+	// ParentContainerID is the ID of the container that holds the engine, "" on the host.
+	ParentContainerID string `json:"parent_container_id,omitempty"`
+	// ParentEngineID is the ID of the engine that manages that container, "" on the host.
+	ParentEngineID string `json:"parent_engine_id,omitempty"`
+	// Unit is the systemd socket unit that activates the engine, if any.
+	Unit string `json:"unit,omitempty"`
+}
+
+// ContainerState is the lifecycle state of a container, normalised across engines.
+type ContainerState string
+
+// The container states.
+const (
+	StateCreated ContainerState = "created"
+	StateRunning ContainerState = "running"
+	StatePaused  ContainerState = "paused"
+	StateExited  ContainerState = "exited"
+	StateUnknown ContainerState = "unknown"
+)
+
+// Container is one container as its engine reports it.
+type Container struct {
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	EngineID  string            `json:"engine_id"`
+	Namespace string            `json:"namespace,omitempty"` // containerd namespace
+	ImageName string            `json:"image_name,omitempty"`
+	ImageTags []string          `json:"image_tags,omitempty"`
+	ImageID   string            `json:"image_id,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	State     ContainerState    `json:"state"`
+	// PID is the container's init process in the host PID namespace, 0 when not running.
+	PID          int       `json:"pid,omitempty"`
+	CreatedAt    time.Time `json:"created_at,omitzero"`
+	StartedAt    time.Time `json:"started_at,omitzero"`
+	FinishedAt   time.Time `json:"finished_at,omitzero"`
+	ExitCode     int       `json:"exit_code"`
+	OOMKilled    bool      `json:"oom_killed,omitempty"`
+	RestartCount int       `json:"restart_count,omitempty"`
+	// CgroupPath is the container's cgroup relative to the cgroup mount, where known.
+	CgroupPath string `json:"cgroup_path,omitempty"`
+}
+
+// EventType names a lifecycle event. The full table with severities lives in telemetry.
+type EventType string
+
+// Lifecycle events, normalised across engines.
+const (
+	EventCreate      EventType = "container.create"
+	EventStart       EventType = "container.start"
+	EventPause       EventType = "container.pause"
+	EventUnpause     EventType = "container.unpause"
+	EventStop        EventType = "container.stop"
+	EventDie         EventType = "container.die"
+	EventOOM         EventType = "container.oom"
+	EventDestroy     EventType = "container.destroy"
+	EventEngineFound EventType = "agentd.engine.found"
+	EventEngineLost  EventType = "agentd.engine.lost"
+)
+
+// Event is one lifecycle event of a container or an engine.
+type Event struct {
+	Type     EventType `json:"type"`
+	Time     time.Time `json:"time"`
+	EngineID string    `json:"engine_id"`
+	// Container is the container as known after the event (nil for engine events).
+	Container *Container `json:"container,omitempty"`
+	// Engine is set for engine events.
+	Engine   *Engine `json:"engine,omitempty"`
+	ExitCode int     `json:"exit_code,omitempty"`
+	Signal   string  `json:"signal,omitempty"`
+	// Resync marks an event synthesised from a list after a reconnect.
+	Resync bool `json:"resync,omitempty"`
+}

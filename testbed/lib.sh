@@ -1,0 +1,60 @@
+# shellcheck shell=bash
+# Shared settings and helpers for the agentd testbed scripts. Sourced, not run.
+
+set -euo pipefail
+
+# Where cached artefacts (rootfs tarballs, the built collector) and state live.
+# Override with AGENTD_TESTBED_DIR; internal/testbed reads the same variable.
+TESTBED_DIR=${AGENTD_TESTBED_DIR:-/var/lib/agentd-testbed}
+TESTBED_CACHE=${AGENTD_TESTBED_CACHE:-/var/cache/agentd-testbed}
+TESTBED_LOG=$TESTBED_DIR/log
+
+# The Docker container that boots a real systemd (the "systemd host").
+SYSTEMD_HOST=${AGENTD_SYSTEMD_HOST:-agentd-th}
+SYSTEMD_HOST_IMAGE=local/agentd-systemd-host:1
+BUSYBOX_IMAGE=local/busybox:latest
+PAUSE_IMAGE=registry.k8s.io/pause:3.6
+
+COLLECTOR_VERSION=0.165.0
+BUILDER_VERSION=v0.165.0
+COLLECTOR_BIN=$TESTBED_CACHE/otelcol/otelcol-agentd
+
+DEBIAN_MIRROR=${AGENTD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+mkdir -p "$TESTBED_DIR" "$TESTBED_CACHE" "$TESTBED_LOG"
+
+log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: retry COMMAND every 0.5 s until it succeeds.
+wait_for() {
+	local secs=$1 what=$2; shift 2
+	local deadline=$((SECONDS + secs))
+	until "$@" >/dev/null 2>&1; do
+		if ((SECONDS >= deadline)); then
+			log "timed out after ${secs}s waiting for $what"
+			return 1
+		fi
+		sleep 0.5
+	done
+}
+
+# docker here is always the Debian client talking to the host daemon.
+docker() { command /usr/bin/docker "$@"; }
+
+# th_exec runs a command inside the systemd host.
+th_exec() { docker exec "$SYSTEMD_HOST" "$@"; }
+
+# busybox_rootfs DIR: a minimal rootfs with the static busybox and a few applets.
+busybox_rootfs() {
+	local dir=$1
+	rm -rf "$dir"
+	mkdir -p "$dir/bin" "$dir/tmp" "$dir/etc" "$dir/proc" "$dir/sys" "$dir/dev"
+	cp /bin/busybox "$dir/bin/busybox"
+	local c
+	for c in sh sleep echo cat yes dd head tail wget nc ls ps true false kill env top mkdir rm; do
+		ln -sf busybox "$dir/bin/$c"
+	done
+	echo 'root:x:0:0:root:/:/bin/sh' >"$dir/etc/passwd"
+	echo 'root:x:0:' >"$dir/etc/group"
+}

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Provision the agentd testbed on a Debian 12 machine, as root. Idempotent: every
+# step checks what is already there, and slow artefacts (the systemd host rootfs,
+# the collector) are cached under $TESTBED_CACHE.
+#
+#   testbed/up.sh            all parts
+#   testbed/up.sh PART...    only those: packages engines images systemd-host collector
+#
+# Parts, in order:
+#   packages      Debian packages for engines, systemd host, rpm and D-Bus tools
+#   engines       containerd and dockerd started on the host (no systemd here)
+#   images        local/busybox in Docker and podman; the CRI pause image in k8s.io
+#   systemd-host  a Debian rootfs booted with systemd as PID 1 in a Docker container,
+#                 podman.socket and docker.socket listening and not yet activated
+#   collector     the OpenTelemetry Collector built from the Go module proxy
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=testbed/lib.sh
+. "$here/lib.sh"
+
+[ "$(id -u)" = 0 ] || die "the testbed needs root (it installs packages and starts engines)"
+
+PACKAGES=(docker.io containerd podman runc busybox-static debootstrap systemd-container
+	iptables uidmap slirp4netns containernetworking-plugins rpm dbus jq procps psmisc
+	ca-certificates)
+
+part_packages() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		log "installing ${missing[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$TESTBED_LOG/apt.log" 2>&1 ||
+			{ tail -20 "$TESTBED_LOG/apt.log" >&2; die "apt-get install failed (see $TESTBED_LOG/apt.log)"; }
+	fi
+	configure_podman /
+}
+
+# configure_podman ROOT: podman settings this kernel needs (cgroup v1 hybrid, no
+# CAP_SYS_RESOURCE): runc instead of crun, and no default rlimits.
+configure_podman() {
+	local conf=$1/etc/containers/containers.conf
+	mkdir -p "$(dirname "$conf")"
+	if ! grep -q 'agentd testbed' "$conf" 2>/dev/null; then
+		cat >"$conf" <<-'EOF'
+			# agentd testbed: crun cannot run on a cgroup v1 hybrid host, and podman's
+			# default rlimits need CAP_SYS_RESOURCE, which this machine does not grant.
+			[containers]
+			default_ulimits = []
+
+			[engine]
+			runtime = "runc"
+		EOF
+	fi
+}
+
+engine_answers() { ctr --address "$1" version; }
+
+part_engines() {
+	if ! engine_answers /run/containerd/containerd.sock >/dev/null 2>&1; then
+		log "starting containerd"
+		pkill -x containerd 2>/dev/null || true
+		setsid containerd >"$TESTBED_LOG/containerd.log" 2>&1 </dev/null &
+		wait_for 60 "containerd on /run/containerd/containerd.sock" engine_answers /run/containerd/containerd.sock ||
+			{ tail -20 "$TESTBED_LOG/containerd.log" >&2; die "containerd did not start"; }
+	fi
+	if ! docker version >/dev/null 2>&1; then
+		log "starting dockerd"
+		pkill -x dockerd 2>/dev/null || true
+		rm -f /var/run/docker.pid
+		setsid dockerd --containerd=/run/containerd/containerd.sock >"$TESTBED_LOG/dockerd.log" 2>&1 </dev/null &
+		wait_for 60 "dockerd on /run/docker.sock" docker version ||
+			{ tail -20 "$TESTBED_LOG/dockerd.log" >&2; die "dockerd did not start"; }
+	fi
+}
+
+part_images() {
+	local work=$TESTBED_DIR/build
+	mkdir -p "$work"
+	if ! docker image inspect "$BUSYBOX_IMAGE" >/dev/null 2>&1 || ! podman image exists "$BUSYBOX_IMAGE"; then
+		log "importing $BUSYBOX_IMAGE into Docker and podman"
+		busybox_rootfs "$work/busybox"
+		tar -C "$work/busybox" -c . >"$TESTBED_CACHE/busybox.tar"
+		docker import - "$BUSYBOX_IMAGE" <"$TESTBED_CACHE/busybox.tar" >/dev/null
+		podman import -q - "$BUSYBOX_IMAGE" <"$TESTBED_CACHE/busybox.tar" >/dev/null
+	fi
+	if ! ctr -n k8s.io images check "name==$PAUSE_IMAGE" 2>/dev/null | grep -q "$PAUSE_IMAGE"; then
+		log "building the CRI pause image $PAUSE_IMAGE"
+		rm -rf "$work/pause" && mkdir -p "$work/pause"
+		(cd "$here/pause" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$work/pause/pause" .)
+		tar -C "$work/pause" -c pause | docker import -c 'ENTRYPOINT ["/pause"]' - "$PAUSE_IMAGE" >/dev/null
+		docker save "$PAUSE_IMAGE" >"$work/pause.tar"
+		ctr -n k8s.io images import "$work/pause.tar" >/dev/null
+		ctr -n k8s.io images check "name==$PAUSE_IMAGE" | grep -q complete || die "pause image not complete in k8s.io"
+	fi
+}
+
+# The systemd host: Debian with systemd, dbus, podman and docker.io, booted as
+# PID 1 in a Docker container. Only podman.socket and docker.socket are enabled.
+part_systemd_host() {
+	local rootfs=$TESTBED_DIR/systemd-host-rootfs tarball=$TESTBED_CACHE/systemd-host.tar
+	if ! docker image inspect "$SYSTEMD_HOST_IMAGE" >/dev/null 2>&1; then
+		if [ ! -s "$tarball" ]; then
+			log "debootstrap of the systemd host rootfs (about 2 minutes)"
+			rm -rf "$rootfs"
+			debootstrap --variant=minbase \
+				--include=systemd,systemd-sysv,dbus,podman,runc,containernetworking-plugins,ca-certificates,docker.io,iptables,busybox-static,procps,uidmap \
+				bookworm "$rootfs" "$DEBIAN_MIRROR" >"$TESTBED_LOG/debootstrap.log" 2>&1 ||
+				{ tail -20 "$TESTBED_LOG/debootstrap.log" >&2; die "debootstrap failed"; }
+			configure_podman "$rootfs"
+			# Only the sockets start at boot; the services come by activation.
+			chroot "$rootfs" systemctl disable docker.service containerd.service podman.service >/dev/null 2>&1 || true
+			chroot "$rootfs" systemctl enable docker.socket podman.socket >/dev/null 2>&1
+			# Units that cannot work in a container and would leave the system degraded.
+			chroot "$rootfs" systemctl mask systemd-udevd.service systemd-udevd-control.socket \
+				systemd-udevd-kernel.socket getty@tty1.service console-getty.service \
+				systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgrade.timer \
+				e2scrub_all.timer e2scrub_reap.service fstrim.timer >/dev/null 2>&1 || true
+			echo agentd-th >"$rootfs/etc/hostname"
+			mkdir -p "$rootfs/opt/agentd-testbed"
+			busybox_rootfs "$TESTBED_DIR/build/busybox-th"
+			tar -C "$TESTBED_DIR/build/busybox-th" -c . >"$rootfs/opt/agentd-testbed/busybox.tar"
+			rm -rf "$rootfs/var/cache/apt/archives/"*.deb "$rootfs/var/lib/apt/lists/"*
+			tar -C "$rootfs" -c . >"$tarball.tmp" && mv "$tarball.tmp" "$tarball"
+			rm -rf "$rootfs"
+		fi
+		log "importing $SYSTEMD_HOST_IMAGE"
+		docker import -c 'CMD ["/lib/systemd/systemd"]' - "$SYSTEMD_HOST_IMAGE" <"$tarball" >/dev/null
+	fi
+
+	if [ "$(docker inspect -f '{{.State.Running}}' "$SYSTEMD_HOST" 2>/dev/null)" != true ]; then
+		docker rm -f "$SYSTEMD_HOST" >/dev/null 2>&1 || true
+		log "booting the systemd host $SYSTEMD_HOST"
+		docker run -d --name "$SYSTEMD_HOST" --hostname "$SYSTEMD_HOST" \
+			--cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add SYS_PTRACE --cap-add MKNOD \
+			--security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+			--cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
+			-v agentd-th-containers:/var/lib/containers -v agentd-th-docker:/var/lib/docker \
+			--tmpfs /run --tmpfs /run/lock --tmpfs /tmp \
+			"$SYSTEMD_HOST_IMAGE" /lib/systemd/systemd >/dev/null
+	fi
+	wait_for 120 "systemd in $SYSTEMD_HOST to finish booting" th_booted || {
+		th_exec systemctl --failed --no-pager >&2 || true
+		die "systemd host did not boot"
+	}
+	local state
+	state=$(th_exec systemctl is-system-running 2>/dev/null || true)
+	log "systemd host is $state"
+	if th_exec systemctl --failed --plain --no-legend 2>/dev/null | grep -Eq 'podman|docker|containerd'; then
+		th_exec systemctl --failed --no-pager >&2
+		die "engine units failed in the systemd host"
+	fi
+	th_exec busctl --system --no-pager status org.freedesktop.systemd1 >/dev/null ||
+		die "systemd host: org.freedesktop.systemd1 does not answer on the system bus"
+
+	# Images inside: podman's CLI works without its service; Docker's import needs
+	# dockerd, so it activates docker.service once and stops it again below.
+	if ! th_exec podman image exists "$BUSYBOX_IMAGE"; then
+		log "importing $BUSYBOX_IMAGE into podman inside $SYSTEMD_HOST"
+		th_exec sh -c "podman import -q - $BUSYBOX_IMAGE </opt/agentd-testbed/busybox.tar >/dev/null"
+	fi
+	if ! th_exec docker image inspect "$BUSYBOX_IMAGE" >/dev/null 2>&1; then
+		log "importing $BUSYBOX_IMAGE into Docker inside $SYSTEMD_HOST"
+		th_exec sh -c "docker import - $BUSYBOX_IMAGE </opt/agentd-testbed/busybox.tar >/dev/null"
+	fi
+	# Hand over with the engines behind their sockets only: nothing activated.
+	th_exec systemctl stop podman.service docker.service containerd.service >/dev/null 2>&1 || true
+	th_exec systemctl start podman.socket docker.socket
+	wait_for 30 "podman.socket and docker.socket listening" th_sockets_listening ||
+		die "podman.socket/docker.socket are not listening in $SYSTEMD_HOST"
+}
+
+th_booted() {
+	local s
+	s=$(th_exec systemctl is-system-running 2>/dev/null) || true
+	[ "$s" = running ] || [ "$s" = degraded ]
+}
+
+th_sockets_listening() {
+	[ "$(th_exec systemctl is-active podman.socket docker.socket | sort -u)" = active ]
+}
+
+part_collector() { "$here/collector.sh"; }
+
+parts=("$@")
+((${#parts[@]})) || parts=(packages engines images systemd-host collector)
+start=$SECONDS
+for p in "${parts[@]}"; do
+	case $p in
+	packages | engines | images | systemd-host | collector) "part_${p//-/_}" ;;
+	*) die "unknown part $p (want packages, engines, images, systemd-host, collector)" ;;
+	esac
+done
+log "ready in $((SECONDS - start))s: ${parts[*]}"
