@@ -25,6 +25,14 @@ if [ -x "$COLLECTOR_BIN" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
 	exit 0
 fi
 
+# One build at a time; a run that waited finds the other's result.
+mkdir -p "$workdir"
+exec 9>"$workdir/.build.lock"
+flock 9
+if [ -x "$COLLECTOR_BIN" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+	exit 0
+fi
+
 # fail MESSAGE: show the end of the build log and stop.
 fail() {
 	tail -30 "$buildlog" >&2
@@ -33,7 +41,7 @@ fail() {
 
 start=$SECONDS
 log "building the OpenTelemetry Collector $COLLECTOR_VERSION (about a minute; log in $buildlog)"
-mkdir -p "$workdir" "$TESTBED_CACHE/bin"
+mkdir -p "$TESTBED_CACHE/bin"
 : >"$buildlog"
 
 installed=$("$builder" version 2>/dev/null || true)

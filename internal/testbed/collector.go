@@ -1,0 +1,276 @@
+package testbed
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Otelcol is a private OpenTelemetry Collector (the binary testbed/collector.sh
+// builds) started for one test: an OTLP/gRPC receiver on a free loopback port and
+// file exporters writing what it receives as OTLP JSON lines, metrics and logs in
+// separate files. Its methods are safe for concurrent use.
+type Otelcol struct {
+	endpoint    string
+	dir         string
+	metricsFile string
+	logsFile    string
+	outputFile  string
+
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the process has been waited for
+	waitErr error         // set before exited is closed
+}
+
+// collectorReady is the line the collector logs once every pipeline has started,
+// which includes the receiver's listener being bound.
+const collectorReady = "Everything is ready"
+
+// StartCollector starts a collector for t (it Requires the Collector part) and
+// returns once its OTLP/gRPC receiver accepts connections. The collector stops
+// (SIGTERM, then SIGKILL after 10 s) in t's cleanup, and its own output is logged
+// to t when t failed. Parallel tests each get their own collector: the receiver
+// port is picked free, retried when another process takes it first, and the
+// collector's own telemetry binds no port.
+func StartCollector(t testing.TB) *Otelcol {
+	t.Helper()
+	Require(t, Collector)
+	dir := t.TempDir()
+	c := &Otelcol{
+		dir:         dir,
+		metricsFile: filepath.Join(dir, "metrics.jsonl"),
+		logsFile:    filepath.Join(dir, "logs.jsonl"),
+		outputFile:  filepath.Join(dir, "collector.log"),
+	}
+	const attempts = 5
+	var lastErr error
+	for i := 0; i < attempts; i++ {
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("collector: pick a free port: %v", err)
+		}
+		c.endpoint = net.JoinHostPort("127.0.0.1", port)
+		err = c.start()
+		if err == nil {
+			t.Cleanup(func() { c.stop(t) })
+			return c
+		}
+		lastErr = err
+		if !errors.Is(err, errPortTaken) {
+			break
+		}
+	}
+	t.Fatalf("collector %s: %v\ncollector output:\n%s", CollectorBinary(), lastErr, c.output())
+	return nil
+}
+
+// Endpoint is the host:port of the collector's OTLP/gRPC receiver (plaintext).
+func (c *Otelcol) Endpoint() string { return c.endpoint }
+
+// MetricsFile is the path of the OTLP JSON lines file of the metrics pipeline.
+func (c *Otelcol) MetricsFile() string { return c.metricsFile }
+
+// LogsFile is the path of the OTLP JSON lines file of the logs pipeline.
+func (c *Otelcol) LogsFile() string { return c.logsFile }
+
+// Metrics reads what the collector has written to its metrics file so far.
+func (c *Otelcol) Metrics() (*Metrics, error) { return ReadMetricsFile(c.metricsFile) }
+
+// Logs reads what the collector has written to its logs file so far.
+func (c *Otelcol) Logs() (*Logs, error) { return ReadLogsFile(c.logsFile) }
+
+// pollInterval is how often the Wait methods re-read the files; the file
+// exporters flush every 100 ms.
+const pollInterval = 100 * time.Millisecond
+
+// WaitMetrics re-reads the metrics file until pred accepts its content and
+// returns that content. After timeout, or when the file does not decode, it
+// fails t with a summary of what the file held. pred sees a fresh snapshot on
+// every call and must not keep it.
+func (c *Otelcol) WaitMetrics(t testing.TB, timeout time.Duration, pred func(*Metrics) bool) *Metrics {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		m, err := c.Metrics()
+		if err != nil {
+			t.Fatalf("collector metrics: %v", err)
+		}
+		if pred(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("collector metrics: condition not met within %v; %s holds %s", timeout, c.metricsFile, m.Summary())
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// WaitLogs re-reads the logs file until pred accepts its content and returns
+// that content, with the same rules as WaitMetrics.
+func (c *Otelcol) WaitLogs(t testing.TB, timeout time.Duration, pred func(*Logs) bool) *Logs {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		l, err := c.Logs()
+		if err != nil {
+			t.Fatalf("collector logs: %v", err)
+		}
+		if pred(l) {
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("collector logs: condition not met within %v; %s holds %s", timeout, c.logsFile, l.Summary())
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// errPortTaken marks a start that failed because the receiver port was taken
+// between picking it and the collector binding it.
+var errPortTaken = errors.New("receiver port taken")
+
+// start writes the configuration for c.endpoint and runs the collector until it
+// is ready or has exited.
+func (c *Otelcol) start() error {
+	cfgPath := filepath.Join(c.dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(c.config()), 0o600); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	out, err := os.Create(c.outputFile)
+	if err != nil {
+		return fmt.Errorf("create output file: %w", err)
+	}
+	defer out.Close() // the child has its own descriptor
+	cmd := exec.Command(CollectorBinary(), "--config=file:"+cfgPath)
+	cmd.Dir = c.dir
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	c.cmd, c.exited, c.waitErr = cmd, make(chan struct{}), nil
+	go func() {
+		c.waitErr = cmd.Wait()
+		close(c.exited)
+	}()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-c.exited:
+			if strings.Contains(c.output(), "address already in use") {
+				return fmt.Errorf("%s: %w", c.endpoint, errPortTaken)
+			}
+			return fmt.Errorf("exited before it was ready: %v", c.waitErr)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if strings.Contains(c.output(), collectorReady) && dialTCP(c.endpoint) == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			c.kill()
+			return fmt.Errorf("not ready on %s within 30s", c.endpoint)
+		}
+	}
+}
+
+// stop ends the collector and, when t failed, logs its output.
+func (c *Otelcol) stop(t testing.TB) {
+	t.Helper()
+	select {
+	case <-c.exited:
+		t.Errorf("collector on %s exited during the test: %v", c.endpoint, c.waitErr)
+	default:
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("collector on %s did not stop within 10s of SIGTERM; killed", c.endpoint)
+			c.kill()
+		}
+	}
+	if t.Failed() {
+		t.Logf("collector on %s, files in %s; its output:\n%s", c.endpoint, c.dir, c.output())
+	}
+}
+
+// kill ends the process and waits for it.
+func (c *Otelcol) kill() {
+	_ = c.cmd.Process.Kill()
+	<-c.exited
+}
+
+// output is what the collector process printed so far.
+func (c *Otelcol) output() string {
+	b, err := os.ReadFile(c.outputFile)
+	if err != nil {
+		return fmt.Sprintf("(output unreadable: %v)", err)
+	}
+	return string(b)
+}
+
+// config is the collector configuration: one pipeline per signal, each to its
+// own file flushed every 100 ms, plus a one-line-per-batch debug exporter whose
+// output lands in the collector's own output. The collector's own metrics are
+// off, so it binds no port besides the receiver's.
+func (c *Otelcol) config() string {
+	q := func(s string) string {
+		b, _ := json.Marshal(s) // a JSON string is a YAML double-quoted scalar
+		return string(b)
+	}
+	return fmt.Sprintf(`receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: %s
+exporters:
+  debug:
+    verbosity: basic
+  file/metrics:
+    path: %s
+    flush_interval: 100ms
+  file/logs:
+    path: %s
+    flush_interval: 100ms
+service:
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: info
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [file/metrics, debug]
+    logs:
+      receivers: [otlp]
+      exporters: [file/logs, debug]
+`, q(c.endpoint), q(c.metricsFile), q(c.logsFile))
+}
+
+// freePort asks the kernel for a free loopback TCP port. Another process may
+// take it before the collector binds it; StartCollector retries then.
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	_, port, err := net.SplitHostPort(l.Addr().String())
+	return port, err
+}
+
+func dialTCP(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
