@@ -1,0 +1,464 @@
+package stats
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// ErrCgroupOutsideNamespace is wrapped by Locate when /proc/<pid>/cgroup shows
+// a path starting with "/..": the container's cgroup lies outside the cgroup
+// namespace agentd runs in, so it cannot be reached under the cgroupfs root.
+var ErrCgroupOutsideNamespace = errors.New("cgroup outside the reader's cgroup namespace")
+
+// ErrNoCgroup is wrapped by Locate when none of the controllers agentd reads
+// has a directory under the cgroupfs root.
+var ErrNoCgroup = errors.New("no readable cgroup")
+
+// Cgroup is where one container's cgroup files are. Build it with
+// Reader.Locate; the zero value reads nothing.
+type Cgroup struct {
+	// Version is 1 or 2.
+	Version int
+	// Dirs of the controllers; "" when the controller is not found. For v2 all
+	// of them are the one unified directory.
+	CPU, Memory, IO, Pids string
+
+	// Full file paths, computed once so reads do not allocate.
+	cpuUsage, cpuStat, memUsage, memStat, memLimit, io, pids string
+}
+
+// Reader reads cgroup and procfs files under configurable roots. It holds no
+// mutable state and is safe for concurrent use.
+type Reader struct {
+	procRoot   string
+	cgroupRoot string
+	unified    string // the cgroup v2 mount: cgroupRoot, or cgroupRoot/unified on a hybrid host
+	hostNetNS  string
+}
+
+// NewReader returns a Reader of procfs at procRoot and cgroupfs at cgroupRoot
+// ("" means /proc and /sys/fs/cgroup).
+func NewReader(procRoot, cgroupRoot string) *Reader {
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	if cgroupRoot == "" {
+		cgroupRoot = "/sys/fs/cgroup"
+	}
+	r := &Reader{procRoot: procRoot, cgroupRoot: cgroupRoot, unified: cgroupRoot}
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err != nil {
+		if _, err := os.Stat(filepath.Join(cgroupRoot, "unified", "cgroup.controllers")); err == nil {
+			r.unified = filepath.Join(cgroupRoot, "unified")
+		}
+	}
+	// The host's network namespace, to recognise host-network containers. PID 1
+	// may be unreadable in a sandbox; the reader's own namespace is the next
+	// best guess for an agent running on the host.
+	if ns, err := os.Readlink(filepath.Join(procRoot, "1", "ns", "net")); err == nil {
+		r.hostNetNS = ns
+	} else if ns, err := os.Readlink(filepath.Join(procRoot, "self", "ns", "net")); err == nil {
+		r.hostNetNS = ns
+	}
+	return r
+}
+
+// v1 controller names agentd reads, by what they give.
+const (
+	ctrlCPU    = "cpuacct"
+	ctrlMemory = "memory"
+	ctrlIO     = "blkio"
+	ctrlPids   = "pids"
+)
+
+// Locate finds the cgroup of the process pid (in the host PID namespace) from
+// /proc/<pid>/cgroup. It returns an error wrapping fs.ErrNotExist when the
+// process is gone, ErrMalformed for a bad file, ErrCgroupOutsideNamespace, or
+// ErrNoCgroup when no controller directory exists under the cgroupfs root.
+func (r *Reader) Locate(pid int) (Cgroup, error) {
+	file := filepath.Join(r.procRoot, strconv.Itoa(pid), "cgroup")
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return Cgroup{}, err
+	}
+	lines, err := parseProcCgroup(file, data)
+	if err != nil {
+		return Cgroup{}, err
+	}
+	var cg Cgroup
+	var v2path string
+	hasV1 := false
+	for _, l := range lines {
+		if l.controllers == "" {
+			v2path = l.path
+			continue
+		}
+		for _, c := range strings.Split(l.controllers, ",") {
+			var dst *string
+			switch c {
+			case ctrlCPU:
+				dst = &cg.CPU
+			case ctrlMemory:
+				dst = &cg.Memory
+			case ctrlIO:
+				dst = &cg.IO
+			case ctrlPids:
+				dst = &cg.Pids
+			default:
+				continue
+			}
+			hasV1 = true
+			if strings.HasPrefix(l.path, "/..") {
+				return Cgroup{}, fmt.Errorf("%s: %s: %w", file, l.path, ErrCgroupOutsideNamespace)
+			}
+			*dst = r.v1Dir(l.controllers, c, l.path)
+		}
+	}
+	if hasV1 {
+		cg.Version = 1
+		if cg.CPU != "" {
+			cg.cpuUsage = filepath.Join(cg.CPU, "cpuacct.usage")
+			cg.cpuStat = filepath.Join(cg.CPU, "cpuacct.stat")
+		}
+		if cg.Memory != "" {
+			cg.memUsage = filepath.Join(cg.Memory, "memory.usage_in_bytes")
+			cg.memStat = filepath.Join(cg.Memory, "memory.stat")
+			cg.memLimit = filepath.Join(cg.Memory, "memory.limit_in_bytes")
+		}
+		if cg.IO != "" {
+			cg.io = filepath.Join(cg.IO, "blkio.throttle.io_service_bytes")
+		}
+		if cg.Pids != "" {
+			cg.pids = filepath.Join(cg.Pids, "pids.current")
+		}
+		if cg.CPU == "" && cg.Memory == "" && cg.IO == "" && cg.Pids == "" {
+			return Cgroup{}, fmt.Errorf("%s: cgroup v1 under %s: %w", file, r.cgroupRoot, ErrNoCgroup)
+		}
+		return cg, nil
+	}
+	if v2path == "" {
+		return Cgroup{}, fmt.Errorf("%s: %w", file, ErrNoCgroup)
+	}
+	if strings.HasPrefix(v2path, "/..") {
+		return Cgroup{}, fmt.Errorf("%s: %s: %w", file, v2path, ErrCgroupOutsideNamespace)
+	}
+	dir := filepath.Join(r.unified, v2path)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return Cgroup{}, fmt.Errorf("%s: cgroup v2 directory %s: %w", file, dir, ErrNoCgroup)
+	}
+	cg = Cgroup{Version: 2, CPU: dir, Memory: dir, IO: dir, Pids: dir}
+	cg.cpuStat = filepath.Join(dir, "cpu.stat")
+	cg.memUsage = filepath.Join(dir, "memory.current")
+	cg.memStat = filepath.Join(dir, "memory.stat")
+	cg.memLimit = filepath.Join(dir, "memory.max")
+	cg.io = filepath.Join(dir, "io.stat")
+	cg.pids = filepath.Join(dir, "pids.current")
+	return cg, nil
+}
+
+// v1Dir finds the directory of controller c whose hierarchy line lists
+// controllers: the mount may be named after the whole list ("cpu,cpuacct") or
+// after the controller alone (with the other names as symlinks, or separate
+// mounts as on this project's testbed). It returns "" when neither exists.
+func (r *Reader) v1Dir(controllers, c, path string) string {
+	for _, mount := range []string{controllers, c} {
+		dir := filepath.Join(r.cgroupRoot, mount, path)
+		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+			return dir
+		}
+		if mount == c {
+			break
+		}
+	}
+	return ""
+}
+
+// Read fills s from the files of cg and the network namespace of pid. buf is
+// a scratch buffer reused across calls (grown as needed). A missing file
+// leaves its fields unset (s.Has tells what was read); a file that cannot be
+// parsed is an error naming it, joined with the others, and the rest is still
+// read. Read does not set s.Time, s.Source or s.CPUUsage.
+func (r *Reader) Read(cg *Cgroup, pid int, s *Stats, buf *[]byte) error {
+	var errs []error
+	keep := func(err error) {
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	switch cg.Version {
+	case 1:
+		keep(r.readV1(cg, s, buf))
+	case 2:
+		keep(r.readV2(cg, s, buf))
+	}
+	if pid > 0 {
+		keep(r.readNet(pid, s, buf))
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
+	var errs []error
+	keep := func(err error) bool {
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		return err == nil
+	}
+	if cg.cpuUsage != "" {
+		if data, err := readFile(cg.cpuUsage, buf); keep(err) {
+			v, err := parseSingle(cg.cpuUsage, data)
+			if keep(err) {
+				s.CPUTotalNanos = v
+				s.Has |= FieldCPUTotal
+			}
+		}
+		if data, err := readFile(cg.cpuStat, buf); keep(err) {
+			var user, system uint64
+			var seen int
+			err := keyed(cg.cpuStat, data, func(k []byte, v uint64) {
+				switch string(k) {
+				case "user":
+					user, seen = v, seen|1
+				case "system":
+					system, seen = v, seen|2
+				}
+			})
+			if keep(err) && seen == 3 {
+				s.CPUUserNanos = user * (1e9 / userHZ)
+				s.CPUSystemNanos = system * (1e9 / userHZ)
+				s.Has |= FieldCPUModes
+			}
+		}
+	}
+	if cg.memUsage != "" {
+		if data, err := readFile(cg.memUsage, buf); keep(err) {
+			v, err := parseSingle(cg.memUsage, data)
+			if keep(err) {
+				s.MemoryUsage = v
+				s.Has |= FieldMemoryUsage
+			}
+		}
+		if data, err := readFile(cg.memStat, buf); keep(err) {
+			var rss, totalRSS, inactive uint64
+			var seen int
+			err := keyed(cg.memStat, data, func(k []byte, v uint64) {
+				switch string(k) {
+				case "rss":
+					rss, seen = v, seen|1
+				case "total_rss":
+					totalRSS, seen = v, seen|2
+				case "total_inactive_file":
+					inactive, seen = v, seen|4
+				}
+			})
+			if keep(err) {
+				switch {
+				case seen&2 != 0: // hierarchical, includes child cgroups
+					s.MemoryRSS = totalRSS
+					s.Has |= FieldMemoryRSS
+				case seen&1 != 0:
+					s.MemoryRSS = rss
+					s.Has |= FieldMemoryRSS
+				}
+				if seen&4 != 0 && s.Has&FieldMemoryUsage != 0 {
+					s.MemoryWorkingSet = sub0(s.MemoryUsage, inactive)
+					s.Has |= FieldMemoryWorkingSet
+				}
+			}
+		}
+		if data, err := readFile(cg.memLimit, buf); keep(err) {
+			v, err := parseSingle(cg.memLimit, data)
+			if keep(err) && v < unlimitedThreshold {
+				s.MemoryLimit = v
+				s.Has |= FieldMemoryLimit
+			}
+		}
+	}
+	if cg.io != "" {
+		if data, err := readFile(cg.io, buf); keep(err) {
+			rd, wr, err := parseBlkio(cg.io, data)
+			if keep(err) {
+				s.DiskReadBytes, s.DiskWriteBytes = rd, wr
+				s.Has |= FieldDisk
+			}
+		}
+	}
+	if cg.pids != "" {
+		r.readPids(cg.pids, s, buf, keep)
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
+	var errs []error
+	keep := func(err error) bool {
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		return err == nil
+	}
+	if data, err := readFile(cg.cpuStat, buf); keep(err) {
+		var usage, user, system uint64
+		var seen int
+		err := keyed(cg.cpuStat, data, func(k []byte, v uint64) {
+			switch string(k) {
+			case "usage_usec":
+				usage, seen = v, seen|1
+			case "user_usec":
+				user, seen = v, seen|2
+			case "system_usec":
+				system, seen = v, seen|4
+			}
+		})
+		if keep(err) {
+			if seen&1 != 0 {
+				s.CPUTotalNanos = usage * 1000
+				s.Has |= FieldCPUTotal
+			}
+			if seen&6 == 6 {
+				s.CPUUserNanos, s.CPUSystemNanos = user*1000, system*1000
+				s.Has |= FieldCPUModes
+			}
+		}
+	}
+	if data, err := readFile(cg.memUsage, buf); keep(err) {
+		v, err := parseSingle(cg.memUsage, data)
+		if keep(err) {
+			s.MemoryUsage = v
+			s.Has |= FieldMemoryUsage
+		}
+	}
+	if data, err := readFile(cg.memStat, buf); keep(err) {
+		var anon, inactive uint64
+		var seen int
+		err := keyed(cg.memStat, data, func(k []byte, v uint64) {
+			switch string(k) {
+			case "anon":
+				anon, seen = v, seen|1
+			case "inactive_file":
+				inactive, seen = v, seen|2
+			}
+		})
+		if keep(err) {
+			if seen&1 != 0 {
+				s.MemoryRSS = anon
+				s.Has |= FieldMemoryRSS
+			}
+			if seen&2 != 0 && s.Has&FieldMemoryUsage != 0 {
+				s.MemoryWorkingSet = sub0(s.MemoryUsage, inactive)
+				s.Has |= FieldMemoryWorkingSet
+			}
+		}
+	}
+	if data, err := readFile(cg.memLimit, buf); keep(err) {
+		v, unlimited, err := parseMax(cg.memLimit, data)
+		if keep(err) && !unlimited {
+			s.MemoryLimit = v
+			s.Has |= FieldMemoryLimit
+		}
+	}
+	if data, err := readFile(cg.io, buf); keep(err) {
+		rd, wr, err := parseIOStat(cg.io, data)
+		if keep(err) {
+			s.DiskReadBytes, s.DiskWriteBytes = rd, wr
+			s.Has |= FieldDisk
+		}
+	}
+	r.readPids(cg.pids, s, buf, keep)
+	return errors.Join(errs...)
+}
+
+func (r *Reader) readPids(file string, s *Stats, buf *[]byte, keep func(error) bool) {
+	if data, err := readFile(file, buf); keep(err) {
+		v, err := parseSingle(file, data)
+		if keep(err) {
+			s.Pids = v
+			s.Has |= FieldPids
+		}
+	}
+}
+
+// readNet reads /proc/<pid>/net/dev unless pid shares the host's network
+// namespace. Interface names are reused from s.Networks when unchanged, so a
+// steady container costs no allocations.
+func (r *Reader) readNet(pid int, s *Stats, buf *[]byte) error {
+	var scratch [64]byte
+	dir := strconv.AppendInt(append(append(scratch[:0], r.procRoot...), '/'), int64(pid), 10)
+	if r.hostNetNS != "" {
+		var link [128]byte
+		n, err := syscall.Readlink(string(append(dir, "/ns/net"...)), link[:])
+		if err == nil && string(link[:n]) == r.hostNetNS {
+			return nil
+		}
+	}
+	file := string(append(dir, "/net/dev"...))
+	data, err := readFile(file, buf)
+	if err != nil {
+		return err
+	}
+	prev := s.Networks
+	nets := prev[:0]
+	err = parseNetDev(file, data, func(name []byte, rx, tx uint64) {
+		i := len(nets)
+		var n string
+		if i < len(prev) && prev[i].Name == string(name) {
+			n = prev[i].Name
+		} else {
+			n = string(name)
+		}
+		nets = append(nets, Interface{Name: n, RxBytes: rx, TxBytes: tx})
+	})
+	if err != nil {
+		return err
+	}
+	s.Networks = nets
+	s.Has |= FieldNetwork
+	return nil
+}
+
+// readFile reads the whole file into *buf (growing it) with raw syscalls, so
+// no *os.File is allocated. Errors are *fs.PathError naming the file.
+func readFile(file string, buf *[]byte) ([]byte, error) {
+	fd, err := syscall.Open(file, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: file, Err: err}
+	}
+	defer syscall.Close(fd)
+	if cap(*buf) < 4096 {
+		*buf = make([]byte, 0, 4096)
+	}
+	b := (*buf)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := syscall.Read(fd, b[len(b):cap(b)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			*buf = b
+			return nil, &fs.PathError{Op: "read", Path: file, Err: err}
+		}
+		if n == 0 {
+			break
+		}
+		b = b[:len(b)+n]
+	}
+	*buf = b
+	return bytes.TrimRight(b, "\x00"), nil
+}
+
+func sub0(a, b uint64) uint64 {
+	if b > a {
+		return 0
+	}
+	return a - b
+}

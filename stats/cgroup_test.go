@@ -1,0 +1,193 @@
+package stats
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+func tree(name string) *Reader {
+	return NewReader(filepath.Join("testdata", name, "proc"), filepath.Join("testdata", name, "cgroup"))
+}
+
+func TestReaderReadsTestdataTrees(t *testing.T) {
+	eth := []Interface{{Name: "eth0", RxBytes: 5406, TxBytes: 1076}, {Name: "eth1", RxBytes: 1234567890123, TxBytes: 42}}
+	tests := []struct {
+		name    string
+		tree    string
+		pid     int
+		version int
+		want    Stats
+	}{
+		{
+			name: "a cgroup v1 container on separate controller mounts reads every field", tree: "v1", pid: 4242, version: 1,
+			want: Stats{
+				Has:           FieldCPUTotal | FieldCPUModes | FieldMemoryUsage | FieldMemoryRSS | FieldMemoryWorkingSet | FieldDisk | FieldPids | FieldNetwork,
+				CPUTotalNanos: 25289880, CPUUserNanos: 1500000000, CPUSystemNanos: 250000000,
+				MemoryUsage: 2076672, MemoryRSS: 61440, MemoryWorkingSet: 2076672 - 1044480,
+				DiskReadBytes: 4196, DiskWriteBytes: 8192, Pids: 3, Networks: eth,
+			},
+		},
+		{
+			name: "a cgroup v1 line naming co-mounted controllers falls back to the controller's own mount", tree: "v1", pid: 4243, version: 1,
+			want: Stats{
+				Has:           FieldCPUTotal | FieldCPUModes | FieldMemoryUsage | FieldMemoryRSS | FieldMemoryWorkingSet | FieldNetwork,
+				CPUTotalNanos: 25289880, CPUUserNanos: 1500000000, CPUSystemNanos: 250000000,
+				MemoryUsage: 2076672, MemoryRSS: 61440, MemoryWorkingSet: 2076672 - 1044480, Networks: eth,
+			},
+		},
+		{
+			name: "a cgroup v2 container reads every field including the memory limit", tree: "v2", pid: 777, version: 2,
+			want: Stats{
+				Has:           FieldCPUTotal | FieldCPUModes | FieldMemoryUsage | FieldMemoryRSS | FieldMemoryWorkingSet | FieldMemoryLimit | FieldDisk | FieldPids | FieldNetwork,
+				CPUTotalNanos: 2500000000, CPUUserNanos: 2000000000, CPUSystemNanos: 500000000,
+				MemoryUsage: 10485760, MemoryRSS: 4194304, MemoryWorkingSet: 10485760 - 4194304, MemoryLimit: 268435456,
+				DiskReadBytes: 1005, DiskWriteBytes: 2007, Pids: 2, Networks: eth,
+			},
+		},
+		{
+			name: "a cgroup v2 container with memory.max max and missing files is a partial result", tree: "v2", pid: 778, version: 2,
+			want: Stats{
+				Has:           FieldCPUTotal | FieldCPUModes | FieldMemoryUsage,
+				CPUTotalNanos: 10000, CPUUserNanos: 5000, CPUSystemNanos: 5000, MemoryUsage: 4096,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := tree(tt.tree)
+			cg, err := r.Locate(tt.pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cg.Version != tt.version {
+				t.Fatalf("version %d, want %d", cg.Version, tt.version)
+			}
+			var s Stats
+			var buf []byte
+			if err := r.Read(&cg, tt.pid, &s, &buf); err != nil {
+				t.Fatal(err)
+			}
+			if !equalStats(s, tt.want) {
+				t.Errorf("got  %+v\nwant %+v", s, tt.want)
+			}
+		})
+	}
+}
+
+func equalStats(a, b Stats) bool {
+	an, bn := a.Networks, b.Networks
+	a.Networks, b.Networks = nil, nil
+	if !reflect.DeepEqual(a, b) || len(an) != len(bn) {
+		return false
+	}
+	for i := range an {
+		if an[i] != bn[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestReaderErrors(t *testing.T) {
+	t.Run("a malformed memory.stat is an error naming the file and the rest is still read", func(t *testing.T) {
+		r := tree("bad")
+		cg, err := r.Locate(10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s Stats
+		var buf []byte
+		err = r.Read(&cg, 0, &s, &buf)
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), filepath.Join("docker", "bad", "memory.stat")) {
+			t.Fatalf("error %v does not name memory.stat as malformed", err)
+		}
+		if s.Has&FieldPids == 0 || s.Pids != 5 || s.MemoryUsage != 100 {
+			t.Errorf("partial result lost: %+v", s)
+		}
+	})
+	t.Run("a cgroup path outside the reader's namespace is ErrCgroupOutsideNamespace", func(t *testing.T) {
+		_, err := tree("bad").Locate(11)
+		if !errors.Is(err, ErrCgroupOutsideNamespace) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("a process that is gone is fs.ErrNotExist", func(t *testing.T) {
+		_, err := tree("v1").Locate(99999)
+		if !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
+
+type fakeFallback struct {
+	calls int
+	s     Stats
+}
+
+func (f *fakeFallback) Stats(ctx context.Context, c model.Container) (Stats, error) {
+	f.calls++
+	return f.s, nil
+}
+
+func TestSampler(t *testing.T) {
+	t.Run("CPU usage is the delta of CPU time over wall time and absent on the first sample", func(t *testing.T) {
+		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup", Workers: 2})
+		cs := []model.Container{{ID: "a", PID: 777}, {ID: "b", PID: 778}}
+		out, err := s.Sample(context.Background(), cs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[0].Has&FieldCPUUsage != 0 || out[0].Source != SourceCgroupV2 {
+			t.Fatalf("first sample: %+v", out[0])
+		}
+		// Pretend the previous sample was one second earlier and 0.5 s of CPU less.
+		st := s.state["a"]
+		st.prevCPU -= 500_000_000
+		st.prevTime = st.prevTime.Add(-time.Second)
+		out, err = s.Sample(context.Background(), cs, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[0].Has&FieldCPUUsage == 0 || out[0].CPUUsage < 0.4 || out[0].CPUUsage > 0.5 {
+			t.Errorf("usage %v (has %b), want about 0.5", out[0].CPUUsage, out[0].Has)
+		}
+	})
+	t.Run("a container whose cgroup cannot be read goes to the engine fallback", func(t *testing.T) {
+		fb := &fakeFallback{s: Stats{Has: FieldMemoryUsage, MemoryUsage: 7}}
+		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup",
+			Fallback: func(string) Fallback { return fb }})
+		out, err := s.Sample(context.Background(), []model.Container{{ID: "gone", PID: 12345}, {ID: "ok", PID: 777}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fb.calls != 1 || out[0].Source != SourceEngineAPI || out[0].MemoryUsage != 7 || out[1].Source != SourceCgroupV2 {
+			t.Errorf("calls %d, samples %+v", fb.calls, out)
+		}
+	})
+	t.Run("a container whose cgroup cannot be read and has no fallback is an error naming it", func(t *testing.T) {
+		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup"})
+		out, err := s.Sample(context.Background(), []model.Container{{ID: "gone", PID: 12345}, {ID: "ok", PID: 777}}, nil)
+		if err == nil || !strings.Contains(err.Error(), "gone") {
+			t.Fatalf("got %v", err)
+		}
+		if out[0].Has != 0 || out[1].Has == 0 {
+			t.Errorf("samples %+v", out)
+		}
+	})
+	t.Run("containers absent from a call are forgotten", func(t *testing.T) {
+		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup"})
+		_, _ = s.Sample(context.Background(), []model.Container{{ID: "a", PID: 777}}, nil)
+		_, _ = s.Sample(context.Background(), []model.Container{{ID: "b", PID: 778}}, nil)
+		if _, ok := s.state["a"]; ok || len(s.state) != 1 {
+			t.Errorf("state %v", s.state)
+		}
+	})
+}

@@ -1,0 +1,265 @@
+package stats
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+)
+
+// ErrMalformed is wrapped by every parse error; the message names the file.
+var ErrMalformed = errors.New("malformed file")
+
+// unlimitedThreshold: cgroup v1 reports "no limit" as the largest page-aligned
+// int64 (9223372036854771712 with 4 KiB pages); anything at or above 2^62 is
+// treated as unlimited, as no machine has that much memory.
+const unlimitedThreshold = 1 << 62
+
+// userHZ is the unit of cpuacct.stat: USER_HZ ticks, 100 per second on every
+// Linux architecture agentd runs on (the kernel converts to USER_HZ for
+// userspace regardless of CONFIG_HZ).
+const userHZ = 100
+
+func malformed(file, format string, args ...any) error {
+	return fmt.Errorf("%s: %w: %s", file, ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// parseUint parses a decimal unsigned integer from b without allocating.
+func parseUint(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (^uint64(0)-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
+}
+
+// parseSingle parses a file holding one unsigned integer and a newline.
+func parseSingle(file string, data []byte) (uint64, error) {
+	v, ok := parseUint(bytes.TrimSpace(data))
+	if !ok {
+		return 0, malformed(file, "want one unsigned integer, got %q", truncate(data))
+	}
+	return v, nil
+}
+
+// parseMax parses a cgroup v2 limit: an unsigned integer or "max". unlimited
+// is true for "max".
+func parseMax(file string, data []byte) (v uint64, unlimited bool, err error) {
+	t := bytes.TrimSpace(data)
+	if string(t) == "max" {
+		return 0, true, nil
+	}
+	v, ok := parseUint(t)
+	if !ok {
+		return 0, false, malformed(file, "want an unsigned integer or \"max\", got %q", truncate(data))
+	}
+	return v, false, nil
+}
+
+// keyed walks a flat keyed file ("key value" per line, as memory.stat,
+// cpu.stat and cpuacct.stat are) and calls fn for each pair. It fails on a
+// line that is not two fields with an unsigned integer value.
+func keyed(file string, data []byte, fn func(key []byte, v uint64)) error {
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte{'\n'})
+		if len(line) == 0 {
+			continue
+		}
+		k, v, ok := bytes.Cut(line, []byte{' '})
+		if !ok || len(k) == 0 {
+			return malformed(file, "line %q is not \"key value\"", truncate(line))
+		}
+		n, ok := parseUint(bytes.TrimSpace(v))
+		if !ok {
+			return malformed(file, "line %q has no unsigned integer value", truncate(line))
+		}
+		fn(k, n)
+	}
+	return nil
+}
+
+// parseBlkio sums the Read and Write rows of blkio.throttle.io_service_bytes
+// (v1): rows "MAJ:MIN Op bytes" and a final "Total bytes".
+func parseBlkio(file string, data []byte) (read, write uint64, err error) {
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte{'\n'})
+		if len(line) == 0 {
+			continue
+		}
+		f0, rest, ok := bytes.Cut(line, []byte{' '})
+		if !ok {
+			return 0, 0, malformed(file, "line %q has one field", truncate(line))
+		}
+		if string(f0) == "Total" {
+			if _, ok := parseUint(bytes.TrimSpace(rest)); !ok {
+				return 0, 0, malformed(file, "line %q has no unsigned integer total", truncate(line))
+			}
+			continue
+		}
+		op, val, ok := bytes.Cut(rest, []byte{' '})
+		if !ok || bytes.IndexByte(f0, ':') < 0 {
+			return 0, 0, malformed(file, "line %q is not \"MAJ:MIN Op bytes\"", truncate(line))
+		}
+		n, ok := parseUint(bytes.TrimSpace(val))
+		if !ok {
+			return 0, 0, malformed(file, "line %q has no unsigned integer value", truncate(line))
+		}
+		switch string(op) {
+		case "Read":
+			read += n
+		case "Write":
+			write += n
+		}
+	}
+	return read, write, nil
+}
+
+// parseIOStat sums rbytes and wbytes over the devices of io.stat (v2): rows
+// "MAJ:MIN key=value key=value ...".
+func parseIOStat(file string, data []byte) (read, write uint64, err error) {
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte{'\n'})
+		if len(line) == 0 {
+			continue
+		}
+		dev, rest, _ := bytes.Cut(line, []byte{' '})
+		if bytes.IndexByte(dev, ':') < 0 {
+			return 0, 0, malformed(file, "line %q does not start with MAJ:MIN", truncate(line))
+		}
+		for len(rest) > 0 {
+			var kv []byte
+			kv, rest, _ = bytes.Cut(rest, []byte{' '})
+			if len(kv) == 0 {
+				continue
+			}
+			k, v, ok := bytes.Cut(kv, []byte{'='})
+			if !ok {
+				return 0, 0, malformed(file, "field %q is not key=value", truncate(kv))
+			}
+			if string(k) != "rbytes" && string(k) != "wbytes" {
+				continue
+			}
+			n, ok := parseUint(v)
+			if !ok {
+				return 0, 0, malformed(file, "field %q has no unsigned integer value", truncate(kv))
+			}
+			if k[0] == 'r' {
+				read += n
+			} else {
+				write += n
+			}
+		}
+	}
+	return read, write, nil
+}
+
+// parseNetDev calls fn for each interface row of /proc/<pid>/net/dev other
+// than lo, with its received and transmitted byte counts. The first two lines
+// are headers.
+func parseNetDev(file string, data []byte, fn func(name []byte, rx, tx uint64)) error {
+	for i := 0; i < 2; i++ {
+		_, rest, ok := bytes.Cut(data, []byte{'\n'})
+		if !ok {
+			if i == 0 || len(bytes.TrimSpace(data)) != 0 {
+				return malformed(file, "missing header lines")
+			}
+			return nil
+		}
+		data = rest
+	}
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte{'\n'})
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		name, counters, ok := bytes.Cut(line, []byte{':'})
+		name = bytes.TrimSpace(name)
+		if !ok || len(name) == 0 {
+			return malformed(file, "line %q is not \"iface: counters\"", truncate(line))
+		}
+		var rx, tx uint64
+		field := 0
+		for len(counters) > 0 {
+			counters = bytes.TrimLeft(counters, " ")
+			if len(counters) == 0 {
+				break
+			}
+			var f []byte
+			f, counters, _ = bytes.Cut(counters, []byte{' '})
+			n, ok := parseUint(f)
+			if !ok {
+				return malformed(file, "interface %q: counter %q is not an unsigned integer", truncate(name), truncate(f))
+			}
+			switch field {
+			case 0:
+				rx = n
+			case 8:
+				tx = n
+			}
+			field++
+		}
+		if field < 16 {
+			return malformed(file, "interface %q has %d counters, want 16", truncate(name), field)
+		}
+		if string(name) == "lo" {
+			continue
+		}
+		fn(name, rx, tx)
+	}
+	return nil
+}
+
+// cgroupLine is one line of /proc/<pid>/cgroup.
+type cgroupLine struct {
+	controllers string // "cpu,cpuacct", "name=systemd", "" for v2
+	path        string
+}
+
+// parseProcCgroup parses /proc/<pid>/cgroup ("ID:controllers:path" lines).
+func parseProcCgroup(file string, data []byte) ([]cgroupLine, error) {
+	var out []cgroupLine
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte{'\n'})
+		if len(line) == 0 {
+			continue
+		}
+		id, rest, ok := bytes.Cut(line, []byte{':'})
+		if !ok {
+			return nil, malformed(file, "line %q is not \"ID:controllers:path\"", truncate(line))
+		}
+		ctrl, path, ok := bytes.Cut(rest, []byte{':'})
+		if !ok || len(path) == 0 || path[0] != '/' {
+			return nil, malformed(file, "line %q is not \"ID:controllers:path\"", truncate(line))
+		}
+		if _, ok := parseUint(id); !ok {
+			return nil, malformed(file, "line %q has a non-numeric hierarchy ID", truncate(line))
+		}
+		out = append(out, cgroupLine{controllers: string(ctrl), path: string(path)})
+	}
+	if len(out) == 0 {
+		return nil, malformed(file, "no cgroup lines")
+	}
+	return out, nil
+}
+
+func truncate(b []byte) string {
+	const max = 80
+	if len(b) > max {
+		return string(b[:max]) + "..."
+	}
+	return string(b)
+}

@@ -1,0 +1,267 @@
+package stats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// Field is a bit set telling which parts of Stats were read.
+type Field uint16
+
+// The fields of Stats.
+const (
+	FieldCPUTotal         Field = 1 << iota // CPUTotalNanos
+	FieldCPUModes                           // CPUUserNanos, CPUSystemNanos
+	FieldCPUUsage                           // CPUUsage
+	FieldMemoryUsage                        // MemoryUsage
+	FieldMemoryRSS                          // MemoryRSS
+	FieldMemoryWorkingSet                   // MemoryWorkingSet
+	FieldMemoryLimit                        // MemoryLimit (absent: no limit)
+	FieldDisk                               // DiskReadBytes, DiskWriteBytes
+	FieldPids                               // Pids
+	FieldNetwork                            // Networks
+)
+
+// Source says where a sample came from.
+type Source string
+
+// The sources of samples.
+const (
+	SourceCgroupV1  Source = "cgroup-v1"
+	SourceCgroupV2  Source = "cgroup-v2"
+	SourceEngineAPI Source = "engine-api"
+)
+
+// Stats is one sample of a container's resource usage. Counters are
+// cumulative since the container (its cgroup) started.
+type Stats struct {
+	// Time is when the sample was read.
+	Time time.Time
+	// Source is where it was read from.
+	Source Source
+	// Has tells which fields hold values.
+	Has Field
+
+	CPUTotalNanos  uint64 // cumulative CPU time
+	CPUUserNanos   uint64 // cumulative CPU time in user mode
+	CPUSystemNanos uint64 // cumulative CPU time in kernel mode
+	// CPUUsage is the average number of CPUs used since the previous sample of
+	// the same container (1.0 = one core busy); absent on the first sample.
+	CPUUsage float64
+
+	MemoryUsage      uint64 // bytes charged to the cgroup, page cache included
+	MemoryRSS        uint64 // anonymous memory (v1 total_rss, v2 anon)
+	MemoryWorkingSet uint64 // usage minus inactive file cache
+	MemoryLimit      uint64 // bytes; see FieldMemoryLimit
+
+	DiskReadBytes  uint64
+	DiskWriteBytes uint64
+
+	Pids uint64
+
+	// Networks holds the container's interfaces other than lo.
+	Networks []Interface
+}
+
+// Interface is one network interface's cumulative byte counters.
+type Interface struct {
+	Name    string
+	RxBytes uint64
+	TxBytes uint64
+}
+
+// Fallback reads one container's stats through its engine's API. It is used
+// only for a container whose cgroup cannot be read. Implementations must be
+// safe for concurrent use.
+type Fallback interface {
+	// Stats returns a one-shot sample of c, with Source SourceEngineAPI.
+	Stats(ctx context.Context, c model.Container) (Stats, error)
+}
+
+// SamplerConfig configures a Sampler.
+type SamplerConfig struct {
+	// ProcRoot and CgroupRoot default to /proc and /sys/fs/cgroup.
+	ProcRoot, CgroupRoot string
+	// Workers bounds how many containers are read at once (default
+	// min(4, GOMAXPROCS)).
+	Workers int
+	// Fallback returns the engine fallback for the engine with this ID, or nil
+	// for none. Nil means no fallbacks.
+	Fallback func(engineID string) Fallback
+	// Logger receives debug logs on the source used; nil discards them.
+	Logger *slog.Logger
+}
+
+// Sampler samples containers and keeps what it needs between samples (the
+// located cgroup and the previous CPU time, per container). Sample must not be
+// called concurrently with itself; the Sampler is otherwise safe to share.
+type Sampler struct {
+	reader   *Reader
+	fallback func(string) Fallback
+	log      *slog.Logger
+	workers  int
+	bufs     sync.Pool
+
+	mu    sync.Mutex
+	state map[string]*containerState
+	round uint64
+}
+
+type containerState struct {
+	pid      int
+	cg       Cgroup
+	cgErr    error
+	prevCPU  uint64
+	prevTime time.Time
+	hasPrev  bool
+	round    uint64
+	source   Source
+}
+
+// NewSampler returns a Sampler.
+func NewSampler(cfg SamplerConfig) *Sampler {
+	w := cfg.Workers
+	if w <= 0 {
+		w = min(4, runtime.GOMAXPROCS(0))
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Sampler{
+		reader:   NewReader(cfg.ProcRoot, cfg.CgroupRoot),
+		fallback: cfg.Fallback,
+		log:      log,
+		workers:  w,
+		state:    make(map[string]*containerState),
+	}
+	s.bufs.New = func() any { b := make([]byte, 0, 8192); return &b }
+	return s
+}
+
+// Sample reads every container of cs that has a PID and returns out grown to
+// len(cs), out[i] being cs[i]'s sample (Has == 0 when nothing could be read,
+// or when the container has no PID and no fallback). It reuses out's
+// Networks backing arrays, so samples from an earlier call must not be kept
+// past the next. Errors of single containers are joined and returned along
+// with everything else that was read; ctx cancellation stops early with
+// ctx.Err(). Samplers forget containers that are absent from a call.
+func (s *Sampler) Sample(ctx context.Context, cs []model.Container, out []Stats) ([]Stats, error) {
+	if cap(out) < len(cs) {
+		out = append(out[:cap(out)], make([]Stats, len(cs)-cap(out))...)
+	}
+	out = out[:len(cs)]
+
+	s.mu.Lock()
+	s.round++
+	round := s.round
+	states := make([]*containerState, len(cs))
+	for i := range cs {
+		st := s.state[cs[i].ID]
+		if st == nil {
+			st = &containerState{}
+			s.state[cs[i].ID] = st
+		}
+		st.round = round
+		states[i] = st
+	}
+	for id, st := range s.state {
+		if st.round != round {
+			delete(s.state, id)
+		}
+	}
+	s.mu.Unlock()
+
+	errs := make([]error, len(cs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(s.workers, len(cs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bp := s.bufs.Get().(*[]byte)
+			defer s.bufs.Put(bp)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(cs) || ctx.Err() != nil {
+					return
+				}
+				errs[i] = s.sampleOne(ctx, &cs[i], states[i], &out[i], bp)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return out, err
+	}
+	return out, errors.Join(errs...)
+}
+
+// sampleOne fills out for c. st is owned by this call.
+func (s *Sampler) sampleOne(ctx context.Context, c *model.Container, st *containerState, out *Stats, buf *[]byte) error {
+	nets := out.Networks[:0]
+	*out = Stats{Networks: nets}
+	if c.PID > 0 && (st.pid != c.PID || st.cg.Version == 0) {
+		st.pid = c.PID
+		st.hasPrev = false
+		st.cg, st.cgErr = s.reader.Locate(c.PID)
+	}
+	var cgErr error
+	if c.PID > 0 && st.cgErr == nil {
+		out.Time = time.Now()
+		cgErr = s.reader.Read(&st.cg, c.PID, out, buf)
+		if out.Has != 0 {
+			out.Source = SourceCgroupV1
+			if st.cg.Version == 2 {
+				out.Source = SourceCgroupV2
+			}
+		}
+	}
+	if out.Has == 0 || out.Has&^FieldNetwork == 0 {
+		// The cgroup could not be read (no PID, not located, or every file
+		// missing, e.g. the process just exited): ask the engine, if it can.
+		var fb Fallback
+		if s.fallback != nil {
+			fb = s.fallback(c.EngineID)
+		}
+		if fb == nil {
+			if c.PID > 0 && st.cgErr != nil {
+				return fmt.Errorf("container %s (pid %d): %w", c.ID, c.PID, st.cgErr)
+			}
+			return cgErr
+		}
+		fs, err := fb.Stats(ctx, *c)
+		if err != nil {
+			return errors.Join(fmt.Errorf("container %s: engine stats: %w", c.ID, err), cgErr)
+		}
+		fs.Has &^= FieldCPUUsage
+		*out = fs
+		out.Source = SourceEngineAPI
+		if out.Time.IsZero() {
+			out.Time = time.Now()
+		}
+	}
+	if st.source != out.Source {
+		s.log.Debug("container stats source", "container", c.ID, "source", out.Source, "cgroup_error", st.cgErr)
+		st.source = out.Source
+	}
+	if out.Has&FieldCPUTotal != 0 {
+		if st.hasPrev && out.CPUTotalNanos >= st.prevCPU && out.Time.After(st.prevTime) {
+			out.CPUUsage = float64(out.CPUTotalNanos-st.prevCPU) / float64(out.Time.Sub(st.prevTime).Nanoseconds())
+			out.Has |= FieldCPUUsage
+		}
+		st.prevCPU, st.prevTime, st.hasPrev = out.CPUTotalNanos, out.Time, true
+	}
+	if cgErr != nil {
+		return fmt.Errorf("container %s: %w", c.ID, cgErr)
+	}
+	return nil
+}

@@ -1,0 +1,243 @@
+package telemetry
+
+import (
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/resource"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+
+	"github.com/agentd-dev/agentd/model"
+	"github.com/agentd-dev/agentd/stats"
+)
+
+// ScopeName is the instrumentation scope of everything agentd exports.
+const ScopeName = "github.com/agentd-dev/agentd/telemetry"
+
+var (
+	setCPUUser     = attribute.NewSet(semconv.CPUModeUser)
+	setCPUSystem   = attribute.NewSet(semconv.CPUModeSystem)
+	setDiskRead    = attribute.NewSet(semconv.DiskIODirectionRead)
+	setDiskWrite   = attribute.NewSet(semconv.DiskIODirectionWrite)
+	engineStates   = []model.ContainerState{model.StateCreated, model.StateRunning, model.StatePaused, model.StateExited, model.StateUnknown}
+	engineStateSet = func() map[model.ContainerState]attribute.Set {
+		m := make(map[model.ContainerState]attribute.Set, len(engineStates))
+		for _, s := range engineStates {
+			m[s] = attribute.NewSet(attribute.String(AttrState, string(s)))
+		}
+		return m
+	}()
+)
+
+// builder turns samples into one ResourceMetrics per container and per
+// engine. It keeps per-container state between rounds: the cached resource,
+// the stable start time of the cumulative counters and the network attribute
+// sets. It is used by one goroutine at a time.
+type builder struct {
+	cfg   *Config
+	host  Host
+	scope instrumentation.Scope
+
+	containers map[string]*containerState
+	engines    map[string]*engineState
+	round      uint64
+}
+
+type containerState struct {
+	key       resourceKey
+	res       *resource.Resource
+	start     time.Time // start time of cumulative points
+	startedAt time.Time // the container's StartedAt the start was taken from
+	netSets   map[string][2]attribute.Set
+	round     uint64
+}
+
+type engineState struct {
+	engine model.Engine
+	res    *resource.Resource
+	round  uint64
+}
+
+func newBuilder(cfg *Config, host Host, version string) *builder {
+	return &builder{
+		cfg:        cfg,
+		host:       host,
+		scope:      instrumentation.Scope{Name: ScopeName, Version: version, SchemaURL: semconv.SchemaURL},
+		containers: make(map[string]*containerState),
+		engines:    make(map[string]*engineState),
+	}
+}
+
+// containerResource returns the cached resource of c, rebuilt when what it
+// is made of changed.
+func (b *builder) container(e *model.Engine, c *model.Container, now time.Time) *containerState {
+	st := b.containers[c.ID]
+	if st == nil {
+		st = &containerState{}
+		b.containers[c.ID] = st
+	}
+	if k := keyOf(e, c); st.res == nil || !st.key.equal(&k) {
+		st.res = ContainerResource(b.host, e, c, b.cfg.labelAllowed)
+		st.key = k
+	}
+	if st.start.IsZero() || !c.StartedAt.Equal(st.startedAt) {
+		// A restarted container has a new cgroup whose counters start at 0.
+		st.startedAt = c.StartedAt
+		st.start = c.StartedAt
+		if st.start.IsZero() || st.start.After(now) {
+			st.start = now
+		}
+	}
+	st.round = b.round
+	return st
+}
+
+func (b *builder) engine(e *model.Engine) *engineState {
+	st := b.engines[e.ID]
+	if st == nil || st.engine != *e {
+		st = &engineState{engine: *e, res: EngineResource(b.host, e)}
+		b.engines[e.ID] = st
+	}
+	st.round = b.round
+	return st
+}
+
+// sampled is one container to export with its sample.
+type sampled struct {
+	engine    *model.Engine
+	container *model.Container
+	stats     *stats.Stats
+}
+
+// engineCount is one engine with its containers counted by state.
+type engineCount struct {
+	engine *model.Engine
+	up     bool
+	counts map[model.ContainerState]int64
+}
+
+// build returns the batch of one round. Entries of earlier rounds that are
+// absent now are forgotten. The batch is only valid until the next build.
+func (b *builder) build(now time.Time, cs []sampled, es []engineCount) []*metricdata.ResourceMetrics {
+	b.round++
+	out := make([]*metricdata.ResourceMetrics, 0, len(cs)+len(es))
+	for i := range cs {
+		st := b.container(cs[i].engine, cs[i].container, now)
+		out = append(out, b.containerMetrics(st, cs[i].container, cs[i].stats, now))
+	}
+	for i := range es {
+		st := b.engine(es[i].engine)
+		out = append(out, b.engineMetrics(st, &es[i], now))
+	}
+	for id, st := range b.containers {
+		if st.round != b.round {
+			delete(b.containers, id)
+		}
+	}
+	for id, st := range b.engines {
+		if st.round != b.round {
+			delete(b.engines, id)
+		}
+	}
+	return out
+}
+
+func metric[N int64 | float64](m int, data metricdata.Aggregation) metricdata.Metrics {
+	d := &Metrics[m]
+	return metricdata.Metrics{Name: d.Name, Description: d.Description, Unit: d.Unit, Data: data}
+}
+
+func gauge[N int64 | float64](m int, v N, now time.Time) metricdata.Metrics {
+	return metric[N](m, metricdata.Gauge[N]{DataPoints: []metricdata.DataPoint[N]{{Time: now, Value: v}}})
+}
+
+func counter[N int64 | float64](m int, points []metricdata.DataPoint[N]) metricdata.Metrics {
+	return metric[N](m, metricdata.Sum[N]{DataPoints: points, Temporality: metricdata.CumulativeTemporality, IsMonotonic: true})
+}
+
+func (b *builder) containerMetrics(st *containerState, c *model.Container, s *stats.Stats, now time.Time) *metricdata.ResourceMetrics {
+	ms := make([]metricdata.Metrics, 0, numMetrics-2)
+	t := s.Time
+	if t.IsZero() {
+		t = now
+	}
+	start := st.start
+	if s.Has&stats.FieldCPUModes != 0 {
+		ms = append(ms, counter(mCPUTime, []metricdata.DataPoint[float64]{
+			{Attributes: setCPUUser, StartTime: start, Time: t, Value: float64(s.CPUUserNanos) / 1e9},
+			{Attributes: setCPUSystem, StartTime: start, Time: t, Value: float64(s.CPUSystemNanos) / 1e9},
+		}))
+	}
+	if s.Has&stats.FieldCPUUsage != 0 {
+		ms = append(ms, gauge(mCPUUsage, s.CPUUsage, t))
+	}
+	if s.Has&stats.FieldMemoryUsage != 0 {
+		ms = append(ms, gauge(mMemoryUsage, int64(s.MemoryUsage), t))
+	}
+	if s.Has&stats.FieldMemoryRSS != 0 {
+		ms = append(ms, gauge(mMemoryRSS, int64(s.MemoryRSS), t))
+	}
+	if s.Has&stats.FieldMemoryWorkingSet != 0 {
+		ms = append(ms, gauge(mMemoryWorkingSet, int64(s.MemoryWorkingSet), t))
+	}
+	if s.Has&stats.FieldMemoryLimit != 0 {
+		ms = append(ms, gauge(mMemoryLimit, int64(s.MemoryLimit), t))
+	}
+	if s.Has&stats.FieldDisk != 0 {
+		ms = append(ms, counter(mDiskIO, []metricdata.DataPoint[int64]{
+			{Attributes: setDiskRead, StartTime: start, Time: t, Value: int64(s.DiskReadBytes)},
+			{Attributes: setDiskWrite, StartTime: start, Time: t, Value: int64(s.DiskWriteBytes)},
+		}))
+	}
+	if s.Has&stats.FieldNetwork != 0 && len(s.Networks) > 0 {
+		if st.netSets == nil {
+			st.netSets = make(map[string][2]attribute.Set, len(s.Networks))
+		}
+		pts := make([]metricdata.DataPoint[int64], 0, 2*len(s.Networks))
+		for _, n := range s.Networks {
+			sets, ok := st.netSets[n.Name]
+			if !ok {
+				iface := semconv.NetworkInterfaceName(n.Name)
+				sets = [2]attribute.Set{
+					attribute.NewSet(semconv.NetworkIODirectionReceive, iface),
+					attribute.NewSet(semconv.NetworkIODirectionTransmit, iface),
+				}
+				st.netSets[n.Name] = sets
+			}
+			pts = append(pts,
+				metricdata.DataPoint[int64]{Attributes: sets[0], StartTime: start, Time: t, Value: int64(n.RxBytes)},
+				metricdata.DataPoint[int64]{Attributes: sets[1], StartTime: start, Time: t, Value: int64(n.TxBytes)})
+		}
+		ms = append(ms, counter(mNetworkIO, pts))
+	}
+	if s.Has&stats.FieldPids != 0 {
+		ms = append(ms, gauge(mPidsCount, int64(s.Pids), t))
+	}
+	if !c.StartedAt.IsZero() && !c.StartedAt.After(t) {
+		ms = append(ms, gauge(mUptime, t.Sub(c.StartedAt).Seconds(), t))
+	}
+	return &metricdata.ResourceMetrics{
+		Resource:     st.res,
+		ScopeMetrics: []metricdata.ScopeMetrics{{Scope: b.scope, Metrics: ms}},
+	}
+}
+
+func (b *builder) engineMetrics(st *engineState, ec *engineCount, now time.Time) *metricdata.ResourceMetrics {
+	pts := make([]metricdata.DataPoint[int64], 0, len(engineStates))
+	for _, s := range engineStates {
+		pts = append(pts, metricdata.DataPoint[int64]{Attributes: engineStateSet[s], Time: now, Value: ec.counts[s]})
+	}
+	var up int64
+	if ec.up {
+		up = 1
+	}
+	return &metricdata.ResourceMetrics{
+		Resource: st.res,
+		ScopeMetrics: []metricdata.ScopeMetrics{{Scope: b.scope, Metrics: []metricdata.Metrics{
+			metric[int64](mEngineContainers, metricdata.Gauge[int64]{DataPoints: pts}),
+			gauge(mEngineUp, up, now),
+		}}},
+	}
+}

@@ -1,0 +1,140 @@
+package telemetry
+
+import (
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// Config configures the telemetry pipeline. The zero value is not valid; start
+// from DefaultConfig. Keys in Validate's errors are the YAML keys the lead's
+// config file uses under `telemetry:`.
+type Config struct {
+	// ExportInterval is how often container stats are sampled and exported.
+	ExportInterval time.Duration `yaml:"export_interval"`
+	// EventFlushInterval bounds how long an event waits before it is sent.
+	EventFlushInterval time.Duration `yaml:"event_flush_interval"`
+	// ShutdownTimeout bounds the final flush when Run's context ends.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Endpoint is the OTLP/gRPC endpoint (host:port or URL). Empty means the
+	// exporters' own defaults apply, which honour OTEL_EXPORTER_OTLP_ENDPOINT,
+	// OTEL_EXPORTER_OTLP_{METRICS,LOGS}_ENDPOINT and the other standard variables.
+	Endpoint string `yaml:"endpoint"`
+	// Insecure disables TLS when set (nil: OTEL_EXPORTER_OTLP_INSECURE or the URL scheme decide).
+	Insecure *bool `yaml:"insecure"`
+	// Headers are sent with every export, added to OTEL_EXPORTER_OTLP_HEADERS.
+	Headers map[string]string `yaml:"headers"`
+	// Compression is "gzip" or "none"; "" leaves OTEL_EXPORTER_OTLP_COMPRESSION in charge.
+	Compression string `yaml:"compression"`
+	// LabelAllowlist names the container labels exported as container.label.<key>.
+	// Entries may be path.Match patterns ("com.example.*").
+	LabelAllowlist []string `yaml:"label_allowlist"`
+	// IncludeEngines, when not empty, limits export to containers of these engine types.
+	IncludeEngines []model.EngineType `yaml:"include_engines"`
+	// ExcludeEngines drops containers of these engine types.
+	ExcludeEngines []model.EngineType `yaml:"exclude_engines"`
+	// IncludeImages, when not empty, limits export to containers whose image name
+	// matches one of these path.Match patterns ("docker.io/library/*").
+	IncludeImages []string `yaml:"include_images"`
+	// ExcludeImages drops containers whose image name matches one of these patterns.
+	ExcludeImages []string `yaml:"exclude_images"`
+	// StatsWorkers bounds how many containers are read at once.
+	StatsWorkers int `yaml:"stats_workers"`
+	// ExportConcurrency bounds how many per-resource metric exports are in flight.
+	ExportConcurrency int `yaml:"export_concurrency"`
+}
+
+// DefaultConfig returns the defaults: export every 10 s, events within 1 s,
+// 5 s to flush at shutdown, endpoint from the environment.
+func DefaultConfig() Config {
+	return Config{
+		ExportInterval:     10 * time.Second,
+		EventFlushInterval: time.Second,
+		ShutdownTimeout:    5 * time.Second,
+		StatsWorkers:       4,
+		ExportConcurrency:  4,
+	}
+}
+
+// Validate reports the first bad setting, naming its key and value.
+func (c *Config) Validate() error {
+	if c.ExportInterval < 100*time.Millisecond {
+		return fmt.Errorf("telemetry.export_interval: %v is below the minimum 100ms", c.ExportInterval)
+	}
+	if c.EventFlushInterval <= 0 || c.EventFlushInterval > time.Minute {
+		return fmt.Errorf("telemetry.event_flush_interval: %v must be positive and at most 1m", c.EventFlushInterval)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("telemetry.shutdown_timeout: %v must be positive", c.ShutdownTimeout)
+	}
+	switch c.Compression {
+	case "", "gzip", "none":
+	default:
+		return fmt.Errorf("telemetry.compression: %q is not gzip or none", c.Compression)
+	}
+	for k := range c.Headers {
+		if k == "" || strings.ContainsAny(k, " \t\r\n:") {
+			return fmt.Errorf("telemetry.headers: %q is not a valid header name", k)
+		}
+	}
+	for key, pats := range map[string][]string{"label_allowlist": c.LabelAllowlist, "include_images": c.IncludeImages, "exclude_images": c.ExcludeImages} {
+		for _, p := range pats {
+			if _, err := path.Match(p, ""); err != nil || p == "" {
+				return fmt.Errorf("telemetry.%s: %q is not a valid pattern", key, p)
+			}
+		}
+	}
+	known := map[model.EngineType]bool{model.Docker: true, model.Containerd: true, model.CRI: true, model.CRIO: true, model.Podman: true}
+	for key, ts := range map[string][]model.EngineType{"include_engines": c.IncludeEngines, "exclude_engines": c.ExcludeEngines} {
+		for _, t := range ts {
+			if !known[t] {
+				return fmt.Errorf("telemetry.%s: %q is not an engine type (docker, containerd, cri, cri-o, podman)", key, t)
+			}
+		}
+	}
+	if c.StatsWorkers < 1 {
+		return fmt.Errorf("telemetry.stats_workers: %d must be at least 1", c.StatsWorkers)
+	}
+	if c.ExportConcurrency < 1 {
+		return fmt.Errorf("telemetry.export_concurrency: %d must be at least 1", c.ExportConcurrency)
+	}
+	return nil
+}
+
+// keep reports whether a container of an engine of type t is exported.
+func (c *Config) keep(t model.EngineType, ctr *model.Container) bool {
+	if len(c.IncludeEngines) > 0 && !containsType(c.IncludeEngines, t) {
+		return false
+	}
+	if containsType(c.ExcludeEngines, t) {
+		return false
+	}
+	if len(c.IncludeImages) > 0 && !matchAny(c.IncludeImages, ctr.ImageName) {
+		return false
+	}
+	return !matchAny(c.ExcludeImages, ctr.ImageName)
+}
+
+// labelAllowed reports whether the label key is on the allowlist.
+func (c *Config) labelAllowed(key string) bool { return matchAny(c.LabelAllowlist, key) }
+
+func containsType(ts []model.EngineType, t model.EngineType) bool {
+	for _, x := range ts {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+func matchAny(pats []string, s string) bool {
+	for _, p := range pats {
+		if ok, _ := path.Match(p, s); ok {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,53 @@
+// Package telemetry turns the workload model and container stats into
+// OpenTelemetry: OTLP/gRPC metrics (one resource per container and per
+// engine) and lifecycle events as OTLP log records, or a human-readable
+// console output when no endpoint is configured.
+//
+// It owns the one table of metrics (Metrics) and of events (Events), from
+// which METRICS.md is generated (`go test ./telemetry -run TestMetricsDoc
+// -update`); the resources and their semantic-convention attributes
+// (semconv v1.43.0 as shipped in otel v1.47); the Pipeline that samples every
+// export interval and forwards events; and the OTLP and console sinks. It does
+// not read cgroups (package stats), track the workload (package model) or talk
+// to engines. It consumes the model through the small Workload interface and
+// an event channel, wired by the caller.
+//
+// # One resource per container, despite the SDK
+//
+// The OpenTelemetry SDK binds one resource to a MeterProvider and to a
+// LoggerProvider. agentd needs one per container, so:
+//
+//   - Metrics bypass the MeterProvider: each round builds a
+//     metricdata.ResourceMetrics per container and per engine itself (cached
+//     resources, cumulative counters with the container's start time as a
+//     stable StartTime) and hands them to otlpmetricgrpc exporters. Such an
+//     exporter sends exactly one ExportMetricsServiceRequest per
+//     ResourceMetrics and serialises its uploads behind a mutex, so OTLPMetrics
+//     keeps a small pool of exporters (Config.ExportConcurrency, default 4),
+//     each with its own gRPC connection. Measured on the testbed (2 shared
+//     cores, collector on loopback, TestExportCost500): 500 containers + 1
+//     engine = 501 requests per round, 165 ms over 1 connection and 105 ms over
+//     4. At the default 10 s interval that is about 1% of one core's time, so
+//     one request per resource is accepted rather than hand-rolling an OTLP
+//     client that batches resources (which would lose the exporters' handling
+//     of OTEL_EXPORTER_OTLP_*, retries and TLS). Building the batch for 500
+//     containers costs about 2.6 ms and 11.8k allocations (BenchmarkBuild500).
+//   - Events keep the SDK: one LoggerProvider per resource (cached, no
+//     goroutines, never shut down), all feeding ONE BatchProcessor with the
+//     flush interval as its export interval. The processor batches records of
+//     every resource together and otlploggrpc groups them by resource into a
+//     single request, so events cost one request per flush.
+//
+// # Deviations from the semantic conventions
+//
+// container.memory.usage is a Counter in the conventions; it is exported as a
+// Gauge because memory goes down. container.cpu.usage is a double (CPUs in
+// use), not an int. Event attributes and agentd.engine.* are agentd's own.
+// Container environment variables are never read.
+//
+// # Concurrency
+//
+// Pipeline.Run runs the metric rounds on the caller's goroutine and starts one
+// goroutine for events, which it stops and waits for before returning. Sinks
+// are called from both and are safe for concurrent use.
+package telemetry

@@ -1,0 +1,95 @@
+package telemetry
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/agentd-dev/agentd/internal/testbed"
+	"github.com/agentd-dev/agentd/model"
+	"github.com/agentd-dev/agentd/stats"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestMetricsDoc keeps METRICS.md in step with the tables.
+func TestMetricsDoc(t *testing.T) {
+	got := MetricsDoc()
+	if *update {
+		if err := os.WriteFile("METRICS.md", []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile("METRICS.md")
+	if err != nil || string(want) != got {
+		t.Fatalf("METRICS.md is stale (err %v); run go test ./telemetry -run TestMetricsDoc -update", err)
+	}
+}
+
+func fixedWorkload(n int) ([]sampled, []engineCount) {
+	e := &model.Engine{ID: "e1", Type: model.Docker, Version: "20.10.24", Endpoint: "/run/docker.sock", PID: 100}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cs := make([]sampled, n)
+	for i := range cs {
+		c := &model.Container{ID: fmt.Sprintf("%064d", i), Name: fmt.Sprintf("c%d", i), EngineID: "e1", ImageName: "local/busybox",
+			ImageTags: []string{"latest"}, ImageID: "sha256:abc", Labels: map[string]string{"app": "x", "secret": "y"},
+			State: model.StateRunning, PID: 1000 + i, StartedAt: start}
+		s := &stats.Stats{Time: start.Add(time.Minute), Has: ^stats.Field(0), CPUUserNanos: 1e9, CPUSystemNanos: 2e9, CPUUsage: 0.5,
+			MemoryUsage: 1 << 20, MemoryRSS: 1 << 19, MemoryWorkingSet: 1 << 19, MemoryLimit: 1 << 30, DiskReadBytes: 1, DiskWriteBytes: 2,
+			Pids: 3, Networks: []stats.Interface{{Name: "eth0", RxBytes: 10, TxBytes: 20}}}
+		cs[i] = sampled{engine: e, container: c, stats: s}
+	}
+	return cs, []engineCount{{engine: e, up: true, counts: map[model.ContainerState]int64{model.StateRunning: int64(n)}}}
+}
+
+// BenchmarkBuild500 builds the export batch of 500 containers and an engine.
+func BenchmarkBuild500(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.LabelAllowlist = []string{"app"}
+	bl := newBuilder(&cfg, Host{Name: "h", ID: "id"}, "test")
+	cs, es := fixedWorkload(500)
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = bl.build(now, cs, es)
+	}
+}
+
+// TestExportCost500 measures exporting one round of 500 containers to a real
+// collector: one OTLP request per resource, over 1 and 4 connections.
+func TestExportCost500(t *testing.T) {
+	testbed.Require(t, testbed.Collector)
+	col := testbed.StartCollector(t)
+	cs, es := fixedWorkload(500)
+	for _, conns := range []int{1, 4} {
+		t.Run(fmt.Sprintf("%d connections", conns), func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Endpoint = col.Endpoint()
+			insecure := true
+			cfg.Insecure = &insecure
+			cfg.ExportConcurrency = conns
+			ctx := context.Background()
+			ms, lx, err := NewOTLP(ctx, &cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lx.Shutdown(ctx)
+			defer ms.Shutdown(ctx)
+			batch := newBuilder(&cfg, Host{Name: "h"}, "test").build(time.Now(), cs, es)
+			if err := ms.ExportMetrics(ctx, batch); err != nil { // warm the connections
+				t.Fatal(err)
+			}
+			start := time.Now()
+			const rounds = 3
+			for range rounds {
+				if err := ms.ExportMetrics(ctx, batch); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Logf("%d resources over %d connections: %d requests, %v per round", len(batch), conns, len(batch), time.Since(start)/rounds)
+		})
+	}
+}

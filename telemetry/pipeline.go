@@ -1,0 +1,230 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	sdklog "go.opentelemetry.io/otel/sdk/log"
+
+	"github.com/agentd-dev/agentd/model"
+	"github.com/agentd-dev/agentd/stats"
+)
+
+// Workload is the view of the workload model the pipeline reads each round.
+// Implementations return snapshots the pipeline may keep for the round.
+type Workload interface {
+	Engines() []model.Engine
+	Containers() []model.Container
+}
+
+// EngineStatus is an optional ability of a Workload: whether agentd is
+// connected to an engine right now. Without it every listed engine is up.
+type EngineStatus interface {
+	EngineUp(engineID string) bool
+}
+
+// Sampler reads the stats of running containers; *stats.Sampler satisfies it.
+type Sampler interface {
+	Sample(ctx context.Context, cs []model.Container, out []stats.Stats) ([]stats.Stats, error)
+}
+
+// Options are the parts a Pipeline is wired from.
+type Options struct {
+	// Workload is read at every export interval. Required.
+	Workload Workload
+	// Events are forwarded as log records; nil means no events. The pipeline
+	// never closes it; a closed channel ends event forwarding.
+	Events <-chan model.Event
+	// Sampler reads container stats. Required.
+	Sampler Sampler
+	// Metrics and Logs receive what is exported: NewOTLP's, or a Console for
+	// both. Required. The pipeline shuts both down when Run returns.
+	Metrics MetricSink
+	Logs    sdklog.Exporter
+	// Host is carried by every resource (DetectHost).
+	Host Host
+	// Version is agentd's version, the instrumentation scope version.
+	Version string
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Pipeline samples, exports metrics and forwards events until its context
+// ends. Build it with NewPipeline and call Run once.
+type Pipeline struct {
+	cfg  Config
+	opts Options
+	log  *slog.Logger
+}
+
+// NewPipeline validates cfg and checks opts.
+func NewPipeline(cfg Config, opts Options) (*Pipeline, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Workload == nil || opts.Sampler == nil || opts.Metrics == nil || opts.Logs == nil {
+		return nil, errors.New("telemetry pipeline: Workload, Sampler, Metrics and Logs are required")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Pipeline{cfg: cfg, opts: opts, log: log}, nil
+}
+
+// Run exports one round at once and then every ExportInterval, and forwards
+// events as they come (sent within EventFlushInterval). When ctx ends it
+// forwards the events already queued on the channel, flushes and shuts the
+// sinks down within ShutdownTimeout, and returns nil; it returns an error
+// only when that final flush fails. Errors of single rounds are logged, not
+// returned. Run starts one goroutine for events and waits for it.
+func (p *Pipeline) Run(ctx context.Context) error {
+	proc := sdklog.NewBatchProcessor(p.opts.Logs, sdklog.WithExportInterval(p.cfg.EventFlushInterval))
+	em := newEventEmitter(&p.cfg, p.opts.Host, p.opts.Version, proc)
+
+	var wg sync.WaitGroup
+	if p.opts.Events != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.forwardEvents(ctx, em)
+		}()
+	}
+
+	b := newBuilder(&p.cfg, p.opts.Host, p.opts.Version)
+	var samples []stats.Stats
+	tick := time.NewTicker(p.cfg.ExportInterval)
+	for {
+		samples = p.round(ctx, b, samples)
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+	tick.Stop()
+	wg.Wait()
+
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout)
+	defer cancel()
+	err := errors.Join(proc.Shutdown(sctx), p.opts.Metrics.Shutdown(sctx))
+	if err != nil {
+		return fmt.Errorf("telemetry: final flush: %w", err)
+	}
+	return nil
+}
+
+// forwardEvents emits events until ctx ends, then drains what is queued.
+func (p *Pipeline) forwardEvents(ctx context.Context, em *eventEmitter) {
+	engines := map[string]model.Engine{}
+	refresh := func() {
+		clear(engines)
+		for _, e := range p.opts.Workload.Engines() {
+			engines[e.ID] = e
+		}
+	}
+	refresh()
+	handle := func(ctx context.Context, ev *model.Event) {
+		if ev.Engine != nil {
+			engines[ev.Engine.ID] = *ev.Engine
+		}
+		var eng *model.Engine
+		if ev.Container != nil {
+			e, ok := engines[ev.EngineID]
+			if !ok {
+				refresh()
+				e, ok = engines[ev.EngineID]
+			}
+			if !ok {
+				e = model.Engine{ID: ev.EngineID}
+			}
+			if !p.cfg.keep(e.Type, ev.Container) {
+				return
+			}
+			eng = &e
+		}
+		em.emit(ctx, ev, eng, time.Now())
+	}
+	for {
+		select {
+		case ev, ok := <-p.opts.Events:
+			if !ok {
+				return
+			}
+			handle(ctx, &ev)
+		case <-ctx.Done():
+			dctx := context.WithoutCancel(ctx)
+			for {
+				select {
+				case ev, ok := <-p.opts.Events:
+					if !ok {
+						return
+					}
+					handle(dctx, &ev)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// round samples the running containers and exports one batch.
+func (p *Pipeline) round(ctx context.Context, b *builder, samples []stats.Stats) []stats.Stats {
+	if ctx.Err() != nil {
+		return samples
+	}
+	engines := p.opts.Workload.Engines()
+	all := p.opts.Workload.Containers()
+	byID := make(map[string]*model.Engine, len(engines))
+	counts := make([]engineCount, len(engines))
+	status, _ := p.opts.Workload.(EngineStatus)
+	for i := range engines {
+		byID[engines[i].ID] = &engines[i]
+		counts[i] = engineCount{engine: &engines[i], up: status == nil || status.EngineUp(engines[i].ID),
+			counts: make(map[model.ContainerState]int64, len(engineStates))}
+	}
+	running := make([]model.Container, 0, len(all))
+	for i := range all {
+		c := &all[i]
+		e := byID[c.EngineID]
+		if e == nil {
+			continue
+		}
+		for j := range counts {
+			if counts[j].engine == e {
+				counts[j].counts[c.State]++
+			}
+		}
+		if c.State == model.StateRunning && p.cfg.keep(e.Type, c) {
+			running = append(running, *c)
+		}
+	}
+	samples, err := p.opts.Sampler.Sample(ctx, running, samples)
+	if err != nil {
+		if ctx.Err() != nil {
+			return samples
+		}
+		p.log.Warn("container stats", "error", err)
+	}
+	batch := make([]sampled, 0, len(running))
+	for i := range running {
+		if samples[i].Has == 0 {
+			continue
+		}
+		batch = append(batch, sampled{engine: byID[running[i].EngineID], container: &running[i], stats: &samples[i]})
+	}
+	now := time.Now()
+	rms := b.build(now, batch, counts)
+	start := time.Now()
+	if err := p.opts.Metrics.ExportMetrics(ctx, rms); err != nil && ctx.Err() == nil {
+		p.log.Warn("export metrics", "resources", len(rms), "error", err)
+	}
+	p.log.Debug("exported metrics", "containers", len(batch), "resources", len(rms), "duration", time.Since(start))
+	return samples
+}

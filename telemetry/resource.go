@@ -1,0 +1,150 @@
+package telemetry
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/resource"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// agentd resource attributes (no semantic convention covers them).
+const (
+	AttrEngineID                = "agentd.engine.id"
+	AttrEngineEndpoint          = "agentd.engine.endpoint"
+	AttrEnginePID               = "agentd.engine.pid"
+	AttrEnginePrefix            = "agentd.engine.prefix"
+	AttrEngineParentContainerID = "agentd.engine.parent.container.id"
+	AttrContainerdNamespace     = "containerd.namespace"
+)
+
+// Host describes the host every resource carries.
+type Host struct {
+	Name string // host.name
+	ID   string // host.id, from /etc/machine-id
+}
+
+// DetectHost reads the host name and /etc/machine-id under root ("" means /).
+// A missing machine-id leaves ID empty (host.id is then not exported).
+func DetectHost(root string) Host {
+	if root == "" {
+		root = "/"
+	}
+	var h Host
+	if b, err := os.ReadFile(filepath.Join(root, "etc", "hostname")); err == nil && root != "/" {
+		h.Name = strings.TrimSpace(string(b))
+	}
+	if h.Name == "" {
+		h.Name, _ = os.Hostname()
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "etc", "machine-id")); err == nil {
+		h.ID = strings.TrimSpace(string(b))
+	}
+	return h
+}
+
+func (h Host) attrs(kv []attribute.KeyValue) []attribute.KeyValue {
+	if h.Name != "" {
+		kv = append(kv, semconv.HostName(h.Name))
+	}
+	if h.ID != "" {
+		kv = append(kv, semconv.HostID(h.ID))
+	}
+	return append(kv, semconv.OSTypeLinux)
+}
+
+func engineAttrs(kv []attribute.KeyValue, e *model.Engine) []attribute.KeyValue {
+	kv = append(kv,
+		semconv.ContainerRuntimeName(e.Type.RuntimeName()),
+		attribute.String(AttrEngineID, e.ID),
+		attribute.String(AttrEngineEndpoint, e.Endpoint),
+		attribute.String(AttrEnginePrefix, e.Prefix),
+		attribute.String(AttrEngineParentContainerID, e.ParentContainerID),
+	)
+	if e.Version != "" {
+		kv = append(kv, semconv.ContainerRuntimeVersion(e.Version))
+	}
+	if e.PID > 0 {
+		kv = append(kv, attribute.Int(AttrEnginePID, e.PID))
+	}
+	return kv
+}
+
+// EngineResource is the OTLP resource of an engine: container.runtime.*,
+// agentd.engine.* and the host.
+func EngineResource(h Host, e *model.Engine) *resource.Resource {
+	kv := engineAttrs(make([]attribute.KeyValue, 0, 10), e)
+	return resource.NewWithAttributes(semconv.SchemaURL, h.attrs(kv)...)
+}
+
+// ContainerResource is the OTLP resource of a container: container.*, the
+// allowlisted labels as container.label.<key>, its engine's attributes and the
+// host. It never carries environment variables. allow reports whether a label
+// key is exported.
+func ContainerResource(h Host, e *model.Engine, c *model.Container, allow func(string) bool) *resource.Resource {
+	kv := make([]attribute.KeyValue, 0, 20)
+	kv = append(kv, semconv.ContainerID(c.ID))
+	if c.Name != "" {
+		kv = append(kv, semconv.ContainerName(c.Name))
+	}
+	if c.ImageName != "" {
+		kv = append(kv, semconv.ContainerImageName(c.ImageName))
+	}
+	if len(c.ImageTags) > 0 {
+		kv = append(kv, semconv.ContainerImageTags(c.ImageTags...))
+	}
+	if c.ImageID != "" {
+		kv = append(kv, semconv.ContainerImageID(c.ImageID))
+	}
+	if c.Namespace != "" {
+		kv = append(kv, attribute.String(AttrContainerdNamespace, c.Namespace))
+	}
+	if allow != nil && len(c.Labels) > 0 {
+		keys := make([]string, 0, len(c.Labels))
+		for k := range c.Labels {
+			if allow(k) {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			kv = append(kv, semconv.ContainerLabel(k, c.Labels[k]))
+		}
+	}
+	kv = engineAttrs(kv, e)
+	return resource.NewWithAttributes(semconv.SchemaURL, h.attrs(kv)...)
+}
+
+// resourceKey is what a container resource is built from; an unchanged key
+// reuses the cached resource.
+type resourceKey struct {
+	name, image, imageID, ns string
+	tags                     []string
+	labels                   map[string]string
+	engine                   model.Engine
+}
+
+// keyOf is the key of c's resource; engine-only keys have a zero container part.
+func keyOf(e *model.Engine, c *model.Container) resourceKey {
+	return resourceKey{name: c.Name, image: c.ImageName, imageID: c.ImageID, ns: c.Namespace,
+		tags: c.ImageTags, labels: c.Labels, engine: *e}
+}
+
+func (k *resourceKey) equal(o *resourceKey) bool {
+	if k.name != o.name || k.image != o.image || k.imageID != o.imageID || k.ns != o.ns ||
+		k.engine != o.engine || !slices.Equal(k.tags, o.tags) || len(k.labels) != len(o.labels) {
+		return false
+	}
+	for key, v := range o.labels {
+		if w, ok := k.labels[key]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
