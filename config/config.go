@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -90,6 +91,9 @@ type Labels struct {
 type Filters struct {
 	IncludeEngines []string `yaml:"include_engines"`
 	ExcludeEngines []string `yaml:"exclude_engines"`
+	// IncludeImages, when not empty, limits reporting to containers whose image
+	// name matches one of these glob patterns (path.Match).
+	IncludeImages []string `yaml:"include_images"`
 	// ExcludeImages are glob patterns (path.Match) on the image name.
 	ExcludeImages []string `yaml:"exclude_images"`
 }
@@ -250,8 +254,13 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	for _, p := range c.Filters.IncludeImages {
+		if _, err := path.Match(p, ""); err != nil {
+			bad("filters.include_images", p, "bad glob pattern")
+		}
+	}
 	for _, p := range c.Filters.ExcludeImages {
-		if _, err := filepath.Match(p, ""); err != nil {
+		if _, err := path.Match(p, ""); err != nil {
 			bad("filters.exclude_images", p, "bad glob pattern")
 		}
 	}

@@ -1,0 +1,115 @@
+package activation
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// logBuffer collects log lines for assertions and echoes them to the test log.
+type logBuffer struct {
+	t  testing.TB
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return l.b.Write(p)
+}
+
+// count returns how many lines contain every one of subs.
+func (l *logBuffer) count(subs ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range strings.Split(l.b.String(), "\n") {
+		ok := line != ""
+		for _, s := range subs {
+			ok = ok && strings.Contains(line, s)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+func newTestLogger(t testing.TB) (*slog.Logger, *logBuffer) {
+	lb := &logBuffer{t: t}
+	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
+}
+
+// runManager starts a Manager for cfg and stops it at the end of the test.
+func runManager(t *testing.T, cfg Config) (*Manager, <-chan SocketEngine, *logBuffer) {
+	t.Helper()
+	log, lb := newTestLogger(t)
+	m, err := New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := m.Subscribe(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if err := m.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return m, ch, lb
+}
+
+// waitFor receives from ch until an update satisfies ok, and fails the test
+// after timeout.
+func waitFor(t *testing.T, ch <-chan SocketEngine, timeout time.Duration, what string, ok func(SocketEngine) bool) SocketEngine {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case e, open := <-ch:
+			if !open {
+				t.Fatalf("subscription closed while waiting for %s", what)
+			}
+			if ok(e) {
+				return e
+			}
+		case <-deadline.C:
+			t.Fatalf("no update within %v: %s", timeout, what)
+		}
+	}
+}
+
+func randomSuffix(t testing.TB) string {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// waitCount waits until want lines contain every one of subs, and returns
+// the count it saw last.
+func (l *logBuffer) waitCount(timeout time.Duration, want int, subs ...string) int {
+	deadline := time.Now().Add(timeout)
+	for {
+		n := l.count(subs...)
+		if n >= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

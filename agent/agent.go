@@ -1,0 +1,405 @@
+// Package agent is agentd's run loop: it wires discovery (process table),
+// activation (systemd socket units over D-Bus), one watcher per engine, the
+// workload model and the telemetry pipeline, and reports health and the engine
+// tree to the status endpoint.
+//
+// It owns the wiring and the lifetime of every part: Run starts them, and
+// returns only when all of them have stopped. It does not parse configuration
+// files, build loggers or talk to systemd's notify socket; cmd/agentd does.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentd-dev/agentd/activation"
+	"github.com/agentd-dev/agentd/config"
+	"github.com/agentd-dev/agentd/discovery"
+	"github.com/agentd-dev/agentd/internal/logging"
+	"github.com/agentd-dev/agentd/model"
+	"github.com/agentd-dev/agentd/stats"
+	"github.com/agentd-dev/agentd/telemetry"
+	"github.com/agentd-dev/agentd/watch"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
+)
+
+// Options are the parts of an Agent that do not come from the configuration file.
+type Options struct {
+	// Log receives the agent's logs. Required.
+	Log *slog.Logger
+	// Stdout receives the human-readable output when no OTLP endpoint is configured.
+	Stdout io.Writer
+	// Version is agentd's version.
+	Version string
+	// Ready is called once, when the first discovery pass is done and the
+	// exporters are built (sd_notify READY=1). Optional.
+	Ready func()
+	// Constructors build watcher adapters per engine type; nil means watch.DefaultConstructors.
+	Constructors watch.Constructors
+}
+
+// Agent runs agentd. Build it with New; Run it once.
+type Agent struct {
+	cfg   config.Config
+	opts  Options
+	log   *slog.Logger
+	store *model.Store
+	disc  *discovery.Discoverer
+	act   *activation.Manager
+	sup   *watch.Supervisor
+	start time.Time
+
+	// lastProgress is the unix nano time the main loop last made progress, read by Healthy.
+	lastProgress atomic.Int64
+	stalled      atomic.Bool
+
+	mu       sync.Mutex
+	problems map[string]string // part -> problem, for the status report
+	units    map[string]activation.SocketEngine
+}
+
+// New builds an agent from a validated configuration.
+func New(cfg config.Config, opts Options) (*Agent, error) {
+	if opts.Log == nil {
+		return nil, errors.New("agent: Options.Log is required")
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	if opts.Constructors == nil {
+		opts.Constructors = watch.DefaultConstructors()
+	}
+	a := &Agent{cfg: cfg, opts: opts, log: opts.Log, start: time.Now(),
+		problems: map[string]string{}, units: map[string]activation.SocketEngine{}}
+	a.store = model.NewStore(opts.Log.With("part", "model"))
+	var err error
+	a.disc, err = discovery.New(discovery.Config{
+		ProcRoot: cfg.Discovery.ProcRoot,
+		Interval: cfg.Discovery.Interval.Std(),
+	}, opts.Log.With("part", "discovery"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: discovery: %w", config.ErrInvalid, err)
+	}
+	if cfg.Activation.Enabled {
+		acfg := activation.DefaultConfig()
+		acfg.ProcRoot = cfg.Discovery.ProcRoot
+		acfg.ExcludeUnits = cfg.Activation.ExcludeUnits
+		acfg.Activate = true
+		if len(cfg.Activation.SocketSuffixes) > 0 {
+			acfg.Sockets = suffixes(cfg.Activation.SocketSuffixes)
+		}
+		a.act, err = activation.New(acfg, opts.Log.With("part", "activation"))
+		if err != nil {
+			return nil, fmt.Errorf("%w: activation: %w", config.ErrInvalid, err)
+		}
+	}
+	a.sup = watch.NewSupervisor(a.store, opts.Constructors, watch.Options{
+		Log:      opts.Log.With("part", "watch"),
+		ProcRoot: cfg.Discovery.ProcRoot,
+	})
+	return a, nil
+}
+
+// suffixes maps configured socket suffixes to engine types by their names:
+// a suffix naming podman or docker selects that family.
+func suffixes(list []string) []activation.SocketSuffix {
+	out := make([]activation.SocketSuffix, 0, len(list))
+	for _, s := range list {
+		t := model.Docker
+		if strings.Contains(strings.ToLower(s), "podman") {
+			t = model.Podman
+		}
+		out = append(out, activation.SocketSuffix{Suffix: s, Type: t})
+	}
+	return out
+}
+
+// Store is the agent's workload model (for tests and the status endpoint).
+func (a *Agent) Store() *model.Store { return a.store }
+
+// Run runs the agent until ctx ends, then stops every part, flushes telemetry
+// and returns. A clean stop returns nil.
+func (a *Agent) Run(ctx context.Context) error {
+	metrics, logs, err := a.sinks(ctx)
+	if err != nil {
+		return err
+	}
+	tcfg := a.telemetryConfig()
+	sampler := stats.NewSampler(stats.SamplerConfig{
+		ProcRoot:   a.cfg.Discovery.ProcRoot,
+		CgroupRoot: "/sys/fs/cgroup",
+		Logger:     a.log.With("part", "stats"),
+	})
+	events := a.store.Subscribe(4096)
+	defer events.Close()
+	host := telemetry.DetectHost("/")
+	pipe, err := telemetry.NewPipeline(tcfg, telemetry.Options{
+		Workload: workload{a.store},
+		Events:   events.C(),
+		Sampler:  sampler,
+		Metrics:  metrics,
+		Logs:     logs,
+		Host:     host,
+		Version:  a.opts.Version,
+		Logger:   a.log.With("part", "telemetry"),
+	})
+	if err != nil {
+		return fmt.Errorf("%w: telemetry: %w", config.ErrInvalid, err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	goRun := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+
+	discSub := a.disc.Subscribe()
+	defer discSub.Close()
+	goRun("discovery", a.disc.Run)
+	goRun("engines", func(ctx context.Context) error { return a.followDiscovery(ctx, discSub) })
+	if a.act != nil {
+		unitCh := a.act.Subscribe(ctx)
+		goRun("activation", a.act.Run)
+		goRun("socket units", func(ctx context.Context) error { return a.followUnits(ctx, unitCh) })
+	}
+	goRun("telemetry", pipe.Run)
+
+	// The first pass decides what the agent sees at start; READY follows it.
+	if _, err := a.disc.Scan(ctx); err != nil && ctx.Err() == nil {
+		a.setProblem("discovery", err.Error())
+	}
+	a.lastProgress.Store(time.Now().UnixNano())
+	if a.opts.Ready != nil {
+		a.opts.Ready()
+	}
+	a.mainLoop(ctx)
+	wg.Wait()
+	if err := a.sup.Close(); err != nil {
+		a.log.Warn("stopping watchers", logging.Err(err))
+	}
+	if a.act != nil {
+		if err := a.act.Close(); err != nil {
+			a.log.Warn("stopping activation", logging.Err(err))
+		}
+	}
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+// followDiscovery hands engines found by the process scan to the supervisor
+// and retires lost ones.
+func (a *Agent) followDiscovery(ctx context.Context, sub *discovery.Subscription) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ch, ok := <-sub.C:
+			if !ok {
+				return nil
+			}
+			a.applyDiscovery(ctx, ch)
+		}
+	}
+}
+
+func (a *Agent) applyDiscovery(ctx context.Context, ch discovery.Change) {
+	e := ch.Engine
+	log := a.log.With(logging.KeyEngineType, string(e.Type), logging.KeyEngineID, e.ID, logging.KeyEnginePrefix, e.Prefix)
+	switch ch.Kind {
+	case discovery.EngineFound, discovery.EngineUpdated:
+		if !a.engineIncluded(e.Type) {
+			log.Debug("engine excluded by filters", "endpoint", e.Endpoint)
+			return
+		}
+		if err := a.sup.Add(ctx, e); err != nil {
+			if errors.Is(err, watch.ErrUnsupported) {
+				log.Debug("no watcher for this engine type", "endpoint", e.Endpoint)
+				return
+			}
+			if !errors.Is(err, watch.ErrClosed) {
+				log.Warn("cannot watch engine", "endpoint", e.Endpoint, logging.Err(err))
+			}
+			return
+		}
+		if ch.Kind == discovery.EngineFound {
+			log.Info("engine found", logging.MessageID(logging.MessageIDEngineFound),
+				"endpoint", e.Endpoint, "pid", e.PID, "version", e.Version)
+		}
+	case discovery.EngineLost:
+		a.sup.Remove(e.ID)
+		log.Info("engine lost", logging.MessageID(logging.MessageIDEngineLost), "endpoint", e.Endpoint)
+	}
+}
+
+// followUnits turns socket units reported by activation into engines:
+// listening or active units are probed through discovery (a probe connects,
+// which activates the service), retired ones are removed.
+func (a *Agent) followUnits(ctx context.Context, ch <-chan activation.SocketEngine) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case se, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			a.mu.Lock()
+			prev, seen := a.units[se.Key()]
+			a.units[se.Key()] = se
+			a.mu.Unlock()
+			log := a.log.With(logging.KeyEngineType, string(se.Type), logging.KeyUnit, se.Unit, "endpoint", se.Endpoint)
+			switch {
+			case se.State == activation.StateRetired:
+				a.disc.Remove(se.Endpoint)
+			case !se.MayConnect():
+				// Masked or excluded: activation logged why, once. A probe
+				// would connect, and a connect activates the service.
+			case se.State == activation.StateInactive && seen && prev.State != activation.StateRetired:
+				// An idle-exited service: its watcher reconnects through the
+				// socket, which activates it again when there is work.
+			default:
+				pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				engines, err := a.disc.Add(pctx, se.Endpoint, se.Type, se.Unit)
+				cancel()
+				if err != nil {
+					log.Warn("socket unit does not answer as an engine", logging.MessageID(logging.MessageIDActivation), logging.Err(err))
+					continue
+				}
+				for _, e := range engines {
+					log.Info("socket-activated engine", logging.MessageID(logging.MessageIDActivation), logging.KeyEngineID, e.ID)
+				}
+			}
+		}
+	}
+}
+
+// mainLoop runs until ctx ends. Every second it takes a snapshot of the
+// model, which proves the model is not wedged, and records the progress that
+// Healthy (and so the systemd watchdog) reads.
+func (a *Agent) mainLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if a.stalled.Load() {
+				continue
+			}
+			a.store.Snapshot()
+			a.lastProgress.Store(time.Now().UnixNano())
+		}
+	}
+}
+
+// progressTimeout is how long the main loop may go without progress before
+// Healthy reports false.
+const progressTimeout = 10 * time.Second
+
+// Healthy reports whether the agent's main loop is making progress (for the
+// systemd watchdog). It is safe for concurrent use.
+func (a *Agent) Healthy() bool {
+	last := time.Unix(0, a.lastProgress.Load())
+	return time.Since(last) < progressTimeout
+}
+
+// Stall stops the main loop's progress: a test hook that lets tests prove the
+// systemd watchdog restarts a wedged agent. cmd/agentd wires it to SIGUSR2
+// only when AGENTD_TEST_HOOKS=1.
+func (a *Agent) Stall() { a.stalled.Store(true) }
+
+func (a *Agent) setProblem(part, problem string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if problem == "" {
+		delete(a.problems, part)
+		return
+	}
+	a.problems[part] = problem
+}
+
+func (a *Agent) engineIncluded(t model.EngineType) bool {
+	f := a.cfg.Filters
+	if len(f.IncludeEngines) > 0 && !slices.Contains(f.IncludeEngines, string(t)) {
+		return false
+	}
+	return !slices.Contains(f.ExcludeEngines, string(t))
+}
+
+// sinks builds the OTLP exporters, or the console when no endpoint is
+// configured in the file, on the command line or in OTEL_EXPORTER_OTLP_*.
+func (a *Agent) sinks(ctx context.Context) (telemetry.MetricSink, sdklog.Exporter, error) {
+	if a.cfg.Export.Endpoint == "" && !otlpEnvSet() {
+		a.log.Info("no OTLP endpoint configured: printing what agentd sees on stdout")
+		c := telemetry.NewConsole(a.opts.Stdout)
+		return c, c, nil
+	}
+	tcfg := a.telemetryConfig()
+	m, l, err := telemetry.NewOTLP(ctx, &tcfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: OTLP exporter: %w", config.ErrInvalid, err)
+	}
+	return m, l, nil
+}
+
+func otlpEnvSet() bool {
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"} {
+		if os.Getenv(k) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *Agent) telemetryConfig() telemetry.Config {
+	t := telemetry.DefaultConfig()
+	c := a.cfg
+	t.ExportInterval = c.Export.Interval.Std()
+	t.EventFlushInterval = c.Events.FlushInterval.Std()
+	t.Endpoint = c.Export.Endpoint
+	if c.Export.Insecure {
+		insecure := true
+		t.Insecure = &insecure
+	}
+	t.Headers = c.Export.Headers
+	t.Compression = c.Export.Compression
+	t.LabelAllowlist = c.Labels.Allowlist
+	for _, e := range c.Filters.IncludeEngines {
+		t.IncludeEngines = append(t.IncludeEngines, model.EngineType(e))
+	}
+	for _, e := range c.Filters.ExcludeEngines {
+		t.ExcludeEngines = append(t.ExcludeEngines, model.EngineType(e))
+	}
+	t.IncludeImages = c.Filters.IncludeImages
+	t.ExcludeImages = c.Filters.ExcludeImages
+	return t
+}
+
+// workload adapts the Store to telemetry.Workload.
+type workload struct{ s *model.Store }
+
+func (w workload) Engines() []model.Engine       { return w.s.Snapshot().Engines }
+func (w workload) Containers() []model.Container { return w.s.Snapshot().Containers }

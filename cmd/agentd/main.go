@@ -1,0 +1,119 @@
+// Command agentd is the host agent: it finds the container engines on this
+// host (nested ones too), watches their containers and exports metrics and
+// lifecycle events over OTLP. main only wires flags, configuration and the
+// logger; the work lives in the packages it calls.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/agentd-dev/agentd/config"
+	"github.com/agentd-dev/agentd/internal/logging"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes. exitConfig is in agentd.service's RestartPreventExitStatus.
+const (
+	exitOK     = 0
+	exitFail   = 1
+	exitConfig = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := mainE(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// mainE runs one subcommand and maps its error to an exit code.
+func mainE(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "run":
+		err = runCommand(ctx, args, stdout, stderr)
+	case "engines":
+		err = runEngines(ctx, args, stdout, stderr, newLogger(stderr, "warn", new(slog.LevelVar)))
+	case "status":
+		err = runStatus(ctx, args, stdout)
+	case "version":
+		fmt.Fprintf(stdout, "agentd %s\n", version)
+	case "help", "-h", "--help":
+		usage(stdout)
+	default:
+		usage(stderr)
+		err = fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.Is(err, config.ErrInvalid), errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "agentd: %v\n", err)
+		return exitConfig
+	default:
+		fmt.Fprintf(stderr, "agentd: %v\n", err)
+		return exitFail
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: agentd [command] [flags]
+
+commands:
+  run       run the agent in the foreground (default)
+  engines   print the container engines on this host as a tree (--json)
+  status    ask a running agent for its health and engine tree
+  version   print the version
+
+Run "agentd COMMAND -h" for a command's flags.
+`)
+}
+
+func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", config.DefaultPath, "configuration file")
+	endpoint := fs.String("otlp-endpoint", "", "OTLP/gRPC endpoint host:port (overrides export.endpoint)")
+	insecure := fs.Bool("otlp-insecure", false, "no TLS towards the OTLP endpoint")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := config.Load(*cfgPath, explicit)
+	if err != nil {
+		return err
+	}
+	if *endpoint != "" {
+		cfg.Export.Endpoint = *endpoint
+		cfg.Export.Insecure = cfg.Export.Insecure || *insecure
+	}
+	level := new(slog.LevelVar)
+	log := newLogger(stderr, cfg.Log.Level, level)
+	return run(ctx, cfg, level, log, stdout)
+}
+
+// newLogger builds the process logger (journald fields when stderr is the
+// journal, text otherwise); libraries get it passed in.
+func newLogger(w io.Writer, levelName string, level *slog.LevelVar) *slog.Logger {
+	if l, err := logging.ParseLevel(levelName); err == nil {
+		level.Set(l)
+	}
+	return logging.New(w, logging.Options{Level: level})
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/agentd-dev/agentd/agent"
+	"github.com/agentd-dev/agentd/config"
+	"github.com/agentd-dev/agentd/internal/logging"
+	"github.com/agentd-dev/agentd/internal/sdnotify"
+	"github.com/agentd-dev/agentd/status"
+)
+
+// run runs the agent until ctx ends. SIGHUP re-reads the configuration file:
+// a valid one restarts the agent's parts with it (the status socket stays
+// open), an invalid one is logged and the running configuration kept.
+func run(ctx context.Context, cfg config.Config, level *slog.LevelVar, log *slog.Logger, stdout io.Writer) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if os.Getenv("AGENTD_TEST_HOOKS") == "1" {
+		// Test hook: SIGUSR2 wedges the main loop so tests can prove the
+		// systemd watchdog restarts agentd.
+		usr2 := make(chan os.Signal, 1)
+		signal.Notify(usr2, syscall.SIGUSR2)
+		defer signal.Stop(usr2)
+		go func() {
+			select {
+			case <-usr2:
+				if a := current.Load(); a != nil {
+					log.Warn("test hook: stalling the main loop")
+					a.Stall()
+				}
+			case <-ctx.Done():
+			}
+		}()
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	if cfg.Status.Socket != "" {
+		l, passed, err := status.Listen(cfg.Status.Socket)
+		if err != nil {
+			return err
+		}
+		log.Info("status endpoint listening", "socket", l.Addr().String(), "from_systemd", passed)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := status.Serve(ctx, l, currentSource{}, log); err != nil {
+				log.Error("status endpoint failed", logging.Err(err))
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		healthy := func() bool { a := current.Load(); return a != nil && a.Healthy() }
+		if err := sdnotify.Watchdog(ctx, healthy); err != nil {
+			log.Error("systemd watchdog", logging.Err(err))
+		}
+	}()
+
+	for {
+		a, err := agent.New(cfg, agent.Options{
+			Log: log, Stdout: stdout, Version: version,
+			Ready: func() {
+				if err := sdnotify.Ready("watching engines"); err != nil {
+					log.Warn("sd_notify READY", logging.Err(err))
+				}
+			},
+		})
+		if err != nil {
+			return err
+		}
+		current.Store(a)
+		actx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- a.Run(actx) }()
+
+		var next *config.Config
+		for next == nil {
+			select {
+			case err := <-done:
+				stop()
+				if ctx.Err() != nil {
+					_ = sdnotify.Stopping("stopping")
+					return err
+				}
+				return fmt.Errorf("agent stopped: %w", err)
+			case <-ctx.Done():
+				_ = sdnotify.Stopping("stopping")
+				log.Info("stopping")
+				err := <-done
+				stop()
+				return err
+			case <-hup:
+				_ = sdnotify.Reloading()
+				c, err := config.Load(cfg.File(), cfg.File() != "")
+				if err != nil {
+					log.Error("configuration reload refused, keeping the running configuration",
+						logging.MessageID(logging.MessageIDConfigReload), logging.Err(err))
+					_ = sdnotify.Ready("reload refused: " + err.Error())
+					continue
+				}
+				next = &c
+			}
+		}
+		log.Info("reloading configuration", logging.MessageID(logging.MessageIDConfigReload), "file", next.File())
+		stop()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("stopping for reload", logging.Err(err))
+		}
+		cfg = *next
+		if lv, err := logging.ParseLevel(cfg.Log.Level); err == nil {
+			level.Set(lv)
+		}
+	}
+}
+
+// current is the running agent, for the status endpoint and the watchdog
+// (they outlive an agent across configuration reloads).
+var current atomic.Pointer[agent.Agent]
+
+type currentSource struct{}
+
+func (currentSource) Status(ctx context.Context) status.Report {
+	if a := current.Load(); a != nil {
+		return a.Status(ctx)
+	}
+	return status.Report{Version: version, Problems: []string{"starting"}}
+}
