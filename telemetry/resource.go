@@ -70,7 +70,10 @@ func engineAttrs(kv []attribute.KeyValue, e *model.Engine) []attribute.KeyValue 
 	if e.Version != "" {
 		kv = append(kv, semconv.ContainerRuntimeVersion(e.Version))
 	}
-	if e.PID > 0 {
+	// A socket-activated engine (Unit set) gets a new PID at every activation
+	// and has none between: as a resource attribute that would split every
+	// series of the engine and its containers, so it is left out for them.
+	if e.PID > 0 && e.Unit == "" {
 		kv = append(kv, attribute.Int(AttrEnginePID, e.PID))
 	}
 	return kv

@@ -57,21 +57,63 @@ configure_podman() {
 
 engine_answers() { ctr --address "$1" version; }
 
+# The host containerd's configuration: Debian's, plus restrict_oom_score_adj,
+# without which the CRI plugin cannot start a pod sandbox here (it lowers the
+# sandbox's oom_score_adj, which needs CAP_SYS_RESOURCE).
+containerd_config() {
+	cat <<-'EOF'
+		version = 2
+		[plugins]
+		  [plugins."io.containerd.grpc.v1.cri"]
+		    restrict_oom_score_adj = true
+		    [plugins."io.containerd.grpc.v1.cri".cni]
+		      bin_dir = "/usr/lib/cni"
+		      conf_dir = "/etc/cni/net.d"
+		  [plugins."io.containerd.internal.v1.opt"]
+		    path = "/var/lib/containerd/opt"
+	EOF
+}
+
+# host_pid NAME: the PID of the host's NAME daemon (in our PID namespace, not
+# one of the same name inside a container), if it runs.
+host_pid() { pgrep -o -x "$1" --ns $$ --nslist pid; }
+
+stop_pid() {
+	local pid=$1
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for _ in $(seq 1 60); do [ -d /proc/"$pid" ] || return 0; sleep 0.25; done
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
 part_engines() {
+	local conf=$TESTBED_DIR/containerd.toml pid
+	if ! cmp -s <(containerd_config) "$conf"; then
+		containerd_config >"$conf"
+	fi
+	if pid=$(host_pid containerd) && ! tr '\0' ' ' </proc/"$pid"/cmdline | grep -q -- "--config $conf"; then
+		# Started with another configuration: dockerd depends on it, restart both.
+		log "restarting containerd with $conf"
+		if dpid=$(host_pid dockerd); then stop_pid "$dpid"; fi
+		stop_pid "$pid"
+	fi
 	if ! engine_answers /run/containerd/containerd.sock >/dev/null 2>&1; then
 		log "starting containerd"
-		pkill -x containerd 2>/dev/null || true
-		setsid containerd >"$TESTBED_LOG/containerd.log" 2>&1 </dev/null &
+		setsid containerd --config "$conf" >"$TESTBED_LOG/containerd.log" 2>&1 </dev/null &
 		wait_for 60 "containerd on /run/containerd/containerd.sock" engine_answers /run/containerd/containerd.sock ||
 			{ tail -20 "$TESTBED_LOG/containerd.log" >&2; die "containerd did not start"; }
 	fi
 	if ! docker version >/dev/null 2>&1; then
 		log "starting dockerd"
-		pkill -x dockerd 2>/dev/null || true
 		rm -f /var/run/docker.pid
 		setsid dockerd --containerd=/run/containerd/containerd.sock >"$TESTBED_LOG/dockerd.log" 2>&1 </dev/null &
 		wait_for 60 "dockerd on /run/docker.sock" docker version ||
 			{ tail -20 "$TESTBED_LOG/dockerd.log" >&2; die "dockerd did not start"; }
+	fi
+	# A dockerd started with --bridge=none removes the host's docker0 (moby does
+	# that on start); recreate it rather than restart dockerd and its containers.
+	if ! ip link show docker0 >/dev/null 2>&1; then
+		log "docker0 is gone: recreating the default bridge"
+		ip link add docker0 type bridge && ip addr add 172.17.0.1/16 dev docker0 && ip link set docker0 up
 	fi
 }
 

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd-dev/agentd/internal/testbed"
+	"github.com/agentd-dev/agentd/model"
+)
+
+func TestEnginesCommand(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.Docker, testbed.Containerd, testbed.SystemdHost)
+	// The systemd host's Docker is socket-activated: start it so that the tree
+	// has a nested engine (left running; this test is not about activation).
+	testbed.Run(t, "docker", "exec", testbed.SystemdHostName(), "systemctl", "start", "docker.service")
+	hostDockerID := testbed.Run(t, "docker", "info", "-f", "{{.ID}}")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+
+	t.Run("--json lists the host Docker and the Docker nested in the systemd host", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		if err := runEngines(ctx, []string{"--json"}, &out, &errOut, log); err != nil {
+			t.Fatalf("%v: %s", err, errOut.String())
+		}
+		var got struct {
+			Engines []engineView `json:"engines"`
+		}
+		if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+			t.Fatalf("%v: %s", err, out.String())
+		}
+		var host, nested bool
+		for _, e := range got.Engines {
+			if e.Type == model.Docker && e.ID == hostDockerID && e.Prefix == "" && e.Containers >= 1 {
+				host = true
+			}
+			if e.Type == model.Docker && e.Prefix == testbed.SystemdHostName() && e.ParentEngineID == hostDockerID {
+				nested = true
+			}
+		}
+		if !host || !nested {
+			t.Fatalf("host docker found %v, nested docker found %v in:\n%s", host, nested, out.String())
+		}
+	})
+	t.Run("the tree shows the nested Docker indented under its container", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		if err := runEngines(ctx, nil, &out, &errOut, log); err != nil {
+			t.Fatalf("%v: %s", err, errOut.String())
+		}
+		text := out.String()
+		want := "  container " + testbed.SystemdHostName() + " ("
+		if !strings.Contains(text, want) || !strings.Contains(text, "\n    docker ") {
+			t.Fatalf("tree lacks %q and an indented docker line:\n%s", want, text)
+		}
+	})
+}
+
+func TestEnginesCommandOnAnEmptyProcfs(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := runEngines(context.Background(), []string{"--proc", t.TempDir()}, &out, &errOut, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); got != "no container engines found\n" {
+		t.Fatalf("output %q", got)
+	}
+}
+
+func TestEnginesCommandRejectsBadArguments(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"an unknown flag is a usage error", []string{"--bogus"}},
+		{"a stray argument is a usage error", []string{"extra"}},
+		{"a missing procfs root is an error", []string{"--proc", "/nonexistent/proc"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := runEngines(context.Background(), tt.args, &out, &errOut, slog.New(slog.DiscardHandler))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if tt.args[0] != "--proc" && !errors.Is(err, errUsage) {
+				t.Fatalf("error %v does not wrap errUsage", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,58 @@
+package discovery
+
+import (
+	"context"
+	"testing"
+)
+
+// BenchmarkRescan measures a steady-state rescan of a 2,000-process fake procfs
+// with three engines already probed: one stat read per process, no probes.
+func BenchmarkRescan(b *testing.B) {
+	root := b.TempDir()
+	writeNestedTree(b, root)
+	var procs []fakeProc
+	for pid := 1000; len(procs) < 2000-len(nestedTree())+1; pid++ {
+		procs = append(procs, fakeProc{pid: pid, ppid: 1, comm: "worker proc", start: uint64(pid), noDetail: true})
+	}
+	writeFakeProc(b, root, procs)
+	fe := &fakeEngines{probes: map[string]int{}, lists: map[string][]EngineContainer{}}
+	d, _, _ := newFakeDiscoverer(b, root, fe)
+	ctx := context.Background()
+	if _, err := d.Scan(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if n := d.procs.Len(); n < 2000 {
+		b.Fatalf("table holds %d processes, want 2000", n)
+	}
+	calls := fe.calls()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := d.Scan(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if fe.calls() != calls {
+		b.Fatalf("steady-state rescans probed %d times", fe.calls()-calls)
+	}
+}
+
+// BenchmarkFirstScan measures a full first scan of the same tree, probes faked.
+func BenchmarkFirstScan(b *testing.B) {
+	root := b.TempDir()
+	writeNestedTree(b, root)
+	var procs []fakeProc
+	for pid := 1000; len(procs) < 2000-len(nestedTree())+1; pid++ {
+		procs = append(procs, fakeProc{pid: pid, ppid: 1, comm: "worker proc", start: uint64(pid), noDetail: true})
+	}
+	writeFakeProc(b, root, procs)
+	b.ReportAllocs()
+	for b.Loop() {
+		fe := &fakeEngines{probes: map[string]int{}, lists: map[string][]EngineContainer{}}
+		d, _, _ := newFakeDiscoverer(b, root, fe)
+		if _, err := d.Scan(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,691 @@
+package discovery
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// Config tunes a Discoverer. The zero value gives the defaults.
+type Config struct {
+	// ProcRoot is where procfs is mounted (default /proc).
+	ProcRoot string
+	// Interval is the time between rescans in Run (default 5 s).
+	Interval time.Duration
+	// ProbeTimeout bounds one probe of one socket and one container listing (default 2 s).
+	ProbeTimeout time.Duration
+	// ProbeConcurrency bounds the probes and listings in flight (default 4).
+	ProbeConcurrency int
+	// RetryBackoff is the wait before re-probing a process none of whose sockets
+	// answered; it doubles per failure up to MaxRetryBackoff (defaults 10 s, 2 min).
+	RetryBackoff    time.Duration
+	MaxRetryBackoff time.Duration
+	// SubscriberBuffer is each subscription's channel capacity (default 64).
+	SubscriberBuffer int
+}
+
+func (c Config) withDefaults() Config {
+	if c.ProcRoot == "" {
+		c.ProcRoot = DefaultProcRoot
+	}
+	if c.Interval == 0 {
+		c.Interval = 5 * time.Second
+	}
+	if c.ProbeTimeout == 0 {
+		c.ProbeTimeout = 2 * time.Second
+	}
+	if c.ProbeConcurrency == 0 {
+		c.ProbeConcurrency = 4
+	}
+	if c.RetryBackoff == 0 {
+		c.RetryBackoff = 10 * time.Second
+	}
+	if c.MaxRetryBackoff == 0 {
+		c.MaxRetryBackoff = 2 * time.Minute
+	}
+	if c.SubscriberBuffer == 0 {
+		c.SubscriberBuffer = 64
+	}
+	return c
+}
+
+// Validate reports the first setting that cannot work, naming it and its value.
+func (c Config) Validate() error {
+	switch {
+	case c.Interval < 0:
+		return fmt.Errorf("discovery: interval %s: must not be negative", c.Interval)
+	case c.ProbeTimeout < 0:
+		return fmt.Errorf("discovery: probe_timeout %s: must not be negative", c.ProbeTimeout)
+	case c.ProbeConcurrency < 0:
+		return fmt.Errorf("discovery: probe_concurrency %d: must not be negative", c.ProbeConcurrency)
+	case c.RetryBackoff < 0 || c.MaxRetryBackoff < 0:
+		return fmt.Errorf("discovery: retry backoff %s/%s: must not be negative", c.RetryBackoff, c.MaxRetryBackoff)
+	case c.SubscriberBuffer < 0:
+		return fmt.Errorf("discovery: subscriber_buffer %d: must not be negative", c.SubscriberBuffer)
+	}
+	return nil
+}
+
+// ChangeKind says what happened to an engine.
+type ChangeKind string
+
+// The kinds of change a Discoverer publishes.
+const (
+	// EngineFound: a new engine answered.
+	EngineFound ChangeKind = "found"
+	// EngineLost: the engine's process is gone (and no socket unit keeps it).
+	EngineLost ChangeKind = "lost"
+	// EngineUpdated: a known engine's PID, unit or place in the hierarchy changed.
+	EngineUpdated ChangeKind = "updated"
+)
+
+// Change is one engine change, carrying the engine as known after it (as last
+// known for EngineLost).
+type Change struct {
+	Kind   ChangeKind
+	Engine model.Engine
+}
+
+// Subscription receives a Discoverer's changes on C. C is never closed by the
+// Discoverer; a reader stops when its own context ends and calls Close.
+type Subscription struct {
+	// C delivers changes in order. When the reader falls behind by more than
+	// the buffer, further changes are dropped and counted (Dropped).
+	C       <-chan Change
+	ch      chan Change
+	d       *Discoverer
+	dropped atomic.Uint64
+}
+
+// Dropped is how many changes this subscription lost to a full buffer.
+func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+
+// Close ends the subscription. It is safe to call more than once.
+func (s *Subscription) Close() {
+	s.d.mu.Lock()
+	delete(s.d.subs, s)
+	s.d.mu.Unlock()
+}
+
+type candKey struct {
+	pid   int
+	start uint64
+}
+
+// candidate is a process that a detector matched (det nil: matched by comm
+// only and ruled out by cmdline).
+type candidate struct {
+	det       *detector
+	found     bool
+	failures  int
+	nextTry   time.Time
+	fdWarned  bool
+	lastError error
+}
+
+// engineRec is an engine the Discoverer knows.
+type engineRec struct {
+	e     model.Engine
+	proc  candKey // the process serving it; zero when known only through Add
+	added bool    // handed in through Add: kept while its process is gone
+}
+
+// Discoverer finds engines by scanning the process table and probing sockets,
+// keeps the set up to date, and publishes changes. Scan, Run, Add and Remove may
+// be called concurrently; scans are serialised. Every goroutine a call starts
+// has ended when the call returns.
+type Discoverer struct {
+	cfg  Config
+	log  *slog.Logger
+	dets []detector
+
+	scanMu sync.Mutex // serialises passes; guards procs, cands, pidBuf
+	procs  *ProcFS
+	cands  map[candKey]*candidate
+	pidBuf []int
+
+	mu      sync.Mutex // guards engines and subs
+	engines map[string]*engineRec
+	subs    map[*Subscription]struct{}
+
+	// now and list are time.Now and ListContainers, replaced in unit tests.
+	now  func() time.Time
+	list func(ctx context.Context, e model.Engine) ([]EngineContainer, error)
+}
+
+// New returns a Discoverer; it does nothing until Scan or Run.
+func New(cfg Config, log *slog.Logger) (*Discoverer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Discoverer{
+		cfg:     cfg,
+		log:     log,
+		dets:    detectors(),
+		procs:   NewProcFS(cfg.ProcRoot),
+		cands:   make(map[candKey]*candidate),
+		engines: make(map[string]*engineRec),
+		subs:    make(map[*Subscription]struct{}),
+		now:     time.Now,
+		list:    ListContainers,
+	}, nil
+}
+
+// Subscribe returns a subscription to engine changes from now on. Publishing
+// never blocks: a subscriber that falls behind loses changes (counted).
+func (d *Discoverer) Subscribe() *Subscription {
+	ch := make(chan Change, d.cfg.SubscriberBuffer)
+	s := &Subscription{C: ch, ch: ch, d: d}
+	d.mu.Lock()
+	d.subs[s] = struct{}{}
+	d.mu.Unlock()
+	return s
+}
+
+// Engines returns the engines known now, host engines first, then by prefix,
+// type and endpoint.
+func (d *Discoverer) Engines() []model.Engine {
+	d.mu.Lock()
+	out := make([]model.Engine, 0, len(d.engines))
+	for _, r := range d.engines {
+		out = append(out, r.e)
+	}
+	d.mu.Unlock()
+	sortEngines(out)
+	return out
+}
+
+func sortEngines(es []model.Engine) {
+	slices.SortFunc(es, func(a, b model.Engine) int {
+		return cmp.Or(cmp.Compare(a.Prefix, b.Prefix), cmp.Compare(a.Type, b.Type), cmp.Compare(a.Endpoint, b.Endpoint), cmp.Compare(a.ID, b.ID))
+	})
+}
+
+// Run rescans every Interval until ctx ends, then returns nil once every
+// goroutine it started is gone. It returns an error only when the procfs root
+// cannot be read at all on the first scan.
+func (d *Discoverer) Run(ctx context.Context) error {
+	if _, err := d.Scan(ctx); err != nil && ctx.Err() == nil {
+		return err
+	}
+	t := time.NewTicker(d.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if _, err := d.Scan(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("engine discovery scan failed", "err", err)
+		}
+	}
+}
+
+// Scan runs one discovery pass: it reads the process table, probes the sockets
+// of engine processes not probed before (and those whose retry time has come),
+// prunes engines whose process is gone, updates the hierarchy and publishes the
+// changes. It returns the engines known after the pass. The error is about the
+// procfs root; engines that do not answer are not errors.
+func (d *Discoverer) Scan(ctx context.Context) ([]model.Engine, error) {
+	d.scanMu.Lock()
+	defer d.scanMu.Unlock()
+	if err := d.pass(ctx); err != nil {
+		return d.Engines(), err
+	}
+	return d.Engines(), nil
+}
+
+// probeJob is one socket of one candidate to probe.
+type probeJob struct {
+	key      candKey
+	det      *detector
+	endpoint string
+	engines  []model.Engine
+	err      error
+}
+
+func (d *Discoverer) pass(ctx context.Context) error {
+	d.pidBuf = d.pidBuf[:0]
+	err := d.procs.Refresh(func(pid int, comm []byte) {
+		for i := range d.dets {
+			if string(comm) == d.dets[i].comm {
+				d.pidBuf = append(d.pidBuf, pid)
+				return
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	now := d.now()
+	var jobs []*probeJob
+	probed := make(map[candKey]bool)
+	for _, pid := range d.pidBuf {
+		_, comm, start, ok := d.procs.Lookup(pid)
+		if !ok {
+			continue
+		}
+		key := candKey{pid, start}
+		c := d.cands[key]
+		if c == nil {
+			c = &candidate{det: d.detect(pid, comm)}
+			d.cands[key] = c
+		}
+		if c.det == nil || c.found || now.Before(c.nextTry) {
+			continue
+		}
+		js, err := d.jobsFor(key, c)
+		if err != nil {
+			d.probeFailed(key, c, now, err)
+			continue
+		}
+		probed[key] = true
+		jobs = append(jobs, js...)
+	}
+	d.runProbes(ctx, jobs)
+	if ctx.Err() != nil {
+		return nil
+	}
+
+	results := make(map[candKey][]model.Engine)
+	errs := make(map[candKey][]error)
+	for _, j := range jobs {
+		if j.err != nil {
+			errs[j.key] = append(errs[j.key], j.err)
+			continue
+		}
+		for _, e := range j.engines {
+			e.PID = j.key.pid
+			results[j.key] = append(results[j.key], e)
+		}
+	}
+	for key := range probed {
+		c := d.cands[key]
+		if len(results[key]) > 0 {
+			c.found, c.failures = true, 0
+			continue
+		}
+		err := errors.Join(errs[key]...)
+		if err == nil {
+			err = errors.New("no listening engine socket")
+		}
+		d.probeFailed(key, c, now, err)
+	}
+	for key := range d.cands {
+		if _, _, start, ok := d.procs.Lookup(key.pid); !ok || start != key.start {
+			delete(d.cands, key)
+		}
+	}
+	d.merge(ctx, results)
+	return nil
+}
+
+// detect returns the detector for a process whose comm matched, or nil when
+// its command line rules it out (a one-off podman command).
+func (d *Discoverer) detect(pid int, comm string) *detector {
+	for i := range d.dets {
+		det := &d.dets[i]
+		if det.comm != comm {
+			continue
+		}
+		if det.match == nil {
+			return det
+		}
+		p, err := d.procs.Process(pid)
+		if err != nil {
+			return nil
+		}
+		if det.match(p.Cmdline) {
+			return det
+		}
+	}
+	return nil
+}
+
+// jobsFor lists a candidate's listening sockets as probe jobs.
+func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
+	paths, err := d.procs.ListeningSockets(key.pid)
+	if err != nil {
+		if isPermission(err) && !c.fdWarned {
+			c.fdWarned = true
+			d.log.Warn("cannot read the fd directory of an engine process; it is not probed (agentd needs root or CAP_SYS_PTRACE)",
+				"pid", key.pid, "engine", c.det.name, "err", err)
+		}
+		return nil, err
+	}
+	root, err := d.procs.HostRoot(key.pid)
+	if err != nil {
+		return nil, err
+	}
+	var jobs []*probeJob
+	for _, p := range paths {
+		ep, err := socketEndpoint(root, p)
+		if err != nil {
+			d.log.Debug("engine socket not reachable", "pid", key.pid, "socket", p, "err", err)
+			continue
+		}
+		jobs = append(jobs, &probeJob{key: key, det: c.det, endpoint: ep})
+	}
+	return jobs, nil
+}
+
+func (d *Discoverer) probeFailed(key candKey, c *candidate, now time.Time, err error) {
+	c.failures++
+	wait := d.cfg.RetryBackoff
+	for i := 1; i < c.failures && wait < d.cfg.MaxRetryBackoff; i++ {
+		wait *= 2
+	}
+	wait = min(wait, d.cfg.MaxRetryBackoff)
+	c.nextTry = now.Add(wait)
+	c.lastError = err
+	d.log.Debug("engine process did not answer; will retry", "pid", key.pid, "engine", c.det.name, "retry_in", wait, "err", err)
+}
+
+// runProbes runs the jobs with at most ProbeConcurrency in flight, each bounded
+// by ProbeTimeout, and returns when all have finished.
+func (d *Discoverer) runProbes(ctx context.Context, jobs []*probeJob) {
+	sem := make(chan struct{}, d.cfg.ProbeConcurrency)
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			j.err = ctx.Err()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			pctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
+			defer cancel()
+			j.engines, j.err = j.det.probe(pctx, j.endpoint)
+		}()
+	}
+	wg.Wait()
+}
+
+// merge folds probe results into the engine set, prunes engines whose process
+// is gone, recomputes the hierarchy when anything changed and publishes.
+func (d *Discoverer) merge(ctx context.Context, results map[candKey][]model.Engine) {
+	d.mu.Lock()
+	var found, lost []string
+	var lostEngines []model.Engine
+	updated := make(map[string]bool)
+	for key, es := range results {
+		for _, e := range es {
+			if r, ok := d.engines[e.ID]; ok {
+				if r.proc != key || r.e.PID != e.PID {
+					r.proc, r.e.PID = key, e.PID
+					r.e.Version, r.e.APIVersion = e.Version, e.APIVersion
+					updated[e.ID] = true
+				}
+				continue
+			}
+			d.engines[e.ID] = &engineRec{e: e, proc: key}
+			found = append(found, e.ID)
+		}
+	}
+	for id, r := range d.engines {
+		if r.proc == (candKey{}) {
+			continue
+		}
+		if _, _, start, ok := d.procs.Lookup(r.proc.pid); ok && start == r.proc.start {
+			continue
+		}
+		if r.added {
+			r.proc, r.e.PID = candKey{}, 0
+			updated[id] = true
+			continue
+		}
+		lost = append(lost, id)
+		lostEngines = append(lostEngines, r.e)
+		delete(d.engines, id)
+	}
+	d.mu.Unlock()
+	for _, e := range lostEngines {
+		d.log.Info("engine lost", "engine", e.ID, "type", e.Type, "endpoint", e.Endpoint)
+	}
+	if len(found)+len(lost)+len(updated) == 0 {
+		return
+	}
+	for id, ok := range d.refreshHierarchy(ctx) {
+		if ok {
+			updated[id] = true
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var changes []Change
+	for _, e := range lostEngines {
+		changes = append(changes, Change{Kind: EngineLost, Engine: e})
+	}
+	for _, id := range found {
+		if r, ok := d.engines[id]; ok {
+			delete(updated, id)
+			changes = append(changes, Change{Kind: EngineFound, Engine: r.e})
+			d.log.Info("engine found", "engine", id, "type", r.e.Type, "version", r.e.Version,
+				"endpoint", r.e.Endpoint, "pid", r.e.PID, "prefix", r.e.Prefix)
+		}
+	}
+	for _, id := range slices.Sorted(mapKeys(updated)) {
+		if r, ok := d.engines[id]; ok {
+			changes = append(changes, Change{Kind: EngineUpdated, Engine: r.e})
+		}
+	}
+	d.publishLocked(changes)
+}
+
+func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
+	return func(yield func(K) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// publishLocked sends changes to every subscriber without blocking. d.mu is held.
+func (d *Discoverer) publishLocked(changes []Change) {
+	for s := range d.subs {
+		for _, c := range changes {
+			select {
+			case s.ch <- c:
+			default:
+				s.dropped.Add(1)
+			}
+		}
+	}
+}
+
+// typeOrder ranks engine families for hierarchy ties: a process that Docker
+// reports as a container is also a containerd task, and Docker's word counts.
+func typeOrder(t model.EngineType) int {
+	switch t {
+	case model.Docker:
+		return 0
+	case model.Podman:
+		return 1
+	case model.Containerd:
+		return 2
+	}
+	return 3
+}
+
+// refreshHierarchy lists the containers of every engine (bounded, each within
+// ProbeTimeout), places each engine in the container that encloses it, and
+// returns the IDs whose placement changed. An engine whose placement cannot be
+// decided because some listing failed keeps its previous placement.
+// d.scanMu is held (the process table is used).
+func (d *Discoverer) refreshHierarchy(ctx context.Context) map[string]bool {
+	d.mu.Lock()
+	snap := make([]model.Engine, 0, len(d.engines))
+	for _, r := range d.engines {
+		snap = append(snap, r.e)
+	}
+	d.mu.Unlock()
+	if len(snap) == 0 {
+		return nil
+	}
+	slices.SortFunc(snap, func(a, b model.Engine) int {
+		return cmp.Or(cmp.Compare(typeOrder(a.Type), typeOrder(b.Type)), cmp.Compare(a.ID, b.ID))
+	})
+	order := make([]string, len(snap))
+	locators := make(map[string]int, len(snap))
+	for i, e := range snap {
+		order[i] = e.ID
+		locators[e.ID] = e.PID
+		if e.PID == 0 {
+			locators[e.ID] = endpointAnchorPID(d.procs.Root(), e.Endpoint)
+		}
+	}
+	lists := make(map[string][]EngineContainer, len(snap))
+	listFailed := false
+	var lmu sync.Mutex
+	sem := make(chan struct{}, d.cfg.ProbeConcurrency)
+	var wg sync.WaitGroup
+	for _, e := range snap {
+		if len(snap) < 2 {
+			break
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			listFailed = true
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			lctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
+			defer cancel()
+			cs, err := d.list(lctx, e)
+			lmu.Lock()
+			defer lmu.Unlock()
+			if err != nil {
+				listFailed = true
+				d.log.Debug("cannot list containers for the engine hierarchy", "engine", e.ID, "err", err)
+			}
+			lists[e.ID] = cs
+		}()
+	}
+	wg.Wait()
+	places := resolveHierarchy(d.procs, order, locators, lists)
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	next := make(map[string]*model.Engine, len(d.engines))
+	for id, r := range d.engines {
+		e := r.e
+		next[id] = &e
+	}
+	applyHierarchy(next, places)
+	changed := make(map[string]bool)
+	for id, r := range d.engines {
+		if _, ok := locators[id]; !ok {
+			continue // added during the listing; placed next time
+		}
+		if _, ok := places[id]; !ok && listFailed && r.e.ParentContainerID != "" {
+			continue // cannot tell: keep the previous placement
+		}
+		n := next[id]
+		if r.e.Prefix != n.Prefix || r.e.ParentContainerID != n.ParentContainerID || r.e.ParentEngineID != n.ParentEngineID {
+			r.e.Prefix, r.e.ParentContainerID, r.e.ParentEngineID = n.Prefix, n.ParentContainerID, n.ParentEngineID
+			changed[id] = true
+		}
+	}
+	return changed
+}
+
+// Add hands in an engine known from outside, such as a systemd socket unit's
+// listening socket (unit names it): the endpoint (a host path) is probed at once
+// (which starts a socket-activated service), with hint choosing the probe (""
+// tries every family). Engines added this way stay known while their process is
+// gone (PID 0) until Remove. It returns the engines that answered (two for a
+// containerd socket serving CRI). The hierarchy of an added engine is worked
+// out from the engines and process table of the last scan, so call it after
+// Scan or while Run is going.
+func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.EngineType, unit string) ([]model.Engine, error) {
+	endpoint = filepath.Clean(endpoint)
+	pctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
+	es, err := probeFor(hint)(pctx, endpoint)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	d.scanMu.Lock()
+	defer d.scanMu.Unlock()
+	d.mu.Lock()
+	var changes []Change
+	var found []string
+	for _, e := range es {
+		e.Unit = unit
+		if r, ok := d.engines[e.ID]; ok {
+			if !r.added || r.e.Unit != unit {
+				r.added, r.e.Unit = true, unit
+				changes = append(changes, Change{Kind: EngineUpdated, Engine: r.e})
+			}
+			continue
+		}
+		d.engines[e.ID] = &engineRec{e: e, added: true}
+		found = append(found, e.ID)
+	}
+	d.mu.Unlock()
+	if len(found) > 0 {
+		d.refreshHierarchy(ctx)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, id := range found {
+		if r, ok := d.engines[id]; ok {
+			changes = append(changes, Change{Kind: EngineFound, Engine: r.e})
+			d.log.Info("engine added", "engine", id, "type", r.e.Type, "endpoint", endpoint, "unit", unit, "prefix", r.e.Prefix)
+		}
+	}
+	d.publishLocked(changes)
+	out := make([]model.Engine, 0, len(es))
+	for _, e := range es {
+		if r, ok := d.engines[e.ID]; ok {
+			out = append(out, r.e)
+		}
+	}
+	return out, nil
+}
+
+// Remove forgets that the engines at endpoint were handed in through Add: an
+// engine whose process is running stays (it is discovered), the others are lost.
+func (d *Discoverer) Remove(endpoint string) {
+	endpoint = filepath.Clean(endpoint)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var changes []Change
+	for id, r := range d.engines {
+		if !r.added || r.e.Endpoint != endpoint {
+			continue
+		}
+		r.added, r.e.Unit = false, ""
+		if r.proc == (candKey{}) {
+			delete(d.engines, id)
+			changes = append(changes, Change{Kind: EngineLost, Engine: r.e})
+		} else {
+			changes = append(changes, Change{Kind: EngineUpdated, Engine: r.e})
+		}
+	}
+	d.publishLocked(changes)
+}

@@ -1,0 +1,25 @@
+// Package discovery finds the container engines running on a host and how they
+// nest: which engine runs inside which container of which other engine.
+//
+// It owns three things. The process table (ProcFS): a cheap reader of a procfs
+// tree (by default /proc, any root for tests and containerised deployments) that
+// reads /proc/PID/stat for every process and parses the rest (cmdline, NSpid,
+// PID and mount namespaces, cgroup) only for engine candidates and their
+// ancestors. The endpoints: for each candidate its listening unix stream sockets,
+// found by matching socket:[INODE] links in /proc/PID/fd with the rows of
+// /proc/PID/net/unix, reached from the host through /proc/PID/root with symlinks
+// resolved inside that root. The probes: each socket is asked, with the engine's
+// real client, who it is (Docker, containerd and its CRI plugin, CRI-O, podman);
+// the answers become model.Engine values, and the hierarchy (Prefix,
+// ParentContainerID, ParentEngineID) comes from matching each engine's ancestor
+// processes against the init PIDs of the other engines' containers, translated
+// between PID namespaces with NSpid.
+//
+// The Discoverer rescans on an interval, probes only new processes, retries
+// failed probes with backoff, prunes engines whose process is gone and publishes
+// found/lost/updated changes to subscribers without ever blocking.
+//
+// It does not watch containers (package watch does), activate socket units
+// (package activation hands such engines in through Discoverer.Add), or read
+// container statistics.
+package discovery

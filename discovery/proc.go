@@ -1,0 +1,305 @@
+package discovery
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"unsafe"
+)
+
+// DefaultProcRoot is where procfs is mounted on a host.
+const DefaultProcRoot = "/proc"
+
+// ErrVanished is wrapped by errors about a process that exited while it was
+// being read (ENOENT or ESRCH from its /proc files). It is normal during a scan.
+var ErrVanished = errors.New("process vanished")
+
+// Process is what discovery knows about one process, read from /proc/PID.
+type Process struct {
+	// PID is the process ID in the PID namespace of the procfs that was read
+	// (the host's for the host /proc).
+	PID int `json:"pid"`
+	// PPID is the parent's PID in the same namespace; 0 for the namespace's roots.
+	PPID int `json:"ppid"`
+	// Comm is the command name from /proc/PID/stat (at most 15 bytes).
+	Comm string `json:"comm"`
+	// StartTime is the start time in clock ticks after boot; PID and StartTime
+	// together identify a process across PID reuse.
+	StartTime uint64 `json:"start_time"`
+	// Cmdline is the argument vector; empty for kernel threads and zombies.
+	Cmdline []string `json:"cmdline,omitempty"`
+	// NSpid lists the process's PIDs from the reader's PID namespace down to the
+	// process's own (the NSpid line of /proc/PID/status); one element for a
+	// process in the reader's namespace.
+	NSpid []int `json:"nspid,omitempty"`
+	// PIDNS is the inode of the process's PID namespace (/proc/PID/ns/pid), 0 if unreadable.
+	PIDNS uint64 `json:"pid_ns,omitempty"`
+	// MntNS is the inode of the process's mount namespace (/proc/PID/ns/mnt), 0 if unreadable.
+	MntNS uint64 `json:"mnt_ns,omitempty"`
+	// Cgroup is the cgroup path (the unified one where the host has it).
+	Cgroup string `json:"cgroup,omitempty"`
+}
+
+// Depth is how many PID namespaces below the reader's the process lives: 0 for
+// a process in the reader's namespace, 1 for a container's process, and so on.
+func (p *Process) Depth() int {
+	if len(p.NSpid) == 0 {
+		return 0
+	}
+	return len(p.NSpid) - 1
+}
+
+// procEntry is the process table's record of one process: always the cheap
+// fields from stat, the rest only once detail asks for them.
+type procEntry struct {
+	ppid   int
+	start  uint64
+	comm   string
+	gen    uint32
+	detail *Process
+}
+
+// ProcFS reads a procfs tree. It keeps a table of every process seen by the last
+// Refresh, with the cheap fields of /proc/PID/stat, and parses a process's other
+// files only when asked (Process), caching the result for that process (PID and
+// start time). A ProcFS is not safe for concurrent use.
+type ProcFS struct {
+	root  string
+	procs map[int]*procEntry
+	gen   uint32
+
+	dents []byte // getdents buffer, reused
+	buf   []byte // file read buffer, reused
+	path  []byte // NUL-terminated relative path, reused
+
+	// open opens files and directories below root for the slow path; tests
+	// replace it to inject errors such as EACCES that root cannot otherwise get.
+	open func(name string) (*os.File, error)
+}
+
+// NewProcFS returns a reader of the procfs mounted at root ("" means /proc).
+func NewProcFS(root string) *ProcFS {
+	if root == "" {
+		root = DefaultProcRoot
+	}
+	return &ProcFS{
+		root:  filepath.Clean(root),
+		procs: make(map[int]*procEntry),
+		dents: make([]byte, 32<<10),
+		buf:   make([]byte, 4<<10),
+		path:  make([]byte, 0, 64),
+		open:  os.Open,
+	}
+}
+
+// Root is the procfs root this reader reads.
+func (p *ProcFS) Root() string { return p.root }
+
+// Refresh reads /proc/PID/stat of every process once, updates the table and
+// drops processes that are gone, calling visit for each live process with its
+// PID and comm (comm aliases a buffer valid only during the call). Processes that
+// vanish mid-scan are skipped silently. Steady state (no new processes) it does
+// not allocate. The error is about the procfs root itself.
+func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
+	dirfd, err := syscall.Open(p.root, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("procfs at %s: %w", p.root, err)
+	}
+	defer syscall.Close(dirfd)
+	p.gen++
+	for {
+		n, err := syscall.Getdents(dirfd, p.dents)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("procfs at %s: read directory: %w", p.root, err)
+		}
+		if n <= 0 {
+			break
+		}
+		for off := 0; off+19 <= n; {
+			// struct linux_dirent64 { u64 ino; s64 off; u16 reclen; u8 type; char name[]; }
+			reclen := int(*(*uint16)(unsafe.Pointer(&p.dents[off+16])))
+			if reclen == 0 || off+reclen > n {
+				break
+			}
+			name := p.dents[off+19 : off+reclen]
+			if i := indexNUL(name); i >= 0 {
+				name = name[:i]
+			}
+			off += reclen
+			pid, ok := atoiBytes(name)
+			if !ok || pid <= 0 {
+				continue
+			}
+			p.refreshOne(dirfd, pid, visit)
+		}
+	}
+	for pid, e := range p.procs {
+		if e.gen != p.gen {
+			delete(p.procs, pid)
+		}
+	}
+	return nil
+}
+
+func indexNUL(b []byte) int {
+	for i, c := range b {
+		if c == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// refreshOne reads one process's stat relative to the procfs directory fd.
+func (p *ProcFS) refreshOne(dirfd, pid int, visit func(pid int, comm []byte)) {
+	p.path = strconv.AppendInt(p.path[:0], int64(pid), 10)
+	p.path = append(p.path, "/stat\x00"...)
+	b, ok := p.readAt(dirfd)
+	if !ok {
+		return
+	}
+	f, err := parseStat(b)
+	if err != nil || f.pid != pid {
+		return
+	}
+	e := p.procs[pid]
+	if e == nil || e.start != f.startTime {
+		e = &procEntry{start: f.startTime, comm: string(f.comm)}
+		p.procs[pid] = e
+	} else if string(f.comm) != e.comm {
+		e.comm = string(f.comm)
+		e.detail = nil
+	}
+	e.ppid = f.ppid
+	e.gen = p.gen
+	if e.detail != nil {
+		e.detail.PPID = f.ppid
+	}
+	if visit != nil {
+		visit(pid, f.comm)
+	}
+}
+
+// readAt reads the NUL-terminated path in p.path relative to dirfd into p.buf
+// with raw system calls, so the hot path does not allocate.
+func (p *ProcFS) readAt(dirfd int) ([]byte, bool) {
+	r, _, errno := syscall.Syscall6(syscall.SYS_OPENAT, uintptr(dirfd),
+		uintptr(unsafe.Pointer(&p.path[0])), uintptr(syscall.O_RDONLY|syscall.O_CLOEXEC), 0, 0, 0)
+	if errno != 0 {
+		return nil, false
+	}
+	fd := int(r)
+	defer syscall.Close(fd)
+	n := 0
+	for {
+		if n == len(p.buf) {
+			p.buf = append(p.buf, make([]byte, len(p.buf))...)
+		}
+		m, err := syscall.Read(fd, p.buf[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, false
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return p.buf[:n], true
+}
+
+// Lookup returns the cheap fields of a process in the table: PPID, comm and
+// start time. ok is false for a process the last Refresh did not see.
+func (p *ProcFS) Lookup(pid int) (ppid int, comm string, start uint64, ok bool) {
+	e := p.procs[pid]
+	if e == nil {
+		return 0, "", 0, false
+	}
+	return e.ppid, e.comm, e.start, true
+}
+
+// Len is the number of processes in the table.
+func (p *ProcFS) Len() int { return len(p.procs) }
+
+// Process returns the full record of a process in the table, reading cmdline,
+// status (NSpid), ns/pid, ns/mnt and cgroup on first use and caching them for
+// that process. The error wraps ErrVanished when the process is gone.
+func (p *ProcFS) Process(pid int) (*Process, error) {
+	e := p.procs[pid]
+	if e == nil {
+		return nil, fmt.Errorf("process %d: %w", pid, ErrVanished)
+	}
+	if e.detail != nil {
+		return e.detail, nil
+	}
+	d, err := p.readDetail(pid)
+	if err != nil {
+		return nil, err
+	}
+	d.PPID, d.Comm, d.StartTime = e.ppid, e.comm, e.start
+	e.detail = d
+	return d, nil
+}
+
+func (p *ProcFS) readDetail(pid int) (*Process, error) {
+	dir := filepath.Join(p.root, strconv.Itoa(pid))
+	d := &Process{PID: pid}
+	cmdline, err := p.readFile(filepath.Join(dir, "cmdline"))
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	d.Cmdline = parseCmdline(cmdline)
+	status, err := p.readFile(filepath.Join(dir, "status"))
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	if d.NSpid, err = parseNSpid(nil, status); err != nil {
+		return nil, fmt.Errorf("process %d: status: NSpid: %w", pid, err)
+	}
+	if cg, err := p.readFile(filepath.Join(dir, "cgroup")); err == nil {
+		d.Cgroup = parseCgroup(cg)
+	} else if errors.Is(err, ErrVanished) {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	// Namespace links are unreadable without ptrace access and absent on old
+	// kernels; 0 then means unknown.
+	if l, err := os.Readlink(filepath.Join(dir, "ns", "pid")); err == nil {
+		d.PIDNS, _ = parseNSInode(l)
+	}
+	if l, err := os.Readlink(filepath.Join(dir, "ns", "mnt")); err == nil {
+		d.MntNS, _ = parseNSInode(l)
+	}
+	return d, nil
+}
+
+// readFile reads a small /proc file; a vanished process yields ErrVanished.
+func (p *ProcFS) readFile(name string) ([]byte, error) {
+	f, err := p.open(name)
+	if err != nil {
+		return nil, vanished(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, vanished(err)
+	}
+	return b, nil
+}
+
+// vanished wraps ErrVanished around errors that mean the process is gone.
+func vanished(err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("%w: %w", ErrVanished, err)
+	}
+	return err
+}

@@ -1,0 +1,205 @@
+package discovery
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// ListeningSockets returns the paths (as bound, inside the process's mount
+// namespace) of the unix stream sockets process pid listens on: the inodes of
+// its socket:[INODE] fd links matched against the listening stream rows of
+// /proc/PID/net/unix, which is the table of the process's network namespace.
+// Abstract, unbound and relative sockets are left out, and so are endpoints that
+// never answer as an engine (see skipSocketPath). An error wrapping
+// fs.ErrPermission means the fd directory was unreadable; one wrapping
+// ErrVanished means the process is gone.
+func (p *ProcFS) ListeningSockets(pid int) ([]string, error) {
+	dir := filepath.Join(p.root, strconv.Itoa(pid))
+	fdDir := filepath.Join(dir, "fd")
+	f, err := p.open(fdDir)
+	if err != nil {
+		return nil, fmt.Errorf("process %d: open %s: %w", pid, fdDir, vanished(err))
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("process %d: read %s: %w", pid, fdDir, vanished(err))
+	}
+	inodes := make(map[uint64]struct{}, len(names))
+	for _, n := range names {
+		l, err := os.Readlink(filepath.Join(fdDir, n))
+		if err != nil {
+			continue // closed since the listing
+		}
+		if ino, ok := parseSocketLink(l); ok {
+			inodes[ino] = struct{}{}
+		}
+	}
+	if len(inodes) == 0 {
+		return nil, nil
+	}
+	table, err := p.readFile(filepath.Join(dir, "net", "unix"))
+	if err != nil {
+		return nil, fmt.Errorf("process %d: net/unix: %w", pid, err)
+	}
+	var paths []string
+	parseNetUnix(table, func(s unixSocket) bool {
+		_, mine := inodes[s.inode]
+		return mine && s.listening()
+	}, func(s unixSocket) {
+		if skipSocketPath(s.path) == "" && !slices.Contains(paths, s.path) {
+			paths = append(paths, s.path)
+		}
+	})
+	slices.Sort(paths)
+	return paths, nil
+}
+
+// skipSocketPath says why a listening socket is not an engine endpoint, or ""
+// when it may be one: unbound, abstract (@name), relative (bound relative to a
+// working directory we cannot know), deleted, containerd's ttrpc twin
+// (*.ttrpc), metrics and debug endpoints, and Docker's libnetwork key sockets.
+func skipSocketPath(p string) string {
+	base := path.Base(p)
+	switch {
+	case p == "":
+		return "unbound"
+	case p[0] == '@':
+		return "abstract"
+	case p[0] != '/':
+		return "relative"
+	case strings.HasSuffix(p, " (deleted)"):
+		return "deleted"
+	case strings.HasSuffix(p, ".ttrpc"):
+		return "ttrpc"
+	case strings.Contains(base, "metrics"):
+		return "metrics"
+	case strings.Contains(base, "debug"):
+		return "debug"
+	case strings.Contains(p, "/libnetwork/"):
+		return "libnetwork"
+	}
+	return ""
+}
+
+// errTooManyLinks is wrapped by secureJoin for a symlink loop.
+var errTooManyLinks = errors.New("too many levels of symbolic links")
+
+// secureJoin resolves unsafePath inside root as a process whose root directory
+// is root would: symbolic links, absolute or relative, are resolved relative to
+// root and ".." never climbs above it. It returns root joined with the resolved
+// path. Every component must exist; the error wraps fs.ErrNotExist otherwise
+// (a socket file that was deleted).
+//
+// This matters for /proc/PID/root: the kernel resolves an absolute symlink met
+// under /proc/PID/root against the caller's root, not the process's, so
+// /proc/PID/root/var/run/docker.sock with /var/run -> /run would silently reach
+// the host's /run.
+func secureJoin(root, unsafePath string) (string, error) {
+	const maxLinks = 40
+	resolved := "/"
+	rest := unsafePath
+	links := 0
+	for rest != "" {
+		var comp string
+		rest = strings.TrimLeft(rest, "/")
+		comp, rest, _ = strings.Cut(rest, "/")
+		switch comp {
+		case "", ".":
+			continue
+		case "..":
+			resolved = path.Dir(resolved)
+			continue
+		}
+		next := path.Join(resolved, comp)
+		fi, err := os.Lstat(filepath.Join(root, next))
+		if err != nil {
+			return "", fmt.Errorf("resolve %s in %s: %w", unsafePath, root, err)
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			resolved = next
+			continue
+		}
+		links++
+		if links > maxLinks {
+			return "", fmt.Errorf("resolve %s in %s: %w", unsafePath, root, errTooManyLinks)
+		}
+		target, err := os.Readlink(filepath.Join(root, next))
+		if err != nil {
+			return "", fmt.Errorf("resolve %s in %s: %w", unsafePath, root, err)
+		}
+		if path.IsAbs(target) {
+			resolved = "/"
+		}
+		rest = target + "/" + rest
+	}
+	return filepath.Join(root, resolved), nil
+}
+
+// socketEndpoint resolves a socket path bound by a process whose root is root
+// to a path the host can dial, and checks it is still a socket.
+func socketEndpoint(root, bound string) (string, error) {
+	p, err := secureJoin(root, bound)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", err
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return "", fmt.Errorf("%s: not a socket (%s)", p, fi.Mode().Type())
+	}
+	return p, nil
+}
+
+// HostRoot returns the directory through which the host reaches the files of
+// process pid: "/" when the process shares the reader's mount namespace, else
+// ROOT/ANCHOR/root where ANCHOR is the outermost ancestor in the process's mount
+// namespace (a container's init, such as the systemd of a systemd-in-Docker
+// host), so that endpoints stay valid when a socket-activated engine exits and
+// is started again under another PID.
+func (p *ProcFS) HostRoot(pid int) (string, error) {
+	d, err := p.Process(pid)
+	if err != nil {
+		return "", err
+	}
+	if d.MntNS != 0 && d.MntNS == p.selfMntNS() {
+		return "/", nil
+	}
+	anchor := pid
+	cur := d.PPID
+	for i := 0; cur > 0 && d.MntNS != 0 && i < 4096; i++ {
+		a, err := p.Process(cur)
+		if err != nil || a.MntNS != d.MntNS {
+			break
+		}
+		anchor = cur
+		cur = a.PPID
+	}
+	return filepath.Join(p.root, strconv.Itoa(anchor), "root"), nil
+}
+
+// selfMntNS is the mount namespace of the reading process as this procfs shows
+// it, 0 when the procfs has no "self" (a fake tree) or it is unreadable.
+func (p *ProcFS) selfMntNS() uint64 {
+	l, err := os.Readlink(filepath.Join(p.root, "self", "ns", "mnt"))
+	if err != nil {
+		return 0
+	}
+	ino, _ := parseNSInode(l)
+	return ino
+}
+
+// isPermission reports whether err is an access error (EACCES, EPERM).
+func isPermission(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)
+}

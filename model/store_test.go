@@ -1,0 +1,183 @@
+package model
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func newTestStore() *Store { return NewStore(slog.New(slog.DiscardHandler)) }
+
+func TestDeduplication(t *testing.T) {
+	tests := []struct {
+		name    string
+		engines []Engine
+		docker  []string // container IDs the Docker engine knows
+		ctr     Container
+		visible bool
+	}{
+		{"a moby container known to Docker on the same host is hidden",
+			[]Engine{{ID: "d", Type: Docker}, {ID: "c", Type: Containerd}}, []string{"x"},
+			Container{ID: "x", EngineID: "c", Namespace: NamespaceMoby}, false},
+		{"a moby container unknown to Docker is shown",
+			[]Engine{{ID: "d", Type: Docker}, {ID: "c", Type: Containerd}}, []string{"y"},
+			Container{ID: "x", EngineID: "c", Namespace: NamespaceMoby}, true},
+		{"a moby container of a Docker in another container is shown",
+			[]Engine{{ID: "d", Type: Docker, Prefix: "th"}, {ID: "c", Type: Containerd}}, []string{"x"},
+			Container{ID: "x", EngineID: "c", Namespace: NamespaceMoby}, true},
+		{"a k8s.io container is hidden when CRI is watched on the same host",
+			[]Engine{{ID: "cri", Type: CRI}, {ID: "c", Type: Containerd}}, nil,
+			Container{ID: "x", EngineID: "c", Namespace: NamespaceK8s}, false},
+		{"a k8s.io container is shown without CRI",
+			[]Engine{{ID: "c", Type: Containerd}}, nil,
+			Container{ID: "x", EngineID: "c", Namespace: NamespaceK8s}, true},
+		{"another namespace is always shown",
+			[]Engine{{ID: "cri", Type: CRI}, {ID: "d", Type: Docker}, {ID: "c", Type: Containerd}}, []string{"x"},
+			Container{ID: "x", EngineID: "c", Namespace: "default"}, true},
+		{"Docker's own container is shown",
+			[]Engine{{ID: "d", Type: Docker}, {ID: "c", Type: Containerd}}, []string{"x"},
+			Container{ID: "x", EngineID: "d"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestStore()
+			for _, e := range tt.engines {
+				s.PutEngine(e)
+			}
+			for _, id := range tt.docker {
+				s.Upsert(Container{ID: id, EngineID: "d", State: StateRunning})
+			}
+			s.Upsert(tt.ctr)
+			sub := s.Subscribe(8)
+			defer sub.Close()
+			s.Emit(Event{Type: EventStart, EngineID: tt.ctr.EngineID, Container: &tt.ctr})
+			if got := len(sub.C()) == 1; got != tt.visible {
+				t.Errorf("event delivered %v, want %v", got, tt.visible)
+			}
+			found := false
+			for _, c := range s.Snapshot().Containers {
+				found = found || c.Key() == tt.ctr.Key()
+			}
+			if found != tt.visible {
+				t.Errorf("in snapshot %v, want %v", found, tt.visible)
+			}
+		})
+	}
+}
+
+func TestDedupSurvivesDockerDestroyingFirst(t *testing.T) {
+	s := newTestStore()
+	s.PutEngine(Engine{ID: "d", Type: Docker})
+	s.PutEngine(Engine{ID: "c", Type: Containerd})
+	s.Upsert(Container{ID: "x", EngineID: "d"})
+	moby := Container{ID: "x", EngineID: "c", Namespace: NamespaceMoby}
+	s.Upsert(moby)
+	s.Delete(ContainerKey{EngineID: "d", ID: "x"})
+	if s.Visible(&moby) {
+		t.Fatal("the containerd copy became visible after Docker's destroy")
+	}
+}
+
+func TestSlowSubscriberNeverStallsAndIsCounted(t *testing.T) {
+	s := newTestStore()
+	slow := s.Subscribe(4)
+	defer slow.Close()
+	fast := s.Subscribe(1000)
+	defer fast.Close()
+	c := Container{ID: "x", EngineID: "e"}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 100 {
+			s.Upsert(Container{ID: fmt.Sprint(i), EngineID: "e"})
+			s.Emit(Event{Type: EventCreate, EngineID: "e", Container: &c})
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Emit blocked on a subscriber that does not read")
+	}
+	if slow.Dropped() != 96 || len(slow.C()) != 4 {
+		t.Errorf("slow subscriber: dropped %d, buffered %d; want 96 and 4", slow.Dropped(), len(slow.C()))
+	}
+	if fast.Dropped() != 0 || len(fast.C()) != 100 {
+		t.Errorf("fast subscriber: dropped %d, buffered %d", fast.Dropped(), len(fast.C()))
+	}
+	if s.Dropped() != 96 {
+		t.Errorf("store dropped %d", s.Dropped())
+	}
+	if n := len(s.EngineContainers("e")); n != 100 {
+		t.Errorf("model holds %d containers, want all 100", n)
+	}
+}
+
+func TestSubscribeCloseDuringEmit(t *testing.T) {
+	s := newTestStore()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for range 1000 {
+			s.Emit(Event{Type: EventEngineFound})
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 100 {
+			s.Subscribe(1).Close()
+		}
+	}()
+	wg.Wait()
+}
+
+func TestSnapshotIsCachedAndSortedAndPruned(t *testing.T) {
+	s := newTestStore()
+	s.PutEngine(Engine{ID: "b"})
+	s.PutEngine(Engine{ID: "a"})
+	s.Upsert(Container{ID: "2", EngineID: "a", Labels: map[string]string{"k": "v"}})
+	s.Upsert(Container{ID: "1", EngineID: "a"})
+	s1 := s.Snapshot()
+	if s.Snapshot() != s1 {
+		t.Error("an unchanged store rebuilt its snapshot")
+	}
+	if s1.Engines[0].ID != "a" || s1.Containers[0].ID != "1" {
+		t.Errorf("not sorted: %+v", s1)
+	}
+	if _, ok := s1.Engine("b"); !ok {
+		t.Error("Snapshot.Engine does not find b")
+	}
+	if _, n, ok := s.DeleteEngine("a"); !ok || n != 2 {
+		t.Errorf("pruned %d", n)
+	}
+	if s2 := s.Snapshot(); len(s2.Containers) != 0 || s2.Version <= s1.Version {
+		t.Errorf("after prune: %+v", s2)
+	}
+}
+
+func BenchmarkSnapshot500(b *testing.B) {
+	s := newTestStore()
+	s.PutEngine(Engine{ID: "e", Type: Docker})
+	for i := range 500 {
+		s.Upsert(Container{ID: fmt.Sprint(i), EngineID: "e", Labels: map[string]string{"a": "b"}})
+	}
+	b.Run("unchanged", func(b *testing.B) {
+		for b.Loop() {
+			_ = s.Snapshot()
+		}
+	})
+	b.Run("after a change", func(b *testing.B) {
+		for b.Loop() {
+			s.Upsert(Container{ID: "0", EngineID: "e"})
+			_ = s.Snapshot()
+		}
+	})
+}

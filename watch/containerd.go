@@ -1,0 +1,422 @@
+package watch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	containerd "github.com/containerd/containerd"
+	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/typeurl/v2"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// containerdDialTimeout bounds the blocking dial in NewContainerd.
+const containerdDialTimeout = 5 * time.Second
+
+// Labels that orchestrators put on containerd containers to name them, in the
+// order ContainerdAdapter consults them: nerdctl's name, the CRI plugin's
+// container name, the CRI plugin's pod name (on sandbox containers).
+var containerdNameLabels = []string{
+	"nerdctl/name",
+	"io.kubernetes.container.name",
+	"io.kubernetes.pod.name",
+}
+
+// ContainerdAdapter is the Adapter for containerd's native API. It covers every
+// containerd namespace (including moby, Docker's, and k8s.io, the CRI plugin's;
+// deduplication against the Docker and CRI views happens in the Watcher, keyed
+// on model.Container.Namespace, which is set on every container and Change).
+//
+// Container IDs are unique only within a namespace: Inspect accepts
+// "NAMESPACE/ID" (containerd IDs cannot contain "/") and otherwise searches the
+// namespaces in name order.
+//
+// PIDs are reported for created, running and paused tasks (a created task's
+// init process exists, waiting to be started), as containerd reports them,
+// i.e. in containerd's own PID namespace:
+// for the host containerd that is the host PID, for a containerd nested in a
+// container they need translating (NSpid), which the caller does.
+//
+// containerd keeps no record of a task once it is deleted, so a container whose
+// task exited and was deleted would look like one never started. The adapter
+// remembers exits it saw (in List, Inspect or on the event stream) for as long
+// as the container exists and reports such containers as exited with that
+// exit status; containers without a task and without a remembered exit are
+// reported as created.
+//
+// A ContainerdAdapter is safe for concurrent use. Close releases its connection.
+type ContainerdAdapter struct {
+	engine   model.Engine
+	log      *slog.Logger
+	client   *containerd.Client
+	endpoint string
+
+	mu    sync.Mutex
+	exits map[string]containerdExit // key: namespace + "/" + id
+}
+
+// containerdExit is a remembered task exit.
+type containerdExit struct {
+	code int
+	at   time.Time
+}
+
+var _ Adapter = (*ContainerdAdapter)(nil)
+
+// NewContainerd connects to the containerd at engine.Endpoint (a host path such
+// as /run/containerd/containerd.sock or /proc/PID/root/run/containerd/containerd.sock).
+// It dials with a bounded timeout and fails when the socket does not answer.
+func NewContainerd(engine model.Engine, log *slog.Logger) (*ContainerdAdapter, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	client, err := containerd.New(engine.Endpoint, containerd.WithTimeout(containerdDialTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("containerd at %s: connect: %w", engine.Endpoint, err)
+	}
+	return &ContainerdAdapter{
+		engine:   engine,
+		log:      log.With("engine", engine.ID),
+		client:   client,
+		endpoint: engine.Endpoint,
+		exits:    make(map[string]containerdExit),
+	}, nil
+}
+
+// Close closes the connection to containerd; open Streams fail afterwards.
+func (a *ContainerdAdapter) Close() error {
+	if err := a.client.Close(); err != nil {
+		return fmt.Errorf("containerd at %s: close: %w", a.endpoint, err)
+	}
+	return nil
+}
+
+// List returns the containers of every namespace. A namespace that fails to
+// list does not hide the others: their containers are returned together with
+// the joined errors.
+func (a *ContainerdAdapter) List(ctx context.Context) ([]model.Container, error) {
+	nss, err := a.client.NamespaceService().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("containerd at %s: list namespaces: %w", a.endpoint, err)
+	}
+	sort.Strings(nss)
+	var (
+		out  []model.Container
+		errs []error
+		seen = make(map[string]bool)
+	)
+	for _, ns := range nss {
+		cs, err := a.listNamespace(ctx, ns, nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, c := range cs {
+			seen[ns+"/"+c.ID] = true
+		}
+		out = append(out, cs...)
+	}
+	if len(errs) == 0 {
+		a.forgetExitsExcept(seen)
+	}
+	return out, errors.Join(errs...)
+}
+
+// Inspect returns one container. id is "NAMESPACE/ID" or a bare ID, which is
+// looked up in every namespace (the first namespace in name order that has it
+// wins).
+func (a *ContainerdAdapter) Inspect(ctx context.Context, id string) (model.Container, error) {
+	if ns, cid, ok := strings.Cut(id, "/"); ok {
+		return a.InspectNamespaced(ctx, ns, cid)
+	}
+	nss, err := a.client.NamespaceService().List(ctx)
+	if err != nil {
+		return model.Container{}, fmt.Errorf("containerd at %s: container %s: list namespaces: %w", a.endpoint, id, err)
+	}
+	sort.Strings(nss)
+	for _, ns := range nss {
+		c, err := a.InspectNamespaced(ctx, ns, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		return c, err
+	}
+	return model.Container{}, fmt.Errorf("containerd at %s: container %s: %w", a.endpoint, id, ErrNotFound)
+}
+
+// InspectNamespaced returns container id of namespace ns, or an error wrapping
+// ErrNotFound.
+func (a *ContainerdAdapter) InspectNamespaced(ctx context.Context, ns, id string) (model.Container, error) {
+	cs, err := a.listNamespace(ctx, ns, []string{"id==" + id})
+	if err != nil {
+		return model.Container{}, err
+	}
+	if len(cs) == 0 {
+		return model.Container{}, fmt.Errorf("containerd at %s: container %s/%s: %w", a.endpoint, ns, id, ErrNotFound)
+	}
+	return cs[0], nil
+}
+
+// listNamespace lists the containers of ns matching filters (all when none),
+// with their tasks and images: three or four RPCs for the whole namespace.
+func (a *ContainerdAdapter) listNamespace(ctx context.Context, ns string, filters []string) ([]model.Container, error) {
+	nctx := namespaces.WithNamespace(ctx, ns)
+	recs, err := a.client.ContainerService().List(nctx, filters...)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("containerd at %s: namespace %s: list containers: %w", a.endpoint, ns, err)
+	}
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	tl, err := a.client.TaskService().List(nctx, &tasksapi.ListTasksRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("containerd at %s: namespace %s: list tasks: %w", a.endpoint, ns, err)
+	}
+	tasks := make(map[string]*tasktypes.Process, len(tl.GetTasks()))
+	for _, p := range tl.GetTasks() {
+		id := p.GetContainerID()
+		if id == "" {
+			id = p.GetID()
+		}
+		tasks[id] = p
+	}
+	imageIDs := a.imageDigests(nctx, ns, recs)
+	out := make([]model.Container, 0, len(recs))
+	for _, r := range recs {
+		c := containerdContainer(a.engine.ID, ns, r, tasks[r.ID], imageIDs[r.Image])
+		a.applyExitMemory(&c, tasks[r.ID] != nil)
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// imageDigests looks up the target digest of every image the containers use.
+// An image that is gone (containers outlive their images) leaves no digest.
+func (a *ContainerdAdapter) imageDigests(ctx context.Context, ns string, recs []containers.Container) map[string]string {
+	out := make(map[string]string)
+	for _, r := range recs {
+		if r.Image == "" {
+			continue
+		}
+		if _, done := out[r.Image]; done {
+			continue
+		}
+		img, err := a.client.ImageService().Get(ctx, r.Image)
+		if err != nil {
+			if !errdefs.IsNotFound(err) {
+				a.log.Debug("image lookup failed", "namespace", ns, "image", r.Image, "err", err)
+			}
+			out[r.Image] = ""
+			continue
+		}
+		out[r.Image] = img.Target.Digest.String()
+	}
+	return out
+}
+
+// applyExitMemory records a stopped task's exit, or, for a container that has
+// no task any more, restores the exit seen earlier.
+func (a *ContainerdAdapter) applyExitMemory(c *model.Container, hasTask bool) {
+	key := c.Namespace + "/" + c.ID
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case hasTask && c.State == model.StateExited:
+		a.exits[key] = containerdExit{code: c.ExitCode, at: c.FinishedAt}
+	case hasTask:
+		delete(a.exits, key) // restarted: a new task
+	default:
+		if e, ok := a.exits[key]; ok {
+			c.State = model.StateExited
+			c.ExitCode = e.code
+			c.FinishedAt = e.at
+		}
+	}
+}
+
+// rememberExit records an exit seen on the event stream.
+func (a *ContainerdAdapter) rememberExit(ns, id string, code int, at time.Time) {
+	a.mu.Lock()
+	a.exits[ns+"/"+id] = containerdExit{code: code, at: at}
+	a.mu.Unlock()
+}
+
+// forgetExit drops what is remembered about a deleted container.
+func (a *ContainerdAdapter) forgetExit(ns, id string) {
+	a.mu.Lock()
+	delete(a.exits, ns+"/"+id)
+	a.mu.Unlock()
+}
+
+// forgetExitsExcept drops remembered exits of containers a full List did not see.
+func (a *ContainerdAdapter) forgetExitsExcept(seen map[string]bool) {
+	a.mu.Lock()
+	for k := range a.exits {
+		if !seen[k] {
+			delete(a.exits, k)
+		}
+	}
+	a.mu.Unlock()
+}
+
+// containerdContainer builds the model of one containerd container from its
+// record and its task (nil when it has none).
+func containerdContainer(engineID, ns string, r containers.Container, task *tasktypes.Process, imageID string) model.Container {
+	c := model.Container{
+		ID:         r.ID,
+		Name:       containerdName(r.ID, r.Labels),
+		EngineID:   engineID,
+		Namespace:  ns,
+		ImageID:    imageID,
+		Labels:     r.Labels,
+		State:      model.StateCreated,
+		CreatedAt:  r.CreatedAt,
+		CgroupPath: containerdCgroupPath(r.Spec),
+	}
+	c.ImageName, c.ImageTags = ctrdSplitImageRef(r.Image)
+	if task == nil {
+		return c
+	}
+	c.State = containerdTaskState(task.GetStatus())
+	switch c.State {
+	case model.StateCreated, model.StateRunning, model.StatePaused:
+		c.PID = int(task.GetPid())
+	case model.StateExited:
+		c.ExitCode = int(task.GetExitStatus())
+		if t := task.GetExitedAt(); t != nil && t.IsValid() {
+			c.FinishedAt = t.AsTime()
+		}
+	}
+	return c
+}
+
+// containerdName is the name an orchestrator gave the container, else its ID.
+func containerdName(id string, labels map[string]string) string {
+	for _, k := range containerdNameLabels {
+		if v := labels[k]; v != "" {
+			return v
+		}
+	}
+	return id
+}
+
+// containerdTaskState maps a containerd task status to the model's state.
+func containerdTaskState(s tasktypes.Status) model.ContainerState {
+	switch s {
+	case tasktypes.Status_CREATED:
+		return model.StateCreated
+	case tasktypes.Status_RUNNING:
+		return model.StateRunning
+	case tasktypes.Status_PAUSED, tasktypes.Status_PAUSING:
+		return model.StatePaused
+	case tasktypes.Status_STOPPED:
+		return model.StateExited
+	}
+	return model.StateUnknown
+}
+
+// containerdCgroupPath extracts linux.cgroupsPath from a container's OCI spec
+// (stored as JSON in an Any) and normalises it with ctrdCgroupPath. An absent
+// or undecodable spec gives "".
+func containerdCgroupPath(spec typeurl.Any) string {
+	if spec == nil || len(spec.GetValue()) == 0 {
+		return ""
+	}
+	return ctrdSpecCgroupPath(spec.GetValue())
+}
+
+// ctrdSpecCgroupPath reads linux.cgroupsPath from an OCI runtime spec in JSON.
+func ctrdSpecCgroupPath(specJSON []byte) string {
+	var s struct {
+		Linux *struct {
+			CgroupsPath string `json:"cgroupsPath"`
+		} `json:"linux"`
+	}
+	if err := json.Unmarshal(specJSON, &s); err != nil || s.Linux == nil {
+		return ""
+	}
+	return ctrdCgroupPath(s.Linux.CgroupsPath)
+}
+
+// ctrdCgroupPath turns an OCI linux.cgroupsPath into a path relative to the
+// cgroup mount. cgroupfs-style paths ("/default/abc") are returned as they are;
+// systemd-style ones ("system.slice:cri-containerd:abc", as runc's systemd
+// cgroup driver reads them) become "/system.slice/cri-containerd-abc.scope",
+// with nested slices expanded the way systemd does ("a-b.slice" lives in
+// "a.slice/a-b.slice").
+func ctrdCgroupPath(p string) string {
+	if p == "" || strings.HasPrefix(p, "/") {
+		return p
+	}
+	parts := strings.Split(p, ":")
+	if len(parts) != 3 {
+		return p
+	}
+	slice, prefix, name := parts[0], parts[1], parts[2]
+	var b strings.Builder
+	if slice == "" || slice == "-.slice" {
+		slice = "system.slice"
+	}
+	if !strings.HasSuffix(slice, ".slice") {
+		return p
+	}
+	base := strings.TrimSuffix(slice, ".slice")
+	var acc string
+	for i, comp := range strings.Split(base, "-") {
+		if comp == "" {
+			return p
+		}
+		if i == 0 {
+			acc = comp
+		} else {
+			acc += "-" + comp
+		}
+		b.WriteString("/" + acc + ".slice")
+	}
+	unit := name
+	if prefix != "" {
+		unit = prefix + "-" + name
+	}
+	if !strings.HasSuffix(unit, ".slice") {
+		unit += ".scope"
+	}
+	b.WriteString("/" + unit)
+	return b.String()
+}
+
+// ctrdSplitImageRef splits an image reference into the name and its tags:
+// "docker.io/library/busybox:1.36" gives "docker.io/library/busybox" and
+// ["1.36"]; a digest reference ("name@sha256:...") gives the name and no tags;
+// an image ID ("sha256:...") is returned as the name.
+func ctrdSplitImageRef(ref string) (string, []string) {
+	if ref == "" {
+		return "", nil
+	}
+	if strings.HasPrefix(ref, "sha256:") {
+		return ref, nil
+	}
+	if name, _, ok := strings.Cut(ref, "@"); ok {
+		ref = name
+		// a tag may precede the digest: name:tag@digest
+	}
+	slash := strings.LastIndex(ref, "/")
+	if colon := strings.LastIndex(ref, ":"); colon > slash && colon < len(ref)-1 {
+		return ref[:colon], []string{ref[colon+1:]}
+	}
+	return ref, nil
+}

@@ -1,0 +1,332 @@
+package watch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+
+	apievents "github.com/containerd/containerd/api/events"
+	eventsapi "github.com/containerd/containerd/api/services/events/v1"
+	apitypes "github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// The containerd event topics the adapter subscribes to.
+const (
+	containerdTopicContainerCreate = "/containers/create"
+	containerdTopicContainerDelete = "/containers/delete"
+	containerdTopicTaskCreate      = "/tasks/create"
+	containerdTopicTaskStart       = "/tasks/start"
+	containerdTopicTaskExit        = "/tasks/exit"
+	containerdTopicTaskPaused      = "/tasks/paused"
+	containerdTopicTaskResumed     = "/tasks/resumed"
+	containerdTopicTaskOOM         = "/tasks/oom"
+	containerdTopicTaskDelete      = "/tasks/delete"
+)
+
+var containerdTopics = []string{
+	containerdTopicContainerCreate,
+	containerdTopicContainerDelete,
+	containerdTopicTaskCreate,
+	containerdTopicTaskStart,
+	containerdTopicTaskExit,
+	containerdTopicTaskPaused,
+	containerdTopicTaskResumed,
+	containerdTopicTaskOOM,
+	containerdTopicTaskDelete,
+}
+
+const (
+	// containerdSyncNamespace is the namespace of the marker events that
+	// Subscribe publishes to learn that its subscription is registered. Only
+	// the event exchange sees it: no namespace record is created.
+	containerdSyncNamespace = "agentd-sync"
+	// containerdSyncTopicPrefix starts the marker event's topic; a random token
+	// per subscription follows.
+	containerdSyncTopicPrefix = "/agentd/sync/"
+	// containerdSyncRepublishMin and Max bound the interval, doubling from
+	// Min, at which the marker is published again while Subscribe waits for it
+	// (a marker published before the server registered the subscription is
+	// never delivered; here that takes a few milliseconds).
+	containerdSyncRepublishMin = 2 * time.Millisecond
+	containerdSyncRepublishMax = 100 * time.Millisecond
+	// containerdSyncTimeout bounds Subscribe's wait for its marker.
+	containerdSyncTimeout = 10 * time.Second
+)
+
+// Subscribe opens containerd's event stream for all namespaces, filtered to the
+// container and task lifecycle topics.
+//
+// containerd's Subscribe RPC gives no acknowledgement that the server has
+// registered the subscription, so Subscribe publishes a marker event (topic
+// /agentd/sync/<random>, namespace agentd-sync, which the subscription's
+// filter also matches) and returns only once that marker came back on the
+// stream; events that arrive before it are kept and delivered first. Every
+// change after Subscribe returns therefore reaches the Stream. (Other
+// unfiltered subscribers of the same containerd, such as `ctr events`, see the
+// marker too; Docker's and the CRI plugin's subscriptions filter on their
+// namespaces and do not.)
+//
+// The stream stays open until Close is called or ctx ends; Next must not be
+// called concurrently with itself.
+func (a *ContainerdAdapter) Subscribe(ctx context.Context) (Stream, error) {
+	token, err := containerdSyncToken()
+	if err != nil {
+		return nil, fmt.Errorf("containerd at %s: subscribe: %w", a.endpoint, err)
+	}
+	syncTopic := containerdSyncTopicPrefix + token
+	filters := make([]string, 0, len(containerdTopics)+1)
+	for _, t := range append(containerdTopics, syncTopic) {
+		filters = append(filters, fmt.Sprintf("topic==%q", t))
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	events := eventsapi.NewEventsClient(a.client.Conn())
+	sub, err := events.Subscribe(sctx, &eventsapi.SubscribeRequest{Filters: filters})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("containerd at %s: subscribe: %w", a.endpoint, err)
+	}
+	s := &containerdStream{
+		a:         a,
+		syncTopic: syncTopic,
+		cancel:    cancel,
+		recv:      make(chan containerdRecv),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	go s.pump(sctx, sub)
+
+	if err := s.awaitSync(ctx, events); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("containerd at %s: subscribe: %w", a.endpoint, err)
+	}
+	a.log.Debug("containerd event subscription in place", "topic", syncTopic)
+	return s, nil
+}
+
+// containerdSyncToken returns a random token for a marker topic.
+func containerdSyncToken() (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// containerdRecv is one result of the stream's Recv.
+type containerdRecv struct {
+	env *apitypes.Envelope
+	err error
+}
+
+// containerdStream is the Stream of a ContainerdAdapter. A goroutine (pump)
+// reads the gRPC stream so that Next can honour its ctx; Close stops it and
+// waits for it.
+type containerdStream struct {
+	a         *ContainerdAdapter
+	syncTopic string
+	cancel    context.CancelFunc
+	recv      chan containerdRecv
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+
+	pending []*apitypes.Envelope // read by Subscribe before the marker; Next's only
+	failed  error                // the error that ended the stream
+}
+
+var _ Stream = (*containerdStream)(nil)
+
+// pump forwards Recv results to s.recv until an error or cancellation.
+func (s *containerdStream) pump(ctx context.Context, sub eventsapi.Events_SubscribeClient) {
+	defer close(s.done)
+	for {
+		env, err := sub.Recv()
+		select {
+		case s.recv <- containerdRecv{env: env, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// awaitSync publishes the marker until it comes back on the stream.
+func (s *containerdStream) awaitSync(ctx context.Context, events eventsapi.EventsClient) error {
+	ctx, cancel := context.WithTimeout(ctx, containerdSyncTimeout)
+	defer cancel()
+	marker, err := anypb.New(&emptypb.Empty{})
+	if err != nil {
+		return err
+	}
+	pctx := namespaces.WithNamespace(ctx, containerdSyncNamespace)
+	publish := func() error {
+		_, err := events.Publish(pctx, &eventsapi.PublishRequest{Topic: s.syncTopic, Event: marker})
+		if err != nil {
+			return fmt.Errorf("publish marker event %s: %w", s.syncTopic, err)
+		}
+		return nil
+	}
+	if err := publish(); err != nil {
+		return err
+	}
+	every := containerdSyncRepublishMin
+	tick := time.NewTimer(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for marker event %s: %w", s.syncTopic, ctx.Err())
+		case <-tick.C:
+			if err := publish(); err != nil {
+				return err
+			}
+			every = min(2*every, containerdSyncRepublishMax)
+			tick.Reset(every)
+		case r := <-s.recv:
+			if r.err != nil {
+				return fmt.Errorf("events stream: %w", r.err)
+			}
+			if r.env.GetTopic() == s.syncTopic {
+				return nil
+			}
+			s.pending = append(s.pending, r.env)
+		}
+	}
+}
+
+// Next returns the next decoded change. Errors wrapping ErrIgnored or
+// ErrMalformed concern one event only; any other error ends the stream (and
+// every later call returns it).
+func (s *containerdStream) Next(ctx context.Context) (Change, error) {
+	for {
+		if s.failed != nil {
+			return Change{}, s.failed
+		}
+		var env *apitypes.Envelope
+		if len(s.pending) > 0 {
+			env = s.pending[0]
+			s.pending[0] = nil
+			s.pending = s.pending[1:]
+		} else {
+			select {
+			case <-ctx.Done():
+				return Change{}, ctx.Err()
+			case <-s.stop:
+				s.failed = fmt.Errorf("containerd at %s: events stream closed", s.a.endpoint)
+				continue
+			case r := <-s.recv:
+				if r.err != nil {
+					s.failed = fmt.Errorf("containerd at %s: events stream: %w", s.a.endpoint, r.err)
+					continue
+				}
+				env = r.env
+			}
+		}
+		if env.GetTopic() == s.syncTopic {
+			continue // a marker published again while Subscribe waited
+		}
+		var ts time.Time
+		if t := env.GetTimestamp(); t != nil && t.IsValid() {
+			ts = t.AsTime()
+		}
+		ch, err := decodeContainerdEvent(env.GetNamespace(), env.GetTopic(), ts, env.GetEvent().GetTypeUrl(), env.GetEvent().GetValue())
+		if err != nil {
+			return Change{}, fmt.Errorf("containerd at %s: event %s in namespace %s: %w", s.a.endpoint, env.GetTopic(), env.GetNamespace(), err)
+		}
+		switch ch.Type {
+		case model.EventDie:
+			if ch.ExitCode != nil {
+				s.a.rememberExit(ch.Namespace, ch.ContainerID, *ch.ExitCode, ch.Time)
+			}
+		case model.EventDestroy:
+			s.a.forgetExit(ch.Namespace, ch.ContainerID)
+		}
+		return ch, nil
+	}
+}
+
+// Close ends the subscription and waits for the reading goroutine.
+func (s *containerdStream) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.cancel()
+		<-s.done
+	})
+	return nil
+}
+
+// decodeContainerdEvent turns one containerd event (its envelope's namespace,
+// topic and timestamp, and the Any it carries) into a Change. It returns an
+// error wrapping ErrIgnored for topics of no interest (task create and delete,
+// exits of exec'd processes) and ErrMalformed for anything it cannot decode,
+// including a payload type that does not match the topic and a missing
+// namespace or container ID. It never panics, whatever the input.
+func decodeContainerdEvent(ns, topic string, ts time.Time, typeURL string, value []byte) (Change, error) {
+	switch topic {
+	case containerdTopicContainerCreate, containerdTopicContainerDelete, containerdTopicTaskStart,
+		containerdTopicTaskExit, containerdTopicTaskPaused, containerdTopicTaskResumed, containerdTopicTaskOOM:
+	case containerdTopicTaskCreate, containerdTopicTaskDelete:
+		return Change{}, ErrIgnored
+	default:
+		return Change{}, fmt.Errorf("topic %q: %w", topic, ErrIgnored)
+	}
+	if ns == "" {
+		return Change{}, fmt.Errorf("no namespace: %w", ErrMalformed)
+	}
+	v, err := typeurl.UnmarshalByTypeURL(typeURL, value)
+	if err != nil {
+		return Change{}, fmt.Errorf("decode %q: %v: %w", typeURL, err, ErrMalformed)
+	}
+	ch := Change{Namespace: ns, Time: ts}
+	ok := false
+	switch e := v.(type) {
+	case *apievents.ContainerCreate:
+		ok = topic == containerdTopicContainerCreate
+		ch.Type, ch.ContainerID = model.EventCreate, e.GetID()
+	case *apievents.ContainerDelete:
+		ok = topic == containerdTopicContainerDelete
+		ch.Type, ch.ContainerID = model.EventDestroy, e.GetID()
+	case *apievents.TaskStart:
+		ok = topic == containerdTopicTaskStart
+		ch.Type, ch.ContainerID = model.EventStart, e.GetContainerID()
+	case *apievents.TaskPaused:
+		ok = topic == containerdTopicTaskPaused
+		ch.Type, ch.ContainerID = model.EventPause, e.GetContainerID()
+	case *apievents.TaskResumed:
+		ok = topic == containerdTopicTaskResumed
+		ch.Type, ch.ContainerID = model.EventUnpause, e.GetContainerID()
+	case *apievents.TaskOOM:
+		ok = topic == containerdTopicTaskOOM
+		ch.Type, ch.ContainerID = model.EventOOM, e.GetContainerID()
+	case *apievents.TaskExit:
+		ok = topic == containerdTopicTaskExit
+		ch.Type, ch.ContainerID = model.EventDie, e.GetContainerID()
+		if ok && e.GetID() != "" && e.GetID() != e.GetContainerID() {
+			return Change{}, fmt.Errorf("exit of exec process %s in container %s: %w", e.GetID(), e.GetContainerID(), ErrIgnored)
+		}
+		code := int(e.GetExitStatus())
+		ch.ExitCode = &code
+		if t := e.GetExitedAt(); t != nil && t.IsValid() {
+			ch.Time = t.AsTime()
+		}
+	}
+	if !ok {
+		return Change{}, fmt.Errorf("payload %q does not match the topic: %w", typeURL, ErrMalformed)
+	}
+	if ch.ContainerID == "" {
+		return Change{}, fmt.Errorf("no container ID: %w", ErrMalformed)
+	}
+	return ch, nil
+}

@@ -1,0 +1,410 @@
+package watch
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// Subscribe opens the runtime's event stream.
+//
+// With GetContainerEvents the subscription is a server-streaming RPC whose
+// server sends nothing until the first event, so there is no acknowledgement
+// that it is registered: Subscribe waits a short window (500 ms the first
+// time, when it also learns whether the RPC is implemented; 100 ms later) for
+// an early error, and otherwise returns the stream. A runtime that answers
+// Unimplemented (containerd 1.6) switches the adapter to polling for good.
+//
+// When polling, Subscribe lists the containers once as the baseline, and every
+// change after that list is found by a later poll, so nothing is missed.
+//
+// The stream stays open until Close is called or ctx ends; Next must not be
+// called concurrently with itself.
+func (a *CRIAdapter) Subscribe(ctx context.Context) (Stream, error) {
+	a.mu.Lock()
+	mode := a.mode
+	a.mu.Unlock()
+	if mode != criModePolling {
+		window := a.probeWindow
+		if mode == criModeStreaming {
+			window = min(window, 100*time.Millisecond)
+		}
+		st, err := a.subscribeEvents(ctx, window)
+		switch {
+		case err == nil:
+			a.setMode(criModeStreaming)
+			return st, nil
+		case status.Code(err) != codes.Unimplemented:
+			return nil, fmt.Errorf("cri at %s: get container events: %w", a.endpoint, err)
+		}
+		a.setMode(criModePolling)
+	}
+	return a.subscribePoll(ctx)
+}
+
+// setMode records the event source and logs it when it changes.
+func (a *CRIAdapter) setMode(m criEventMode) {
+	a.mu.Lock()
+	old := a.mode
+	a.mode = m
+	a.mu.Unlock()
+	if old == m {
+		return
+	}
+	switch m {
+	case criModePolling:
+		a.log.Info("cri runtime does not implement GetContainerEvents, polling the container list", "endpoint", a.endpoint, "interval", a.pollInterval)
+	case criModeStreaming:
+		a.log.Info("cri runtime streams container events (GetContainerEvents)", "endpoint", a.endpoint)
+	}
+}
+
+// subscribeEvents opens GetContainerEvents and waits up to window for the
+// runtime to refuse it.
+func (a *CRIAdapter) subscribeEvents(ctx context.Context, window time.Duration) (*criEventStream, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	sub, err := a.rt.GetContainerEvents(sctx, &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s := &criEventStream{
+		a:      a,
+		cancel: cancel,
+		recv:   make(chan criRecv),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	go s.pump(sctx, sub)
+	t := time.NewTimer(window)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		_ = s.Close()
+		return nil, ctx.Err()
+	case r := <-s.recv:
+		if r.err != nil {
+			_ = s.Close()
+			return nil, r.err
+		}
+		s.pending = append(s.pending, r.ev)
+	}
+	return s, nil
+}
+
+// criRecv is one result of the event stream's Recv.
+type criRecv struct {
+	ev  *runtimeapi.ContainerEventResponse
+	err error
+}
+
+// criEventStream is the Stream over GetContainerEvents. A goroutine (pump)
+// reads the gRPC stream so that Next can honour its ctx; Close stops it and
+// waits for it.
+type criEventStream struct {
+	a         *CRIAdapter
+	cancel    context.CancelFunc
+	recv      chan criRecv
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+
+	pending []*runtimeapi.ContainerEventResponse
+	failed  error
+}
+
+var _ Stream = (*criEventStream)(nil)
+
+func (s *criEventStream) pump(ctx context.Context, sub grpc.ServerStreamingClient[runtimeapi.ContainerEventResponse]) {
+	defer close(s.done)
+	for {
+		ev, err := sub.Recv()
+		select {
+		case s.recv <- criRecv{ev: ev, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Next returns the next decoded event; see Stream.
+func (s *criEventStream) Next(ctx context.Context) (Change, error) {
+	if s.failed != nil {
+		return Change{}, s.failed
+	}
+	var ev *runtimeapi.ContainerEventResponse
+	if len(s.pending) > 0 {
+		ev = s.pending[0]
+		s.pending = s.pending[1:]
+	} else {
+		select {
+		case <-ctx.Done():
+			return Change{}, ctx.Err()
+		case <-s.stop:
+			s.failed = fmt.Errorf("cri at %s: event stream closed", s.a.endpoint)
+			return Change{}, s.failed
+		case r := <-s.recv:
+			if r.err != nil {
+				if status.Code(r.err) == codes.Unimplemented {
+					s.a.setMode(criModePolling)
+				}
+				s.failed = fmt.Errorf("cri at %s: event stream: %w", s.a.endpoint, r.err)
+				return Change{}, s.failed
+			}
+			ev = r.ev
+		}
+	}
+	ch, err := decodeCRIEvent(ev)
+	if err != nil {
+		return Change{}, fmt.Errorf("cri at %s: event %s of container %s: %w", s.a.endpoint, ev.GetContainerEventType(), ev.GetContainerId(), err)
+	}
+	return ch, nil
+}
+
+// Close ends the subscription and waits for the reading goroutine.
+func (s *criEventStream) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.cancel()
+		<-s.done
+	})
+	return nil
+}
+
+// decodeCRIEvent turns one GetContainerEvents response into a Change. Events
+// about pod sandboxes (the container ID is the sandbox's) are ignored; a
+// missing container ID or an unknown event type is malformed. A stop becomes
+// die with the exit code from the container's status in the event, when the
+// event carries it. It never panics, whatever the input.
+func decodeCRIEvent(ev *runtimeapi.ContainerEventResponse) (Change, error) {
+	id := ev.GetContainerId()
+	if id == "" {
+		return Change{}, fmt.Errorf("no container ID: %w", ErrMalformed)
+	}
+	if sb := ev.GetPodSandboxStatus(); sb != nil && sb.GetId() == id {
+		return Change{}, fmt.Errorf("pod sandbox event: %w", ErrIgnored)
+	}
+	ch := Change{ContainerID: id, Time: criTime(ev.GetCreatedAt())}
+	switch ev.GetContainerEventType() {
+	case runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT:
+		ch.Type = model.EventCreate
+	case runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT:
+		ch.Type = model.EventStart
+	case runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT:
+		ch.Type = model.EventDie
+		for _, st := range ev.GetContainersStatuses() {
+			if st.GetId() == id && st.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED {
+				code := int(st.GetExitCode())
+				ch.ExitCode = &code
+				if t := criTime(st.GetFinishedAt()); !t.IsZero() {
+					ch.Time = t
+				}
+			}
+		}
+	case runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT:
+		ch.Type = model.EventDestroy
+	default:
+		return Change{}, fmt.Errorf("event type %d: %w", ev.GetContainerEventType(), ErrMalformed)
+	}
+	return ch, nil
+}
+
+// criSeen is what a poll remembers of a container.
+type criSeen struct {
+	state runtimeapi.ContainerState
+}
+
+// criPollStream is the Stream of a runtime without GetContainerEvents: Next
+// lists the containers every interval and turns the differences into
+// Changes. It starts no goroutine.
+type criPollStream struct {
+	a        *CRIAdapter
+	ctx      context.Context // the Subscribe ctx: the stream ends with it
+	interval time.Duration
+	last     map[string]criSeen
+	lastPoll time.Time
+	queue    []Change
+	stop     chan struct{}
+	once     sync.Once
+	failed   error
+}
+
+var _ Stream = (*criPollStream)(nil)
+
+// subscribePoll lists the containers as the baseline of a polling stream.
+func (a *CRIAdapter) subscribePoll(ctx context.Context) (*criPollStream, error) {
+	s := &criPollStream{a: a, ctx: ctx, interval: a.pollInterval, stop: make(chan struct{})}
+	cur, err := s.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.last = cur
+	s.lastPoll = time.Now()
+	return s, nil
+}
+
+// list returns the current containers by ID.
+func (s *criPollStream) list(ctx context.Context) (map[string]criSeen, error) {
+	cl, err := s.a.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("cri at %s: poll containers: %w", s.a.endpoint, err)
+	}
+	cur := make(map[string]criSeen, len(cl.GetContainers()))
+	for _, c := range cl.GetContainers() {
+		cur[c.GetId()] = criSeen{state: c.GetState()}
+	}
+	return cur, nil
+}
+
+// Next returns the next synthesised change, polling as often as the interval
+// allows until there is one. A failing list ends the stream.
+func (s *criPollStream) Next(ctx context.Context) (Change, error) {
+	for len(s.queue) == 0 {
+		if s.failed != nil {
+			return Change{}, s.failed
+		}
+		wait := time.Until(s.lastPoll.Add(s.interval))
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return Change{}, ctx.Err()
+			case <-s.ctx.Done():
+				t.Stop()
+				s.failed = fmt.Errorf("cri at %s: poll stream: %w", s.a.endpoint, s.ctx.Err())
+				continue
+			case <-s.stop:
+				t.Stop()
+				s.failed = fmt.Errorf("cri at %s: poll stream closed", s.a.endpoint)
+				continue
+			case <-t.C:
+			}
+		}
+		if err := s.poll(ctx); err != nil {
+			if ctx.Err() != nil {
+				return Change{}, ctx.Err()
+			}
+			s.failed = err
+		}
+	}
+	ch := s.queue[0]
+	s.queue = s.queue[1:]
+	return ch, nil
+}
+
+// poll lists once and queues the changes since the previous list.
+func (s *criPollStream) poll(ctx context.Context) error {
+	cur, err := s.list(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	s.lastPoll = now
+	var changes []Change
+	for id, c := range cur {
+		p, had := s.last[id]
+		if had && p.state == c.state {
+			continue
+		}
+		var st *runtimeapi.ContainerStatus
+		if c.state != runtimeapi.ContainerState_CONTAINER_CREATED || !had {
+			r, err := s.a.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+			switch {
+			case status.Code(err) == codes.NotFound:
+				// removed since the list: the next poll sees it gone
+			case err != nil:
+				return fmt.Errorf("cri at %s: poll container %s: %w", s.a.endpoint, id, err)
+			default:
+				st = r.GetStatus()
+			}
+		}
+		changes = append(changes, criDiff(id, p, had, c, st, now)...)
+	}
+	for id, p := range s.last {
+		if _, ok := cur[id]; ok {
+			continue
+		}
+		if p.state == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			changes = append(changes, Change{Type: model.EventDie, ContainerID: id, Time: now})
+		}
+		changes = append(changes, Change{Type: model.EventDestroy, ContainerID: id, Time: now})
+	}
+	s.last = cur
+	slices.SortStableFunc(changes, func(x, y Change) int { return x.Time.Compare(y.Time) })
+	s.queue = append(s.queue, changes...)
+	return nil
+}
+
+// criRank orders the CRI states along a container's life; unknown is -1.
+func criRank(s runtimeapi.ContainerState) int {
+	switch s {
+	case runtimeapi.ContainerState_CONTAINER_CREATED:
+		return 0
+	case runtimeapi.ContainerState_CONTAINER_RUNNING:
+		return 1
+	case runtimeapi.ContainerState_CONTAINER_EXITED:
+		return 2
+	}
+	return -1
+}
+
+// criDiff returns the changes that take a container from what the previous
+// poll saw (prev, if had) to what this poll sees (cur, with its status st when
+// available): create for a new container, start when it got to running or
+// beyond (and was started, per its status), die when it got to exited.
+// Change times come from the status where it has them, else now.
+func criDiff(id string, prev criSeen, had bool, cur criSeen, st *runtimeapi.ContainerStatus, now time.Time) []Change {
+	at := func(ns int64) time.Time {
+		if t := criTime(ns); !t.IsZero() {
+			return t
+		}
+		return now
+	}
+	from, to := -1, criRank(cur.state)
+	if had {
+		from = criRank(prev.state)
+		if from < 0 || to < 0 {
+			return nil // unknown states: wait for a definite one
+		}
+	}
+	var out []Change
+	if !had {
+		out = append(out, Change{Type: model.EventCreate, ContainerID: id, Time: at(st.GetCreatedAt())})
+		from = 0
+	}
+	if from < 1 && to >= 1 && (to == 1 || st.GetStartedAt() > 0) {
+		out = append(out, Change{Type: model.EventStart, ContainerID: id, Time: at(st.GetStartedAt())})
+	}
+	if from < 2 && to == 2 {
+		die := Change{Type: model.EventDie, ContainerID: id, Time: at(st.GetFinishedAt())}
+		if st.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED {
+			code := int(st.GetExitCode())
+			die.ExitCode = &code
+		}
+		out = append(out, die)
+	}
+	if from == 2 && to == 1 {
+		out = append(out, Change{Type: model.EventStart, ContainerID: id, Time: at(st.GetStartedAt())})
+	}
+	return out
+}
+
+// Close ends the stream; a Next blocked waiting for the next poll returns.
+func (s *criPollStream) Close() error {
+	s.once.Do(func() { close(s.stop) })
+	return nil
+}

@@ -1,0 +1,298 @@
+package watch
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/events"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+func TestDecodeDockerEvent(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want model.EventType
+		exit int
+		err  error
+	}{
+		{"a die carries its exit code", `{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"137"}},"timeNano":1700000000000000001}`, model.EventDie, 137, nil},
+		{"a start is a start", `{"Type":"container","Action":"start","Actor":{"ID":"abc"},"time":1700000000}`, model.EventStart, 0, nil},
+		{"a kill is ignored", `{"Type":"container","Action":"kill","Actor":{"ID":"abc"}}`, "", 0, ErrIgnored},
+		{"an exec is ignored", `{"Type":"container","Action":"exec_start: sh","Actor":{"ID":"abc"}}`, "", 0, ErrIgnored},
+		{"an image event is ignored", `{"Type":"image","Action":"pull","Actor":{"ID":"busybox"}}`, "", 0, ErrIgnored},
+		{"an event without an ID is malformed", `{"Type":"container","Action":"start"}`, "", 0, ErrMalformed},
+		{"a bad exit code is malformed", `{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"x"}}}`, "", 0, ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var m events.Message
+			if err := json.Unmarshal([]byte(tt.in), &m); err != nil {
+				t.Fatal(err)
+			}
+			ch, err := decodeDockerEvent(m)
+			if !errors.Is(err, tt.err) || (tt.err == nil && err != nil) {
+				t.Fatalf("err %v, want %v", err, tt.err)
+			}
+			if err != nil {
+				return
+			}
+			if ch.Type != tt.want || ch.ContainerID != "abc" || ch.Time.IsZero() {
+				t.Errorf("got %+v", ch)
+			}
+			if tt.want == model.EventDie && (ch.ExitCode == nil || *ch.ExitCode != tt.exit) {
+				t.Errorf("exit code %v, want %d", ch.ExitCode, tt.exit)
+			}
+		})
+	}
+}
+
+func TestDecodePodmanEvent(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want model.EventType
+		err  error
+	}{
+		{"died is a die with the exit code", `{"status":"died","id":"abc","Type":"container","Action":"died","Actor":{"ID":"abc","Attributes":{"containerExitCode":"137"}},"time":1,"timeNano":1000000001}`, model.EventDie, nil},
+		{"remove is a destroy", `{"status":"remove","id":"abc","Type":"container","Action":"remove","Actor":{"ID":"abc"}}`, model.EventDestroy, nil},
+		{"the lower-case status is enough", `{"status":"start","id":"abc","Type":"container"}`, model.EventStart, nil},
+		{"init is ignored", `{"Type":"container","Action":"init","Actor":{"ID":"abc"}}`, "", ErrIgnored},
+		{"cleanup is ignored", `{"Type":"container","Action":"cleanup","Actor":{"ID":"abc"}}`, "", ErrIgnored},
+		{"history is ignored", `{"Type":"container","Action":"history","Actor":{"ID":"abc"}}`, "", ErrIgnored},
+		{"a non-JSON line is malformed", `not json`, "", ErrMalformed},
+		{"an event without an action is malformed", `{"Type":"container","Actor":{"ID":"abc"}}`, "", ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ch, err := decodePodmanEvent([]byte(tt.in))
+			if !errors.Is(err, tt.err) || (tt.err == nil && err != nil) {
+				t.Fatalf("err %v, want %v", err, tt.err)
+			}
+			if err == nil && (ch.Type != tt.want || ch.ContainerID != "abc") {
+				t.Errorf("got %+v", ch)
+			}
+			if tt.want == model.EventDie && (ch.ExitCode == nil || *ch.ExitCode != 137) {
+				t.Errorf("exit code %v", ch.ExitCode)
+			}
+		})
+	}
+}
+
+func checkChange(t *testing.T, ch Change, err error) {
+	if err != nil {
+		if !errors.Is(err, ErrIgnored) && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("decode error that is neither ignored nor malformed: %v", err)
+		}
+		return
+	}
+	if ch.ContainerID == "" || ch.Type == "" {
+		t.Fatalf("accepted change without ID or type: %+v", ch)
+	}
+}
+
+func FuzzDecodeDockerEvent(f *testing.F) {
+	f.Add([]byte(`{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"1"}},"timeNano":5}`))
+	f.Add([]byte(`{"Type":"container","Action":"health_status: healthy","Actor":{"ID":"abc"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m events.Message
+		if json.Unmarshal(b, &m) != nil {
+			return
+		}
+		ch, err := decodeDockerEvent(m)
+		checkChange(t, ch, err)
+	})
+}
+
+func FuzzDecodePodmanEvent(f *testing.F) {
+	f.Add([]byte(`{"status":"died","id":"abc","Type":"container","Action":"died","Actor":{"ID":"abc","Attributes":{"containerExitCode":"137"}},"time":1}`))
+	f.Add([]byte(`{"status":"remove","id":"abc"}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ch, err := decodePodmanEvent(b)
+		checkChange(t, ch, err)
+	})
+}
+
+func FuzzParseProcStatus(f *testing.F) {
+	f.Add([]byte("Name:\tsleep\nPid:\t9123\nPPid:\t9100\nNSpid:\t9123\t57\t1\n"))
+	f.Add([]byte("Pid:\t1\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := parseProcStatus(b)
+		if err == nil && len(st.nspid) == 0 {
+			t.Fatal("accepted status without a PID chain")
+		}
+	})
+}
+
+// fakeProc writes a procfs tree: pid → (ppid, NSpid chain, pid namespace).
+func fakeProc(t *testing.T, procs map[int]struct {
+	ppid  int
+	nspid []int
+	ns    string
+}) string {
+	root := t.TempDir()
+	for pid, p := range procs {
+		dir := filepath.Join(root, strconv.Itoa(pid))
+		if err := os.MkdirAll(filepath.Join(dir, "ns"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		line := "NSpid:"
+		for _, n := range p.nspid {
+			line += "\t" + strconv.Itoa(n)
+		}
+		status := "Name:\tx\nPid:\t" + strconv.Itoa(pid) + "\nPPid:\t" + strconv.Itoa(p.ppid) + "\n" + line + "\n"
+		if err := os.WriteFile(filepath.Join(dir, "status"), []byte(status), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("pid:["+p.ns+"]", filepath.Join(dir, "ns", "pid")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func TestHostPID(t *testing.T) {
+	type proc = struct {
+		ppid  int
+		nspid []int
+		ns    string
+	}
+	// Two systemd hosts (100, 200) with a nested engine each; both engines run
+	// a container whose init is PID 57 in the engine's namespace.
+	root := fakeProc(t, map[int]proc{
+		1:   {0, []int{1}, "host"},
+		101: {1, []int{101, 1}, "th1"},
+		102: {101, []int{102, 40}, "th1"},         // podman in th1
+		110: {102, []int{110, 56}, "th1"},         // conmon in th1
+		111: {110, []int{111, 57, 1}, "c1"},       // container in th1: engine PID 57
+		201: {1, []int{201, 1}, "th2"},            // second systemd host
+		202: {201, []int{202, 30}, "th2"},         // conmon in th2
+		211: {202, []int{211, 57, 1}, "c2"},       // container in th2, engine PID 57 too
+		300: {1, []int{300, 90, 57, 1}, "deeper"}, // level-3 process, not a match (its level-2 PID is 90)
+	})
+	tests := []struct {
+		name        string
+		anchor, pid int
+		want        int
+		wantErr     bool
+	}{
+		{"an engine in the host namespace reports host PIDs", 1, 4242, 4242, false},
+		{"no anchor means no translation", 0, 4242, 4242, false},
+		{"a nested engine's PID maps to the process in its own namespace", 102, 57, 111, false},
+		{"the sibling namespace's PID 57 maps to its own process", 202, 57, 211, false},
+		{"a PID nobody has is an error", 102, 999, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := hostPID(root, tt.anchor, tt.pid)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v", err)
+			}
+			if !tt.wantErr && got != tt.want {
+				t.Errorf("got %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestNSAnchor(t *testing.T) {
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "812"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := nsAnchor(root, 812, "/run/docker.sock"); got != 812 {
+		t.Errorf("a live engine PID anchors: got %d", got)
+	}
+	if got := nsAnchor(root, 999, "/proc/77/root/run/podman/podman.sock"); got != 77 {
+		t.Errorf("a dead engine PID falls back to the endpoint's process: got %d", got)
+	}
+	if got := nsAnchor(root, 0, "/run/docker.sock"); got != 0 {
+		t.Errorf("a host engine without PID has no anchor: got %d", got)
+	}
+}
+
+func TestTransitions(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	base := model.Container{ID: "a", CreatedAt: t0}
+	with := func(s model.ContainerState, started, finished time.Time, exit int) model.Container {
+		c := base
+		c.State, c.StartedAt, c.FinishedAt, c.ExitCode = s, started, finished, exit
+		return c
+	}
+	zero := time.Time{}
+	tests := []struct {
+		name string
+		old  model.Container
+		had  bool
+		cur  model.Container
+		want []model.EventType
+	}{
+		{"a running container that died gets one die", with(model.StateRunning, t0, zero, 0), true, with(model.StateExited, t0, t0.Add(time.Second), 137), []model.EventType{model.EventDie}},
+		{"a created container that started gets one start", with(model.StateCreated, zero, zero, 0), true, with(model.StateRunning, t0, zero, 0), []model.EventType{model.EventStart}},
+		{"an unchanged container gets nothing", with(model.StateRunning, t0, zero, 0), true, with(model.StateRunning, t0, zero, 0), nil},
+		{"an exited container that ran again gets start and die", with(model.StateExited, t0, t0.Add(time.Second), 0), true, with(model.StateExited, t0.Add(time.Minute), t0.Add(2*time.Minute), 1), []model.EventType{model.EventStart, model.EventDie}},
+		{"a new running container gets create and start", model.Container{}, false, with(model.StateRunning, t0, zero, 0), []model.EventType{model.EventCreate, model.EventStart}},
+		{"a running container that was paused gets pause", with(model.StateRunning, t0, zero, 0), true, with(model.StatePaused, t0, zero, 0), []model.EventType{model.EventPause}},
+		{"a restarted container gets die and start", with(model.StateRunning, t0, zero, 0), true, with(model.StateRunning, t0.Add(time.Minute), zero, 0), []model.EventType{model.EventDie, model.EventStart}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := types(transitions(tt.old, tt.had, tt.cur))
+			if len(got) != len(tt.want) || (len(got) > 0 && fmtTypes(got) != fmtTypes(tt.want)) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func fmtTypes(ts []model.EventType) string {
+	s := ""
+	for _, t := range ts {
+		s += string(t) + ","
+	}
+	return s
+}
+
+func TestProcessStart(t *testing.T) {
+	root := t.TempDir()
+	write := func(name, body string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("stat", "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n")
+	// comm holds a space and a ')': fields are counted after the last ')'.
+	write("42/stat", "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 12345 1000 10 18446744073709551615\n")
+	write("43/stat", "43 (short) S 1\n")
+	t.Run("the start time is boot time plus starttime ticks", func(t *testing.T) {
+		got, err := processStart(root, 42)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := time.Unix(1700000000, 0).Add(123450 * time.Millisecond); !got.Equal(want) {
+			t.Errorf("processStart = %v, want %v", got, want)
+		}
+	})
+	t.Run("a truncated stat line is an error naming the file", func(t *testing.T) {
+		if _, err := processStart(root, 43); err == nil || !strings.Contains(err.Error(), "43/stat") {
+			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("a vanished process is an error", func(t *testing.T) {
+		if _, err := processStart(root, 44); err == nil {
+			t.Error("want an error")
+		}
+	})
+}

@@ -1,0 +1,277 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// DockerAdapter speaks the Docker Engine API over the engine's unix socket.
+type DockerAdapter struct {
+	endpoint    string
+	cli         *client.Client
+	concurrency int
+
+	driverOnce sync.Mutex
+	driver     string // cgroup driver, "" until known
+}
+
+var (
+	_ Adapter = (*DockerAdapter)(nil)
+	_ Stream  = (*dockerStream)(nil)
+)
+
+// NewDockerAdapter returns an adapter for the Docker engine e (e.Endpoint is
+// the socket path as reached from the host). It does not connect yet. Close
+// releases its connections.
+func NewDockerAdapter(_ context.Context, e model.Engine, _ *slog.Logger) (Adapter, error) {
+	cli, err := client.NewClientWithOpts(client.WithHost("unix://"+e.Endpoint), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker at %s: %w", e.Endpoint, err)
+	}
+	return &DockerAdapter{endpoint: e.Endpoint, cli: cli, concurrency: 8}, nil
+}
+
+// Close releases the adapter's connections.
+func (d *DockerAdapter) Close() error { return d.cli.Close() }
+
+// Subscribe opens the event stream, filtered to container events. It asks for
+// the events since the moment Subscribe was called, so the daemon replays any
+// event that happens while the request is on its way: the subscription is in
+// place as of that moment.
+func (d *DockerAdapter) Subscribe(ctx context.Context) (Stream, error) {
+	since := time.Now()
+	if _, err := d.cli.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("docker at %s: ping: %w", d.endpoint, err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	msgs, errs := d.cli.Events(sctx, events.ListOptions{
+		Since:   strconv.FormatInt(since.Unix(), 10) + "." + fmt.Sprintf("%09d", since.Nanosecond()),
+		Filters: filters.NewArgs(filters.Arg("type", string(events.ContainerEventType))),
+	})
+	return &dockerStream{endpoint: d.endpoint, msgs: msgs, errs: errs, cancel: cancel}, nil
+}
+
+type dockerStream struct {
+	endpoint string
+	msgs     <-chan events.Message
+	errs     <-chan error
+	cancel   context.CancelFunc
+	once     sync.Once
+}
+
+func (s *dockerStream) Next(ctx context.Context) (Change, error) {
+	select {
+	case <-ctx.Done():
+		return Change{}, ctx.Err()
+	case err, ok := <-s.errs:
+		if !ok || err == nil {
+			err = errors.New("event stream ended")
+		}
+		return Change{}, fmt.Errorf("docker at %s: events: %w", s.endpoint, err)
+	case m := <-s.msgs:
+		return decodeDockerEvent(m)
+	}
+}
+
+// Close cancels the request and waits for the client's reader goroutine.
+func (s *dockerStream) Close() error {
+	s.once.Do(func() {
+		s.cancel()
+		for range s.errs { //nolint:revive // drain until the reader exits and closes errs
+		}
+	})
+	return nil
+}
+
+// decodeDockerEvent maps a Docker event to a Change: create, start, pause,
+// unpause, stop, die (with the exitCode attribute), oom and destroy. Other
+// container actions (kill, attach, exec_*, health_status, ...) are ErrIgnored.
+func decodeDockerEvent(m events.Message) (Change, error) {
+	if m.Type != "" && m.Type != events.ContainerEventType {
+		return Change{}, fmt.Errorf("docker %s event: %w", m.Type, ErrIgnored)
+	}
+	if m.Actor.ID == "" {
+		return Change{}, fmt.Errorf("docker %q event without a container ID: %w", m.Action, ErrMalformed)
+	}
+	ch := Change{ContainerID: m.Actor.ID, Time: eventTime(m.Time, m.TimeNano)}
+	switch m.Action {
+	case events.ActionCreate:
+		ch.Type = model.EventCreate
+	case events.ActionStart:
+		ch.Type = model.EventStart
+	case events.ActionPause:
+		ch.Type = model.EventPause
+	case events.ActionUnPause:
+		ch.Type = model.EventUnpause
+	case events.ActionStop:
+		ch.Type = model.EventStop
+	case events.ActionOOM:
+		ch.Type = model.EventOOM
+	case events.ActionDestroy:
+		ch.Type = model.EventDestroy
+	case events.ActionDie:
+		ch.Type = model.EventDie
+		if v, ok := m.Actor.Attributes["exitCode"]; ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return Change{}, fmt.Errorf("docker die event of %s: exitCode %q: %w", m.Actor.ID, v, ErrMalformed)
+			}
+			ch.ExitCode = &n
+		}
+	default:
+		return Change{}, fmt.Errorf("docker %q event: %w", m.Action, ErrIgnored)
+	}
+	return ch, nil
+}
+
+// eventTime prefers the nanosecond timestamp; engines that send only seconds
+// fill the other.
+func eventTime(sec, nano int64) time.Time {
+	switch {
+	case nano > 0:
+		return time.Unix(0, nano)
+	case sec > 0:
+		return time.Unix(sec, 0)
+	}
+	return time.Time{}
+}
+
+// List returns every container, inspected for PIDs, times and exit codes.
+func (d *DockerAdapter) List(ctx context.Context) ([]model.Container, error) {
+	sum, err := d.cli.ContainerList(ctx, container.ListOptions{All: true})
+	if err != nil {
+		return nil, fmt.Errorf("docker at %s: list containers: %w", d.endpoint, err)
+	}
+	ids := make([]string, 0, len(sum))
+	for _, s := range sum {
+		ids = append(ids, s.ID)
+	}
+	cs, err := inspectAll(ctx, d.concurrency, ids, d.Inspect)
+	if err != nil {
+		return nil, fmt.Errorf("docker at %s: list containers: %w", d.endpoint, err)
+	}
+	return cs, nil
+}
+
+// Inspect returns one container; the PID is in the engine's PID namespace.
+func (d *DockerAdapter) Inspect(ctx context.Context, id string) (model.Container, error) {
+	r, err := d.cli.ContainerInspect(ctx, id)
+	if err != nil {
+		if client.IsErrNotFound(err) {
+			err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		return model.Container{}, fmt.Errorf("docker at %s: inspect container %s: %w", d.endpoint, id, err)
+	}
+	if r.ContainerJSONBase == nil || r.State == nil {
+		return model.Container{}, fmt.Errorf("docker at %s: inspect container %s: incomplete answer", d.endpoint, id)
+	}
+	c := dockerContainer(r)
+	c.CgroupPath = d.cgroupPath(ctx, r)
+	return c, nil
+}
+
+func dockerContainer(r container.InspectResponse) model.Container {
+	c := model.Container{
+		ID:           r.ID,
+		Name:         strings.TrimPrefix(r.Name, "/"),
+		ImageID:      r.Image,
+		PID:          r.State.Pid,
+		ExitCode:     r.State.ExitCode,
+		OOMKilled:    r.State.OOMKilled,
+		RestartCount: r.RestartCount,
+		CreatedAt:    parseTime(r.Created),
+		StartedAt:    parseTime(r.State.StartedAt),
+		FinishedAt:   parseTime(r.State.FinishedAt),
+		State:        dockerState(r.State),
+	}
+	if r.Config != nil {
+		c.Labels = r.Config.Labels
+		c.ImageName, c.ImageTags = splitImageRef(r.Config.Image)
+	}
+	if !running(c.State) {
+		c.PID = 0
+	}
+	return c
+}
+
+func dockerState(s *container.State) model.ContainerState {
+	switch {
+	case s.Paused:
+		return model.StatePaused
+	case s.Running || s.Restarting:
+		return model.StateRunning
+	}
+	switch s.Status {
+	case "created":
+		return model.StateCreated
+	case "exited", "dead", "removing":
+		return model.StateExited
+	}
+	return model.StateUnknown
+}
+
+// parseTime parses an engine's RFC 3339 time; Go's zero time ("0001-01-01T00:00:00Z") and junk give the zero time.
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.Year() <= 1 {
+		return time.Time{}
+	}
+	return t
+}
+
+// splitImageRef splits "registry/name:tag" into name and tags; a digest
+// reference keeps its digest in the name.
+func splitImageRef(ref string) (string, []string) {
+	if ref == "" || strings.Contains(ref, "@") {
+		return ref, nil
+	}
+	i := strings.LastIndex(ref, ":")
+	if i < 0 || strings.Contains(ref[i:], "/") {
+		return ref, nil
+	}
+	return ref[:i], []string{ref[i+1:]}
+}
+
+// cgroupPath derives the container's cgroup from the daemon's cgroup driver
+// and the container's cgroup parent (the Docker API does not return it).
+func (d *DockerAdapter) cgroupPath(ctx context.Context, r container.InspectResponse) string {
+	d.driverOnce.Lock()
+	if d.driver == "" {
+		if info, err := d.cli.Info(ctx); err == nil {
+			d.driver = info.CgroupDriver
+		}
+	}
+	driver := d.driver
+	d.driverOnce.Unlock()
+	parent := ""
+	if r.HostConfig != nil {
+		parent = r.HostConfig.CgroupParent
+	}
+	switch driver {
+	case "systemd":
+		if parent == "" {
+			parent = "system.slice"
+		}
+		return path.Join("/", parent, "docker-"+r.ID+".scope")
+	case "cgroupfs":
+		if parent == "" {
+			parent = "/docker"
+		}
+		return path.Join("/", parent, r.ID)
+	}
+	return ""
+}

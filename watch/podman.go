@@ -1,0 +1,366 @@
+package watch
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// podmanAPI is the libpod API version prefix; podman 4.x serves it.
+const podmanAPI = "/v4.0.0/libpod"
+
+// PodmanAdapter speaks podman's libpod REST API over its unix socket with a
+// small HTTP client of its own. Connecting to a socket-activated podman starts
+// it (systemd hands the connection to podman.service); the open event stream
+// keeps it from exiting on idle.
+type PodmanAdapter struct {
+	endpoint    string
+	http        *http.Client
+	concurrency int
+}
+
+var (
+	_ Adapter = (*PodmanAdapter)(nil)
+	_ Stream  = (*podmanStream)(nil)
+)
+
+// NewPodmanAdapter returns an adapter for the podman engine e (e.Endpoint is
+// the socket path as reached from the host). It does not connect yet.
+func NewPodmanAdapter(_ context.Context, e model.Engine, _ *slog.Logger) (Adapter, error) {
+	if e.Endpoint == "" {
+		return nil, errors.New("podman: engine without an endpoint")
+	}
+	endpoint := e.Endpoint
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", endpoint)
+		},
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	return &PodmanAdapter{endpoint: endpoint, http: &http.Client{Transport: tr}, concurrency: 8}, nil
+}
+
+// Close releases idle connections.
+func (p *PodmanAdapter) Close() error {
+	p.http.CloseIdleConnections()
+	return nil
+}
+
+func (p *PodmanAdapter) get(ctx context.Context, pathQuery string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://podman"+podmanAPI+pathQuery, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		err := fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		if resp.StatusCode == http.StatusNotFound {
+			err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (p *PodmanAdapter) getJSON(ctx context.Context, pathQuery string, v any) error {
+	resp, err := p.get(ctx, pathQuery)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Subscribe opens the event stream of container events since the moment of
+// the call. podman sends the response headers only with the first event, so
+// the request runs in the stream's own goroutine; the since filter makes the
+// subscription effective as of the call all the same (podman reads past
+// events from its event log).
+func (p *PodmanAdapter) Subscribe(ctx context.Context) (Stream, error) {
+	since := time.Now()
+	// Ping first: it activates a socket-activated podman and fails fast when
+	// nothing listens.
+	var ping string
+	if err := p.getPing(ctx, &ping); err != nil {
+		return nil, fmt.Errorf("podman at %s: ping: %w", p.endpoint, err)
+	}
+	q := url.Values{}
+	q.Set("stream", "true")
+	q.Set("since", strconv.FormatInt(since.Unix(), 10)+"."+fmt.Sprintf("%09d", since.Nanosecond()))
+	q.Set("filters", `{"type":["container"]}`)
+	sctx, cancel := context.WithCancel(ctx)
+	s := &podmanStream{endpoint: p.endpoint, lines: make(chan []byte), errc: make(chan error, 1), cancel: cancel}
+	s.wg.Add(1)
+	go s.read(sctx, p, "/events?"+q.Encode())
+	return s, nil
+}
+
+func (p *PodmanAdapter) getPing(ctx context.Context, out *string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://podman/_ping", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
+	*out = string(b)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+type podmanStream struct {
+	endpoint string
+	lines    chan []byte
+	errc     chan error
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	once     sync.Once
+}
+
+// read sends each line of the event stream until it fails or ctx ends.
+func (s *podmanStream) read(ctx context.Context, p *PodmanAdapter, pathQuery string) {
+	defer s.wg.Done()
+	fail := func(err error) {
+		select {
+		case s.errc <- err:
+		default:
+		}
+	}
+	resp, err := p.get(ctx, pathQuery)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(strings.TrimSpace(string(line))) == 0 {
+			continue
+		}
+		b := append([]byte(nil), line...)
+		select {
+		case s.lines <- b:
+		case <-ctx.Done():
+			fail(ctx.Err())
+			return
+		}
+	}
+	err = sc.Err()
+	if err == nil {
+		err = io.EOF
+	}
+	fail(err)
+}
+
+func (s *podmanStream) Next(ctx context.Context) (Change, error) {
+	select {
+	case <-ctx.Done():
+		return Change{}, ctx.Err()
+	case b := <-s.lines:
+		return decodePodmanEvent(b)
+	case err := <-s.errc:
+		return Change{}, fmt.Errorf("podman at %s: events: %w", s.endpoint, err)
+	}
+}
+
+// Close cancels the request and waits for the reader goroutine.
+func (s *podmanStream) Close() error {
+	s.once.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// podmanEvent is the libpod event as podman 4 sends it on /libpod/events: the
+// Docker message shape plus a lower-case status and id.
+type podmanEvent struct {
+	Status string `json:"status"`
+	ID     string `json:"id"`
+	Type   string `json:"Type"`
+	Action string `json:"Action"`
+	Actor  struct {
+		ID         string            `json:"ID"`
+		Attributes map[string]string `json:"Attributes"`
+	} `json:"Actor"`
+	Time     int64 `json:"time"`
+	TimeNano int64 `json:"timeNano"`
+}
+
+// decodePodmanEvent maps one line of podman's event stream: create, start,
+// pause, unpause, stop, died (→ die with the containerExitCode attribute),
+// remove (→ destroy). init, cleanup, history, exec, attach and others are
+// ErrIgnored; lines that are not JSON objects are ErrMalformed.
+func decodePodmanEvent(b []byte) (Change, error) {
+	var e podmanEvent
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Change{}, fmt.Errorf("podman event %.80q: %w: %w", b, ErrMalformed, err)
+	}
+	if e.Type != "" && e.Type != "container" {
+		return Change{}, fmt.Errorf("podman %s event: %w", e.Type, ErrIgnored)
+	}
+	action := e.Action
+	if action == "" {
+		action = e.Status
+	}
+	id := e.Actor.ID
+	if id == "" {
+		id = e.ID
+	}
+	if action == "" {
+		return Change{}, fmt.Errorf("podman event without an action: %w", ErrMalformed)
+	}
+	ch := Change{ContainerID: id, Time: eventTime(e.Time, e.TimeNano)}
+	switch action {
+	case "create":
+		ch.Type = model.EventCreate
+	case "start":
+		ch.Type = model.EventStart
+	case "pause":
+		ch.Type = model.EventPause
+	case "unpause":
+		ch.Type = model.EventUnpause
+	case "stop":
+		ch.Type = model.EventStop
+	case "remove":
+		ch.Type = model.EventDestroy
+	case "died":
+		ch.Type = model.EventDie
+		if v, ok := e.Actor.Attributes["containerExitCode"]; ok && v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return Change{}, fmt.Errorf("podman died event of %s: containerExitCode %q: %w", id, v, ErrMalformed)
+			}
+			ch.ExitCode = &n
+		}
+	default:
+		return Change{}, fmt.Errorf("podman %q event: %w", action, ErrIgnored)
+	}
+	if id == "" {
+		return Change{}, fmt.Errorf("podman %q event without a container ID: %w", action, ErrMalformed)
+	}
+	return ch, nil
+}
+
+// podmanListEntry is the part of GET /libpod/containers/json that List uses.
+type podmanListEntry struct {
+	ID string `json:"Id"`
+}
+
+// List returns every container, inspected for PIDs, times and exit codes.
+func (p *PodmanAdapter) List(ctx context.Context) ([]model.Container, error) {
+	var entries []podmanListEntry
+	if err := p.getJSON(ctx, "/containers/json?all=true", &entries); err != nil {
+		return nil, fmt.Errorf("podman at %s: list containers: %w", p.endpoint, err)
+	}
+	ids := make([]string, 0, len(entries))
+	for _, e := range entries {
+		ids = append(ids, e.ID)
+	}
+	cs, err := inspectAll(ctx, p.concurrency, ids, p.Inspect)
+	if err != nil {
+		return nil, fmt.Errorf("podman at %s: list containers: %w", p.endpoint, err)
+	}
+	return cs, nil
+}
+
+// podmanInspect is the part of GET /libpod/containers/{id}/json that agentd uses.
+type podmanInspect struct {
+	ID        string `json:"Id"`
+	Created   string `json:"Created"`
+	Name      string `json:"Name"`
+	Image     string `json:"Image"`
+	ImageName string `json:"ImageName"`
+	State     struct {
+		Status     string `json:"Status"`
+		Running    bool   `json:"Running"`
+		Paused     bool   `json:"Paused"`
+		OOMKilled  bool   `json:"OOMKilled"`
+		Pid        int    `json:"Pid"`
+		ExitCode   int    `json:"ExitCode"`
+		StartedAt  string `json:"StartedAt"`
+		FinishedAt string `json:"FinishedAt"`
+		CgroupPath string `json:"CgroupPath"`
+	} `json:"State"`
+	RestartCount int `json:"RestartCount"`
+	Config       struct {
+		Labels map[string]string `json:"Labels"`
+	} `json:"Config"`
+}
+
+// Inspect returns one container; the PID is in the engine's PID namespace.
+func (p *PodmanAdapter) Inspect(ctx context.Context, id string) (model.Container, error) {
+	var r podmanInspect
+	if err := p.getJSON(ctx, "/containers/"+url.PathEscape(id)+"/json", &r); err != nil {
+		return model.Container{}, fmt.Errorf("podman at %s: inspect container %s: %w", p.endpoint, id, err)
+	}
+	return podmanContainer(r), nil
+}
+
+func podmanContainer(r podmanInspect) model.Container {
+	c := model.Container{
+		ID:           r.ID,
+		Name:         r.Name,
+		ImageID:      r.Image,
+		Labels:       r.Config.Labels,
+		PID:          r.State.Pid,
+		ExitCode:     r.State.ExitCode,
+		OOMKilled:    r.State.OOMKilled,
+		RestartCount: r.RestartCount,
+		CreatedAt:    parseTime(r.Created),
+		StartedAt:    parseTime(r.State.StartedAt),
+		FinishedAt:   parseTime(r.State.FinishedAt),
+		CgroupPath:   r.State.CgroupPath,
+		State:        podmanState(r.State.Status, r.State.Running, r.State.Paused),
+	}
+	c.ImageName, c.ImageTags = splitImageRef(r.ImageName)
+	if !running(c.State) {
+		c.PID = 0
+	}
+	return c
+}
+
+// podmanState maps libpod's states (configured, created, initialized,
+// running, paused, stopping, stopped, exited, removing) to the model's.
+func podmanState(status string, isRunning, paused bool) model.ContainerState {
+	switch {
+	case paused || status == "paused":
+		return model.StatePaused
+	case isRunning || status == "running" || status == "stopping":
+		return model.StateRunning
+	}
+	switch status {
+	case "configured", "created", "initialized":
+		return model.StateCreated
+	case "stopped", "exited", "removing":
+		return model.StateExited
+	}
+	return model.StateUnknown
+}

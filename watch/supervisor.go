@@ -1,0 +1,201 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// Constructor builds the Adapter for one engine. It must not block on the
+// engine: connecting is the Watcher's job, so that an engine that is down is
+// retried rather than refused.
+type Constructor func(ctx context.Context, e model.Engine, log *slog.Logger) (Adapter, error)
+
+// Constructors maps each engine type agentd can watch to its Adapter's
+// constructor. It is the explicit list of supported engines: the caller
+// assembles it (see DefaultConstructors for the ones in this package).
+type Constructors map[model.EngineType]Constructor
+
+// DefaultConstructors returns every adapter this package provides: Docker,
+// podman, containerd, and CRI (containerd's CRI plugin and CRI-O alike).
+func DefaultConstructors() Constructors {
+	cri := func(_ context.Context, e model.Engine, log *slog.Logger) (Adapter, error) { return NewCRI(e, log) }
+	return Constructors{
+		model.Docker: NewDockerAdapter,
+		model.Podman: NewPodmanAdapter,
+		model.Containerd: func(_ context.Context, e model.Engine, log *slog.Logger) (Adapter, error) {
+			return NewContainerd(e, log)
+		},
+		model.CRI:  cri,
+		model.CRIO: cri,
+	}
+}
+
+// ErrUnsupported is wrapped by Supervisor.Add for an engine type without a constructor.
+var ErrUnsupported = errors.New("unsupported engine type")
+
+// ErrClosed is returned by Supervisor.Add after Close.
+var ErrClosed = errors.New("supervisor closed")
+
+// Supervisor owns one Watcher per engine: discovery tells it which engines
+// exist (Add on found, Remove on lost) and it keeps exactly those watched.
+// All methods are safe for concurrent use.
+type Supervisor struct {
+	store *model.Store
+	ctors Constructors
+	opts  Options
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	closed   bool
+	watchers map[string]*supervised
+}
+
+type supervised struct {
+	engine  model.Engine
+	watcher *Watcher
+	adapter Adapter
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// NewSupervisor returns a Supervisor that writes to store and builds adapters
+// with ctors; opts is passed to every Watcher.
+func NewSupervisor(store *model.Store, ctors Constructors, opts Options) *Supervisor {
+	opts = opts.withDefaults()
+	return &Supervisor{store: store, ctors: ctors, opts: opts, log: opts.Log, watchers: map[string]*supervised{}}
+}
+
+// Add starts watching e, records it in the Store and emits agentd.engine.found.
+// Adding an engine that is already watched at the same endpoint only updates
+// its record (version, PID, hierarchy); at another endpoint the old watcher is
+// replaced. The watcher runs until Remove or Close, not until ctx ends: ctx
+// only bounds the adapter's construction.
+func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
+	ctor, ok := s.ctors[e.Type]
+	if !ok {
+		return fmt.Errorf("%s engine %s at %s: %w", e.Type, e.ID, e.Endpoint, ErrUnsupported)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if r, ok := s.watchers[e.ID]; ok && r.engine.Endpoint == e.Endpoint && r.engine.Type == e.Type {
+		r.engine = e
+		s.mu.Unlock()
+		s.store.PutEngine(e)
+		return nil
+	}
+	s.mu.Unlock()
+	s.Remove(e.ID)
+
+	log := s.log.With("engine", e.ID)
+	a, err := ctor(ctx, e, log)
+	if err != nil {
+		return fmt.Errorf("%s engine %s at %s: %w", e.Type, e.ID, e.Endpoint, err)
+	}
+	opts := s.opts
+	opts.Log = s.log
+	w := NewWatcher(e, a, s.store, opts)
+	wctx, cancel := context.WithCancel(context.Background())
+	r := &supervised{engine: e, watcher: w, adapter: a, cancel: cancel, done: make(chan struct{})}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		cancel()
+		closeAdapter(a, log)
+		return ErrClosed
+	}
+	if _, ok := s.watchers[e.ID]; ok {
+		// A concurrent Add of the same engine won.
+		s.mu.Unlock()
+		cancel()
+		closeAdapter(a, log)
+		return nil
+	}
+	s.watchers[e.ID] = r
+	s.mu.Unlock()
+
+	s.store.PutEngine(e)
+	eng := e
+	s.store.Emit(model.Event{Type: model.EventEngineFound, Time: time.Now(), EngineID: e.ID, Engine: &eng})
+	log.Info("watching engine", "type", string(e.Type), "endpoint", e.Endpoint, "prefix", e.Prefix)
+	go func() {
+		defer close(r.done)
+		defer closeAdapter(a, log)
+		_ = w.Run(wctx) // Run returns only when wctx ends
+	}()
+	return nil
+}
+
+func closeAdapter(a Adapter, log *slog.Logger) {
+	if c, ok := a.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			log.Debug("closing engine adapter", "err", err)
+		}
+	}
+}
+
+// Remove stops watching the engine with id, waits for its watcher, prunes its
+// containers from the Store and emits agentd.engine.lost. Removing an unknown
+// engine does nothing.
+func (s *Supervisor) Remove(id string) {
+	s.mu.Lock()
+	r, ok := s.watchers[id]
+	delete(s.watchers, id)
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.stop(r)
+}
+
+func (s *Supervisor) stop(r *supervised) {
+	r.cancel()
+	<-r.done
+	e, pruned, ok := s.store.DeleteEngine(r.engine.ID)
+	if !ok {
+		e = r.engine
+	}
+	s.store.Emit(model.Event{Type: model.EventEngineLost, Time: time.Now(), EngineID: e.ID, Engine: &e})
+	s.log.Info("engine lost", "engine", e.ID, "endpoint", e.Endpoint, "pruned_containers", pruned)
+}
+
+// Watcher returns the watcher of the engine with id, for its Stats.
+func (s *Supervisor) Watcher(id string) (*Watcher, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.watchers[id]
+	if !ok {
+		return nil, false
+	}
+	return r.watcher, true
+}
+
+// Close stops every watcher and returns when all are gone. Their engines are
+// pruned from the Store as by Remove. Add fails with ErrClosed afterwards.
+func (s *Supervisor) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	all := s.watchers
+	s.watchers = map[string]*supervised{}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, r := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.stop(r)
+		}()
+	}
+	wg.Wait()
+	return nil
+}

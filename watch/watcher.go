@@ -1,0 +1,503 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// Options tune a Watcher. The zero value is usable.
+type Options struct {
+	// Log receives the watcher's logs; nil discards them.
+	Log *slog.Logger
+	// ProcRoot is the procfs used to translate PIDs of nested engines (default /proc).
+	ProcRoot string
+	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 250ms and 30s).
+	MinBackoff, MaxBackoff time.Duration
+	// InspectConcurrency bounds concurrent Inspect calls during a list (default 8).
+	InspectConcurrency int
+}
+
+func (o Options) withDefaults() Options {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.ProcRoot == "" {
+		o.ProcRoot = "/proc"
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 250 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(30*time.Second, o.MinBackoff)
+	}
+	if o.InspectConcurrency <= 0 {
+		o.InspectConcurrency = 8
+	}
+	return o
+}
+
+// Stats counts what a Watcher has seen. All counters only grow.
+type Stats struct {
+	// Events is the number of changes received from the engine's stream.
+	Events uint64
+	// Malformed is the number of events that could not be decoded.
+	Malformed uint64
+	// Ignored is the number of well-formed events of no interest.
+	Ignored uint64
+	// Reconnects is the number of times the stream or a list failed and the
+	// watcher started over.
+	Reconnects uint64
+	// Syncs is the number of completed list reconciliations (1 after the
+	// initial list, +1 per resync).
+	Syncs uint64
+}
+
+// Watcher keeps one engine's containers in the Store and emits their lifecycle
+// events. Create it with NewWatcher and call Run once.
+type Watcher struct {
+	engine  model.Engine
+	adapter Adapter
+	store   *model.Store
+	opts    Options
+	log     *slog.Logger
+
+	events, malformed, ignored, reconnects, syncs atomic.Uint64
+}
+
+// NewWatcher returns a Watcher of engine e that talks to it through a and
+// writes to store.
+func NewWatcher(e model.Engine, a Adapter, store *model.Store, opts Options) *Watcher {
+	opts = opts.withDefaults()
+	return &Watcher{
+		engine:  e,
+		adapter: a,
+		store:   store,
+		opts:    opts,
+		log:     opts.Log.With("engine", e.ID),
+	}
+}
+
+// Stats returns the watcher's counters. Safe to call concurrently with Run.
+func (w *Watcher) Stats() Stats {
+	return Stats{
+		Events:     w.events.Load(),
+		Malformed:  w.malformed.Load(),
+		Ignored:    w.ignored.Load(),
+		Reconnects: w.reconnects.Load(),
+		Syncs:      w.syncs.Load(),
+	}
+}
+
+// Run watches the engine until ctx ends, then returns nil. It never gives up
+// on the engine: every failure (engine down, socket gone, stream broken) is
+// logged and followed by a reconnect after a backoff that doubles from
+// MinBackoff up to MaxBackoff and resets after the first event received on a
+// new stream.
+func (w *Watcher) Run(ctx context.Context) error {
+	backoff := w.opts.MinBackoff
+	for {
+		err := w.session(ctx, func() { backoff = w.opts.MinBackoff })
+		if ctx.Err() != nil {
+			return nil
+		}
+		w.reconnects.Add(1)
+		w.log.Warn("engine watch interrupted, reconnecting", "endpoint", w.engine.Endpoint, "err", err, "backoff", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, w.opts.MaxBackoff)
+	}
+}
+
+// session subscribes, lists, reconciles and then applies events until the
+// stream fails or ctx ends. good is called after each event received.
+func (w *Watcher) session(ctx context.Context, good func()) error {
+	st, err := w.adapter.Subscribe(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			w.log.Debug("closing event stream", "err", err)
+		}
+	}()
+	list, err := w.adapter.List(ctx)
+	if err != nil {
+		return err
+	}
+	w.reconcile(list, w.syncs.Load() > 0)
+	w.syncs.Add(1)
+	for {
+		ch, err := st.Next(ctx)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrIgnored):
+			w.ignored.Add(1)
+			good()
+			continue
+		case errors.Is(err, ErrMalformed):
+			w.malformed.Add(1)
+			w.log.Warn("skipping malformed engine event", "err", err)
+			continue
+		default:
+			return err
+		}
+		w.events.Add(1)
+		good()
+		if err := w.apply(ctx, ch); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			w.malformed.Add(1)
+			w.log.Warn("skipping engine event", "event", string(ch.Type), "container", ch.ContainerID, "err", err)
+		}
+	}
+}
+
+func (w *Watcher) key(ns, id string) model.ContainerKey {
+	return model.ContainerKey{EngineID: w.engine.ID, Namespace: ns, ID: id}
+}
+
+// normalise fills in what the adapter leaves to the watcher: the engine ID and
+// the PID in the host namespace.
+func (w *Watcher) normalise(c *model.Container) {
+	c.EngineID = w.engine.ID
+	if c.PID <= 0 {
+		c.PID = 0
+		return
+	}
+	anchor := nsAnchor(w.opts.ProcRoot, w.engine.PID, w.engine.Endpoint)
+	p, err := hostPID(w.opts.ProcRoot, anchor, c.PID)
+	if err != nil {
+		w.log.Debug("translating container pid", "container", c.ID, "pid", c.PID, "err", err)
+		p = 0
+	}
+	c.PID = p
+	if c.StartedAt.IsZero() && p > 0 && c.State != model.StateCreated {
+		// containerd's task API has no start time: the init process's does.
+		if t, err := processStart(w.opts.ProcRoot, p); err == nil {
+			c.StartedAt = t
+		}
+	}
+}
+
+func running(s model.ContainerState) bool {
+	return s == model.StateRunning || s == model.StatePaused
+}
+
+// reconcile makes the Store's view of the engine equal to list. With resync it
+// emits the transitions that happened while the watcher was not connected.
+func (w *Watcher) reconcile(list []model.Container, resync bool) {
+	old := map[model.ContainerKey]model.Container{}
+	for _, c := range w.store.EngineContainers(w.engine.ID) {
+		old[c.Key()] = c
+	}
+	seen := make(map[model.ContainerKey]bool, len(list))
+	var emitted int
+	for i := range list {
+		c := list[i]
+		w.normalise(&c)
+		k := c.Key()
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		o, had := old[k]
+		w.store.Upsert(c)
+		if resync {
+			for _, ev := range transitions(o, had, c) {
+				ev.EngineID = w.engine.ID
+				w.store.Emit(ev)
+				emitted++
+			}
+		}
+	}
+	for k, o := range old {
+		if seen[k] {
+			continue
+		}
+		w.store.Delete(k)
+		if !resync {
+			continue
+		}
+		now := time.Now()
+		gone := o
+		if running(o.State) {
+			gone.State = model.StateExited
+			gone.PID = 0
+			w.store.Emit(model.Event{Type: model.EventDie, Time: now, EngineID: w.engine.ID, Container: &gone, Resync: true})
+			emitted++
+		}
+		w.store.Emit(model.Event{Type: model.EventDestroy, Time: now, EngineID: w.engine.ID, Container: &gone, Resync: true})
+		emitted++
+	}
+	w.log.Info("engine containers listed", "containers", len(list), "resync", resync, "events", emitted)
+}
+
+// transitions returns the events that lead from old (had: known at all) to
+// cur, as far as the engine's state tells: a container that is new gets a
+// create; one that ran since old gets a start, and one that stopped running a
+// die (with an oom before it when the engine says so).
+func transitions(old model.Container, had bool, cur model.Container) []model.Event {
+	var evs []model.Event
+	add := func(t model.EventType, at time.Time) {
+		if at.IsZero() {
+			at = time.Now()
+		}
+		c := cur
+		evs = append(evs, model.Event{Type: t, Time: at, Container: &c, Resync: true})
+	}
+	from := model.StateCreated
+	if had {
+		from = old.State
+	} else {
+		add(model.EventCreate, cur.CreatedAt)
+	}
+	// ran: started (again) since the watcher last saw it.
+	ran := !cur.StartedAt.IsZero() && (!had || cur.StartedAt.After(old.StartedAt))
+	die := func() {
+		if cur.OOMKilled && (ran || !old.OOMKilled) {
+			add(model.EventOOM, cur.FinishedAt)
+		}
+		n := len(evs)
+		add(model.EventDie, cur.FinishedAt)
+		evs[n].ExitCode = cur.ExitCode
+		evs[n].Signal = exitSignal(cur.ExitCode)
+	}
+	switch cur.State {
+	case model.StateRunning, model.StatePaused:
+		restarted := running(from) && ran
+		if restarted {
+			// It stopped and started again: the die time is unknown.
+			prev := old
+			prev.State = model.StateExited
+			evs = append(evs, model.Event{Type: model.EventDie, Time: cur.StartedAt, Container: &prev, Resync: true})
+		}
+		if !running(from) || restarted {
+			add(model.EventStart, cur.StartedAt)
+		}
+		switch {
+		case cur.State == model.StatePaused && (from != model.StatePaused || restarted):
+			add(model.EventPause, time.Time{})
+		case cur.State == model.StateRunning && from == model.StatePaused && !restarted:
+			add(model.EventUnpause, time.Time{})
+		}
+	case model.StateExited:
+		if ran && !running(from) {
+			add(model.EventStart, cur.StartedAt)
+		}
+		if running(from) || ran {
+			die()
+		}
+	}
+	return evs
+}
+
+// exitSignal names the signal behind an exit code of 128+n, the shell
+// convention engines follow for containers killed by a signal ("" otherwise).
+// It is derived, not reported: a process may also exit(137) by itself.
+func exitSignal(code int) string {
+	if code <= 128 || code > 128+64 {
+		return ""
+	}
+	return unix.SignalName(syscall.Signal(code - 128))
+}
+
+// inspect asks the adapter for a container and normalises it.
+func (w *Watcher) inspect(ctx context.Context, ch Change) (model.Container, error) {
+	id := ch.ContainerID
+	if ch.Namespace != "" {
+		// containerd IDs are unique only within a namespace.
+		id = ch.Namespace + "/" + id
+	}
+	c, err := w.adapter.Inspect(ctx, id)
+	if err != nil {
+		return model.Container{}, err
+	}
+	c.Namespace = ch.Namespace
+	w.normalise(&c)
+	return c, nil
+}
+
+// apply applies one change from the stream. Changes that the model already
+// reflects (because the list that followed the subscription saw them) are
+// skipped, which is what makes subscribe-then-list free of duplicates:
+//   - create: the container is known;
+//   - start: it is running, or it finished after the event;
+//   - pause / unpause: it is not running / not paused;
+//   - die, oom: it is not running, or it started after the event;
+//   - destroy: it is not known.
+//
+// The model's state follows the event, not the inspection (which may be ahead
+// of the stream), so every later event still finds its transition.
+func (w *Watcher) apply(ctx context.Context, ch Change) error {
+	if ch.ContainerID == "" {
+		return errors.New("change without a container ID")
+	}
+	if ch.Time.IsZero() {
+		ch.Time = time.Now()
+	}
+	k := w.key(ch.Namespace, ch.ContainerID)
+	cur, known := w.store.Container(k)
+	if ch.Type == model.EventDestroy {
+		if !known {
+			return nil
+		}
+		w.store.Delete(k)
+		cur.PID = 0
+		if running(cur.State) {
+			cur.State = model.StateExited
+		}
+		w.emit(ch, cur)
+		return nil
+	}
+	if ch.Type == model.EventCreate && known {
+		return nil
+	}
+	if known && stale(ch, cur) {
+		return nil
+	}
+	c, err := w.inspect(ctx, ch)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNotFound) || errors.Is(err, context.Canceled):
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !known && ch.Type != model.EventCreate {
+			// Gone before we could look: it was never in the model and its
+			// destroy will be skipped as well.
+			return nil
+		}
+		c = cur
+		if !known {
+			c = model.Container{ID: ch.ContainerID, Namespace: ch.Namespace, EngineID: w.engine.ID}
+		}
+	default:
+		if !known {
+			return fmt.Errorf("inspect: %w", err)
+		}
+		w.log.Debug("inspect after event failed, using the model's state", "container", ch.ContainerID, "err", err)
+		c = cur
+	}
+	switch ch.Type {
+	case model.EventCreate:
+		c.State = model.StateCreated
+		c.PID = 0
+		if c.CreatedAt.IsZero() {
+			c.CreatedAt = ch.Time
+		}
+	case model.EventStart, model.EventUnpause:
+		c.State = model.StateRunning
+		if c.StartedAt.IsZero() || (known && !c.StartedAt.After(cur.StartedAt) && ch.Type == model.EventStart) {
+			c.StartedAt = ch.Time
+		}
+	case model.EventPause:
+		c.State = model.StatePaused
+	case model.EventOOM:
+		c.State = cur.State
+		if !known {
+			c.State = model.StateRunning
+		}
+		c.OOMKilled = true
+	case model.EventDie:
+		c.State = model.StateExited
+		c.PID = 0
+		if ch.ExitCode != nil {
+			c.ExitCode = *ch.ExitCode
+		}
+		if c.FinishedAt.IsZero() || c.FinishedAt.Before(ch.Time.Add(-time.Minute)) {
+			c.FinishedAt = ch.Time
+		}
+		c.OOMKilled = c.OOMKilled || (known && cur.OOMKilled)
+	case model.EventStop:
+		if known {
+			c.State = cur.State
+		}
+	default:
+		return fmt.Errorf("unknown event type %q", ch.Type)
+	}
+	w.store.Upsert(c)
+	w.emit(ch, c)
+	return nil
+}
+
+// stale reports whether a change is already reflected in the model's cur.
+func stale(ch Change, cur model.Container) bool {
+	switch ch.Type {
+	case model.EventStart:
+		return running(cur.State) || (cur.State == model.StateExited && !cur.FinishedAt.Before(ch.Time))
+	case model.EventPause:
+		return cur.State != model.StateRunning
+	case model.EventUnpause:
+		return cur.State != model.StatePaused
+	case model.EventDie, model.EventOOM:
+		return !running(cur.State) || cur.StartedAt.After(ch.Time)
+	}
+	return false
+}
+
+func (w *Watcher) emit(ch Change, c model.Container) {
+	ev := model.Event{Type: ch.Type, Time: ch.Time, EngineID: w.engine.ID, Container: &c, Signal: ch.Signal}
+	if ch.Type == model.EventDie {
+		ev.ExitCode = c.ExitCode
+		if ev.Signal == "" {
+			ev.Signal = exitSignal(c.ExitCode)
+		}
+	}
+	w.store.Emit(ev)
+}
+
+// inspectAll inspects ids with bounded concurrency, for adapters whose list
+// lacks details. Containers gone in between are left out; other errors are
+// joined and returned with the containers that did answer.
+func inspectAll(ctx context.Context, limit int, ids []string, inspect func(context.Context, string) (model.Container, error)) ([]model.Container, error) {
+	out := make([]model.Container, len(ids))
+	ok := make([]bool, len(ids))
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, max(limit, 1))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return nil, ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := inspect(ctx, id)
+			switch {
+			case err == nil:
+				out[i], ok[i] = c, true
+			case errors.Is(err, ErrNotFound):
+			default:
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	res := make([]model.Container, 0, len(ids))
+	for i := range out {
+		if ok[i] {
+			res = append(res, out[i])
+		}
+	}
+	return res, errors.Join(errs...)
+}
