@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	cerrdefs "github.com/containerd/errdefs"
 	"io"
 	"net"
 	"net/http"
@@ -314,7 +315,7 @@ func listDocker(ctx context.Context, endpoint string) ([]EngineContainer, error)
 	for _, c := range list {
 		ins, err := cli.ContainerInspect(ctx, c.ID)
 		if err != nil {
-			if dockerclient.IsErrNotFound(err) {
+			if cerrdefs.IsNotFound(err) {
 				continue // removed since the listing
 			}
 			errs = append(errs, fmt.Errorf("docker at %s: inspect container %s: %w", endpoint, c.ID, err))

@@ -38,7 +38,7 @@ func resAttr(r *resource.Resource, key string) string {
 	}
 	for _, kv := range r.Attributes() {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
@@ -154,7 +154,7 @@ func (c *Console) Export(_ context.Context, records []sdklog.Record) error {
 		}
 		fmt.Fprintf(&b, "%s %-5s %-22s %s", r.Timestamp().Format("2006-01-02T15:04:05.000Z07:00"), r.SeverityText(), r.EventName(), name)
 		r.WalkAttributes(func(kv attribute.KeyValue) bool {
-			fmt.Fprintf(&b, " %s=%s", kv.Key, kv.Value.Emit())
+			fmt.Fprintf(&b, " %s=%s", kv.Key, kv.Value.String())
 			return true
 		})
 		b.WriteByte('\n')

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	cerrdefs "github.com/containerd/errdefs"
 	"log/slog"
 	"path"
 	"strconv"
@@ -171,7 +172,7 @@ func (d *DockerAdapter) List(ctx context.Context) ([]model.Container, error) {
 func (d *DockerAdapter) Inspect(ctx context.Context, id string) (model.Container, error) {
 	r, err := d.cli.ContainerInspect(ctx, id)
 	if err != nil {
-		if client.IsErrNotFound(err) {
+		if cerrdefs.IsNotFound(err) {
 			err = fmt.Errorf("%w: %w", ErrNotFound, err)
 		}
 		return model.Container{}, fmt.Errorf("docker at %s: inspect container %s: %w", d.endpoint, id, err)
