@@ -12,6 +12,11 @@
 // to engines. It consumes the model through the small Workload interface and
 // an event channel, wired by the caller.
 //
+// Resource identity is kept stable on purpose: agentd.engine.pid is carried
+// by engine resources only, and not for socket-activated engines (their PID
+// changes at every activation), so a container's series never split when its
+// engine restarts or idles out.
+//
 // # One resource per container, despite the SDK
 //
 // The OpenTelemetry SDK binds one resource to a MeterProvider and to a

@@ -94,7 +94,12 @@ func NewOTLP(ctx context.Context, cfg *Config) (MetricSink, sdklog.Exporter, err
 	var mopts []otlpmetricgrpc.Option
 	var lopts []otlploggrpc.Option
 	if cfg.Endpoint != "" {
-		if strings.Contains(cfg.Endpoint, "://") {
+		if strings.HasPrefix(cfg.Endpoint, "unix:") {
+			// A gRPC target (unix:///path): WithEndpointURL would keep only
+			// the URL's empty host, WithEndpoint hands it to grpc.NewClient.
+			mopts = append(mopts, otlpmetricgrpc.WithEndpoint(cfg.Endpoint))
+			lopts = append(lopts, otlploggrpc.WithEndpoint(cfg.Endpoint))
+		} else if strings.Contains(cfg.Endpoint, "://") {
 			mopts = append(mopts, otlpmetricgrpc.WithEndpointURL(cfg.Endpoint))
 			lopts = append(lopts, otlploggrpc.WithEndpointURL(cfg.Endpoint))
 		} else {

@@ -70,9 +70,14 @@ func engineAttrs(kv []attribute.KeyValue, e *model.Engine) []attribute.KeyValue 
 	if e.Version != "" {
 		kv = append(kv, semconv.ContainerRuntimeVersion(e.Version))
 	}
-	// A socket-activated engine (Unit set) gets a new PID at every activation
-	// and has none between: as a resource attribute that would split every
-	// series of the engine and its containers, so it is left out for them.
+	return kv
+}
+
+// withEnginePID adds agentd.engine.pid. Only engine resources carry it: a
+// container's series must not split when its engine restarts, and a
+// socket-activated engine (Unit set) gets a new PID at every activation and has
+// none between, so its resource leaves the PID out as well.
+func withEnginePID(kv []attribute.KeyValue, e *model.Engine) []attribute.KeyValue {
 	if e.PID > 0 && e.Unit == "" {
 		kv = append(kv, attribute.Int(AttrEnginePID, e.PID))
 	}
@@ -82,7 +87,7 @@ func engineAttrs(kv []attribute.KeyValue, e *model.Engine) []attribute.KeyValue 
 // EngineResource is the OTLP resource of an engine: container.runtime.*,
 // agentd.engine.* and the host.
 func EngineResource(h Host, e *model.Engine) *resource.Resource {
-	kv := engineAttrs(make([]attribute.KeyValue, 0, 10), e)
+	kv := withEnginePID(engineAttrs(make([]attribute.KeyValue, 0, 10), e), e)
 	return resource.NewWithAttributes(semconv.SchemaURL, h.attrs(kv)...)
 }
 

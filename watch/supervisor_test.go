@@ -21,7 +21,7 @@ func TestSupervisorAddRemoveClose(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("an engine type without a constructor is refused", func(t *testing.T) {
-		err := sup.Add(ctx, model.Engine{ID: "x", Type: model.CRIO, Endpoint: "/nonexistent"})
+		err := sup.Add(ctx, model.Engine{ID: "x", Type: model.EngineType("lxc"), Endpoint: "/nonexistent"})
 		if !errors.Is(err, ErrUnsupported) {
 			t.Fatalf("err %v, want ErrUnsupported", err)
 		}
