@@ -26,6 +26,7 @@ import (
 	"github.com/agentd-dev/agentd/discovery"
 	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/model"
+	"github.com/agentd-dev/agentd/oom"
 	"github.com/agentd-dev/agentd/stats"
 	"github.com/agentd-dev/agentd/telemetry"
 	"github.com/agentd-dev/agentd/watch"
@@ -45,6 +46,9 @@ type Options struct {
 	Ready func()
 	// Constructors build watcher adapters per engine type; nil means watch.DefaultConstructors.
 	Constructors watch.Constructors
+	// KernelLog is the kernel log the OOM detector reads; "" means /dev/kmsg
+	// (see package oom).
+	KernelLog string
 }
 
 // Agent runs agentd. Build it with New; Run it once.
@@ -181,6 +185,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun("socket units", func(ctx context.Context) error { return a.followUnits(ctx, unitCh) })
 	}
 	goRun("telemetry", pipe.Run)
+	// OOM kills that no engine reports, from the kernel log (package oom).
+	goRun("oom", oom.New(a.store, oom.Config{
+		Path:     a.opts.KernelLog,
+		ProcRoot: a.cfg.Discovery.ProcRoot,
+		Log:      a.log.With("part", "oom"),
+	}).Run)
 
 	// The first pass decides what the agent sees at start; READY follows it.
 	if _, err := a.disc.Scan(ctx); err != nil && ctx.Err() == nil {
