@@ -232,6 +232,18 @@ func TestAgentExportsEveryEngineOfTheTestbed(t *testing.T) {
 		}
 	})
 
+	t.Run("memory usage agrees with podman's own stats within 5%", func(t *testing.T) {
+		sock := fmt.Sprintf("/proc/%d/root/run/podman/podman.sock", testbed.SystemdHostPID(t))
+		engine := podmanMemUsage(t, sock, podmanID)
+		m := col.WaitMetrics(t, 10*time.Second, func(m *testbed.Metrics) bool {
+			return m.Metric(map[string]string{"container.id": podmanID}, "container.memory.usage") != nil
+		})
+		p, _ := m.Metric(map[string]string{"container.id": podmanID}, "container.memory.usage").Last(nil)
+		if diff := p.Value - float64(engine); diff > 0.05*float64(engine) || -diff > 0.05*float64(engine) {
+			t.Errorf("container.memory.usage = %.0f, podman says %d: more than 5%% apart", p.Value, engine)
+		}
+	})
+
 	t.Run("every engine is a resource with its container counts", func(t *testing.T) {
 		for _, rt := range []string{"docker", "containerd", "cri", "podman"} {
 			rs := m.ResourcesWith(map[string]string{"container.runtime.name": rt})

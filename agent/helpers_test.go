@@ -2,7 +2,10 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os/exec"
 	"testing"
 	"time"
@@ -71,4 +74,35 @@ func runCRIContainer(t *testing.T, tag, label string) string {
 		t.Fatalf("CRI StartContainer: %v", err)
 	}
 	return c.ContainerId
+}
+
+// podmanMemUsage asks podman's libpod API on sock for a container's memory usage.
+func podmanMemUsage(t *testing.T, sock, id string) uint64 {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://podman/v4.0.0/libpod/containers/stats?stream=false&containers=" + id)
+	if err != nil {
+		t.Fatalf("podman stats: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Stats []struct {
+			ContainerID string
+			MemUsage    uint64
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("podman stats: %v", err)
+	}
+	for _, s := range body.Stats {
+		if s.ContainerID == id {
+			return s.MemUsage
+		}
+	}
+	t.Fatalf("podman stats has no container %s", id)
+	return 0
 }
