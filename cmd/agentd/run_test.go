@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentd-dev/agentd/internal/testbed"
+	"github.com/agentd-dev/agentd/status"
+)
+
+// buildAgentd builds the real binary once per test.
+func buildAgentd(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "agentd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's writes and a test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+	}
+}
+
+// TestRunStopsCleanlyOnSIGTERM runs the real binary against the testbed's
+// engines and a real collector: it must become ready, export, answer on its
+// status socket, and on SIGTERM flush and exit 0 within 5 s.
+func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.Docker, testbed.Collector)
+	bin := buildAgentd(t)
+	col := testbed.StartCollector(t)
+	sock := filepath.Join(t.TempDir(), "agentd.sock")
+	cfg := filepath.Join(t.TempDir(), "agentd.yaml")
+	if err := os.WriteFile(cfg, []byte("export:\n  interval: 1s\nstatus:\n  socket: "+sock+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd := exec.Command(bin, "run", "--config", cfg, "--otlp-endpoint", col.Endpoint(), "--otlp-insecure")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("agentd stderr:\n%s", stderr.String())
+		}
+	})
+
+	waitFor(t, 30*time.Second, "the status socket to report the host Docker", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		rep, err := status.Fetch(ctx, sock)
+		if err != nil {
+			return false
+		}
+		for _, e := range rep.Engines {
+			if e.Type == "docker" && e.Endpoint == testbed.DockerSocket {
+				return true
+			}
+		}
+		return false
+	})
+	col.WaitMetrics(t, 30*time.Second, func(m *testbed.Metrics) bool {
+		return len(m.ResourcesWith(map[string]string{"container.runtime.name": "docker"})) > 0
+	})
+
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		done <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("agentd exited with %v after SIGTERM", err)
+		}
+		t.Logf("agentd exited 0, %v after SIGTERM", time.Since(start))
+	case <-time.After(5 * time.Second):
+		t.Fatalf("agentd did not exit within 5 s of SIGTERM")
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the status socket %s is left behind after a clean stop (err %v)", sock, err)
+	}
+}
+
+// TestRunWithoutEndpointPrintsWhatItSees is `make run` on a fresh machine: no
+// configuration, no collector; agentd prints the engines and containers it
+// finds in readable form on stdout.
+func TestRunWithoutEndpointPrintsWhatItSees(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.Docker)
+	bin := buildAgentd(t)
+	name := "agentd-run-" + strings.ReplaceAll(t.Name(), "/", "-")
+	id := testbed.Run(t, "docker", "run", "-d", "--name", strings.ToLower(name), "--label", "agentd.test="+name, testbed.BusyboxImage, "sleep", "3600")
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", id).Run() })
+
+	cfg := filepath.Join(t.TempDir(), "agentd.yaml")
+	if err := os.WriteFile(cfg, []byte("export:\n  interval: 1s\nstatus:\n  socket: "+filepath.Join(t.TempDir(), "s.sock")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr syncBuffer
+	cmd := exec.Command(bin, "run", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		}
+	})
+	waitFor(t, 30*time.Second, "the container to be printed with its engine", func() bool {
+		out := stdout.String()
+		return strings.Contains(out, "ENGINE") && strings.Contains(out, "docker") && strings.Contains(out, strings.ToLower(name))
+	})
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Fatalf("agentd exited with %v after SIGINT", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("agentd did not exit within 5 s of SIGINT")
+	}
+}
