@@ -1,0 +1,97 @@
+package agent_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd-dev/agentd/internal/testbed"
+)
+
+// TestAgentFollowsSocketUnitsOfTheSystemdHost runs agentd while the systemd
+// host's podman exists only as a listening podman.socket: agentd must find it
+// through D-Bus, activate it and export its containers with the systemd host's
+// name as prefix; then follow `systemctl stop` (engine lost) and `systemctl
+// start` (engine watched again within 2 s) of the socket unit.
+func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.SystemdHost, testbed.Collector)
+	th := testbed.SystemdHostName()
+	exec := func(args ...string) string {
+		t.Helper()
+		return testbed.Run(t, "docker", append([]string{"exec", th}, args...)...)
+	}
+	t.Cleanup(func() {
+		_, _ = runQuiet("docker", "exec", th, "systemctl", "start", "podman.socket")
+	})
+	tag := fmt.Sprintf("act-%08x", rand.Uint32())
+	id := exec("podman", "run", "-d", "--label", "agentd.test="+tag, testbed.BusyboxImage, "sleep", "3600")
+	t.Cleanup(func() { _, _ = runQuiet("docker", "exec", th, "podman", "rm", "-f", "-t", "0", id) })
+	// Only the socket listens when the agent starts.
+	exec("systemctl", "stop", "podman.service")
+	if out, _ := runQuiet("docker", "exec", th, "systemctl", "is-active", "podman.service"); out == "active" {
+		t.Fatal("podman.service is still active")
+	}
+
+	col := testbed.StartCollector(t)
+	startAgent(t, col, "agentd.test")
+	podmanEngine := map[string]string{"container.runtime.name": "podman", "agentd.engine.prefix": th}
+
+	t.Run("podman behind podman.socket is activated and its container exported with the prefix", func(t *testing.T) {
+		col.WaitMetrics(t, 30*time.Second, func(m *testbed.Metrics) bool {
+			return len(m.ResourcesWith(map[string]string{"container.id": id, "agentd.engine.prefix": th})) == 1
+		})
+		col.WaitLogs(t, 10*time.Second, func(l *testbed.Logs) bool {
+			return len(l.Filter(func(r testbed.LogRecord) bool {
+				return r.EventName == "agentd.engine.found" && r.HasResource(podmanEngine)
+			})) > 0
+		})
+	})
+
+	t.Run("stopping podman.socket and podman.service retires the engine", func(t *testing.T) {
+		exec("systemctl", "stop", "podman.socket", "podman.service")
+		col.WaitLogs(t, 15*time.Second, func(l *testbed.Logs) bool {
+			return len(l.Filter(func(r testbed.LogRecord) bool {
+				return r.EventName == "agentd.engine.lost" && r.HasResource(podmanEngine)
+			})) > 0
+		})
+	})
+
+	t.Run("starting podman.socket again is followed within 2 s", func(t *testing.T) {
+		found := func(l *testbed.Logs) int {
+			return len(l.Filter(func(r testbed.LogRecord) bool {
+				return r.EventName == "agentd.engine.found" && r.HasResource(podmanEngine)
+			}))
+		}
+		l, err := col.Logs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := found(l)
+		exec("systemctl", "start", "podman.socket")
+		start := time.Now()
+		col.WaitLogs(t, 10*time.Second, func(l *testbed.Logs) bool { return found(l) > before })
+		// The record is flushed every 200 ms here; the rest is agentd's.
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("engine found again %v after systemctl start, want within 2 s", d)
+		} else {
+			t.Logf("engine found again %v after systemctl start", d)
+		}
+	})
+
+	t.Run("the engine's containers are exported again", func(t *testing.T) {
+		l, _ := col.Metrics()
+		n := 0
+		if l != nil {
+			n = len(l.Requests)
+		}
+		col.WaitMetrics(t, 15*time.Second, func(m *testbed.Metrics) bool {
+			return len(m.Requests) > n+5 && m.Metric(map[string]string{"container.id": id}, "container.memory.usage") != nil
+		})
+		out := exec("systemctl", "is-active", "podman.socket")
+		if strings.TrimSpace(out) != "active" {
+			t.Errorf("podman.socket is %q", out)
+		}
+	})
+}
