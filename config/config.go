@@ -43,7 +43,8 @@ type Config struct {
 
 // Export configures the OTLP/gRPC exporters.
 type Export struct {
-	// Endpoint is host:port of an OTLP/gRPC receiver. Empty means: no OTLP export
+	// Endpoint is host:port or an http(s):// URL of an OTLP/gRPC receiver, or
+	// unix:///absolute/path for one listening on a unix socket. Empty means: no OTLP export
 	// unless OTEL_EXPORTER_OTLP_ENDPOINT (or the per-signal variables) is set;
 	// with neither, agentd prints what it sees on stdout.
 	Endpoint string `yaml:"endpoint"`
@@ -231,8 +232,12 @@ func (c Config) Validate() error {
 	if c.Discovery.ProcRoot == "" || !filepath.IsAbs(c.Discovery.ProcRoot) {
 		bad("discovery.proc_root", c.Discovery.ProcRoot, "must be an absolute path")
 	}
-	if e := c.Export.Endpoint; e != "" && strings.Contains(e, "://") && !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
-		bad("export.endpoint", e, "must be host:port or an http(s):// URL")
+	if e := c.Export.Endpoint; strings.HasPrefix(e, "unix:") {
+		if p := strings.TrimPrefix(e, "unix://"); p == e || !filepath.IsAbs(p) {
+			bad("export.endpoint", e, "a unix socket must be written unix:///absolute/path")
+		}
+	} else if e != "" && strings.Contains(e, "://") && !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+		bad("export.endpoint", e, "must be host:port, an http(s):// URL or unix:///path")
 	}
 	switch c.Export.Compression {
 	case "", "gzip", "none":

@@ -2,6 +2,9 @@ package packaging_test
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentd-dev/agentd/config"
+	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/internal/testbed"
 )
 
@@ -83,14 +87,22 @@ func TestVersionIsValidForDebianAndRPM(t *testing.T) {
 // pkgs is one build of the packages.
 type pkgs struct{ deb, rpm string }
 
-// build packages bin as version into dir.
-func build(t *testing.T, bin, version, dir string) pkgs {
+// build runs packaging/build.sh, which builds the real agentd from
+// ./cmd/agentd with version stamped in, and packages it into dir. A build
+// failure fails the test.
+func build(t *testing.T, version, dir string) pkgs {
 	t.Helper()
 	cmd := exec.Command("bash", "packaging/build.sh")
 	cmd.Dir = repoRoot(t)
-	cmd.Env = append(os.Environ(), "VERSION="+version, "AGENTD_BIN="+bin, "DIST="+dir)
+	env := make([]string, 0, len(os.Environ())+2)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AGENTD_BIN=") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "VERSION="+version, "DIST="+dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build.sh: %v\n%s", err, out)
+		t.Fatalf("build.sh (go build ./cmd/agentd and nfpm): %v\n%s", err, out)
 	}
 	return pkgs{
 		deb: filepath.Join(dir, "agentd_"+version+"_amd64.deb"),
@@ -98,110 +110,271 @@ func build(t *testing.T, bin, version, dir string) pkgs {
 	}
 }
 
-// agentdBinary builds ./cmd/agentd; while it does not build or run, it
-// builds the stand-in (testdata/standin), which speaks the same systemd
-// protocol through internal/sdnotify and logs through internal/logging, and
-// says so in the test log.
-func agentdBinary(t *testing.T, dir string) (bin string, real bool) {
-	t.Helper()
-	bin = filepath.Join(dir, "agentd")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/agentd")
-	cmd.Dir = repoRoot(t)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	if err == nil {
-		return bin, true
-	}
-	t.Logf("NOTE: ./cmd/agentd does not build (%v: %s); packaging the stand-in testdata/standin instead", err, bytes.TrimSpace(out))
-	cmd = exec.Command("go", "build", "-trimpath", "-o", bin, "./packaging/testdata/standin")
-	cmd.Dir = repoRoot(t)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build stand-in: %v\n%s", err, out)
-	}
-	return bin, false
-}
+// sysHost is a Docker container that boots systemd: the testbed's systemd
+// host, or a private one a test starts.
+type sysHost struct{ name string }
 
-// th runs a shell command in the systemd host.
-func th(t *testing.T, script string) (string, error) {
-	t.Helper()
-	out, err := exec.Command("docker", "exec", testbed.SystemdHostName(), "sh", "-c", script).CombinedOutput()
+// run runs a shell script in the host and returns its trimmed combined output.
+func (h sysHost) run(script string) (string, error) {
+	out, err := exec.Command("docker", "exec", h.name, "sh", "-c", script).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
 
-func mustTH(t *testing.T, script string) string {
+// must runs a shell script in the host and fails t when it fails.
+func (h sysHost) must(t *testing.T, script string) string {
 	t.Helper()
-	out, err := th(t, script)
+	out, err := h.run(script)
 	if err != nil {
-		t.Fatalf("in %s: %s: %v\n%s", testbed.SystemdHostName(), script, err, out)
+		t.Fatalf("in %s: %s: %v\n%s", h.name, script, err, out)
 	}
 	return out
 }
 
-// copyTH copies a host file into the systemd host (docker cp cannot write
+// copy copies a host file into the systemd host (docker cp cannot write
 // below the tmpfs mounts systemd puts there).
-func copyTH(t *testing.T, src, dst string) {
+func (h sysHost) copy(t *testing.T, src, dst string) {
 	t.Helper()
 	f, err := os.Open(src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command("docker", "exec", "-i", testbed.SystemdHostName(), "sh", "-c", "cat > "+dst)
+	cmd := exec.Command("docker", "exec", "-i", h.name, "sh", "-c", "cat > "+dst)
 	cmd.Stdin = f
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("copy %s to %s: %v\n%s", src, dst, err, out)
+		t.Fatalf("copy %s to %s:%s: %v\n%s", src, h.name, dst, err, out)
 	}
 }
 
-// waitState polls `systemctl is-active agentd` until it prints want.
-func waitState(t *testing.T, want string) {
+// write writes content to path in the host.
+func (h sysHost) write(t *testing.T, path, content string) {
 	t.Helper()
-	var got string
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		got, _ = th(t, "systemctl is-active agentd.service")
-		if got == want {
+	cmd := exec.Command("docker", "exec", "-i", h.name, "sh", "-c", "mkdir -p \"$(dirname "+path+")\" && cat > "+path)
+	cmd.Stdin = strings.NewReader(content)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("write %s:%s: %v\n%s", h.name, path, err, out)
+	}
+}
+
+// mark returns the cursor of the journal's newest entry: journal(t, mark)
+// reads what came after it (the journal keeps entries of earlier test runs).
+func (h sysHost) mark(t *testing.T) string {
+	t.Helper()
+	out := h.must(t, "journalctl -n 0 --show-cursor -q | tail -n 1")
+	cursor, ok := strings.CutPrefix(out, "-- cursor: ")
+	if !ok {
+		t.Fatalf("in %s: no journal cursor in %q", h.name, out)
+	}
+	return cursor
+}
+
+// show returns one property of agentd.service.
+func (h sysHost) show(t *testing.T, prop string) string {
+	t.Helper()
+	return h.must(t, "systemctl show -p "+prop+" --value agentd.service")
+}
+
+// waitFor polls cond every 200 ms until it holds or timeout passes, then
+// fails t with agentd's status and journal.
+func (h sysHost) waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if cond() {
 			return
 		}
 	}
-	status, _ := th(t, "systemctl status --no-pager agentd.service; journalctl -u agentd --no-pager -n 30")
-	t.Fatalf("agentd.service is %q, want %q\n%s", got, want, status)
+	status, _ := h.run("systemctl status --no-pager agentd.service; journalctl -u agentd --no-pager -n 40")
+	t.Fatalf("in %s: %s: not within %v\n%s", h.name, what, timeout, status)
 }
 
-func TestDebLifecycleOnSystemdHost(t *testing.T) {
-	testbed.Require(t, testbed.SystemdHost)
-	dir := t.TempDir()
-	bin, real := agentdBinary(t, dir)
-	v1 := build(t, bin, "0.0.1~test1", filepath.Join(dir, "v1"))
-	v2 := build(t, bin, "0.0.2~test2", filepath.Join(dir, "v2"))
+// waitState polls `systemctl is-active agentd` until it prints want.
+func (h sysHost) waitState(t *testing.T, want string) {
+	t.Helper()
+	h.waitFor(t, 30*time.Second, "agentd.service "+want, func() bool {
+		got, _ := h.run("systemctl is-active agentd.service")
+		return got == want
+	})
+}
 
+// install installs a .deb already copied to path in the host.
+func (h sysHost) install(t *testing.T, path string) {
+	t.Helper()
+	h.must(t, "DEBIAN_FRONTEND=noninteractive dpkg -i "+path+" </dev/null")
+}
+
+// journal returns agentd.service's journal entries after the cursor (from
+// mark) that match the journalctl arguments, decoded.
+func (h sysHost) journal(t *testing.T, cursor string, matches ...string) []map[string]any {
+	t.Helper()
+	out := h.must(t, "journalctl -u agentd.service --no-pager -o json --after-cursor '"+cursor+"' "+strings.Join(matches, " "))
+	var entries []map[string]any
+	for _, line := range strings.Split(out, "\n") {
+		if line == "" || line == "-- No entries --" {
+			continue
+		}
+		var e map[string]any
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("journal line %q: %v", line, err)
+		}
+		entries = append(entries, e)
+	}
+	return entries
+}
+
+// field renders a journal field (journalctl writes binary-safe values as
+// byte arrays).
+func field(e map[string]any, k string) string {
+	switch v := e[k].(type) {
+	case string:
+		return v
+	case []any:
+		b := make([]byte, 0, len(v))
+		for _, c := range v {
+			if f, ok := c.(float64); ok {
+				b = append(b, byte(f))
+			}
+		}
+		return string(b)
+	case nil:
+		return ""
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+// messages joins the MESSAGE fields of entries, one a line.
+func messages(entries []map[string]any) string {
+	var b strings.Builder
+	for _, e := range entries {
+		b.WriteString(field(e, "MESSAGE") + "\n")
+	}
+	return b.String()
+}
+
+// restoreEngines stops the engine services of h that agentd's socket
+// activation started during the test, so the systemd host is back to
+// "sockets listening, services not running" for other tests.
+func restoreEngines(t *testing.T, h sysHost) {
+	t.Helper()
+	var inactive []string
+	for _, u := range []string{"docker.service", "containerd.service"} {
+		if out, _ := h.run("systemctl is-active " + u); out != "active" {
+			inactive = append(inactive, u)
+		}
+	}
 	t.Cleanup(func() {
-		if out, err := th(t, "dpkg -P agentd; rm -f /var/tmp/agentd_*.deb; systemctl reset-failed agentd.service 2>/dev/null; true"); err != nil {
+		if len(inactive) > 0 {
+			if out, err := h.run("systemctl stop " + strings.Join(inactive, " ")); err != nil {
+				t.Errorf("restore %s: %v: %s", strings.Join(inactive, ", "), err, out)
+			}
+		}
+	})
+}
+
+// testConfig is the agentd.yaml the lifecycle test installs: OTLP to the
+// collector on the unix socket at /run/agentd-otel.sock inside the systemd
+// host, exported every 2 s.
+const testConfig = `# edited by TestDebLifecycleOnSystemdHost
+export:
+  endpoint: unix:///run/agentd-otel.sock
+  insecure: true
+  interval: 2s
+`
+
+func TestDebLifecycleOnSystemdHost(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.SystemdHost, testbed.Collector)
+	h := sysHost{testbed.SystemdHostName()}
+	dir := t.TempDir()
+	v1 := build(t, "0.0.1~test1", filepath.Join(dir, "v1"))
+	v2 := build(t, "0.0.2~test2", filepath.Join(dir, "v2"))
+
+	restoreEngines(t, h)
+	// The collector outlives agentd (cleanups run last first): agentd's
+	// final flush on every stop reaches it.
+	sock := fmt.Sprintf("/proc/%d/root/run/agentd-otel.sock", testbed.SystemdHostPID(t))
+	col := testbed.StartCollector(t, testbed.WithUnixSocket(sock))
+	t.Cleanup(func() {
+		if out, err := h.run("dpkg -P agentd; rm -f /var/tmp/agentd_*.deb; rm -rf /etc/systemd/system/agentd.service.d; " +
+			"systemctl daemon-reload; systemctl reset-failed agentd.service 2>/dev/null; true"); err != nil {
 			t.Errorf("cleanup: %v: %s", err, out)
 		}
 	})
-	mustTH(t, "dpkg -P agentd >/dev/null 2>&1; true")
-	copyTH(t, v1.deb, "/var/tmp/agentd_1.deb")
-	copyTH(t, v2.deb, "/var/tmp/agentd_2.deb")
+	h.must(t, "dpkg -P agentd >/dev/null 2>&1; rm -rf /etc/systemd/system/agentd.service.d; systemctl daemon-reload; systemctl reset-failed agentd.service 2>/dev/null; true")
+	h.copy(t, v1.deb, "/var/tmp/agentd_1.deb")
+	h.copy(t, v2.deb, "/var/tmp/agentd_2.deb")
+	installed := h.mark(t)
 
-	t.Run("install enables and starts the service as Type=notify with a watchdog", func(t *testing.T) {
-		mustTH(t, "DEBIAN_FRONTEND=noninteractive dpkg -i /var/tmp/agentd_1.deb </dev/null")
-		waitState(t, "active")
-		props := mustTH(t, "systemctl show -p Type,NRestarts,WatchdogUSec,Restart,RestartPreventExitStatus,UnitFileState,NotifyAccess agentd.service")
+	t.Run("install starts the real agentd, which reports READY to systemd", func(t *testing.T) {
+		h.install(t, "/var/tmp/agentd_1.deb")
+		h.waitState(t, "active")
+		if out := h.must(t, "agentd version"); out != "agentd 0.0.1~test1" {
+			t.Errorf("installed binary: %q", out)
+		}
+		props := h.must(t, "systemctl show -p Type,NRestarts,WatchdogUSec,Restart,RestartPreventExitStatus,UnitFileState,NotifyAccess,StatusText agentd.service")
 		for _, want := range []string{"Type=notify", "NRestarts=0", "WatchdogUSec=30s", "Restart=on-failure",
-			"RestartPreventExitStatus=2", "UnitFileState=enabled", "NotifyAccess=main"} {
+			"RestartPreventExitStatus=2", "UnitFileState=enabled", "NotifyAccess=main",
+			// STATUS= of agentd's READY=1 notification.
+			"StatusText=watching engines"} {
 			if !strings.Contains(props, want) {
 				t.Errorf("missing %s in\n%s", want, props)
 			}
 		}
-		sock := mustTH(t, "systemctl is-active agentd.socket; stat -c '%a %U %F' /run/agentd/agentd.sock")
+		sock := h.must(t, "systemctl is-active agentd.socket; stat -c '%a %U %F' /run/agentd/agentd.sock")
 		if sock != "active\n660 root socket" {
 			t.Errorf("agentd.socket: %q", sock)
 		}
 	})
 
+	t.Run("the journal has the engine found entry for the socket-activated podman with its fields", func(t *testing.T) {
+		var found map[string]any
+		h.waitFor(t, 60*time.Second, "a journal entry ENGINE_TYPE=podman MESSAGE_ID=engine found", func() bool {
+			for _, e := range h.journal(t, installed, "ENGINE_TYPE=podman") {
+				if field(e, "MESSAGE") == "engine found" {
+					found = e
+					return true
+				}
+			}
+			return false
+		})
+		for k, want := range map[string]string{
+			"ENGINE_TYPE":       "podman",
+			"MESSAGE_ID":        logging.MessageIDEngineFound,
+			"SYSLOG_IDENTIFIER": "agentd",
+			"_SYSTEMD_UNIT":     "agentd.service",
+		} {
+			if got := field(found, k); got != want {
+				t.Errorf("%s = %q, want %q", k, got, want)
+			}
+		}
+		if id := field(found, "ENGINE_ID"); !strings.HasPrefix(id, "podman:") || !strings.HasSuffix(id, "/run/podman/podman.sock") {
+			t.Errorf("ENGINE_ID = %q, want the podman socket of the systemd host", id)
+		}
+	})
+
+	t.Run("under the hardened unit agentd logs no permission errors", func(t *testing.T) {
+		// Discovery (/proc/*/fd, /proc/*/root), D-Bus and the engines have
+		// all run by now: the engine found entry above needs each of them.
+		for _, e := range h.journal(t, installed, "-p", "warning") {
+			msg := strings.ToLower(field(e, "MESSAGE") + " " + field(e, "ERROR"))
+			for _, bad := range []string{"permission denied", "operation not permitted", "access denied", "read-only file system"} {
+				if strings.Contains(msg, bad) {
+					t.Errorf("journal: %s", field(e, "MESSAGE")+" "+field(e, "ERROR"))
+				}
+			}
+		}
+		caps := h.show(t, "CapabilityBoundingSet")
+		for _, c := range []string{"cap_sys_ptrace", "cap_dac_read_search", "cap_dac_override", "cap_syslog"} {
+			if !strings.Contains(caps, c) {
+				t.Errorf("CapabilityBoundingSet=%s lacks %s", caps, c)
+			}
+		}
+		if got := h.show(t, "ProtectKernelLogs"); got != "no" {
+			t.Errorf("ProtectKernelLogs=%s: it would block /dev/kmsg", got)
+		}
+	})
+
 	t.Run("the hardened unit's exposure is within the target", func(t *testing.T) {
-		out := mustTH(t, "systemd-analyze security --no-pager agentd.service | tail -1")
+		out := h.must(t, "systemd-analyze security --no-pager agentd.service | tail -1")
 		m := regexp.MustCompile(`exposure level for agentd\.service: ([0-9.]+)`).FindStringSubmatch(out)
 		if m == nil {
 			t.Fatalf("no exposure in %q", out)
@@ -213,56 +386,255 @@ func TestDebLifecycleOnSystemdHost(t *testing.T) {
 		}
 	})
 
-	t.Run("reload goes through SIGHUP and leaves the service active", func(t *testing.T) {
-		mustTH(t, "systemctl reload agentd.service")
-		waitState(t, "active")
-		if !real {
-			out := mustTH(t, "sleep 1; journalctl -u agentd.service -o json --no-pager MESSAGE_ID=f452f70066d9445f83173f51b88b9adb")
-			if !strings.Contains(out, `"SYSLOG_IDENTIFIER":"agentd"`) || !strings.Contains(out, `"CODE_FUNC":"main.main"`) {
-				t.Fatalf("no structured journal entry for the reload: %s", out)
+	var exported map[string]string // the container's resource attributes
+	t.Run("a podman container of the systemd host reaches the collector on the host over a unix socket", func(t *testing.T) {
+		// The receiver's socket is bound through /proc/PID/root, so inside
+		// the systemd host it is /run/agentd-otel.sock: no network between them.
+		h.write(t, "/etc/agentd/agentd.yaml", testConfig)
+		reloaded := h.mark(t)
+		h.must(t, "systemctl reload agentd.service")
+		h.waitState(t, "active")
+		h.waitFor(t, 20*time.Second, "the reload in the journal", func() bool {
+			// Filtered here: journalctl -u already matches on MESSAGE_ID
+			// (coredumps), and another MESSAGE_ID= match mixes with it.
+			for _, e := range h.journal(t, reloaded) {
+				if field(e, "MESSAGE_ID") == logging.MessageIDConfigReload {
+					return true
+				}
+			}
+			return false
+		})
+
+		name := fmt.Sprintf("agentd-pkg-%d", rand.Uint32())
+		t.Cleanup(func() { _, _ = h.run("podman rm -f -t 0 " + name) })
+		h.must(t, "podman run -d --name "+name+" --label agentd.test="+name+" "+testbed.BusyboxImage+" sleep 300")
+		want := map[string]string{
+			"container.name":         name,
+			"container.runtime.name": "podman",
+			// Inside the systemd host agentd runs on that host: no prefix.
+			"agentd.engine.prefix":              "",
+			"agentd.engine.parent.container.id": "",
+		}
+		col.WaitMetrics(t, 60*time.Second, func(m *testbed.Metrics) bool {
+			return m.Metric(want, "container.memory.usage") != nil
+		})
+		col.WaitLogs(t, 30*time.Second, func(l *testbed.Logs) bool {
+			return len(l.Filter(func(r testbed.LogRecord) bool {
+				return r.EventName == "container.start" && r.HasResource(want)
+			})) > 0
+		})
+		exported = want
+	})
+
+	t.Run("that container is exported as one resource, not one per path to its engine", func(t *testing.T) {
+		if exported == nil {
+			t.Skip("the export subtest failed")
+		}
+		time.Sleep(5 * time.Second) // two more export rounds
+		m, err := col.Metrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := m.ResourcesWith(exported)
+		var engines []string
+		for _, r := range res {
+			engines = append(engines, r.Attrs["agentd.engine.id"])
+		}
+		if len(res) != 1 {
+			t.Errorf("%d resources for container %s, want 1; engines %q", len(res), exported["container.name"], engines)
+		}
+	})
+
+	t.Run("upgrade keeps the edited configuration and restarts the new version", func(t *testing.T) {
+		pid1 := h.show(t, "MainPID")
+		h.install(t, "/var/tmp/agentd_2.deb")
+		h.waitState(t, "active")
+		if out := h.must(t, "dpkg-query -W -f '${Version}' agentd"); out != "0.0.2~test2-1" {
+			t.Errorf("installed version %q", out)
+		}
+		if out := h.must(t, "agentd version"); out != "agentd 0.0.2~test2" {
+			t.Errorf("installed binary: %q", out)
+		}
+		if out := h.must(t, "cat /etc/agentd/agentd.yaml"); out != strings.TrimSpace(testConfig) {
+			t.Errorf("edited configuration lost:\n%s", out)
+		}
+		h.waitFor(t, 10*time.Second, "a new MainPID", func() bool {
+			pid2 := h.show(t, "MainPID")
+			return pid2 != pid1 && pid2 != "0"
+		})
+	})
+
+	t.Run("a broken configuration fails the unit once with the file, line and problem, without a restart loop", func(t *testing.T) {
+		h.write(t, "/etc/agentd/agentd.yaml", "# broken on purpose\nexport: {interval: often}\n")
+		t.Cleanup(func() {
+			h.write(t, "/etc/agentd/agentd.yaml", testConfig)
+			h.must(t, "systemctl reset-failed agentd.service; systemctl restart agentd.service")
+			h.waitState(t, "active")
+		})
+		broke := h.mark(t)
+		_, _ = h.run("systemctl restart agentd.service") // fails: the unit does not reach READY
+		h.waitState(t, "failed")
+		if got := h.show(t, "ExecMainStatus"); got != "2" {
+			t.Errorf("ExecMainStatus=%s, want 2", got)
+		}
+		// Restart=on-failure would restart after RestartSec=5s: wait past it.
+		time.Sleep(7 * time.Second)
+		if got := h.show(t, "ActiveState") + " " + h.show(t, "NRestarts"); got != "failed 0" {
+			t.Errorf("ActiveState NRestarts = %q, want \"failed 0\"", got)
+		}
+		msgs := messages(h.journal(t, broke))
+		if !regexp.MustCompile(`/etc/agentd/agentd\.yaml:? line 2: "often" is not a duration`).MatchString(msgs) {
+			t.Errorf("no journal line naming the file, line and problem:\n%s", msgs)
+		}
+		if n := strings.Count(msgs, `"often" is not a duration`); n != 1 {
+			t.Errorf("the error is logged %d times, want once:\n%s", n, msgs)
+		}
+	})
+
+	t.Run("the watchdog restarts agentd when its main loop stalls", func(t *testing.T) {
+		h.write(t, "/etc/systemd/system/agentd.service.d/50-test-watchdog.conf", "[Service]\nWatchdogSec=6s\n")
+		h.must(t, "cp /etc/default/agentd /var/tmp/agentd.default && echo AGENTD_TEST_HOOKS=1 >> /etc/default/agentd")
+		t.Cleanup(func() {
+			h.must(t, "mv /var/tmp/agentd.default /etc/default/agentd; rm -f /etc/systemd/system/agentd.service.d/50-test-watchdog.conf; "+
+				"systemctl daemon-reload; systemctl restart agentd.service")
+			h.waitState(t, "active")
+		})
+		h.must(t, "systemctl daemon-reload && systemctl restart agentd.service")
+		h.waitState(t, "active")
+		if got := h.show(t, "WatchdogUSec"); got != "6s" {
+			t.Fatalf("WatchdogUSec=%s, want 6s from the drop-in", got)
+		}
+		pid1, restarts1 := h.show(t, "MainPID"), h.show(t, "NRestarts")
+		stalled := h.mark(t)
+		h.must(t, "systemctl kill --kill-who=main -s SIGUSR2 agentd.service")
+		// Healthy() turns false within 10 s, then 6 s without a ping, then
+		// RestartSec=5s.
+		h.waitFor(t, 60*time.Second, "a restart by the watchdog", func() bool {
+			pid2 := h.show(t, "MainPID")
+			return h.show(t, "NRestarts") != restarts1 && pid2 != pid1 && pid2 != "0"
+		})
+		h.waitState(t, "active")
+		n1, _ := strconv.Atoi(restarts1)
+		if n2, _ := strconv.Atoi(h.show(t, "NRestarts")); n2 != n1+1 {
+			t.Errorf("NRestarts %d -> %d, want one restart", n1, n2)
+		}
+		msgs := messages(h.journal(t, stalled))
+		for _, want := range []string{"test hook: stalling the main loop", "Watchdog timeout (limit 6s)!"} {
+			if !strings.Contains(msgs, want) {
+				t.Errorf("journal lacks %q:\n%s", want, msgs)
 			}
 		}
 	})
 
-	t.Run("upgrade keeps an edited configuration and restarts the new version", func(t *testing.T) {
-		pid1 := mustTH(t, "systemctl show -p MainPID --value agentd.service")
-		mustTH(t, "echo '# edited by TestDebLifecycleOnSystemdHost' >> /etc/agentd/agentd.yaml")
-		mustTH(t, "DEBIAN_FRONTEND=noninteractive dpkg -i /var/tmp/agentd_2.deb </dev/null")
-		waitState(t, "active")
-		if out := mustTH(t, "dpkg-query -W -f '${Version}' agentd"); out != "0.0.2~test2-1" {
-			t.Errorf("installed version %q", out)
-		}
-		if out := mustTH(t, "tail -1 /etc/agentd/agentd.yaml"); out != "# edited by TestDebLifecycleOnSystemdHost" {
-			t.Errorf("edited configuration lost, last line %q", out)
-		}
-		if pid2 := mustTH(t, "systemctl show -p MainPID --value agentd.service"); pid2 == pid1 {
-			t.Errorf("service not restarted on upgrade (MainPID %s)", pid1)
-		}
-	})
-
 	t.Run("remove stops and disables the service and keeps the configuration", func(t *testing.T) {
-		mustTH(t, "dpkg -r agentd")
-		if out, _ := th(t, "systemctl is-active agentd.service agentd.socket"); out != "inactive\ninactive" {
+		h.must(t, "dpkg -r agentd")
+		if out, _ := h.run("systemctl is-active agentd.service agentd.socket"); out != "inactive\ninactive" {
 			t.Errorf("after remove: %q", out)
 		}
-		mustTH(t, "test -f /etc/agentd/agentd.yaml && test -f /etc/default/agentd && test ! -e /usr/bin/agentd")
+		h.must(t, "test -f /etc/agentd/agentd.yaml && test -f /etc/default/agentd && test ! -e /usr/bin/agentd")
+		if out := h.must(t, "cat /etc/agentd/agentd.yaml"); out != strings.TrimSpace(testConfig) {
+			t.Errorf("configuration changed by remove:\n%s", out)
+		}
 	})
 
 	t.Run("reinstall after remove enables and starts again", func(t *testing.T) {
-		mustTH(t, "DEBIAN_FRONTEND=noninteractive dpkg -i /var/tmp/agentd_2.deb </dev/null")
-		waitState(t, "active")
-		if out := mustTH(t, "systemctl is-enabled agentd.service"); out != "enabled" {
+		h.install(t, "/var/tmp/agentd_2.deb")
+		h.waitState(t, "active")
+		if out := h.must(t, "systemctl is-enabled agentd.service"); out != "enabled" {
 			t.Errorf("is-enabled %q", out)
 		}
 	})
 
 	t.Run("purge removes the configuration", func(t *testing.T) {
-		mustTH(t, "dpkg -P agentd")
-		if out, _ := th(t, "ls -d /etc/agentd /etc/default/agentd /var/lib/agentd /lib/systemd/system/agentd.service 2>&1"); strings.Contains(out, "/etc/agentd\n") || !strings.Contains(out, "No such file") || strings.Count(out, "No such file") != 4 {
+		h.must(t, "dpkg -P agentd")
+		out, _ := h.run("ls -d /etc/agentd /etc/default/agentd /var/lib/agentd /lib/systemd/system/agentd.service 2>&1")
+		if strings.Count(out, "No such file") != 4 {
 			t.Errorf("left behind: %s", out)
 		}
-		if out, _ := th(t, "systemctl is-active agentd.service"); out != "inactive" {
+		if out, _ := h.run("systemctl is-active agentd.service"); out != "inactive" {
 			t.Errorf("after purge: %q", out)
+		}
+	})
+}
+
+// kmsgProbe runs in agentd.service's sandbox (ExecStartPost= shares the
+// unit's mount namespace, capabilities, device policy and system call
+// filter) and says whether /dev/kmsg can be read there.
+const kmsgProbe = `[Service]
+ExecStartPost=/bin/sh -c 'if head -n 1 /dev/kmsg >/dev/null; then echo "kmsg probe: readable"; else echo "kmsg probe: blocked"; fi'
+`
+
+// TestUnitReadsKernelLogOnSystemdHost proves that agentd.service's hardening
+// leaves /dev/kmsg readable (OOM kill detection) and that
+// ProtectKernelLogs=yes would not. The testbed's systemd host lacks
+// CAP_SYSLOG and /dev/kmsg (Docker grants neither by default, and
+// kernel.dmesg_restrict=1 needs the capability), so the test boots a private
+// systemd host from the same image with both.
+func TestUnitReadsKernelLogOnSystemdHost(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.SystemdHost)
+	image := testbed.Run(t, "docker", "inspect", "-f", "{{.Config.Image}}", testbed.SystemdHostName())
+	h := sysHost{fmt.Sprintf("agentd-pkg-kmsg-%d", rand.Uint32())}
+	t.Cleanup(func() {
+		if out, err := exec.Command("docker", "rm", "-f", h.name).CombinedOutput(); err != nil {
+			t.Errorf("docker rm -f %s: %v: %s", h.name, err, out)
+		}
+	})
+	testbed.Run(t, "docker", "run", "-d", "--name", h.name, "--hostname", h.name,
+		"--label", "agentd.test=TestUnitReadsKernelLogOnSystemdHost",
+		"--cap-add", "SYS_ADMIN", "--cap-add", "SYS_PTRACE", "--cap-add", "SYSLOG",
+		"--device", "/dev/kmsg:/dev/kmsg:r",
+		"--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+		"--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+		"--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+		image, "/lib/systemd/systemd")
+	h.waitFor(t, 60*time.Second, "systemd to finish booting", func() bool {
+		s, _ := h.run("systemctl is-system-running")
+		return s == "running" || s == "degraded"
+	})
+	// This host has no storage for engines: keep agentd from activating them.
+	h.must(t, "systemctl mask --now docker.socket podman.socket docker.service podman.service containerd.service")
+
+	p := build(t, "0.0.1~test1", t.TempDir())
+	h.copy(t, p.deb, "/var/tmp/agentd.deb")
+	h.install(t, "/var/tmp/agentd.deb")
+	h.waitState(t, "active")
+
+	probe := func(t *testing.T, dropIn string) string {
+		t.Helper()
+		h.write(t, "/etc/systemd/system/agentd.service.d/50-test-kmsg.conf", kmsgProbe+dropIn)
+		restarted := h.mark(t)
+		h.must(t, "systemctl daemon-reload && systemctl restart agentd.service")
+		h.waitState(t, "active")
+		var got string
+		h.waitFor(t, 10*time.Second, "the kmsg probe's verdict", func() bool {
+			m := messages(h.journal(t, restarted))
+			switch {
+			case strings.Contains(m, "kmsg probe: readable"):
+				got = "readable"
+			case strings.Contains(m, "kmsg probe: blocked"):
+				got = "blocked"
+			}
+			return got != ""
+		})
+		return got
+	}
+	t.Run("the shipped unit can read /dev/kmsg with CAP_SYSLOG", func(t *testing.T) {
+		if got := probe(t, ""); got != "readable" {
+			t.Errorf("/dev/kmsg is %s under the shipped unit", got)
+		}
+		status := h.must(t, "grep CapEff /proc/$(systemctl show -p MainPID --value agentd.service)/status")
+		eff, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(status, "CapEff:")), 16, 64)
+		if err != nil {
+			t.Fatalf("%q: %v", status, err)
+		}
+		const capSyslog = 34
+		if eff&(1<<capSyslog) == 0 {
+			t.Errorf("agentd's effective capabilities %#x lack CAP_SYSLOG", eff)
+		}
+	})
+	t.Run("ProtectKernelLogs=yes would block it", func(t *testing.T) {
+		if got := probe(t, "ProtectKernelLogs=yes\n"); got != "blocked" {
+			t.Errorf("/dev/kmsg is %s with ProtectKernelLogs=yes", got)
 		}
 	})
 }
@@ -276,8 +648,7 @@ func TestRPMLayoutAndScratchInstall(t *testing.T) {
 		t.Skip("rpm is not installed (apt-get install rpm)")
 	}
 	dir := t.TempDir()
-	bin, _ := agentdBinary(t, dir)
-	p := build(t, bin, "0.0.1~test1", filepath.Join(dir, "out"))
+	p := build(t, "0.0.1~test1", filepath.Join(dir, "out"))
 
 	out, err := exec.Command("rpm", "-qp", "--scripts", "--requires", "--list", p.rpm).CombinedOutput()
 	if err != nil {
@@ -338,6 +709,11 @@ func TestRPMLayoutAndScratchInstall(t *testing.T) {
 				if _, err := os.Stat(filepath.Join(scratch, f)); err != nil {
 					t.Errorf("after rpm -i: %v", err)
 				}
+			}
+			// The packaged binary is the real agentd from ./cmd/agentd.
+			out, err := exec.Command(filepath.Join(scratch, "usr/bin/agentd"), "version").CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "agentd 0.0.1~test1" {
+				t.Errorf("packaged agentd version: %v: %q", err, out)
 			}
 		}
 	}

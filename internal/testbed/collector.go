@@ -15,11 +15,12 @@ import (
 )
 
 // Otelcol is a private OpenTelemetry Collector (the binary testbed/collector.sh
-// builds) started for one test: an OTLP/gRPC receiver on a free loopback port and
-// file exporters writing what it receives as OTLP JSON lines, metrics and logs in
+// builds) started for one test: an OTLP/gRPC receiver on a free loopback port (or
+// on a unix socket, see WithUnixSocket) and file exporters writing what it receives as OTLP JSON lines, metrics and logs in
 // separate files. Its methods are safe for concurrent use.
 type Otelcol struct {
-	endpoint    string
+	endpoint    string // host:port, or the socket path when unix
+	unix        bool
 	dir         string
 	metricsFile string
 	logsFile    string
@@ -34,21 +35,60 @@ type Otelcol struct {
 // which includes the receiver's listener being bound.
 const collectorReady = "Everything is ready"
 
+// CollectorOption changes how StartCollector sets up the collector.
+type CollectorOption func(*collectorOptions)
+
+type collectorOptions struct {
+	unixSocket string
+}
+
+// WithUnixSocket makes the OTLP/gRPC receiver listen on the unix socket path
+// (receivers.otlp.protocols.grpc with transport: unix) instead of a loopback
+// TCP port. path may lie in another mount namespace reached through
+// /proc/PID/root/..., so a program inside a container connects to it by its
+// path there, with no network between them. A stale socket file at path is
+// removed before the collector starts and again when it stops; any other file
+// there makes StartCollector fail.
+func WithUnixSocket(path string) CollectorOption {
+	return func(o *collectorOptions) { o.unixSocket = path }
+}
+
 // StartCollector starts a collector for t (it Requires the Collector part) and
 // returns once its OTLP/gRPC receiver accepts connections. The collector stops
 // (SIGTERM, then SIGKILL after 10 s) in t's cleanup, and its own output is logged
 // to t when t failed. Parallel tests each get their own collector: the receiver
 // port is picked free, retried when another process takes it first, and the
 // collector's own telemetry binds no port.
-func StartCollector(t testing.TB) *Otelcol {
+func StartCollector(t testing.TB, opts ...CollectorOption) *Otelcol {
 	t.Helper()
 	Require(t, Collector)
+	var o collectorOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	dir := t.TempDir()
 	c := &Otelcol{
 		dir:         dir,
 		metricsFile: filepath.Join(dir, "metrics.jsonl"),
 		logsFile:    filepath.Join(dir, "logs.jsonl"),
 		outputFile:  filepath.Join(dir, "collector.log"),
+	}
+	if o.unixSocket != "" {
+		c.endpoint, c.unix = o.unixSocket, true
+		if err := removeStaleSocket(c.endpoint); err != nil {
+			t.Fatalf("collector: %v", err)
+		}
+		if err := c.start(); err != nil {
+			_ = removeStaleSocket(c.endpoint)
+			t.Fatalf("collector %s: %v\ncollector output:\n%s", CollectorBinary(), err, c.output())
+		}
+		t.Cleanup(func() {
+			c.stop(t)
+			if err := removeStaleSocket(c.endpoint); err != nil {
+				t.Errorf("collector: %v", err)
+			}
+		})
+		return c
 	}
 	const attempts = 5
 	var lastErr error
@@ -72,8 +112,14 @@ func StartCollector(t testing.TB) *Otelcol {
 	return nil
 }
 
-// Endpoint is the host:port of the collector's OTLP/gRPC receiver (plaintext).
-func (c *Otelcol) Endpoint() string { return c.endpoint }
+// Endpoint is the host:port of the collector's OTLP/gRPC receiver (plaintext),
+// or, with WithUnixSocket, the gRPC target unix://PATH.
+func (c *Otelcol) Endpoint() string {
+	if c.unix {
+		return "unix://" + c.endpoint
+	}
+	return c.endpoint
+}
 
 // MetricsFile is the path of the OTLP JSON lines file of the metrics pipeline.
 func (c *Otelcol) MetricsFile() string { return c.metricsFile }
@@ -165,13 +211,13 @@ func (c *Otelcol) start() error {
 	for {
 		select {
 		case <-c.exited:
-			if strings.Contains(c.output(), "address already in use") {
+			if !c.unix && strings.Contains(c.output(), "address already in use") {
 				return fmt.Errorf("%s: %w", c.endpoint, errPortTaken)
 			}
 			return fmt.Errorf("exited before it was ready: %v", c.waitErr)
 		case <-time.After(50 * time.Millisecond):
 		}
-		if strings.Contains(c.output(), collectorReady) && dialTCP(c.endpoint) == nil {
+		if strings.Contains(c.output(), collectorReady) && c.dial() == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -216,6 +262,33 @@ func (c *Otelcol) output() string {
 	return string(b)
 }
 
+// dial checks that the receiver accepts connections.
+func (c *Otelcol) dial() error {
+	if c.unix {
+		return dialUnix(c.endpoint)
+	}
+	return dialTCP(c.endpoint)
+}
+
+// removeStaleSocket removes the unix socket at path, if there is one; a
+// missing file is fine, any other kind of file is an error.
+func removeStaleSocket(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("receiver socket %s: %w", path, err)
+	}
+	if st.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("receiver socket %s: exists and is not a socket (%v)", path, st.Mode())
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("receiver socket %s: remove: %w", path, err)
+	}
+	return nil
+}
+
 // config is the collector configuration: one pipeline per signal, each to its
 // own file flushed every 100 ms, plus a one-line-per-batch debug exporter whose
 // output lands in the collector's own output. The collector's own metrics are
@@ -225,11 +298,15 @@ func (c *Otelcol) config() string {
 		b, _ := json.Marshal(s) // a JSON string is a YAML double-quoted scalar
 		return string(b)
 	}
+	transport := ""
+	if c.unix {
+		transport = "\n        transport: unix"
+	}
 	return fmt.Sprintf(`receivers:
   otlp:
     protocols:
       grpc:
-        endpoint: %s
+        endpoint: %s%s
 exporters:
   debug:
     verbosity: basic
@@ -252,7 +329,7 @@ service:
     logs:
       receivers: [otlp]
       exporters: [file/logs, debug]
-`, q(c.endpoint), q(c.metricsFile), q(c.logsFile))
+`, q(c.endpoint), transport, q(c.metricsFile), q(c.logsFile))
 }
 
 // freePort asks the kernel for a free loopback TCP port. Another process may
