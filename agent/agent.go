@@ -184,7 +184,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun("activation", a.act.Run)
 		goRun("socket units", func(ctx context.Context) error { return a.followUnits(ctx, unitCh) })
 	}
-	goRun("telemetry", pipe.Run)
+	goRun("telemetry", func(ctx context.Context) error {
+		err := pipe.Run(ctx)
+		if err != nil && ctx.Err() != nil {
+			// Stopping: a collector that cannot take the final flush loses that
+			// data, which is worth a warning, not a failed stop.
+			a.log.Warn("final telemetry flush failed; the last interval is lost", logging.MessageID(logging.MessageIDExportFailure), logging.Err(err))
+			return nil
+		}
+		return err
+	})
 	// OOM kills that no engine reports, from the kernel log (package oom).
 	goRun("oom", oom.New(a.store, oom.Config{
 		Path:     a.opts.KernelLog,

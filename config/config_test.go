@@ -38,6 +38,9 @@ func TestParse(t *testing.T) {
 		{name: "an unknown engine type in a filter is refused", yaml: "filters:\n  exclude_engines: [lxc]\n", wantErr: []string{"filters.exclude_engines", "lxc", "unknown engine type"}},
 		{name: "several problems are reported together", yaml: "log:\n  level: loud\nexport:\n  compression: zstd\n", wantErr: []string{"log.level", "loud", "export.compression", "zstd"}},
 		{name: "malformed YAML is an error, not a panic", yaml: "export: [\n", wantErr: []string{"agentd.yaml"}},
+		{name: "a unix socket endpoint is accepted", yaml: "export:\n  endpoint: unix:///run/otel.sock\n"},
+		{name: "a unix socket endpoint must be absolute", yaml: "export:\n  endpoint: unix://run/otel.sock\n", wantErr: []string{"export.endpoint", "unix:///absolute/path"}},
+		{name: "an unknown endpoint scheme is refused", yaml: "export:\n  endpoint: grpc://x:4317\n", wantErr: []string{"export.endpoint", "grpc://x:4317"}},
 		{name: "a relative proc root is refused", yaml: "discovery:\n  proc_root: proc\n", wantErr: []string{"discovery.proc_root"}},
 	}
 	for _, tt := range tests {

@@ -167,3 +167,44 @@ func TestRunWithoutEndpointPrintsWhatItSees(t *testing.T) {
 		t.Fatal("agentd did not exit within 5 s of SIGINT")
 	}
 }
+
+// TestRunStopsCleanlyWithoutACollector: a collector that is down when agentd
+// stops costs the last interval (logged), not a failed stop.
+func TestRunStopsCleanlyWithoutACollector(t *testing.T) {
+	testbed.Require(t, testbed.Root)
+	bin := buildAgentd(t)
+	cfg := filepath.Join(t.TempDir(), "agentd.yaml")
+	// Nothing listens on this unix socket.
+	body := "export:\n  endpoint: unix://" + filepath.Join(t.TempDir(), "nobody.sock") + "\n  insecure: true\n  interval: 1s\nstatus:\n  socket: \"\"\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd := exec.Command(bin, "run", "--config", cfg)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("agentd stderr:\n%s", stderr.String())
+		}
+	})
+	time.Sleep(3 * time.Second) // a few export rounds fail meanwhile
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Fatalf("agentd exited with %v after SIGTERM with its collector down", err)
+		}
+	case <-time.After(7 * time.Second):
+		t.Fatal("agentd did not exit within 7 s of SIGTERM")
+	}
+}
