@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
+
+	"github.com/agentd-dev/agentd/internal/unixhttp"
 )
 
 // ErrMasked is returned (wrapped) when an activation is refused because the
@@ -21,14 +22,7 @@ var ErrMasked = errors.New("unit is masked")
 // to a listening socket unit starts its service: Ping is also how an engine
 // is activated.
 func Ping(ctx context.Context, endpoint string) error {
-	c := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", endpoint)
-		},
-		DisableKeepAlives: true,
-	}}
-	defer c.CloseIdleConnections()
+	c := unixhttp.NewClient(endpoint, 0)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://engine/_ping", nil)
 	if err != nil {
 		return fmt.Errorf("ping %s: %w", endpoint, err)

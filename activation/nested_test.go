@@ -53,48 +53,6 @@ func TestFindNestedSystemdOfAMissingRootIsAnError(t *testing.T) {
 	}
 }
 
-func TestParseNSpid(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		status  string
-		want    []int
-		wantErr bool
-	}{
-		{name: "a host process has one PID", status: "Name:\tx\nNSpid:\t42\n", want: []int{42}},
-		{name: "a nested process lists outermost first", status: "NSpid:\t18419\t1\n", want: []int{18419, 1}},
-		{name: "a missing line is an error", status: "Name:\tx\n", wantErr: true},
-		{name: "an empty line is an error", status: "NSpid:\n", wantErr: true},
-		{name: "a non-number is an error", status: "NSpid:\t1\tx\n", wantErr: true},
-		{name: "a zero PID is an error", status: "NSpid:\t0\n", wantErr: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseNSpid([]byte(tc.status))
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("error %v, want error %v", err, tc.wantErr)
-			}
-			if !tc.wantErr && !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("got %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
-func FuzzParseNSpid(f *testing.F) {
-	f.Add([]byte("NSpid:\t18419\t1\n"))
-	f.Add([]byte("NSpid:\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		pids, err := parseNSpid(b)
-		if err == nil && len(pids) == 0 {
-			t.Fatal("no error and no PIDs")
-		}
-		for _, p := range pids {
-			if p <= 0 {
-				t.Fatalf("non-positive PID %d", p)
-			}
-		}
-	})
-}
-
 func TestParseSocketUnitListens(t *testing.T) {
 	for _, tc := range []struct {
 		name string

@@ -1,10 +1,8 @@
 package activation
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentd-dev/agentd/internal/testbed"
+	"github.com/agentd-dev/agentd/internal/unixhttp"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -44,14 +43,7 @@ func nestedConfig(pid int) Config {
 // answer into v.
 func getJSON(t *testing.T, endpoint, path string, v any) {
 	t.Helper()
-	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", endpoint)
-		},
-		DisableKeepAlives: true,
-	}}
-	resp, err := c.Get("http://engine" + path)
+	resp, err := unixhttp.NewClient(endpoint, 30*time.Second).Get("http://engine" + path)
 	if err != nil {
 		t.Fatalf("GET %s on %s: %v", path, endpoint, err)
 	}

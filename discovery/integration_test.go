@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentd-dev/agentd/internal/testbed"
+	"github.com/agentd-dev/agentd/internal/unixhttp"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -26,7 +27,7 @@ func keepPodmanAlive(t *testing.T, socket string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := unixHTTPClient(socket).Do(req)
+	resp, err := unixhttp.NewClient(socket, 0).Do(req)
 	if err != nil {
 		cancel()
 		t.Fatalf("activate podman through %s: %v", socket, err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	cerrdefs "github.com/containerd/errdefs"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 
@@ -20,6 +19,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/agentd-dev/agentd/internal/procfs"
+	"github.com/agentd-dev/agentd/internal/unixhttp"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -64,24 +65,12 @@ func isPodmanService(cmdline []string) bool {
 	return false
 }
 
-// unixHTTPClient returns an HTTP client that dials the unix socket at endpoint
-// whatever the URL's host.
-func unixHTTPClient(endpoint string) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", endpoint)
-		},
-		DisableKeepAlives: true,
-	}}
-}
-
 // newDockerClient returns a Docker API client for a unix socket that negotiates
 // the API version on its first request.
 func newDockerClient(endpoint string) (*dockerclient.Client, error) {
 	return dockerclient.NewClientWithOpts(
 		dockerclient.WithHost("unix://"+endpoint),
-		dockerclient.WithHTTPClient(unixHTTPClient(endpoint)),
+		dockerclient.WithHTTPClient(unixhttp.NewClient(endpoint, 0)),
 		dockerclient.WithAPIVersionNegotiation(),
 	)
 }
@@ -219,9 +208,7 @@ func libpodGet(ctx context.Context, endpoint, path string, out any) error {
 	if err != nil {
 		return fmt.Errorf("podman at %s: %w", endpoint, err)
 	}
-	cli := unixHTTPClient(endpoint)
-	defer cli.CloseIdleConnections()
-	resp, err := cli.Do(req)
+	resp, err := unixhttp.NewClient(endpoint, 0).Do(req)
 	if err != nil {
 		return fmt.Errorf("podman at %s: GET %s: %w", endpoint, path, err)
 	}
@@ -393,7 +380,7 @@ func endpointAnchorPID(procRoot, endpoint string) int {
 	if !ok || !strings.HasPrefix(rest, "root/") {
 		return 0
 	}
-	n, ok := atoiBytes([]byte(num))
+	n, ok := procfs.ParsePID([]byte(num))
 	if !ok {
 		return 0
 	}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"syscall"
 	"unsafe"
+
+	"github.com/agentd-dev/agentd/internal/procfs"
 )
 
 // DefaultProcRoot is where procfs is mounted on a host.
@@ -134,7 +136,7 @@ func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 				name = name[:i]
 			}
 			off += reclen
-			pid, ok := atoiBytes(name)
+			pid, ok := procfs.ParsePID(name)
 			if !ok || pid <= 0 {
 				continue
 			}
@@ -166,25 +168,25 @@ func (p *ProcFS) refreshOne(dirfd, pid int, visit func(pid int, comm []byte)) {
 	if !ok {
 		return
 	}
-	f, err := parseStat(b)
-	if err != nil || f.pid != pid {
+	f, err := procfs.ParseStat(b)
+	if err != nil || f.PID != pid {
 		return
 	}
 	e := p.procs[pid]
-	if e == nil || e.start != f.startTime {
-		e = &procEntry{start: f.startTime, comm: string(f.comm)}
+	if e == nil || e.start != f.StartTime {
+		e = &procEntry{start: f.StartTime, comm: string(f.Comm)}
 		p.procs[pid] = e
-	} else if string(f.comm) != e.comm {
-		e.comm = string(f.comm)
+	} else if string(f.Comm) != e.comm {
+		e.comm = string(f.Comm)
 		e.detail = nil
 	}
-	e.ppid = f.ppid
+	e.ppid = f.PPID
 	e.gen = p.gen
 	if e.detail != nil {
-		e.detail.PPID = f.ppid
+		e.detail.PPID = f.PPID
 	}
 	if visit != nil {
-		visit(pid, f.comm)
+		visit(pid, f.Comm)
 	}
 }
 
@@ -258,26 +260,26 @@ func (p *ProcFS) readDetail(pid int) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
-	d.Cmdline = parseCmdline(cmdline)
+	d.Cmdline = procfs.ParseCmdline(cmdline)
 	status, err := p.readFile(filepath.Join(dir, "status"))
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
-	if d.NSpid, err = parseNSpid(nil, status); err != nil {
-		return nil, fmt.Errorf("process %d: status: NSpid: %w", pid, err)
+	if d.NSpid, err = procfs.ParseNSpid(nil, status); err != nil {
+		return nil, fmt.Errorf("process %d: status: %w", pid, err)
 	}
 	if cg, err := p.readFile(filepath.Join(dir, "cgroup")); err == nil {
-		d.Cgroup = parseCgroup(cg)
+		d.Cgroup = cgroupPath(cg)
 	} else if errors.Is(err, ErrVanished) {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
 	// Namespace links are unreadable without ptrace access and absent on old
 	// kernels; 0 then means unknown.
 	if l, err := os.Readlink(filepath.Join(dir, "ns", "pid")); err == nil {
-		d.PIDNS, _ = parseNSInode(l)
+		d.PIDNS, _ = procfs.ParseNSInode(l)
 	}
 	if l, err := os.Readlink(filepath.Join(dir, "ns", "mnt")); err == nil {
-		d.MntNS, _ = parseNSInode(l)
+		d.MntNS, _ = procfs.ParseNSInode(l)
 	}
 	return d, nil
 }

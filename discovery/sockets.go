@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/agentd-dev/agentd/internal/procfs"
 )
 
 // ListeningSockets returns the paths (as bound, inside the process's mount
@@ -39,7 +41,7 @@ func (p *ProcFS) ListeningSockets(pid int) ([]string, error) {
 		if err != nil {
 			continue // closed since the listing
 		}
-		if ino, ok := parseSocketLink(l); ok {
+		if ino, ok := procfs.ParseSocketLink(l); ok {
 			inodes[ino] = struct{}{}
 		}
 	}
@@ -51,12 +53,12 @@ func (p *ProcFS) ListeningSockets(pid int) ([]string, error) {
 		return nil, fmt.Errorf("process %d: net/unix: %w", pid, err)
 	}
 	var paths []string
-	parseNetUnix(table, func(s unixSocket) bool {
-		_, mine := inodes[s.inode]
-		return mine && s.listening()
-	}, func(s unixSocket) {
-		if skipSocketPath(s.path) == "" && !slices.Contains(paths, s.path) {
-			paths = append(paths, s.path)
+	procfs.ParseNetUnix(table, func(s procfs.UnixSocket) bool {
+		_, mine := inodes[s.Inode]
+		return mine && s.Listening()
+	}, func(s procfs.UnixSocket) {
+		if skipSocketPath(s.Path) == "" && !slices.Contains(paths, s.Path) {
+			paths = append(paths, s.Path)
 		}
 	})
 	slices.Sort(paths)
@@ -195,7 +197,7 @@ func (p *ProcFS) selfMntNS() uint64 {
 	if err != nil {
 		return 0
 	}
-	ino, _ := parseNSInode(l)
+	ino, _ := procfs.ParseNSInode(l)
 	return ino
 }
 

@@ -1,17 +1,16 @@
 package oom
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/bits"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/agentd-dev/agentd/internal/procfs"
 )
 
 // Read buffer sizes. /dev/kmsg returns one whole record per read(2) and fails
@@ -105,29 +104,20 @@ func (d *Detector) read(ctx context.Context, r io.Reader, out chan<- Kill) {
 // none. It is the fallback when the kernel's summary line was rate-limited
 // away; the killed process may already be gone, then it returns "".
 func memoryCgroup(procRoot string, pid int) string {
-	f, err := os.Open(filepath.Join(procRoot, strconv.Itoa(pid), "cgroup"))
+	b, err := os.ReadFile(procfs.Path(procRoot, pid, "cgroup"))
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
+	lines, _ := procfs.ParseCgroup(b)
 	var unified string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		_, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
+	for _, l := range lines {
+		if l.Controllers == "" {
+			unified = l.Path
 			continue
 		}
-		ctrls, p, ok := strings.Cut(rest, ":")
-		if !ok {
-			continue
-		}
-		if ctrls == "" {
-			unified = p
-			continue
-		}
-		for c := range strings.SplitSeq(ctrls, ",") {
+		for c := range strings.SplitSeq(l.Controllers, ",") {
 			if c == "memory" {
-				return p
+				return l.Path
 			}
 		}
 	}

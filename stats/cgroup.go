@@ -95,11 +95,11 @@ func (r *Reader) Locate(pid int) (Cgroup, error) {
 	var v2path string
 	hasV1 := false
 	for _, l := range lines {
-		if l.controllers == "" {
-			v2path = l.path
+		if l.Controllers == "" {
+			v2path = l.Path
 			continue
 		}
-		for _, c := range strings.Split(l.controllers, ",") {
+		for _, c := range strings.Split(l.Controllers, ",") {
 			var dst *string
 			switch c {
 			case ctrlCPU:
@@ -114,10 +114,10 @@ func (r *Reader) Locate(pid int) (Cgroup, error) {
 				continue
 			}
 			hasV1 = true
-			if strings.HasPrefix(l.path, "/..") {
-				return Cgroup{}, fmt.Errorf("%s: %s: %w", file, l.path, ErrCgroupOutsideNamespace)
+			if strings.HasPrefix(l.Path, "/..") {
+				return Cgroup{}, fmt.Errorf("%s: %s: %w", file, l.Path, ErrCgroupOutsideNamespace)
 			}
-			*dst = r.v1Dir(l.controllers, c, l.path)
+			*dst = r.v1Dir(l.Controllers, c, l.Path)
 		}
 	}
 	if hasV1 {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+
+	"github.com/agentd-dev/agentd/internal/procfs"
 )
 
 // ErrMalformed is wrapped by every parse error; the message names the file.
@@ -23,28 +25,9 @@ func malformed(file, format string, args ...any) error {
 	return fmt.Errorf("%s: %w: %s", file, ErrMalformed, fmt.Sprintf(format, args...))
 }
 
-// parseUint parses a decimal unsigned integer from b without allocating.
-func parseUint(b []byte) (uint64, bool) {
-	if len(b) == 0 || len(b) > 20 {
-		return 0, false
-	}
-	var n uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		d := uint64(c - '0')
-		if n > (^uint64(0)-d)/10 {
-			return 0, false
-		}
-		n = n*10 + d
-	}
-	return n, true
-}
-
 // parseSingle parses a file holding one unsigned integer and a newline.
 func parseSingle(file string, data []byte) (uint64, error) {
-	v, ok := parseUint(bytes.TrimSpace(data))
+	v, ok := procfs.ParseUint(bytes.TrimSpace(data))
 	if !ok {
 		return 0, malformed(file, "want one unsigned integer, got %q", truncate(data))
 	}
@@ -58,7 +41,7 @@ func parseMax(file string, data []byte) (v uint64, unlimited bool, err error) {
 	if string(t) == "max" {
 		return 0, true, nil
 	}
-	v, ok := parseUint(t)
+	v, ok := procfs.ParseUint(t)
 	if !ok {
 		return 0, false, malformed(file, "want an unsigned integer or \"max\", got %q", truncate(data))
 	}
@@ -79,7 +62,7 @@ func keyed(file string, data []byte, fn func(key []byte, v uint64)) error {
 		if !ok || len(k) == 0 {
 			return malformed(file, "line %q is not \"key value\"", truncate(line))
 		}
-		n, ok := parseUint(bytes.TrimSpace(v))
+		n, ok := procfs.ParseUint(bytes.TrimSpace(v))
 		if !ok {
 			return malformed(file, "line %q has no unsigned integer value", truncate(line))
 		}
@@ -102,7 +85,7 @@ func parseBlkio(file string, data []byte) (read, write uint64, err error) {
 			return 0, 0, malformed(file, "line %q has one field", truncate(line))
 		}
 		if string(f0) == "Total" {
-			if _, ok := parseUint(bytes.TrimSpace(rest)); !ok {
+			if _, ok := procfs.ParseUint(bytes.TrimSpace(rest)); !ok {
 				return 0, 0, malformed(file, "line %q has no unsigned integer total", truncate(line))
 			}
 			continue
@@ -111,7 +94,7 @@ func parseBlkio(file string, data []byte) (read, write uint64, err error) {
 		if !ok || bytes.IndexByte(f0, ':') < 0 {
 			return 0, 0, malformed(file, "line %q is not \"MAJ:MIN Op bytes\"", truncate(line))
 		}
-		n, ok := parseUint(bytes.TrimSpace(val))
+		n, ok := procfs.ParseUint(bytes.TrimSpace(val))
 		if !ok {
 			return 0, 0, malformed(file, "line %q has no unsigned integer value", truncate(line))
 		}
@@ -151,7 +134,7 @@ func parseIOStat(file string, data []byte) (read, write uint64, err error) {
 			if string(k) != "rbytes" && string(k) != "wbytes" {
 				continue
 			}
-			n, ok := parseUint(v)
+			n, ok := procfs.ParseUint(v)
 			if !ok {
 				return 0, 0, malformed(file, "field %q has no unsigned integer value", truncate(kv))
 			}
@@ -199,7 +182,7 @@ func parseNetDev(file string, data []byte, fn func(name []byte, rx, tx uint64)) 
 			}
 			var f []byte
 			f, counters, _ = bytes.Cut(counters, []byte{' '})
-			n, ok := parseUint(f)
+			n, ok := procfs.ParseUint(f)
 			if !ok {
 				return malformed(file, "interface %q: counter %q is not an unsigned integer", truncate(name), truncate(f))
 			}
@@ -222,38 +205,14 @@ func parseNetDev(file string, data []byte, fn func(name []byte, rx, tx uint64)) 
 	return nil
 }
 
-// cgroupLine is one line of /proc/<pid>/cgroup.
-type cgroupLine struct {
-	controllers string // "cpu,cpuacct", "name=systemd", "" for v2
-	path        string
-}
-
-// parseProcCgroup parses /proc/<pid>/cgroup ("ID:controllers:path" lines).
-func parseProcCgroup(file string, data []byte) ([]cgroupLine, error) {
-	var out []cgroupLine
-	for len(data) > 0 {
-		var line []byte
-		line, data, _ = bytes.Cut(data, []byte{'\n'})
-		if len(line) == 0 {
-			continue
-		}
-		id, rest, ok := bytes.Cut(line, []byte{':'})
-		if !ok {
-			return nil, malformed(file, "line %q is not \"ID:controllers:path\"", truncate(line))
-		}
-		ctrl, path, ok := bytes.Cut(rest, []byte{':'})
-		if !ok || len(path) == 0 || path[0] != '/' {
-			return nil, malformed(file, "line %q is not \"ID:controllers:path\"", truncate(line))
-		}
-		if _, ok := parseUint(id); !ok {
-			return nil, malformed(file, "line %q has a non-numeric hierarchy ID", truncate(line))
-		}
-		out = append(out, cgroupLine{controllers: string(ctrl), path: string(path)})
+// parseProcCgroup parses /proc/<pid>/cgroup ("ID:controllers:path" lines);
+// any malformed line, or none at all, is an error naming file.
+func parseProcCgroup(file string, data []byte) ([]procfs.CgroupLine, error) {
+	lines, err := procfs.ParseCgroup(data)
+	if err != nil {
+		return nil, malformed(file, "%v", err)
 	}
-	if len(out) == 0 {
-		return nil, malformed(file, "no cgroup lines")
-	}
-	return out, nil
+	return lines, nil
 }
 
 func truncate(b []byte) string {

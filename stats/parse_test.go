@@ -86,16 +86,6 @@ func FuzzParseNetDev(f *testing.F) {
 	})
 }
 
-func FuzzParseProcCgroup(f *testing.F) {
-	f.Add([]byte("4:memory:/docker/abc\n0::/docker/abc\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		lines, err := parseProcCgroup("f", data)
-		if err == nil && len(lines) == 0 {
-			t.Fatal("no lines and no error")
-		}
-	})
-}
-
 func BenchmarkReadCgroupV1(b *testing.B) {
 	r := tree("v1")
 	cg, err := r.Locate(4242)

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
+
+	"github.com/agentd-dev/agentd/internal/unixhttp"
 )
 
 // Report is the JSON document served at /v1/status.
@@ -163,18 +165,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // Fetch asks the agent listening on socket for its report.
 func Fetch(ctx context.Context, socket string) (Report, error) {
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-	}}
-	defer client.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agentd/v1/status", nil)
 	if err != nil {
 		return Report{}, err
 	}
-	resp, err := client.Do(req)
+	resp, err := unixhttp.NewClient(socket, 0).Do(req)
 	if err != nil {
 		return Report{}, fmt.Errorf("agentd status at %s: %w", socket, err)
 	}

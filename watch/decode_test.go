@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -118,17 +117,6 @@ func FuzzDecodePodmanEvent(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ch, err := decodePodmanEvent(b)
 		checkChange(t, ch, err)
-	})
-}
-
-func FuzzParseProcStatus(f *testing.F) {
-	f.Add([]byte("Name:\tsleep\nPid:\t9123\nPPid:\t9100\nNSpid:\t9123\t57\t1\n"))
-	f.Add([]byte("Pid:\t1\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		st, err := parseProcStatus(b)
-		if err == nil && len(st.nspid) == 0 {
-			t.Fatal("accepted status without a PID chain")
-		}
 	})
 }
 
@@ -259,40 +247,4 @@ func fmtTypes(ts []model.EventType) string {
 		s += string(t) + ","
 	}
 	return s
-}
-
-func TestProcessStart(t *testing.T) {
-	root := t.TempDir()
-	write := func(name, body string) {
-		t.Helper()
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(root, name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("stat", "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n")
-	// comm holds a space and a ')': fields are counted after the last ')'.
-	write("42/stat", "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 12345 1000 10 18446744073709551615\n")
-	write("43/stat", "43 (short) S 1\n")
-	t.Run("the start time is boot time plus starttime ticks", func(t *testing.T) {
-		got, err := processStart(root, 42)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := time.Unix(1700000000, 0).Add(123450 * time.Millisecond); !got.Equal(want) {
-			t.Errorf("processStart = %v, want %v", got, want)
-		}
-	})
-	t.Run("a truncated stat line is an error naming the file", func(t *testing.T) {
-		if _, err := processStart(root, 43); err == nil || !strings.Contains(err.Error(), "43/stat") {
-			t.Errorf("err = %v", err)
-		}
-	})
-	t.Run("a vanished process is an error", func(t *testing.T) {
-		if _, err := processStart(root, 44); err == nil {
-			t.Error("want an error")
-		}
-	})
 }

@@ -1,16 +1,13 @@
 package watch
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
-	"time"
+
+	"github.com/agentd-dev/agentd/internal/procfs"
 )
 
 // PID translation for nested engines.
@@ -71,61 +68,24 @@ func nsAnchor(procRoot string, enginePID int, endpoint string) int {
 	return 0
 }
 
-// procStatus is what hostPID needs from /proc/<pid>/status.
-type procStatus struct {
-	ppid  int
-	nspid []int
-}
-
-func readProcStatus(procRoot string, pid int) (procStatus, error) {
-	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "status"))
+// readProcStatus reads the PPid and NSpid lines of /proc/<pid>/status. A
+// kernel without NSpid (before 4.1) gives a chain of just the Pid line.
+func readProcStatus(procRoot string, pid int) (procfs.Status, error) {
+	st, err := procfs.ReadStatus(procRoot, pid)
 	if err != nil {
-		return procStatus{}, err
+		return procfs.Status{}, err
 	}
-	return parseProcStatus(b)
-}
-
-// parseProcStatus reads the PPid and NSpid lines of a /proc/<pid>/status file.
-// A kernel without NSpid (before 4.1) gives a chain of just the PID line.
-func parseProcStatus(b []byte) (procStatus, error) {
-	var st procStatus
-	var pid int
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
+	if len(st.NSpid) == 0 {
+		if st.PID <= 0 {
+			return procfs.Status{}, fmt.Errorf("%s: no Pid or NSpid line", procfs.Path(procRoot, pid, "status"))
 		}
-		switch k {
-		case "Pid":
-			pid, _ = strconv.Atoi(strings.TrimSpace(v))
-		case "PPid":
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				return procStatus{}, fmt.Errorf("bad PPid %q", v)
-			}
-			st.ppid = n
-		case "NSpid":
-			for _, f := range strings.Fields(v) {
-				n, err := strconv.Atoi(f)
-				if err != nil || n <= 0 {
-					return procStatus{}, fmt.Errorf("bad NSpid %q", v)
-				}
-				st.nspid = append(st.nspid, n)
-			}
-		}
-	}
-	if len(st.nspid) == 0 {
-		if pid <= 0 {
-			return procStatus{}, errors.New("no Pid or NSpid line")
-		}
-		st.nspid = []int{pid}
+		st.NSpid = []int{st.PID}
 	}
 	return st, nil
 }
 
 func pidNS(procRoot string, pid int) (string, error) {
-	return os.Readlink(filepath.Join(procRoot, strconv.Itoa(pid), "ns", "pid"))
+	return os.Readlink(procfs.Path(procRoot, pid, "ns", "pid"))
 }
 
 // hostPID translates pid, as reported by an engine whose namespace anchor is
@@ -139,7 +99,7 @@ func hostPID(procRoot string, anchor, pid int) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("engine namespace anchor %d: %w", anchor, err)
 	}
-	level := len(ast.nspid)
+	level := len(ast.NSpid)
 	if level <= 1 {
 		return pid, nil
 	}
@@ -158,7 +118,7 @@ func hostPID(procRoot string, anchor, pid int) (int, error) {
 			continue
 		}
 		st, err := readProcStatus(procRoot, q)
-		if err != nil || len(st.nspid) < level || st.nspid[level-1] != pid {
+		if err != nil || len(st.NSpid) < level || st.NSpid[level-1] != pid {
 			continue
 		}
 		switch verifyLevelNS(procRoot, q, st, level, ans) {
@@ -184,11 +144,11 @@ const (
 
 // verifyLevelNS walks q's parents to the first process at depth level and
 // compares its PID namespace with want.
-func verifyLevelNS(procRoot string, q int, st procStatus, level int, want string) nsVerdict {
+func verifyLevelNS(procRoot string, q int, st procfs.Status, level int, want string) nsVerdict {
 	cur := q
 	for range 128 {
 		switch {
-		case len(st.nspid) == level:
+		case len(st.NSpid) == level:
 			ns, err := pidNS(procRoot, cur)
 			if err != nil {
 				return nsUnknown
@@ -197,65 +157,14 @@ func verifyLevelNS(procRoot string, q int, st procStatus, level int, want string
 				return nsMatch
 			}
 			return nsOther
-		case len(st.nspid) < level || st.ppid <= 0:
+		case len(st.NSpid) < level || st.PPID <= 0:
 			return nsUnknown
 		}
-		cur = st.ppid
+		cur = st.PPID
 		var err error
 		if st, err = readProcStatus(procRoot, cur); err != nil {
 			return nsUnknown
 		}
 	}
 	return nsUnknown
-}
-
-// clockTicks is USER_HZ, the unit of /proc/PID/stat's starttime. It is 100 on
-// every Linux architecture agentd builds for.
-const clockTicks = 100
-
-// processStart returns when process pid (a host PID) started: field 22 of
-// /proc/PID/stat (starttime, in clock ticks since boot) plus the boot time
-// from /proc/stat's btime. The comm field may hold spaces and ')' — fields
-// are counted after the last ')'.
-func processStart(procRoot string, pid int) (time.Time, error) {
-	stat, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return time.Time{}, err
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return time.Time{}, fmt.Errorf("%s/%d/stat: no ')' after comm", procRoot, pid)
-	}
-	// After ") " come fields 3.. ; starttime is field 22, the 20th of them.
-	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 20 {
-		return time.Time{}, fmt.Errorf("%s/%d/stat: %d fields after comm, want at least 20", procRoot, pid, len(f))
-	}
-	ticks, err := strconv.ParseUint(f[19], 10, 64)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%s/%d/stat: starttime: %w", procRoot, pid, err)
-	}
-	boot, err := bootTime(procRoot)
-	if err != nil {
-		return time.Time{}, err
-	}
-	return boot.Add(time.Duration(ticks) * time.Second / clockTicks), nil
-}
-
-// bootTime reads btime from /proc/stat.
-func bootTime(procRoot string) (time.Time, error) {
-	b, err := os.ReadFile(filepath.Join(procRoot, "stat"))
-	if err != nil {
-		return time.Time{}, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "btime "); ok {
-			sec, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return time.Time{}, fmt.Errorf("%s/stat: btime: %w", procRoot, err)
-			}
-			return time.Unix(sec, 0), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%s/stat: no btime line", procRoot)
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd-dev/agentd/internal/unixhttp"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -44,14 +44,9 @@ func NewPodmanAdapter(_ context.Context, e model.Engine, _ *slog.Logger) (Adapte
 		return nil, errors.New("podman: engine without an endpoint")
 	}
 	endpoint := e.Endpoint
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", endpoint)
-		},
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     30 * time.Second,
-	}
+	tr := unixhttp.NewTransport(endpoint)
+	tr.MaxIdleConnsPerHost = 4
+	tr.IdleConnTimeout = 30 * time.Second
 	return &PodmanAdapter{endpoint: endpoint, http: &http.Client{Transport: tr}, concurrency: 8}, nil
 }
 

@@ -92,8 +92,8 @@ func assertHostPID(t *testing.T, hostPID int, nsPID string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.nspid) < 2 || strconv.Itoa(st.nspid[1]) != nsPID {
-		t.Errorf("host pid %d has NSpid %v, podman reports %s", hostPID, st.nspid, nsPID)
+	if len(st.NSpid) < 2 || strconv.Itoa(st.NSpid[1]) != nsPID {
+		t.Errorf("host pid %d has NSpid %v, podman reports %s", hostPID, st.NSpid, nsPID)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-dev/agentd/internal/procfs"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -189,7 +190,7 @@ func (w *Watcher) normalise(c *model.Container) {
 	c.PID = p
 	if c.StartedAt.IsZero() && p > 0 && c.State != model.StateCreated {
 		// containerd's task API has no start time: the init process's does.
-		if t, err := processStart(w.opts.ProcRoot, p); err == nil {
+		if t, err := procfs.StartTime(w.opts.ProcRoot, p); err == nil {
 			c.StartedAt = t
 		}
 	}

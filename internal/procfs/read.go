@@ -1,0 +1,75 @@
+package procfs
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// UserHZ is the unit of the clock-tick fields of /proc/PID/stat (StartTime):
+// the kernel converts to USER_HZ, 100 per second on every Linux architecture
+// agentd builds for, regardless of CONFIG_HZ.
+const UserHZ = 100
+
+// Path returns the path of a process's file below the procfs root, such as
+// Path("/proc", 812, "ns", "pid") = "/proc/812/ns/pid".
+func Path(root string, pid int, elem ...string) string {
+	return filepath.Join(append([]string{root, strconv.Itoa(pid)}, elem...)...)
+}
+
+// ReadStatus reads and parses root/PID/status. A process that is gone yields
+// an error wrapping fs.ErrNotExist (or ESRCH); a malformed file one wrapping
+// ErrMalformed and naming the file.
+func ReadStatus(root string, pid int) (Status, error) {
+	return readFile(Path(root, pid, "status"), ParseStatus)
+}
+
+// Comm reads root/PID/comm, the command name (at most 15 bytes) without the
+// kernel's trailing newline. A process that is gone yields an error wrapping
+// fs.ErrNotExist (or ESRCH).
+func Comm(root string, pid int) (string, error) {
+	b, err := os.ReadFile(Path(root, pid, "comm"))
+	if err != nil {
+		return "", err
+	}
+	return string(bytes.TrimSuffix(b, []byte{'\n'})), nil
+}
+
+// BootTime reads the boot time from the btime line of root/stat.
+func BootTime(root string) (time.Time, error) {
+	return readFile(filepath.Join(root, "stat"), ParseBootTime)
+}
+
+// StartTime returns when process pid of the procfs at root started: the
+// StartTime of root/PID/stat (clock ticks since boot) added to BootTime. It
+// is exact to 1/UserHZ second. Errors name the file concerned.
+func StartTime(root string, pid int) (time.Time, error) {
+	st, err := readFile(Path(root, pid, "stat"), ParseStat)
+	if err != nil {
+		return time.Time{}, err
+	}
+	boot, err := BootTime(root)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return boot.Add(time.Duration(st.StartTime) * time.Second / UserHZ), nil
+}
+
+// readFile reads file and parses it; a read error is returned as it is (it
+// names the file), a parse error is wrapped with the file's name.
+func readFile[T any](file string, parse func([]byte) (T, error)) (T, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	v, err := parse(b)
+	if err != nil {
+		var zero T
+		return zero, fmt.Errorf("%s: %w", file, err)
+	}
+	return v, nil
+}

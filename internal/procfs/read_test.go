@@ -1,0 +1,110 @@
+package procfs
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeTree writes files (relative path → content) below a new root.
+func writeTree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	root := t.TempDir()
+	for name, body := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func TestReaders(t *testing.T) {
+	root := writeTree(t, map[string]string{
+		"stat": "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n",
+		// comm holds a space and a ')': fields are counted after the last ')'.
+		"42/stat":   "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 12345 1000 10 18446744073709551615\n",
+		"42/comm":   "a) b\n",
+		"42/status": "Name:\ta) b\nPid:\t42\nPPid:\t1\nNSpid:\t42\t7\n",
+		"43/stat":   "43 (short) S 1\n",
+		"43/status": "Pid:\t43\nNSpid:\t43\tx\n",
+	})
+	t.Run("the start time is boot time plus starttime ticks", func(t *testing.T) {
+		got, err := StartTime(root, 42)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := time.Unix(1700000000, 0).Add(123450 * time.Millisecond); !got.Equal(want) {
+			t.Errorf("StartTime = %v, want %v", got, want)
+		}
+	})
+	t.Run("a truncated stat line is an error naming the file", func(t *testing.T) {
+		if _, err := StartTime(root, 43); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "43/stat") {
+			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("a vanished process is fs.ErrNotExist", func(t *testing.T) {
+		if _, err := StartTime(root, 44); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("err = %v", err)
+		}
+		if _, err := Comm(root, 44); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("err = %v", err)
+		}
+		if _, err := ReadStatus(root, 44); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("comm loses only the trailing newline", func(t *testing.T) {
+		if got, err := Comm(root, 42); err != nil || got != "a) b" {
+			t.Errorf("Comm = %q, %v", got, err)
+		}
+	})
+	t.Run("status is read and a malformed one names the file", func(t *testing.T) {
+		st, err := ReadStatus(root, 42)
+		if err != nil || st.PID != 42 || st.PPID != 1 || !slices.Equal(st.NSpid, []int{42, 7}) {
+			t.Errorf("ReadStatus = %+v, %v", st, err)
+		}
+		if _, err := ReadStatus(root, 43); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "43/status") {
+			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("a missing btime is an error naming /proc/stat", func(t *testing.T) {
+		bad := writeTree(t, map[string]string{"stat": "cpu 1\n"})
+		if _, err := BootTime(bad); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), filepath.Join(bad, "stat")) {
+			t.Errorf("err = %v", err)
+		}
+	})
+}
+
+func TestReadersOnTheRealProcfs(t *testing.T) {
+	pid := os.Getpid()
+	st, err := ReadStatus("/proc", pid)
+	if err != nil || st.PID != pid || st.PPID != os.Getppid() || len(st.NSpid) == 0 || st.NSpid[0] != pid {
+		t.Fatalf("ReadStatus(self) = %+v, %v", st, err)
+	}
+	start, err := StartTime("/proc", pid)
+	if err != nil || time.Since(start) < 0 || time.Since(start) > time.Hour {
+		t.Fatalf("StartTime(self) = %v, %v", start, err)
+	}
+	b, err := os.ReadFile(Path("/proc", pid, "cgroup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines, err := ParseCgroup(b); err != nil || len(lines) == 0 {
+		t.Fatalf("ParseCgroup(self) = %+v, %v", lines, err)
+	}
+}
+
+func ExamplePath() {
+	fmt.Println(Path("/proc", 812, "ns", "pid"))
+	// Output: /proc/812/ns/pid
+}
