@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"time"
 
@@ -137,6 +138,53 @@ type engineRec struct {
 	e     model.Engine
 	proc  candKey // the process serving it; zero when known only through Add
 	added bool    // handed in through Add: kept while its process is gone
+	// sock identifies the socket file behind e.Endpoint; aliases are other
+	// paths that reached the same socket (see aliasLocked).
+	sock    socketID
+	aliases []string
+}
+
+// socketID is a socket file's identity: device and inode.
+type socketID struct{ dev, ino uint64 }
+
+// statSocket returns the identity of the socket at path, zero when it cannot be read.
+func statSocket(path string) socketID {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return socketID{}
+	}
+	return socketID{dev: uint64(st.Dev), ino: st.Ino}
+}
+
+// newRec records an engine seen for the first time.
+func newRec(e model.Engine, proc candKey, added bool) *engineRec {
+	return &engineRec{e: e, proc: proc, added: added, sock: statSocket(e.Endpoint)}
+}
+
+// aliasLocked finds the engine already known under another path to the same
+// socket. One socket is often reached two ways: a systemd socket unit names
+// /run/podman/podman.sock while the process scan reaches it as
+// /proc/1/root/run/podman/podman.sock (agentd under systemd has a mount
+// namespace of its own), and engines without an ID of their own (podman, CRI)
+// are named after their endpoint. The first path seen stays the engine's; the
+// other is remembered as an alias. d.mu must be held.
+func (d *Discoverer) aliasLocked(e model.Engine) (*engineRec, bool) {
+	if _, ok := d.engines[e.ID]; ok {
+		return nil, false
+	}
+	id := statSocket(e.Endpoint)
+	if id == (socketID{}) {
+		return nil, false
+	}
+	for _, r := range d.engines {
+		if r.sock == id && r.e.Type == e.Type {
+			if !slices.Contains(r.aliases, e.Endpoint) && r.e.Endpoint != e.Endpoint {
+				r.aliases = append(r.aliases, e.Endpoint)
+			}
+			return r, true
+		}
+	}
+	return nil, false
 }
 
 // Discoverer finds engines by scanning the process table and probing sockets,
@@ -428,6 +476,9 @@ func (d *Discoverer) merge(ctx context.Context, results map[candKey][]model.Engi
 	updated := make(map[string]bool)
 	for key, es := range results {
 		for _, e := range es {
+			if r, ok := d.aliasLocked(e); ok {
+				e.ID = r.e.ID
+			}
 			if r, ok := d.engines[e.ID]; ok {
 				if r.proc != key || r.e.PID != e.PID {
 					r.proc, r.e.PID = key, e.PID
@@ -436,7 +487,7 @@ func (d *Discoverer) merge(ctx context.Context, results map[candKey][]model.Engi
 				}
 				continue
 			}
-			d.engines[e.ID] = &engineRec{e: e, proc: key}
+			d.engines[e.ID] = newRec(e, key, false)
 			found = append(found, e.ID)
 		}
 	}
@@ -634,8 +685,12 @@ func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.Engine
 	d.mu.Lock()
 	var changes []Change
 	var found []string
-	for _, e := range es {
+	for i, e := range es {
 		e.Unit = unit
+		if r, ok := d.aliasLocked(e); ok {
+			e.ID = r.e.ID
+			es[i].ID = r.e.ID
+		}
 		if r, ok := d.engines[e.ID]; ok {
 			if !r.added || r.e.Unit != unit {
 				r.added, r.e.Unit = true, unit
@@ -643,7 +698,7 @@ func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.Engine
 			}
 			continue
 		}
-		d.engines[e.ID] = &engineRec{e: e, added: true}
+		d.engines[e.ID] = newRec(e, candKey{}, true)
 		found = append(found, e.ID)
 	}
 	d.mu.Unlock()
@@ -676,7 +731,7 @@ func (d *Discoverer) Remove(endpoint string) {
 	defer d.mu.Unlock()
 	var changes []Change
 	for id, r := range d.engines {
-		if !r.added || r.e.Endpoint != endpoint {
+		if !r.added || (r.e.Endpoint != endpoint && !slices.Contains(r.aliases, endpoint)) {
 			continue
 		}
 		r.added, r.e.Unit = false, ""
