@@ -63,10 +63,12 @@ func (s *Snapshot) Engine(id string) (Engine, bool) {
 //   - Docker runs its containers through containerd in the namespace "moby". A
 //     containerd-engine container in namespace "moby" is hidden when a Docker
 //     engine with the same Prefix (so on the same host, or in the same enclosing
-//     container, hence on the same containerd) knows a container with the same
-//     ID, or knew it until recently (the last 4096 Docker IDs deleted under that
-//     Prefix are remembered, so the containerd "delete" that trails Docker's
-//     "destroy" stays hidden as well).
+//     container, hence on the same containerd) is in the Store, or knows or knew
+//     until recently a container with the same ID (the last 4096 Docker IDs
+//     deleted under that Prefix are remembered, so the containerd "delete" that
+//     trails Docker's "destroy" stays hidden even after Docker is gone). The
+//     engine test closes the race where containerd's watcher reports a create
+//     before Docker's watcher has seen it.
 //   - CRI (kubelet's view) runs its containers in containerd's namespace
 //     "k8s.io". A containerd-engine container in namespace "k8s.io" is hidden
 //     when a CRI engine with the same Prefix is in the Store.
@@ -283,6 +285,14 @@ func (s *Store) visibleLocked(c *Container) bool {
 	case NamespaceMoby:
 		if s.dockerIDs[e.Prefix][c.ID] > 0 {
 			return false
+		}
+		// A Docker engine on the same containerd may not have listed this
+		// container yet (its watcher starts after containerd's, or handles
+		// the create later): the moby namespace is Docker's all the same.
+		for _, o := range s.engines {
+			if o.Type == Docker && o.Prefix == e.Prefix {
+				return false
+			}
 		}
 		if t := s.dockerGone[e.Prefix]; t != nil && t.has(c.ID) {
 			return false

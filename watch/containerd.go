@@ -205,8 +205,10 @@ func (a *ContainerdAdapter) listNamespace(ctx context.Context, ns string, filter
 	return out, nil
 }
 
-// imageDigests looks up the target digest of every image the containers use.
-// An image that is gone (containers outlive their images) leaves no digest.
+// imageDigests looks up the image ID of every image the containers use: the
+// digest of the image's config, which is what Docker and CRI call the image
+// ID, falling back to the manifest digest when the config cannot be read. An
+// image that is gone (containers outlive their images) leaves no digest.
 func (a *ContainerdAdapter) imageDigests(ctx context.Context, ns string, recs []containers.Container) map[string]string {
 	out := make(map[string]string)
 	for _, r := range recs {
@@ -225,6 +227,11 @@ func (a *ContainerdAdapter) imageDigests(ctx context.Context, ns string, recs []
 			continue
 		}
 		out[r.Image] = img.Target.Digest.String()
+		if cfg, err := containerd.NewImage(a.client, img).Config(ctx); err == nil {
+			out[r.Image] = cfg.Digest.String()
+		} else {
+			a.log.Debug("image config lookup failed, using the manifest digest", "namespace", ns, "image", r.Image, "err", err)
+		}
 	}
 	return out
 }

@@ -3,9 +3,11 @@ package procfs
 import (
 	"bytes"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -38,10 +40,31 @@ func Comm(root string, pid int) (string, error) {
 	return string(bytes.TrimSuffix(b, []byte{'\n'})), nil
 }
 
-// BootTime reads the boot time from the btime line of root/stat.
+// BootTime returns when the system booted. For the live /proc it is now
+// minus CLOCK_BOOTTIME, the clock that /proc/PID/stat's starttime counts on
+// (kernel 5.3 and later); the btime line of root/stat is rounded down to whole
+// seconds, which would put every start time up to a second early. For any
+// other root (a fake tree, a host /proc mounted elsewhere) btime is used.
+//
+// The live value is computed once per process, so that two start times of
+// one process always compare equal.
 func BootTime(root string) (time.Time, error) {
+	if filepath.Clean(root) == "/proc" {
+		if t := liveBootTime(); !t.IsZero() {
+			return t, nil
+		}
+	}
 	return readFile(filepath.Join(root, "stat"), ParseBootTime)
 }
+
+var liveBootTime = sync.OnceValue(func() time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return time.Time{}
+	}
+	// Rounded to the starttime resolution: the result is an instant, not a reading.
+	return time.Now().Add(-time.Duration(ts.Nano())).Round(time.Second / UserHZ)
+})
 
 // StartTime returns when process pid of the procfs at root started: the
 // StartTime of root/PID/stat (clock ticks since boot) added to BootTime. It
