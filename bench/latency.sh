@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Event latency of agentd with its defaults: container start/die on the host
+# Docker → container.start / container.die log record at an OpenTelemetry
+# Collector. Starts a sink collector (file exporter flushed every 10 ms) and
+# agentd exporting to it, then bench/latency starts and kills COUNT containers
+# one after the other (label agentd.bench.latency=1, removed at the end, even on
+# failure) and prints p50/p95/p99 of the delay from Docker's event time to the
+# record's arrival in the sink's file (polled every 10 ms).
+#
+#   bench/latency.sh [COUNT]      (default 200)
+#
+# Writes bench/out/latency.md.
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+
+count=${1:-200}
+[[ $count =~ ^[0-9]+$ ]] && ((count > 0)) || die "usage: bench/latency.sh [COUNT]"
+LAT_LABEL=agentd.bench.latency=1
+run_dir=$BENCH_WORK/latency-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$run_dir"
+AGENT_PID= SINK_PID=
+cleanup() {
+	stop_pid "$AGENT_PID"
+	stop_pid "$SINK_PID"
+	local ids
+	ids=$(docker ps -aq --filter "label=$LAT_LABEL")
+	[ -z "$ids" ] || xargs -n 50 /usr/bin/docker rm -f <<<"$ids" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+docker info >/dev/null 2>&1 || die "the host Docker does not answer (bash testbed/up.sh)"
+bash "$repo/testbed/collector.sh"
+blog "building agentd and bench/latency"
+(cd "$repo" && CGO_ENABLED=0 go build -trimpath -o "$BENCH_WORK/agentd" ./cmd/agentd &&
+	go build -o "$BENCH_WORK/latency" ./bench/latency) || die "go build failed"
+
+sink_start "$run_dir/sink" 10ms
+# agentd's defaults (events flushed within 1 s), no status socket, no activation.
+cat >"$run_dir/agentd.yaml" <<YAML
+status:
+  socket: ""
+activation:
+  enabled: false
+YAML
+"$BENCH_WORK/agentd" run --config "$run_dir/agentd.yaml" --otlp-endpoint "$SINK_ENDPOINT" --otlp-insecure >"$run_dir/agentd.log" 2>&1 &
+AGENT_PID=$!
+blog "agentd (pid $AGENT_PID) exporting to $SINK_ENDPOINT; waiting until it watches the host Docker"
+sleep 5
+kill -0 "$AGENT_PID" 2>/dev/null || { tail -20 "$run_dir/agentd.log" >&2; die "agentd exited"; }
+
+blog "starting and killing $count containers"
+out=$("$BENCH_WORK/latency" -logs "$run_dir/sink/logs.jsonl" -count "$count" -label "$LAT_LABEL") ||
+	{ echo "$out" >&2; die "bench/latency failed"; }
+echo "$out"
+{
+	echo "# Event latency: Docker event → OTLP log record at the collector"
+	echo
+	echo "$(date -u +%Y-%m-%dT%H:%MZ), agentd defaults (events.flush_interval 1s), $count containers started"
+	echo "and killed one after the other on the host Docker; delay from Docker's event timeNano to the"
+	echo "record's appearance in the sink's file exporter output (flushed every 10 ms, polled every 10 ms)."
+	echo
+	echo "$out"
+} >"$BENCH_OUT/latency.md"
+blog "written $BENCH_OUT/latency.md"

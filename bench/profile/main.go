@@ -1,0 +1,141 @@
+// Command profile runs agentd's agent in-process under the Go profiler: a CPU
+// profile over the whole run and a heap profile at its end (before the agent
+// stops), then prints `go tool pprof -top` of both (CPU, live heap, and bytes
+// allocated over the run). cmd/agentd has no pprof endpoint; this harness wires
+// the same agent package with the same configuration. bench/profile.sh runs it
+// against N bench containers and a sink collector.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/agentd-dev/agentd/agent"
+	"github.com/agentd-dev/agentd/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "profile: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("profile", flag.ContinueOnError)
+	endpoint := fs.String("otlp-endpoint", "", "OTLP/gRPC endpoint (plaintext) of a collector")
+	duration := fs.Duration("duration", 2*time.Minute, "how long the agent runs under the profiler")
+	interval := fs.Duration("interval", 10*time.Second, "export interval")
+	dir := fs.String("out", ".", "directory for cpu.pprof and heap.pprof")
+	top := fs.Int("top", 30, "rows of each pprof -top listing")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *endpoint == "" {
+		return errors.New("-otlp-endpoint is required")
+	}
+	cfg := config.Default()
+	cfg.Export.Endpoint = *endpoint
+	cfg.Export.Insecure = true
+	cfg.Export.Interval = config.Duration(*interval)
+	cfg.Status.Socket = ""         // no status socket: other agents on the host own theirs
+	cfg.Activation.Enabled = false // activating the systemd host's sockets changes shared state
+	cfg.Log.Level = "warn"
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	a, err := agent.New(cfg, agent.Options{Log: log, Stdout: stdout, Version: "bench-profile"})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	cpuPath, heapPath := filepath.Join(*dir, "cpu.pprof"), filepath.Join(*dir, "heap.pprof")
+	cpuFile, err := os.Create(cpuPath)
+	if err != nil {
+		return err
+	}
+	defer cpuFile.Close()
+	if err := pprof.StartCPUProfile(cpuFile); err != nil {
+		return fmt.Errorf("start CPU profile: %w", err)
+	}
+
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(actx) }()
+	select {
+	case err := <-done:
+		pprof.StopCPUProfile()
+		return fmt.Errorf("agent stopped early: %w", err)
+	case <-ctx.Done():
+	case <-time.After(*duration):
+	}
+	pprof.StopCPUProfile()
+	runtime.GC()
+	if err := writeHeap(heapPath); err != nil {
+		return err
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	cancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(stderr, "profile: agent: %v\n", err)
+	}
+	fmt.Fprintf(stdout, "agent ran %v; heap in use %.1f MB, sys %.1f MB, %d GCs, %.1f MB allocated in total\n\n",
+		*duration, mb(ms.HeapInuse), mb(ms.Sys), ms.NumGC, mb(ms.TotalAlloc))
+
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	for _, p := range []struct{ title, file, index string }{
+		{"CPU", cpuPath, ""},
+		{"live heap (inuse_space)", heapPath, "inuse_space"},
+		{"allocated over the run (alloc_space)", heapPath, "alloc_space"},
+	} {
+		fmt.Fprintf(stdout, "## %s: go tool pprof -top %s\n\n", p.title, p.file)
+		args := []string{"tool", "pprof", "-top", fmt.Sprintf("-nodecount=%d", *top)}
+		if p.index != "" {
+			args = append(args, "-sample_index="+p.index)
+		}
+		cmd := exec.Command("go", append(args, exe, p.file)...)
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go tool pprof %s: %w", p.file, err)
+		}
+		fmt.Fprintln(stdout)
+	}
+	return nil
+}
+
+func writeHeap(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	return f.Close()
+}
+
+func mb(b uint64) float64 { return float64(b) / (1 << 20) }
