@@ -1,5 +1,7 @@
 # agentd — `make help` lists the targets.
 SHELL := /bin/bash
+# Go 1.26 from /usr/local/go works even when a root shell lacks it on PATH.
+export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN := bin/agentd
@@ -9,7 +11,7 @@ GOTEST_FLAGS ?=
 # one at a time (-p 1) after their test binaries were compiled in parallel.
 TEST_PKGS ?= ./...
 
-.PHONY: help build run test unit testbed testbed-down lint tidy-check bench package clean
+.PHONY: help build run test unit testbed testbed-down lint tidy-check bench bench-go package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,7 +46,11 @@ tidy-check: ## fail when go.mod/go.sum are not tidy
 		diff -u /tmp/agentd-go.mod.bak go.mod; cp /tmp/agentd-go.mod.bak go.mod; cp /tmp/agentd-go.sum.bak go.sum; \
 		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
 
-bench: ## Go benchmarks of the hot paths, then the side-by-side comparison in bench/
+bench: bench-go testbed ## Go benchmarks, then agentd vs the docker_stats peer and event latency (bench/out/)
+	bash bench/run.sh $(BENCH_N)
+	bash bench/latency.sh
+
+bench-go: ## only the Go benchmarks of the hot paths (benchstat-friendly)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 package: build ## build the .deb and .rpm into dist/

@@ -141,6 +141,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	sampler := stats.NewSampler(stats.SamplerConfig{
 		ProcRoot:   a.cfg.Discovery.ProcRoot,
 		CgroupRoot: "/sys/fs/cgroup",
+		Fallback:   a.sup.Fallback,
 		Logger:     a.log.With("part", "stats"),
 	})
 	events := a.store.Subscribe(4096)

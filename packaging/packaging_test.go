@@ -71,16 +71,35 @@ func TestDefaultConfigShowsTheBuiltInDefaults(t *testing.T) {
 }
 
 func TestVersionIsValidForDebianAndRPM(t *testing.T) {
-	out, err := exec.Command("bash", "version.sh").CombinedOutput()
-	if err != nil {
-		t.Fatalf("version.sh: %v: %s", err, out)
+	// VERSION as make passes it (raw `git describe`), as a user sets it, or unset.
+	tests := []struct{ name, in, want string }{
+		{"an unset VERSION comes from git describe", "", ""},
+		{"a bare commit with a leading digit is not taken for a version", "0d9f8ae", "0.0.0~dev+0d9f8ae"},
+		{"a bare commit with a leading letter is made a version", "abc1234-dirty", "0.0.0~dev+abc1234.dirty"},
+		{"a release tag loses its v", "v1.2.3", "1.2.3"},
+		{"commits after a tag become build metadata", "v1.2.3-4-gabc1234-dirty", "1.2.3+4.gabc1234.dirty"},
+		{"a release candidate sorts before the release", "v1.3.0-rc1", "1.3.0~rc1"},
+		{"a valid version is kept as given", "0.0.1~test1", "0.0.1~test1"},
 	}
-	v := strings.TrimSpace(string(out))
-	if !regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`).MatchString(v) {
-		t.Fatalf("version %q has characters Debian or RPM reject", v)
-	}
-	if err := exec.Command("dpkg", "--compare-versions", v, "gt", "0~").Run(); err != nil {
-		t.Fatalf("dpkg does not accept %q", v)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command("bash", "version.sh")
+			cmd.Env = append(os.Environ(), "VERSION="+tt.in)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("VERSION=%q version.sh: %v: %s", tt.in, err, out)
+			}
+			v := strings.TrimSpace(string(out))
+			if tt.want != "" && v != tt.want {
+				t.Fatalf("VERSION=%q: got %q, want %q", tt.in, v, tt.want)
+			}
+			if !regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`).MatchString(v) {
+				t.Fatalf("version %q has characters Debian or RPM reject", v)
+			}
+			if err := exec.Command("dpkg", "--compare-versions", v, "gt", "0~").Run(); err != nil {
+				t.Fatalf("dpkg does not accept %q", v)
+			}
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prints agentd's package version, valid for both Debian and RPM, from
-# `git describe --tags --always --dirty` (or $VERSION when set):
+# `git describe --tags --always --dirty` (or $VERSION when set, taken as is
+# when valid and otherwise read as describe output):
 #   v1.2.3                      -> 1.2.3
 #   v1.2.3-4-gabc1234           -> 1.2.3+4.gabc1234
 #   v1.2.3-4-gabc1234-dirty     -> 1.2.3+4.gabc1234.dirty
@@ -39,14 +40,20 @@ to_version() {
 	echo "$base${extra:++$extra}"
 }
 
+valid='^[0-9][A-Za-z0-9.+~]*$'
 if [[ -n ${VERSION:-} ]]; then
+	# A version given as is when it is valid (0.0.1~test1), else read as
+	# `git describe` output (make passes its own VERSION, e.g. v1.2.3-4-gabc1234-dirty).
 	v=$VERSION
+	if [[ ! $v =~ $valid || $v =~ ^[0-9a-f]{7,}$ ]]; then
+		v=$(to_version "$v")
+	fi
 elif d=$(git describe --tags --always --dirty 2>/dev/null); then
 	v=$(to_version "$d")
 else
 	v=0.0.0~dev
 fi
-if [[ ! $v =~ ^[0-9][A-Za-z0-9.+~]*$ ]]; then
+if [[ ! $v =~ $valid ]]; then
 	echo "version.sh: $v is not a valid Debian and RPM version" >&2
 	exit 1
 fi

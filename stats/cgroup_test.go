@@ -138,6 +138,16 @@ func (f *fakeFallback) Stats(ctx context.Context, c model.Container) (Stats, err
 }
 
 func TestSampler(t *testing.T) {
+	t.Run("containers with one ID in two containerd namespaces keep their own CPU history", func(t *testing.T) {
+		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup", Workers: 2})
+		cs := []model.Container{{EngineID: "e", Namespace: "a", ID: "web", PID: 777}, {EngineID: "e", Namespace: "b", ID: "web", PID: 778}}
+		if _, err := s.Sample(context.Background(), cs, nil); err != nil {
+			t.Fatal(err)
+		}
+		if len(s.state) != 2 || s.state[cs[0].Key()] == s.state[cs[1].Key()] {
+			t.Fatalf("want two separate states, got %d", len(s.state))
+		}
+	})
 	t.Run("CPU usage is the delta of CPU time over wall time and absent on the first sample", func(t *testing.T) {
 		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup", Workers: 2})
 		cs := []model.Container{{ID: "a", PID: 777}, {ID: "b", PID: 778}}
@@ -149,7 +159,7 @@ func TestSampler(t *testing.T) {
 			t.Fatalf("first sample: %+v", out[0])
 		}
 		// Pretend the previous sample was one second earlier and 0.5 s of CPU less.
-		st := s.state["a"]
+		st := s.state[cs[0].Key()]
 		st.prevCPU -= 500_000_000
 		st.prevTime = st.prevTime.Add(-time.Second)
 		out, err = s.Sample(context.Background(), cs, out)
@@ -186,7 +196,7 @@ func TestSampler(t *testing.T) {
 		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup"})
 		_, _ = s.Sample(context.Background(), []model.Container{{ID: "a", PID: 777}}, nil)
 		_, _ = s.Sample(context.Background(), []model.Container{{ID: "b", PID: 778}}, nil)
-		if _, ok := s.state["a"]; ok || len(s.state) != 1 {
+		if _, ok := s.state[model.ContainerKey{ID: "a"}]; ok || len(s.state) != 1 {
 			t.Errorf("state %v", s.state)
 		}
 	})

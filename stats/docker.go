@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 
@@ -35,11 +36,22 @@ func (d *DockerFallback) Stats(ctx context.Context, c model.Container) (Stats, e
 		return Stats{}, fmt.Errorf("docker stats of %s: %w", c.ID, err)
 	}
 	defer resp.Body.Close()
-	var r container.StatsResponse
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return Stats{}, fmt.Errorf("docker stats of %s: decode: %w", c.ID, err)
+	s, err := DecodeDockerStats(resp.Body)
+	if err != nil {
+		return Stats{}, fmt.Errorf("docker stats of %s: %w", c.ID, err)
 	}
-	return fromDocker(&r), nil
+	return s, nil
+}
+
+// DecodeDockerStats decodes one stats document of the Docker Engine API
+// (GET /containers/{id}/stats?stream=false), which podman's compatible API
+// answers too.
+func DecodeDockerStats(r io.Reader) (Stats, error) {
+	var doc container.StatsResponse
+	if err := json.NewDecoder(r).Decode(&doc); err != nil {
+		return Stats{}, fmt.Errorf("decode stats: %w", err)
+	}
+	return fromDocker(&doc), nil
 }
 
 // fromDocker converts Docker's stats document. Docker reports v1's

@@ -111,7 +111,7 @@ type Sampler struct {
 	bufs     sync.Pool
 
 	mu    sync.Mutex
-	state map[string]*containerState
+	state map[model.ContainerKey]*containerState
 	round uint64
 }
 
@@ -141,7 +141,7 @@ func NewSampler(cfg SamplerConfig) *Sampler {
 		fallback: cfg.Fallback,
 		log:      log,
 		workers:  w,
-		state:    make(map[string]*containerState),
+		state:    make(map[model.ContainerKey]*containerState),
 	}
 	s.bufs.New = func() any { b := make([]byte, 0, 8192); return &b }
 	return s
@@ -165,10 +165,11 @@ func (s *Sampler) Sample(ctx context.Context, cs []model.Container, out []Stats)
 	round := s.round
 	states := make([]*containerState, len(cs))
 	for i := range cs {
-		st := s.state[cs[i].ID]
+		k := cs[i].Key()
+		st := s.state[k]
 		if st == nil {
 			st = &containerState{}
-			s.state[cs[i].ID] = st
+			s.state[k] = st
 		}
 		st.round = round
 		states[i] = st
@@ -243,6 +244,11 @@ func (s *Sampler) sampleOne(ctx context.Context, c *model.Container, st *contain
 			return errors.Join(fmt.Errorf("container %s: engine stats: %w", c.ID, err), cgErr)
 		}
 		fs.Has &^= FieldCPUUsage
+		if fs.Has == 0 {
+			// Docker answers an empty document when its shim cannot read the
+			// cgroup either ("no metrics received" in dockerd's log).
+			return errors.Join(fmt.Errorf("container %s: engine stats: the engine reported no values", c.ID), cgErr)
+		}
 		*out = fs
 		out.Source = SourceEngineAPI
 		if out.Time.IsZero() {

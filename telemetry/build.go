@@ -40,7 +40,7 @@ type builder struct {
 	host  Host
 	scope instrumentation.Scope
 
-	containers map[string]*containerState
+	containers map[model.ContainerKey]*containerState
 	engines    map[string]*engineState
 	round      uint64
 }
@@ -65,7 +65,7 @@ func newBuilder(cfg *Config, host Host, version string) *builder {
 		cfg:        cfg,
 		host:       host,
 		scope:      instrumentation.Scope{Name: ScopeName, Version: version, SchemaURL: semconv.SchemaURL},
-		containers: make(map[string]*containerState),
+		containers: make(map[model.ContainerKey]*containerState),
 		engines:    make(map[string]*engineState),
 	}
 }
@@ -73,10 +73,11 @@ func newBuilder(cfg *Config, host Host, version string) *builder {
 // containerResource returns the cached resource of c, rebuilt when what it
 // is made of changed.
 func (b *builder) container(e *model.Engine, c *model.Container, now time.Time) *containerState {
-	st := b.containers[c.ID]
+	ck := c.Key()
+	st := b.containers[ck]
 	if st == nil {
 		st = &containerState{}
-		b.containers[c.ID] = st
+		b.containers[ck] = st
 	}
 	if k := keyOf(e, c); st.res == nil || !st.key.equal(&k) {
 		st.res = ContainerResource(b.host, e, c, b.cfg.labelAllowed)

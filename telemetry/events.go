@@ -69,7 +69,7 @@ func (em *eventEmitter) emit(ctx context.Context, ev *model.Event, engine *model
 	case ev.Container != nil && engine != nil:
 		c := ev.Container
 		key := keyOf(engine, c)
-		l = em.logger("c/"+c.ID, key, func() *resource.Resource { return ContainerResource(em.host, engine, c, em.cfg.labelAllowed) })
+		l = em.logger("c/"+c.EngineID+"/"+c.Namespace+"/"+c.ID, key, func() *resource.Resource { return ContainerResource(em.host, engine, c, em.cfg.labelAllowed) })
 		name := c.Name
 		if name == "" {
 			name = shortID(c.ID)

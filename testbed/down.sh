@@ -17,22 +17,47 @@ if command -v podman >/dev/null; then
 	ids=$(podman ps -aq --filter label=agentd.test 2>/dev/null)
 	[ -n "$ids" ] && podman rm -f $ids >/dev/null 2>&1
 fi
-# Private daemons that tests may have left behind if they were killed.
-pkill -f 'dockerd .*agentd-test' 2>/dev/null
 pkill -f 'otelcol-agentd' 2>/dev/null
 
+# stop NAME SECONDS: SIGTERM every process named NAME, SIGKILL after SECONDS.
+# (pgrep/pkill see containers' processes too; the systemd host is gone by now.)
 stop() {
-	local name=$1
+	local name=$1 secs=$2
 	pgrep -x "$name" >/dev/null || return 0
 	log "stopping $name"
 	pkill -TERM -x "$name"
-	for _ in $(seq 1 40); do pgrep -x "$name" >/dev/null || return 0; sleep 0.25; done
+	for _ in $(seq 1 $((secs * 4))); do pgrep -x "$name" >/dev/null || return 0; sleep 0.25; done
 	pkill -KILL -x "$name"
 }
-stop dockerd
-# containerd-shim processes of stopped containers exit with their tasks.
-stop containerd
-left=$(pgrep -a -x 'dockerd|containerd|otelcol-agentd')
+# dockerd stops its containers on SIGTERM (up to 15 s with running ones).
+stop dockerd 30
+# containerd's tasks outlive containerd in their shims: kill the tasks of
+# every namespace (test namespaces, CRI's k8s.io, moby leftovers) first.
+if command -v ctr >/dev/null && ctr version >/dev/null 2>&1; then
+	for ns in $(ctr namespaces ls -q 2>/dev/null); do
+		for id in $(ctr -n "$ns" tasks ls -q 2>/dev/null); do
+			ctr -n "$ns" tasks kill -s KILL "$id" >/dev/null 2>&1
+		done
+		for _ in $(seq 1 20); do
+			[ -z "$(ctr -n "$ns" tasks ls -q 2>/dev/null | head -1)" ] || { sleep 0.25; continue; }
+			break
+		done
+		for id in $(ctr -n "$ns" tasks ls -q 2>/dev/null); do
+			ctr -n "$ns" tasks rm -f "$id" >/dev/null 2>&1
+		done
+		case $ns in
+		agentd-*)
+			for id in $(ctr -n "$ns" containers ls -q 2>/dev/null); do
+				ctr -n "$ns" containers rm "$id" >/dev/null 2>&1
+			done
+			;;
+		esac
+	done
+fi
+stop containerd 10
+stop containerd-shim-runc-v2 5
+stop conmon 5
+left=$(pgrep -a -x 'dockerd|containerd|containerd-shim-runc-v2|conmon|otelcol-agentd|otelcol-peer')
 if [ -n "$left" ]; then
 	log "still running: $left"
 	exit 1

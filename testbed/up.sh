@@ -18,10 +18,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "the testbed needs root (it installs packages and starts engines)"
+command -v go >/dev/null || die "go is not on PATH: agentd and the collector need Go 1.26 (expected at /usr/local/go/bin)"
 
 PACKAGES=(docker.io containerd podman runc busybox-static debootstrap systemd-container
 	iptables uidmap slirp4netns containernetworking-plugins rpm dbus jq procps psmisc
-	ca-certificates)
+	ca-certificates iproute2 gcc libc6-dev make git)
 
 part_packages() {
 	local missing=() p

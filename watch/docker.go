@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/agentd-dev/agentd/model"
+	"github.com/agentd-dev/agentd/stats"
 )
 
 // DockerAdapter speaks the Docker Engine API over the engine's unix socket.
@@ -275,4 +276,16 @@ func (d *DockerAdapter) cgroupPath(ctx context.Context, r container.InspectRespo
 		return path.Join("/", parent, r.ID)
 	}
 	return ""
+}
+
+var _ stats.Fallback = (*DockerAdapter)(nil)
+
+// Stats reads one container's stats through the engine's one-shot stats
+// endpoint: the stats fallback for a container whose cgroup cannot be read.
+func (d *DockerAdapter) Stats(ctx context.Context, c model.Container) (stats.Stats, error) {
+	s, err := (&stats.DockerFallback{Client: d.cli}).Stats(ctx, c)
+	if err != nil {
+		return stats.Stats{}, fmt.Errorf("docker at %s: %w", d.endpoint, err)
+	}
+	return s, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentd-dev/agentd/internal/unixhttp"
 	"github.com/agentd-dev/agentd/model"
+	"github.com/agentd-dev/agentd/stats"
 )
 
 // podmanAPI is the libpod API version prefix; podman 4.x serves it.
@@ -358,4 +359,31 @@ func podmanState(status string, isRunning, paused bool) model.ContainerState {
 		return model.StateExited
 	}
 	return model.StateUnknown
+}
+
+var _ stats.Fallback = (*PodmanAdapter)(nil)
+
+// Stats reads one container's stats through podman's Docker-compatible
+// one-shot stats endpoint: the stats fallback for a container whose cgroup
+// cannot be read.
+func (p *PodmanAdapter) Stats(ctx context.Context, c model.Container) (stats.Stats, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		"http://podman/v1.41/containers/"+url.PathEscape(c.ID)+"/stats?stream=false&one-shot=true", nil)
+	if err != nil {
+		return stats.Stats{}, fmt.Errorf("podman at %s: stats of %s: %w", p.endpoint, c.ID, err)
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return stats.Stats{}, fmt.Errorf("podman at %s: stats of %s: %w", p.endpoint, c.ID, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return stats.Stats{}, fmt.Errorf("podman at %s: stats of %s: HTTP %d: %s", p.endpoint, c.ID, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	s, err := stats.DecodeDockerStats(resp.Body)
+	if err != nil {
+		return stats.Stats{}, fmt.Errorf("podman at %s: stats of %s: %w", p.endpoint, c.ID, err)
+	}
+	return s, nil
 }

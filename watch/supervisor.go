@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentd-dev/agentd/model"
+	"github.com/agentd-dev/agentd/stats"
 )
 
 // Constructor builds the Adapter for one engine. It must not block on the
@@ -178,6 +179,22 @@ func (s *Supervisor) Watcher(id string) (*Watcher, bool) {
 		return nil, false
 	}
 	return r.watcher, true
+}
+
+// Fallback returns the stats fallback of the engine with id (its adapter,
+// when the adapter can read one container's stats through the engine's API),
+// or nil. It suits stats.SamplerConfig.Fallback.
+func (s *Supervisor) Fallback(id string) stats.Fallback {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.watchers[id]
+	if !ok {
+		return nil
+	}
+	if fb, ok := r.adapter.(stats.Fallback); ok {
+		return fb
+	}
+	return nil
 }
 
 // Close stops every watcher and returns when all are gone. Their engines are
