@@ -17,13 +17,28 @@ import (
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/pkg/dialer"
 	"github.com/containerd/typeurl/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/agentd-dev/agentd/model"
 )
 
-// containerdDialTimeout bounds the blocking dial in NewContainerd.
-const containerdDialTimeout = 5 * time.Second
+// containerdDialOptions replace the containerd client's own, which dial
+// blocking (grpc.WithBlock) and fail when the engine is down at that moment:
+// here the connection comes up in the background and a call made while the
+// engine is down fails with Unavailable, which the Watcher retries with backoff.
+func containerdDialOptions() []grpc.DialOption {
+	bo := backoff.DefaultConfig
+	bo.MaxDelay = 3 * time.Second
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: 5 * time.Second}),
+		grpc.WithContextDialer(dialer.ContextDialer),
+	}
+}
 
 // Labels that orchestrators put on containerd containers to name them, in the
 // order ContainerdAdapter consults them: nerdctl's name, the CRI plugin's
@@ -77,18 +92,19 @@ var _ Adapter = (*ContainerdAdapter)(nil)
 
 // NewContainerd connects to the containerd at engine.Endpoint (a host path such
 // as /run/containerd/containerd.sock or /proc/PID/root/run/containerd/containerd.sock).
-// It dials with a bounded timeout and fails when the socket does not answer.
+// It does not wait for the engine: an engine that is down now is reached when
+// it answers again (the Watcher retries).
 func NewContainerd(engine model.Engine, log *slog.Logger) (*ContainerdAdapter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	client, err := containerd.New(engine.Endpoint, containerd.WithTimeout(containerdDialTimeout))
+	client, err := containerd.New(engine.Endpoint, containerd.WithDialOpts(containerdDialOptions()))
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: connect: %w", engine.Endpoint, err)
 	}
 	return &ContainerdAdapter{
 		engine:   engine,
-		log:      log.With("engine", engine.ID),
+		log:      log,
 		client:   client,
 		endpoint: engine.Endpoint,
 		exits:    make(map[string]containerdExit),

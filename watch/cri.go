@@ -24,8 +24,6 @@ const (
 	// DefaultCRIPollInterval is how often a CRIAdapter lists containers to
 	// synthesise events when the runtime has no GetContainerEvents.
 	DefaultCRIPollInterval = time.Second
-	// criConnectTimeout bounds the Version call that NewCRI makes.
-	criConnectTimeout = 5 * time.Second
 	// criStatusWorkers bounds the concurrent ContainerStatus calls of a List.
 	criStatusWorkers = 4
 	// criMaxMsgSize is the largest response accepted (lists of many containers).
@@ -106,9 +104,10 @@ func WithCRIPollInterval(d time.Duration) CRIOption {
 	return func(a *CRIAdapter) { a.pollInterval = max(d, 10*time.Millisecond) }
 }
 
-// NewCRI connects to the CRI runtime service at engine.Endpoint (a host path
-// such as /run/containerd/containerd.sock) and checks that it answers Version
-// within a few seconds.
+// NewCRI returns an adapter for the CRI runtime service at engine.Endpoint (a
+// host path such as /run/containerd/containerd.sock). It does not wait for
+// the runtime: the connection comes up in the background, and a runtime that
+// is down now is reached when it answers again (the Watcher retries).
 func NewCRI(engine model.Engine, log *slog.Logger, opts ...CRIOption) (*CRIAdapter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -121,7 +120,7 @@ func NewCRI(engine model.Engine, log *slog.Logger, opts ...CRIOption) (*CRIAdapt
 	}
 	a := &CRIAdapter{
 		engine:       engine,
-		log:          log.With("engine", engine.ID),
+		log:          log,
 		endpoint:     engine.Endpoint,
 		conn:         conn,
 		rt:           runtimeapi.NewRuntimeServiceClient(conn),
@@ -131,14 +130,6 @@ func NewCRI(engine model.Engine, log *slog.Logger, opts ...CRIOption) (*CRIAdapt
 	for _, o := range opts {
 		o(a)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), criConnectTimeout)
-	defer cancel()
-	v, err := a.rt.Version(ctx, &runtimeapi.VersionRequest{})
-	if err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("cri at %s: version: %w", engine.Endpoint, err)
-	}
-	a.log.Debug("cri runtime", "runtime", v.GetRuntimeName(), "version", v.GetRuntimeVersion(), "api", v.GetRuntimeApiVersion())
 	return a, nil
 }
 

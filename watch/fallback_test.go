@@ -28,7 +28,9 @@ func TestStatsFallbackThroughEngineAPI(t *testing.T) {
 			func(t *testing.T, args ...string) string { return testbed.Run(t, "docker", args...) },
 			func(id string) { _ = exec.Command("docker", "rm", "-f", id).Run() }},
 		{"podman answers through its Docker-compatible stats endpoint", testbed.SystemdHost, nestedPodman, podman,
-			func(id string) { _ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", id).Run() }},
+			func(id string) {
+				_ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", id).Run()
+			}},
 	}
 	for _, eng := range engines {
 		t.Run(eng.name, func(t *testing.T) {
