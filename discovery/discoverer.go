@@ -617,7 +617,9 @@ func (d *Discoverer) refreshHierarchy(ctx context.Context) map[string]bool {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
+			lmu.Lock()
 			listFailed = true
+			lmu.Unlock()
 			continue
 		}
 		wg.Add(1)

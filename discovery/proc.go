@@ -128,7 +128,7 @@ func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 		for off := 0; off+19 <= n; {
 			// struct linux_dirent64 { u64 ino; s64 off; u16 reclen; u8 type; char name[]; }
 			reclen := int(*(*uint16)(unsafe.Pointer(&p.dents[off+16])))
-			if reclen == 0 || off+reclen > n {
+			if reclen < 19 || off+reclen > n {
 				break
 			}
 			name := p.dents[off+19 : off+reclen]

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distribution/reference"
+
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -112,10 +114,44 @@ func (c *Config) keep(t model.EngineType, ctr *model.Container) bool {
 	if containsType(c.ExcludeEngines, t) {
 		return false
 	}
-	if len(c.IncludeImages) > 0 && !matchAny(c.IncludeImages, ctr.ImageName) {
+	if len(c.IncludeImages) > 0 && !matchImage(c.IncludeImages, ctr) {
 		return false
 	}
-	return !matchAny(c.ExcludeImages, ctr.ImageName)
+	return !matchImage(c.ExcludeImages, ctr)
+}
+
+// matchImage reports whether a pattern matches the container's image in any
+// of its spellings: as the engine reports it ("busybox", "local/busybox"),
+// fully qualified ("docker.io/library/busybox"), in the short form Docker
+// prints ("busybox" for docker.io/library/busybox), and each of those with
+// each of the image's tags ("busybox:1.36"). Engines differ in which they
+// report, and an operator should not need to know which.
+func matchImage(pats []string, ctr *model.Container) bool {
+	if len(pats) == 0 || ctr.ImageName == "" {
+		return false
+	}
+	names := []string{ctr.ImageName}
+	if ref, err := reference.ParseNormalizedNamed(ctr.ImageName); err == nil {
+		names = append(names, ref.Name(), reference.FamiliarName(ref))
+	}
+	for _, n := range names {
+		if matchAny(pats, n) {
+			return true
+		}
+		for _, tag := range ctr.ImageTags {
+			// Tags may come as bare tags or as full references.
+			if strings.Contains(tag, ":") {
+				if matchAny(pats, tag) {
+					return true
+				}
+				continue
+			}
+			if matchAny(pats, n+":"+tag) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // labelAllowed reports whether the label key is on the allowlist.

@@ -45,6 +45,9 @@ func NewOTLPMetrics(pool ...ResourceExporter) *OTLPMetrics { return &OTLPMetrics
 // ExportMetrics sends every resource; failures are joined and the rest of the
 // batch still goes out.
 func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.ResourceMetrics) error {
+	if len(o.pool) == 0 {
+		return fmt.Errorf("export metrics: %d resources: no exporter configured", len(batch))
+	}
 	errs := make([]error, len(batch))
 	var wg sync.WaitGroup
 	work := make(chan int)
