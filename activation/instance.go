@@ -126,8 +126,8 @@ func (in *instance) run(ctx context.Context) {
 			continue
 		}
 		downLogged = false
-		backoff = time.Second
 		in.log.Info("connected to systemd", "address", sess.addr.address, "direct", sess.addr.direct)
+		connected := time.Now()
 		err = in.serve(ctx, sess)
 		sess.close()
 		in.actWG.Wait()
@@ -136,8 +136,26 @@ func (in *instance) run(ctx context.Context) {
 		}
 		in.log.Warn("lost systemd D-Bus connection", "address", sess.addr.address, "error", err)
 		in.retireAll()
+		// A bus that accepts and then drops the connection must not make a
+		// hot loop: only a session that lasted resets the backoff.
+		if time.Since(connected) >= stableSession {
+			backoff = time.Second
+			continue
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, in.cfg.MaxBackoff)
 	}
 }
+
+// stableSession is how long a D-Bus session must have lasted for its loss to
+// reconnect at once, with the backoff reset.
+const stableSession = 30 * time.Second
 
 func addrList(addrs []busAddr) string {
 	s := make([]string, len(addrs))

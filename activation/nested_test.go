@@ -107,3 +107,23 @@ func TestMaskedListensSkipsTheMask(t *testing.T) {
 		t.Fatalf("got %#v for a unit without a file", got)
 	}
 }
+
+func TestMaskedListensResolvesSymlinksInsideTheRoot(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"etc/systemd/system", "opt/units"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An absolute link as `systemctl link` makes it: it must reach the
+	// container's /opt/units, not the host's.
+	if err := os.WriteFile(filepath.Join(root, "opt/units/engine.socket"), []byte("[Socket]\nListenStream=/run/engine.sock\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/opt/units/engine.socket", filepath.Join(root, "etc/systemd/system/engine.socket")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := maskedListens(root, "engine.socket"), []Listen{{"Stream", "/run/engine.sock"}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %#v, want %#v", got, want)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/agentd-dev/agentd/internal/procfs"
 )
 
 // unitDirs are the directories systemd loads system unit files from, most
@@ -22,10 +24,16 @@ var unitDirs = []string{
 // Listen property systemd leaves empty: it reads the first unit file named
 // unit in the standard directories under root that is not the mask itself
 // (a link to /dev/null or an empty file). It returns nil when there is none.
+// Symlinks (unit dirs link to files elsewhere) resolve inside root, never
+// through the host's root: see procfs.SecureJoin.
 func maskedListens(root, unit string) []Listen {
 	for _, dir := range unitDirs {
-		p := filepath.Join(root, dir, unit)
-		if target, err := os.Readlink(p); err == nil && target == "/dev/null" {
+		name := filepath.Join(dir, unit)
+		if target, err := os.Readlink(filepath.Join(root, name)); err == nil && target == "/dev/null" {
+			continue
+		}
+		p, err := procfs.SecureJoin(root, name)
+		if err != nil {
 			continue
 		}
 		data, err := os.ReadFile(p)

@@ -229,8 +229,12 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // followDiscovery hands engines found by the process scan to the supervisor
-// and retires lost ones.
+// and retires lost ones. Changes the subscription dropped (the agent fell
+// behind) are made good by reconciling with discovery's current engines.
 func (a *Agent) followDiscovery(ctx context.Context, sub *discovery.Subscription) error {
+	t := time.NewTicker(dropCheckInterval)
+	defer t.Stop()
+	var dropped uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -240,6 +244,31 @@ func (a *Agent) followDiscovery(ctx context.Context, sub *discovery.Subscription
 				return nil
 			}
 			a.applyDiscovery(ctx, ch)
+		case <-t.C:
+			if n := sub.Dropped(); n != dropped {
+				a.log.Warn("discovery changes were dropped, reconciling the watched engines", "dropped", n-dropped)
+				dropped = n
+				a.reconcileEngines(ctx)
+			}
+		}
+	}
+}
+
+// dropCheckInterval is how often followDiscovery checks for dropped changes.
+const dropCheckInterval = time.Second
+
+// reconcileEngines makes the supervisor watch exactly discovery's engines
+// (those the filters let through).
+func (a *Agent) reconcileEngines(ctx context.Context) {
+	known := map[string]bool{}
+	for _, e := range a.disc.Engines() {
+		known[e.ID] = true
+		a.applyDiscovery(ctx, discovery.Change{Kind: discovery.EngineUpdated, Engine: e})
+	}
+	for _, id := range a.sup.EngineIDs() {
+		if !known[id] {
+			a.sup.Remove(id)
+			a.log.Info("engine lost", logging.MessageID(logging.MessageIDEngineLost), logging.KeyEngineID, id)
 		}
 	}
 }

@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/agentd-dev/agentd/model"

@@ -181,6 +181,17 @@ func (s *Supervisor) Watcher(id string) (*Watcher, bool) {
 	return r.watcher, true
 }
 
+// EngineIDs returns the IDs of the engines watched now, in no order.
+func (s *Supervisor) EngineIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.watchers))
+	for id := range s.watchers {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // Fallback returns the stats fallback of the engine with id (its adapter,
 // when the adapter can read one container's stats through the engine's API),
 // or nil. It suits stats.SamplerConfig.Fallback.
