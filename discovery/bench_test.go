@@ -56,3 +56,23 @@ func BenchmarkFirstScan(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRefreshHostProc measures a steady-state refresh of this machine's
+// real /proc (kernel-generated stat files, not a fake tree), reporting the
+// processes per refresh.
+func BenchmarkRefreshHostProc(b *testing.B) {
+	p := NewProcFS("/proc")
+	for range youngRefreshes + 1 {
+		if err := p.Refresh(nil); err != nil {
+			b.Skipf("no procfs at /proc: %v", err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := p.Refresh(nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(p.Len()), "procs")
+}

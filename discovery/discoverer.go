@@ -219,11 +219,18 @@ func New(cfg Config, log *slog.Logger) (*Discoverer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	dets := detectors()
+	procs := NewProcFS(cfg.ProcRoot)
+	comms := make([]string, len(dets))
+	for i := range dets {
+		comms[i] = dets[i].comm
+	}
+	procs.AlwaysRead(comms...)
 	return &Discoverer{
 		cfg:     cfg,
 		log:     log,
-		dets:    detectors(),
-		procs:   NewProcFS(cfg.ProcRoot),
+		dets:    dets,
+		procs:   procs,
 		cands:   make(map[candKey]*candidate),
 		engines: make(map[string]*engineRec),
 		subs:    make(map[*Subscription]struct{}),

@@ -59,21 +59,36 @@ func (p *Process) Depth() int {
 // procEntry is the process table's record of one process: always the cheap
 // fields from stat, the rest only once detail asks for them.
 type procEntry struct {
-	ppid   int
-	start  uint64
-	comm   string
-	gen    uint32
-	detail *Process
+	ppid     int
+	start    uint64
+	comm     string
+	gen      uint32
+	firstGen uint32 // the Refresh that first saw the process
+	ino      uint64 // inode of /proc/PID from getdents
+	detail   *Process
 }
+
+// How often Refresh re-reads a process that did not change visibly. A
+// process keeps its /proc/PID inode for its whole life and a reused PID gets
+// a new one, so an unchanged inode means the same process; what the inode
+// does not show is an exec (a new comm). Young processes, where an exec is
+// likely (an entrypoint that execs dockerd), and processes named like an
+// engine are re-read on every Refresh; the others on one Refresh in
+// fullEvery, staggered by PID so no Refresh reads them all.
+const (
+	youngRefreshes = 12
+	fullEvery      = 6
+)
 
 // ProcFS reads a procfs tree. It keeps a table of every process seen by the last
 // Refresh, with the cheap fields of /proc/PID/stat, and parses a process's other
 // files only when asked (Process), caching the result for that process (PID and
 // start time). A ProcFS is not safe for concurrent use.
 type ProcFS struct {
-	root  string
-	procs map[int]*procEntry
-	gen   uint32
+	root   string
+	procs  map[int]*procEntry
+	gen    uint32
+	always map[string]bool // comms re-read on every Refresh
 
 	dents []byte // getdents buffer, reused
 	buf   []byte // file read buffer, reused
@@ -99,14 +114,26 @@ func NewProcFS(root string) *ProcFS {
 	}
 }
 
+// AlwaysRead makes Refresh re-read the stat of processes with these comms on
+// every call (engines, whose exit and PID reuse must be seen at once).
+func (p *ProcFS) AlwaysRead(comms ...string) {
+	p.always = make(map[string]bool, len(comms))
+	for _, c := range comms {
+		p.always[c] = true
+	}
+}
+
 // Root is the procfs root this reader reads.
 func (p *ProcFS) Root() string { return p.root }
 
-// Refresh reads /proc/PID/stat of every process once, updates the table and
-// drops processes that are gone, calling visit for each live process with its
-// PID and comm (comm aliases a buffer valid only during the call). Processes that
-// vanish mid-scan are skipped silently. Steady state (no new processes) it does
-// not allocate. The error is about the procfs root itself.
+// Refresh lists the processes, updates the table and drops processes that are
+// gone, calling visit for each live process with its PID and comm (comm
+// aliases a buffer valid only during the call). It reads /proc/PID/stat of new
+// processes, young ones and those named by AlwaysRead every time, and of the
+// others once every few calls (see fullEvery): a steady host costs a
+// directory listing and a few reads. Processes that vanish mid-scan are
+// skipped silently. Steady state (no new processes) it does not allocate. The
+// error is about the procfs root itself.
 func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 	dirfd, err := syscall.Open(p.root, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 	if err != nil {
@@ -127,6 +154,7 @@ func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 		}
 		for off := 0; off+19 <= n; {
 			// struct linux_dirent64 { u64 ino; s64 off; u16 reclen; u8 type; char name[]; }
+			ino := *(*uint64)(unsafe.Pointer(&p.dents[off]))
 			reclen := int(*(*uint16)(unsafe.Pointer(&p.dents[off+16])))
 			if reclen < 19 || off+reclen > n {
 				break
@@ -140,7 +168,14 @@ func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 			if !ok || pid <= 0 {
 				continue
 			}
-			p.refreshOne(dirfd, pid, visit)
+			if e := p.procs[pid]; e != nil && ino != 0 && e.ino == ino && !p.mustRead(pid, e) {
+				e.gen = p.gen
+				if visit != nil {
+					visit(pid, unsafe.Slice(unsafe.StringData(e.comm), len(e.comm)))
+				}
+				continue
+			}
+			p.refreshOne(dirfd, pid, ino, visit)
 		}
 	}
 	for pid, e := range p.procs {
@@ -161,7 +196,12 @@ func indexNUL(b []byte) int {
 }
 
 // refreshOne reads one process's stat relative to the procfs directory fd.
-func (p *ProcFS) refreshOne(dirfd, pid int, visit func(pid int, comm []byte)) {
+// mustRead reports whether an unchanged process is due for a re-read.
+func (p *ProcFS) mustRead(pid int, e *procEntry) bool {
+	return p.gen-e.firstGen < youngRefreshes || p.always[e.comm] || (uint32(pid)+p.gen)%fullEvery == 0
+}
+
+func (p *ProcFS) refreshOne(dirfd, pid int, ino uint64, visit func(pid int, comm []byte)) {
 	p.path = strconv.AppendInt(p.path[:0], int64(pid), 10)
 	p.path = append(p.path, "/stat\x00"...)
 	b, ok := p.readAt(dirfd)
@@ -174,7 +214,7 @@ func (p *ProcFS) refreshOne(dirfd, pid int, visit func(pid int, comm []byte)) {
 	}
 	e := p.procs[pid]
 	if e == nil || e.start != f.StartTime {
-		e = &procEntry{start: f.StartTime, comm: string(f.Comm)}
+		e = &procEntry{start: f.StartTime, comm: string(f.Comm), firstGen: p.gen}
 		p.procs[pid] = e
 	} else if string(f.Comm) != e.comm {
 		e.comm = string(f.Comm)
@@ -182,6 +222,7 @@ func (p *ProcFS) refreshOne(dirfd, pid int, visit func(pid int, comm []byte)) {
 	}
 	e.ppid = f.PPID
 	e.gen = p.gen
+	e.ino = ino
 	if e.detail != nil {
 		e.detail.PPID = f.PPID
 	}

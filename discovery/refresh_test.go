@@ -1,0 +1,95 @@
+package discovery
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// writeStat rewrites the stat of pid in a fake tree (same directory, same inode).
+func writeStat(t *testing.T, root string, pid, ppid int, comm string, start uint64) {
+	t.Helper()
+	stat := fmt.Sprintf("%d (%s) S %d %d %d 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 %d 1000000 100 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
+		pid, comm, ppid, pid, pid, start)
+	must(t, os.WriteFile(filepath.Join(root, strconv.Itoa(pid), "stat"), []byte(stat), 0o644))
+}
+
+// age refreshes p until its processes are no longer young.
+func age(t *testing.T, p *ProcFS) {
+	t.Helper()
+	for range youngRefreshes + 1 {
+		must(t, p.Refresh(nil))
+	}
+}
+
+func TestRefreshRereadsWhatCanChange(t *testing.T) {
+	t.Run("a young process that execs is seen at the next refresh", func(t *testing.T) {
+		root := t.TempDir()
+		writeFakeProc(t, root, []fakeProc{{pid: 40, ppid: 1, comm: "sh", start: 4, noDetail: true}})
+		p := NewProcFS(root)
+		must(t, p.Refresh(nil))
+		writeStat(t, root, 40, 1, "dockerd", 4)
+		must(t, p.Refresh(nil))
+		if _, comm, _, _ := p.Lookup(40); comm != "dockerd" {
+			t.Fatalf("comm %q after exec, want dockerd", comm)
+		}
+	})
+	t.Run("an old process that execs is seen within fullEvery refreshes", func(t *testing.T) {
+		root := t.TempDir()
+		writeFakeProc(t, root, []fakeProc{{pid: 41, ppid: 1, comm: "sh", start: 4, noDetail: true}})
+		p := NewProcFS(root)
+		age(t, p)
+		writeStat(t, root, 41, 1, "dockerd", 4)
+		for range fullEvery {
+			must(t, p.Refresh(nil))
+			if _, comm, _, _ := p.Lookup(41); comm == "dockerd" {
+				return
+			}
+		}
+		t.Fatalf("exec of an old process not seen within %d refreshes", fullEvery)
+	})
+	t.Run("an old process named like an engine is re-read at every refresh", func(t *testing.T) {
+		root := t.TempDir()
+		writeFakeProc(t, root, []fakeProc{{pid: 42, ppid: 1, comm: "dockerd", start: 4, noDetail: true}})
+		p := NewProcFS(root)
+		p.AlwaysRead("dockerd")
+		age(t, p)
+		writeStat(t, root, 42, 7, "dockerd", 4) // reparented
+		must(t, p.Refresh(nil))
+		if ppid, _, _, _ := p.Lookup(42); ppid != 7 {
+			t.Fatalf("ppid %d, want 7 at once", ppid)
+		}
+	})
+	t.Run("a reused PID (a new /proc/PID inode) is re-read at once", func(t *testing.T) {
+		root := t.TempDir()
+		writeFakeProc(t, root, []fakeProc{{pid: 43, ppid: 1, comm: "sleep", start: 4, noDetail: true}})
+		p := NewProcFS(root)
+		age(t, p)
+		// The new process's directory exists before the old one goes, so its
+		// inode cannot be the old one's.
+		tmp := filepath.Join(root, "new43")
+		must(t, os.MkdirAll(tmp, 0o755))
+		must(t, os.RemoveAll(filepath.Join(root, "43")))
+		must(t, os.Rename(tmp, filepath.Join(root, "43")))
+		writeStat(t, root, 43, 1, "crio", 99)
+		must(t, p.Refresh(nil))
+		if _, comm, start, _ := p.Lookup(43); comm != "crio" || start != 99 {
+			t.Fatalf("got %q start %d, want the new process crio start 99", comm, start)
+		}
+	})
+	t.Run("a process that is not re-read is still visited with its comm", func(t *testing.T) {
+		root := t.TempDir()
+		writeFakeProc(t, root, []fakeProc{{pid: 44, ppid: 1, comm: "containerd", start: 4, noDetail: true}})
+		p := NewProcFS(root)
+		age(t, p)
+		for range fullEvery {
+			var got []string
+			must(t, p.Refresh(func(pid int, comm []byte) { got = append(got, fmt.Sprint(pid, string(comm))) }))
+			if len(got) != 1 || got[0] != "44containerd" {
+				t.Fatalf("visited %q", got)
+			}
+		}
+	})
+}
