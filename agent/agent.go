@@ -144,6 +144,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		Fallback:   a.sup.Fallback,
 		Logger:     a.log.With("part", "stats"),
 	})
+	// Closed when Run returns, after every part (the pipeline) has stopped.
+	defer func() { _ = sampler.Close() }()
 	events := a.store.Subscribe(4096)
 	defer events.Close()
 	host := telemetry.DetectHost("/")

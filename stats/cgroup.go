@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -22,7 +23,9 @@ var ErrCgroupOutsideNamespace = errors.New("cgroup outside the reader's cgroup n
 var ErrNoCgroup = errors.New("no readable cgroup")
 
 // Cgroup is where one container's cgroup files are. Build it with
-// Reader.Locate; the zero value reads nothing.
+// Reader.Locate; the zero value reads nothing. Reading keeps the files open
+// (see Reader): call Reader.Release before dropping a Cgroup that was read,
+// and do not copy one after its first Read.
 type Cgroup struct {
 	// Version is 1 or 2.
 	Version int
@@ -32,16 +35,41 @@ type Cgroup struct {
 
 	// Full file paths, computed once so reads do not allocate.
 	cpuUsage, cpuStat, memUsage, memStat, memLimit, io, pids string
+
+	// The process's net/dev and whether it is in the host's network
+	// namespace, decided at the first read (a process keeps its namespace).
+	memLimitInStat bool // v1 memory.stat has hierarchical_memory_limit
+
+	netPID   int
+	netDev   string
+	netKnown bool
+	netHost  bool
+
+	fds [numFiles]int32 // open files, fd+1; 0 is closed
 }
 
-// Reader reads cgroup and procfs files under configurable roots. It holds no
-// mutable state and is safe for concurrent use.
+// Reader reads cgroup and procfs files under configurable roots. It keeps the
+// files of each Cgroup it reads open, up to a budget of open files shared by
+// all (DefaultMaxOpenFiles, see SetMaxOpenFiles), and re-reads them from
+// offset 0: a steady container costs one pread per file and round instead of
+// open, read and close. Past the budget, files are opened and closed at every
+// read. Each open file also holds a page of kernel memory while it is open
+// (its seq_file buffer). A Reader is safe for concurrent use; one Cgroup is
+// read by one goroutine at a time.
 type Reader struct {
 	procRoot   string
 	cgroupRoot string
 	unified    string // the cgroup v2 mount: cgroupRoot, or cgroupRoot/unified on a hybrid host
 	hostNetNS  string
+
+	open    atomic.Int64 // files kept open now
+	maxOpen int64
 }
+
+// SetMaxOpenFiles sets how many files the Reader may keep open (0: none, every
+// read opens and closes). It applies to files opened from now on; call it
+// before the first Read.
+func (r *Reader) SetMaxOpenFiles(n int) { r.maxOpen = int64(max(n, 0)) }
 
 // NewReader returns a Reader of procfs at procRoot and cgroupfs at cgroupRoot
 // ("" means /proc and /sys/fs/cgroup).
@@ -52,7 +80,7 @@ func NewReader(procRoot, cgroupRoot string) *Reader {
 	if cgroupRoot == "" {
 		cgroupRoot = "/sys/fs/cgroup"
 	}
-	r := &Reader{procRoot: procRoot, cgroupRoot: cgroupRoot, unified: cgroupRoot}
+	r := &Reader{procRoot: procRoot, cgroupRoot: cgroupRoot, unified: cgroupRoot, maxOpen: DefaultMaxOpenFiles}
 	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err != nil {
 		if _, err := os.Stat(filepath.Join(cgroupRoot, "unified", "cgroup.controllers")); err == nil {
 			r.unified = filepath.Join(cgroupRoot, "unified")
@@ -198,7 +226,7 @@ func (r *Reader) Read(cg *Cgroup, pid int, s *Stats, buf *[]byte) error {
 		keep(r.readV2(cg, s, buf))
 	}
 	if pid > 0 {
-		keep(r.readNet(pid, s, buf))
+		keep(r.readNet(cg, pid, s, buf))
 	}
 	return errors.Join(errs...)
 }
@@ -212,14 +240,14 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 		return err == nil
 	}
 	if cg.cpuUsage != "" {
-		if data, err := readFile(cg.cpuUsage, buf); keep(err) {
+		if data, err := r.read(cg, fileCPUUsage, cg.cpuUsage, buf); keep(err) {
 			v, err := parseSingle(cg.cpuUsage, data)
 			if keep(err) {
 				s.CPUTotalNanos = v
 				s.Has |= FieldCPUTotal
 			}
 		}
-		if data, err := readFile(cg.cpuStat, buf); keep(err) {
+		if data, err := r.read(cg, fileCPUStat, cg.cpuStat, buf); keep(err) {
 			var user, system uint64
 			var seen int
 			err := keyed(cg.cpuStat, data, func(k []byte, v uint64) {
@@ -238,15 +266,15 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 		}
 	}
 	if cg.memUsage != "" {
-		if data, err := readFile(cg.memUsage, buf); keep(err) {
+		if data, err := r.read(cg, fileMemUsage, cg.memUsage, buf); keep(err) {
 			v, err := parseSingle(cg.memUsage, data)
 			if keep(err) {
 				s.MemoryUsage = v
 				s.Has |= FieldMemoryUsage
 			}
 		}
-		if data, err := readFile(cg.memStat, buf); keep(err) {
-			var rss, totalRSS, inactive uint64
+		if data, err := r.read(cg, fileMemStat, cg.memStat, buf); keep(err) {
+			var rss, totalRSS, inactive, limit uint64
 			var seen int
 			err := keyed(cg.memStat, data, func(k []byte, v uint64) {
 				switch string(k) {
@@ -256,6 +284,8 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 					totalRSS, seen = v, seen|2
 				case "total_inactive_file":
 					inactive, seen = v, seen|4
+				case "hierarchical_memory_limit":
+					limit, seen = v, seen|8
 				}
 			})
 			if keep(err) {
@@ -271,18 +301,29 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 					s.MemoryWorkingSet = sub0(s.MemoryUsage, inactive)
 					s.Has |= FieldMemoryWorkingSet
 				}
+				// The limit in force, this cgroup's or a lower one of an
+				// ancestor's (a pod's), saves reading memory.limit_in_bytes.
+				if seen&8 != 0 {
+					if limit < unlimitedThreshold {
+						s.MemoryLimit = limit
+						s.Has |= FieldMemoryLimit
+					}
+					cg.memLimitInStat = true
+				}
 			}
 		}
-		if data, err := readFile(cg.memLimit, buf); keep(err) {
-			v, err := parseSingle(cg.memLimit, data)
-			if keep(err) && v < unlimitedThreshold {
-				s.MemoryLimit = v
-				s.Has |= FieldMemoryLimit
+		if !cg.memLimitInStat {
+			if data, err := r.read(cg, fileMemLimit, cg.memLimit, buf); keep(err) {
+				v, err := parseSingle(cg.memLimit, data)
+				if keep(err) && v < unlimitedThreshold {
+					s.MemoryLimit = v
+					s.Has |= FieldMemoryLimit
+				}
 			}
 		}
 	}
 	if cg.io != "" {
-		if data, err := readFile(cg.io, buf); keep(err) {
+		if data, err := r.read(cg, fileIO, cg.io, buf); keep(err) {
 			rd, wr, err := parseBlkio(cg.io, data)
 			if keep(err) {
 				s.DiskReadBytes, s.DiskWriteBytes = rd, wr
@@ -291,7 +332,7 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 		}
 	}
 	if cg.pids != "" {
-		r.readPids(cg.pids, s, buf, keep)
+		r.readPids(cg, s, buf, keep)
 	}
 	return errors.Join(errs...)
 }
@@ -304,7 +345,7 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 		}
 		return err == nil
 	}
-	if data, err := readFile(cg.cpuStat, buf); keep(err) {
+	if data, err := r.read(cg, fileCPUStat, cg.cpuStat, buf); keep(err) {
 		var usage, user, system uint64
 		var seen int
 		err := keyed(cg.cpuStat, data, func(k []byte, v uint64) {
@@ -328,14 +369,14 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 			}
 		}
 	}
-	if data, err := readFile(cg.memUsage, buf); keep(err) {
+	if data, err := r.read(cg, fileMemUsage, cg.memUsage, buf); keep(err) {
 		v, err := parseSingle(cg.memUsage, data)
 		if keep(err) {
 			s.MemoryUsage = v
 			s.Has |= FieldMemoryUsage
 		}
 	}
-	if data, err := readFile(cg.memStat, buf); keep(err) {
+	if data, err := r.read(cg, fileMemStat, cg.memStat, buf); keep(err) {
 		var anon, inactive uint64
 		var seen int
 		err := keyed(cg.memStat, data, func(k []byte, v uint64) {
@@ -357,27 +398,27 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 			}
 		}
 	}
-	if data, err := readFile(cg.memLimit, buf); keep(err) {
+	if data, err := r.read(cg, fileMemLimit, cg.memLimit, buf); keep(err) {
 		v, unlimited, err := parseMax(cg.memLimit, data)
 		if keep(err) && !unlimited {
 			s.MemoryLimit = v
 			s.Has |= FieldMemoryLimit
 		}
 	}
-	if data, err := readFile(cg.io, buf); keep(err) {
+	if data, err := r.read(cg, fileIO, cg.io, buf); keep(err) {
 		rd, wr, err := parseIOStat(cg.io, data)
 		if keep(err) {
 			s.DiskReadBytes, s.DiskWriteBytes = rd, wr
 			s.Has |= FieldDisk
 		}
 	}
-	r.readPids(cg.pids, s, buf, keep)
+	r.readPids(cg, s, buf, keep)
 	return errors.Join(errs...)
 }
 
-func (r *Reader) readPids(file string, s *Stats, buf *[]byte, keep func(error) bool) {
-	if data, err := readFile(file, buf); keep(err) {
-		v, err := parseSingle(file, data)
+func (r *Reader) readPids(cg *Cgroup, s *Stats, buf *[]byte, keep func(error) bool) {
+	if data, err := r.read(cg, filePids, cg.pids, buf); keep(err) {
+		v, err := parseSingle(cg.pids, data)
 		if keep(err) {
 			s.Pids = v
 			s.Has |= FieldPids
@@ -388,18 +429,22 @@ func (r *Reader) readPids(file string, s *Stats, buf *[]byte, keep func(error) b
 // readNet reads /proc/<pid>/net/dev unless pid shares the host's network
 // namespace. Interface names are reused from s.Networks when unchanged, so a
 // steady container costs no allocations.
-func (r *Reader) readNet(pid int, s *Stats, buf *[]byte) error {
-	var scratch [64]byte
-	dir := strconv.AppendInt(append(append(scratch[:0], r.procRoot...), '/'), int64(pid), 10)
-	if r.hostNetNS != "" {
-		var link [128]byte
-		n, err := syscall.Readlink(string(append(dir, "/ns/net"...)), link[:])
-		if err == nil && string(link[:n]) == r.hostNetNS {
-			return nil
+func (r *Reader) readNet(cg *Cgroup, pid int, s *Stats, buf *[]byte) error {
+	if !cg.netKnown || cg.netPID != pid {
+		r.closeFile(cg, fileNetDev)
+		dir := r.procRoot + "/" + strconv.Itoa(pid)
+		cg.netPID, cg.netDev, cg.netKnown, cg.netHost = pid, dir+"/net/dev", true, false
+		if r.hostNetNS != "" {
+			if link, err := os.Readlink(dir + "/ns/net"); err == nil && link == r.hostNetNS {
+				cg.netHost = true
+			}
 		}
 	}
-	file := string(append(dir, "/net/dev"...))
-	data, err := readFile(file, buf)
+	if cg.netHost {
+		return nil
+	}
+	file := cg.netDev
+	data, err := r.read(cg, fileNetDev, file, buf)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package stats
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -101,5 +102,36 @@ func BenchmarkReadCgroupV1(b *testing.B) {
 		if err := r.Read(&cg, 4242, &s, &buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkReadHostCgroup reads this process's own cgroup on the real
+// cgroupfs and procfs, with files kept open (the default) and with every
+// file opened and closed at each read, for the ratio between the two.
+func BenchmarkReadHostCgroup(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		maxOpen int
+	}{{"kept open", DefaultMaxOpenFiles}, {"opened at every read", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := NewReader("/proc", "/sys/fs/cgroup")
+			r.SetMaxOpenFiles(bc.maxOpen)
+			pid := os.Getpid()
+			cg, err := r.Locate(pid)
+			if err != nil {
+				b.Skipf("no readable cgroup here: %v", err)
+			}
+			defer r.Release(&cg)
+			var s Stats
+			var buf []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				nets := s.Networks
+				s = Stats{Networks: nets}
+				if err := r.Read(&cg, pid, &s, &buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

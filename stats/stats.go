@@ -98,6 +98,9 @@ type SamplerConfig struct {
 	Fallback func(engineID string) Fallback
 	// Logger receives debug logs on the source used; nil discards them.
 	Logger *slog.Logger
+	// MaxOpenFiles bounds the cgroup and procfs files kept open between
+	// samples (see Reader): 0 means DefaultMaxOpenFiles, negative keeps none.
+	MaxOpenFiles int
 }
 
 // Sampler samples containers and keeps what it needs between samples (the
@@ -126,6 +129,17 @@ type containerState struct {
 	source   Source
 }
 
+func newReader(cfg SamplerConfig) *Reader {
+	r := NewReader(cfg.ProcRoot, cfg.CgroupRoot)
+	switch {
+	case cfg.MaxOpenFiles < 0:
+		r.SetMaxOpenFiles(0)
+	case cfg.MaxOpenFiles > 0:
+		r.SetMaxOpenFiles(cfg.MaxOpenFiles)
+	}
+	return r
+}
+
 // NewSampler returns a Sampler.
 func NewSampler(cfg SamplerConfig) *Sampler {
 	w := cfg.Workers
@@ -137,7 +151,7 @@ func NewSampler(cfg SamplerConfig) *Sampler {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Sampler{
-		reader:   NewReader(cfg.ProcRoot, cfg.CgroupRoot),
+		reader:   newReader(cfg),
 		fallback: cfg.Fallback,
 		log:      log,
 		workers:  w,
@@ -146,6 +160,21 @@ func NewSampler(cfg SamplerConfig) *Sampler {
 	s.bufs.New = func() any { b := make([]byte, 0, 8192); return &b }
 	return s
 }
+
+// Close closes the files the Sampler keeps open (see Reader). It must not be
+// called concurrently with Sample; a Sample after Close opens them anew.
+func (s *Sampler) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, st := range s.state {
+		s.reader.Release(&st.cg)
+		delete(s.state, id)
+	}
+	return nil
+}
+
+// OpenFiles is how many cgroup and procfs files the Sampler keeps open.
+func (s *Sampler) OpenFiles() int { return s.reader.OpenFiles() }
 
 // Sample reads every container of cs that has a PID and returns out grown to
 // len(cs), out[i] being cs[i]'s sample (Has == 0 when nothing could be read,
@@ -176,6 +205,7 @@ func (s *Sampler) Sample(ctx context.Context, cs []model.Container, out []Stats)
 	}
 	for id, st := range s.state {
 		if st.round != round {
+			s.reader.Release(&st.cg)
 			delete(s.state, id)
 		}
 	}
@@ -213,6 +243,7 @@ func (s *Sampler) sampleOne(ctx context.Context, c *model.Container, st *contain
 	if c.PID > 0 && (st.pid != c.PID || st.cg.Version == 0) {
 		st.pid = c.PID
 		st.hasPrev = false
+		s.reader.Release(&st.cg)
 		st.cg, st.cgErr = s.reader.Locate(c.PID)
 	}
 	var cgErr error
