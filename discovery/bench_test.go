@@ -62,7 +62,7 @@ func BenchmarkFirstScan(b *testing.B) {
 // processes per refresh.
 func BenchmarkRefreshHostProc(b *testing.B) {
 	p := NewProcFS("/proc")
-	for range youngRefreshes + 1 {
+	for range fullEvery {
 		if err := p.Refresh(nil); err != nil {
 			b.Skipf("no procfs at /proc: %v", err)
 		}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/agentd-dev/agentd/internal/procfs"
 )
 
@@ -59,13 +61,12 @@ func (p *Process) Depth() int {
 // procEntry is the process table's record of one process: always the cheap
 // fields from stat, the rest only once detail asks for them.
 type procEntry struct {
-	ppid     int
-	start    uint64
-	comm     string
-	gen      uint32
-	firstGen uint32 // the Refresh that first saw the process
-	ino      uint64 // inode of /proc/PID from getdents
-	detail   *Process
+	ppid   int
+	start  uint64
+	comm   string
+	gen    uint32
+	ino    uint64 // inode of /proc/PID from getdents
+	detail *Process
 }
 
 // How often Refresh re-reads a process that did not change visibly. A
@@ -74,10 +75,12 @@ type procEntry struct {
 // does not show is an exec (a new comm). Young processes, where an exec is
 // likely (an entrypoint that execs dockerd), and processes named like an
 // engine are re-read on every Refresh; the others on one Refresh in
-// fullEvery, staggered by PID so no Refresh reads them all.
+// fullEvery, staggered by PID so no Refresh reads them all. A process is young
+// for youngTicks clock ticks (USER_HZ, 100 a second on Linux, the unit of
+// /proc/PID/stat's starttime) after it started.
 const (
-	youngRefreshes = 12
-	fullEvery      = 6
+	youngTicks = 30 * 100
+	fullEvery  = 6
 )
 
 // ProcFS reads a procfs tree. It keeps a table of every process seen by the last
@@ -89,6 +92,10 @@ type ProcFS struct {
 	procs  map[int]*procEntry
 	gen    uint32
 	always map[string]bool // comms re-read on every Refresh
+	// uptime returns the time since boot in clock ticks, read once per
+	// Refresh; tests replace it.
+	uptime func() uint64
+	now    uint64 // uptime at the current Refresh
 
 	dents []byte // getdents buffer, reused
 	buf   []byte // file read buffer, reused
@@ -105,12 +112,13 @@ func NewProcFS(root string) *ProcFS {
 		root = DefaultProcRoot
 	}
 	return &ProcFS{
-		root:  filepath.Clean(root),
-		procs: make(map[int]*procEntry),
-		dents: make([]byte, 32<<10),
-		buf:   make([]byte, 4<<10),
-		path:  make([]byte, 0, 64),
-		open:  os.Open,
+		root:   filepath.Clean(root),
+		procs:  make(map[int]*procEntry),
+		dents:  make([]byte, 32<<10),
+		buf:    make([]byte, 4<<10),
+		path:   make([]byte, 0, 64),
+		open:   os.Open,
+		uptime: bootTicks,
 	}
 }
 
@@ -141,6 +149,7 @@ func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 	}
 	defer syscall.Close(dirfd)
 	p.gen++
+	p.now = p.uptime()
 	for {
 		n, err := syscall.Getdents(dirfd, p.dents)
 		if err == syscall.EINTR {
@@ -186,6 +195,16 @@ func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 	return nil
 }
 
+// bootTicks is CLOCK_BOOTTIME in clock ticks, the clock of starttime in
+// /proc/PID/stat; 0 (every process old) if it cannot be read.
+func bootTicks() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return uint64(ts.Sec)*100 + uint64(ts.Nsec)/10_000_000
+}
+
 func indexNUL(b []byte) int {
 	for i, c := range b {
 		if c == 0 {
@@ -198,7 +217,7 @@ func indexNUL(b []byte) int {
 // refreshOne reads one process's stat relative to the procfs directory fd.
 // mustRead reports whether an unchanged process is due for a re-read.
 func (p *ProcFS) mustRead(pid int, e *procEntry) bool {
-	return p.gen-e.firstGen < youngRefreshes || p.always[e.comm] || (uint32(pid)+p.gen)%fullEvery == 0
+	return p.now-e.start < youngTicks || p.always[e.comm] || (uint32(pid)+p.gen)%fullEvery == 0
 }
 
 func (p *ProcFS) refreshOne(dirfd, pid int, ino uint64, visit func(pid int, comm []byte)) {
@@ -214,7 +233,7 @@ func (p *ProcFS) refreshOne(dirfd, pid int, ino uint64, visit func(pid int, comm
 	}
 	e := p.procs[pid]
 	if e == nil || e.start != f.StartTime {
-		e = &procEntry{start: f.StartTime, comm: string(f.Comm), firstGen: p.gen}
+		e = &procEntry{start: f.StartTime, comm: string(f.Comm)}
 		p.procs[pid] = e
 	} else if string(f.Comm) != e.comm {
 		e.comm = string(f.Comm)
@@ -246,6 +265,7 @@ func (p *ProcFS) readAt(dirfd int) ([]byte, bool) {
 		if n == len(p.buf) {
 			p.buf = append(p.buf, make([]byte, len(p.buf))...)
 		}
+		room := len(p.buf) - n
 		m, err := syscall.Read(fd, p.buf[n:])
 		if err == syscall.EINTR {
 			continue
@@ -257,6 +277,9 @@ func (p *ProcFS) readAt(dirfd int) ([]byte, bool) {
 			break
 		}
 		n += m
+		if procfs.Complete(n, m, room) {
+			break
+		}
 	}
 	return p.buf[:n], true
 }

@@ -16,12 +16,12 @@ func writeStat(t *testing.T, root string, pid, ppid int, comm string, start uint
 	must(t, os.WriteFile(filepath.Join(root, strconv.Itoa(pid), "stat"), []byte(stat), 0o644))
 }
 
-// age refreshes p until its processes are no longer young.
+// age makes the processes of p's tree old (started long before now) and
+// refreshes p once.
 func age(t *testing.T, p *ProcFS) {
 	t.Helper()
-	for range youngRefreshes + 1 {
-		must(t, p.Refresh(nil))
-	}
+	p.uptime = func() uint64 { return 1_000_000 }
+	must(t, p.Refresh(nil))
 }
 
 func TestRefreshRereadsWhatCanChange(t *testing.T) {
@@ -29,6 +29,7 @@ func TestRefreshRereadsWhatCanChange(t *testing.T) {
 		root := t.TempDir()
 		writeFakeProc(t, root, []fakeProc{{pid: 40, ppid: 1, comm: "sh", start: 4, noDetail: true}})
 		p := NewProcFS(root)
+		p.uptime = func() uint64 { return 4 + 100 } // started a second ago
 		must(t, p.Refresh(nil))
 		writeStat(t, root, 40, 1, "dockerd", 4)
 		must(t, p.Refresh(nil))

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io/fs"
 	"syscall"
+
+	"github.com/agentd-dev/agentd/internal/procfs"
 )
 
 // Files a Cgroup keeps open between reads, by index into Cgroup.fds.
@@ -94,6 +96,7 @@ func preadAll(fd int, buf *[]byte) ([]byte, error) {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 		}
+		room := cap(b) - len(b)
 		n, err := syscall.Pread(fd, b[len(b):cap(b)], int64(len(b)))
 		if err == syscall.EINTR {
 			continue
@@ -106,6 +109,9 @@ func preadAll(fd int, buf *[]byte) ([]byte, error) {
 			break
 		}
 		b = b[:len(b)+n]
+		if procfs.Complete(len(b), n, room) {
+			break
+		}
 	}
 	*buf = b
 	return bytes.TrimRight(b, "\x00"), nil

@@ -96,3 +96,20 @@ func readFile[T any](file string, parse func([]byte) (T, error)) (T, error) {
 	}
 	return v, nil
 }
+
+// shortReadLimit bounds the reads Complete takes for a whole file.
+const shortReadLimit = 3584
+
+// Complete reports whether a read of a kernel-generated file (procfs,
+// cgroupfs) that returned n bytes into room bytes of buffer, for total bytes
+// so far, has seen the whole file, so that the read returning 0 can be
+// skipped. Such files are seq_files: one read fills the caller's buffer from
+// a kernel buffer of at least a page, generated in one go for single-record
+// files (every cgroup file, /proc/PID/stat) and record by record for the
+// others (net/dev, a line per interface). A read that did not fill the
+// buffer and stayed well below a page is therefore the whole file; a longer
+// one may have stopped at the kernel buffer's end and is read on. Regular
+// files (fake trees in tests) end at a short read too.
+func Complete(total, n, room int) bool {
+	return n < room && total < shortReadLimit
+}

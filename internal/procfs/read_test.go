@@ -108,3 +108,23 @@ func ExamplePath() {
 	fmt.Println(Path("/proc", 812, "ns", "pid"))
 	// Output: /proc/812/ns/pid
 }
+
+func TestComplete(t *testing.T) {
+	tests := []struct {
+		name           string
+		total, n, room int
+		want           bool
+	}{
+		{"a short read well below a page is the whole file", 300, 300, 4096, true},
+		{"a read that filled the buffer may have more behind it", 4096, 4096, 4096, false},
+		{"a read near a page may have stopped at the kernel buffer's end", 3950, 3950, 8192, false},
+		{"the tail of a long file is read on until EOF", 5000, 904, 3192, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Complete(tt.total, tt.n, tt.room); got != tt.want {
+				t.Errorf("Complete(%d, %d, %d) = %v, want %v", tt.total, tt.n, tt.room, got, tt.want)
+			}
+		})
+	}
+}
