@@ -55,7 +55,7 @@ func DefaultConfig() Config {
 	return Config{
 		ExportInterval:     10 * time.Second,
 		EventFlushInterval: time.Second,
-		ShutdownTimeout:    5 * time.Second,
+		ShutdownTimeout:    3 * time.Second,
 		StatsWorkers:       4,
 		ExportConcurrency:  4,
 	}

@@ -40,6 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("profile", flag.ContinueOnError)
 	endpoint := fs.String("otlp-endpoint", "", "OTLP/gRPC endpoint (plaintext) of a collector")
 	duration := fs.Duration("duration", 2*time.Minute, "how long the agent runs under the profiler")
+	warmup := fs.Duration("warmup", 30*time.Second, "how long the agent runs before the profile starts (startup listings are not steady state)")
 	interval := fs.Duration("interval", 10*time.Second, "export interval")
 	dir := fs.String("out", ".", "directory for cpu.pprof and heap.pprof")
 	top := fs.Int("top", 30, "rows of each pprof -top listing")
@@ -73,14 +74,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer cpuFile.Close()
-	if err := pprof.StartCPUProfile(cpuFile); err != nil {
-		return fmt.Errorf("start CPU profile: %w", err)
-	}
-
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- a.Run(actx) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("agent stopped during the warm-up: %w", err)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(*warmup):
+	}
+	allocsBefore := totalAlloc()
+	if err := pprof.StartCPUProfile(cpuFile); err != nil {
+		return fmt.Errorf("start CPU profile: %w", err)
+	}
 	select {
 	case err := <-done:
 		pprof.StopCPUProfile()
@@ -99,8 +107,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintf(stderr, "profile: agent: %v\n", err)
 	}
-	fmt.Fprintf(stdout, "agent ran %v; heap in use %.1f MB, sys %.1f MB, %d GCs, %.1f MB allocated in total\n\n",
-		*duration, mb(ms.HeapInuse), mb(ms.Sys), ms.NumGC, mb(ms.TotalAlloc))
+	fmt.Fprintf(stdout, "agent profiled for %v after a %v warm-up; heap in use %.1f MB, sys %.1f MB, %d GCs, %.1f MB allocated while profiled\n\n",
+		*duration, *warmup, mb(ms.HeapInuse), mb(ms.Sys), ms.NumGC, mb(ms.TotalAlloc-allocsBefore))
 
 	exe, err := os.Executable()
 	if err != nil {
@@ -136,6 +144,12 @@ func writeHeap(path string) error {
 		return fmt.Errorf("heap profile: %w", err)
 	}
 	return f.Close()
+}
+
+func totalAlloc() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.TotalAlloc
 }
 
 func mb(b uint64) float64 { return float64(b) / (1 << 20) }
