@@ -45,8 +45,9 @@ type Config struct {
 	ExcludeImages []string `yaml:"exclude_images"`
 	// StatsWorkers bounds how many containers are read at once.
 	StatsWorkers int `yaml:"stats_workers"`
-	// ExportConcurrency bounds how many per-resource metric exports are in flight.
-	ExportConcurrency int `yaml:"export_concurrency"`
+	// ResourcesPerRequest is how many resources one OTLP metrics request
+	// carries (0: DefaultResourcesPerRequest).
+	ResourcesPerRequest int `yaml:"resources_per_request"`
 }
 
 // DefaultConfig returns the defaults: export every 10 s, events within 1 s,
@@ -57,7 +58,6 @@ func DefaultConfig() Config {
 		EventFlushInterval: time.Second,
 		ShutdownTimeout:    3 * time.Second,
 		StatsWorkers:       4,
-		ExportConcurrency:  4,
 	}
 }
 
@@ -100,8 +100,8 @@ func (c *Config) Validate() error {
 	if c.StatsWorkers < 1 {
 		return fmt.Errorf("telemetry.stats_workers: %d must be at least 1", c.StatsWorkers)
 	}
-	if c.ExportConcurrency < 1 {
-		return fmt.Errorf("telemetry.export_concurrency: %d must be at least 1", c.ExportConcurrency)
+	if c.ResourcesPerRequest < 0 {
+		return fmt.Errorf("telemetry.resources_per_request: %d must not be negative", c.ResourcesPerRequest)
 	}
 	return nil
 }

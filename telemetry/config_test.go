@@ -45,7 +45,7 @@ func TestFiltersDecideWhichContainersAreExported(t *testing.T) {
 }
 
 func TestExportWithoutExportersIsAnError(t *testing.T) {
-	err := NewOTLPMetrics().ExportMetrics(context.Background(), nil)
+	err := NewOTLPMetrics(nil, 0).ExportMetrics(context.Background(), nil)
 	if err == nil || !strings.Contains(err.Error(), "no exporter") {
 		t.Fatalf("got %v, want an error saying no exporter is configured", err)
 	}

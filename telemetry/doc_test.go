@@ -58,19 +58,21 @@ func BenchmarkBuild500(b *testing.B) {
 	}
 }
 
-// TestExportCost500 measures exporting one round of 500 containers to a real
-// collector: one OTLP request per resource, over 1 and 4 connections.
+// TestExportCost500 exports one round of 500 containers and an engine to a
+// real collector, batched (the default: 128 resources a request) and one
+// resource a request (what the SDK exporter alone does), and checks that
+// every resource arrives in as many requests as it should.
 func TestExportCost500(t *testing.T) {
 	testbed.Require(t, testbed.Collector)
-	col := testbed.StartCollector(t)
 	cs, es := fixedWorkload(500)
-	for _, conns := range []int{1, 4} {
-		t.Run(fmt.Sprintf("%d connections", conns), func(t *testing.T) {
+	for _, perRequest := range []int{DefaultResourcesPerRequest, 1} {
+		t.Run(fmt.Sprintf("%d resources a request", perRequest), func(t *testing.T) {
+			col := testbed.StartCollector(t)
 			cfg := DefaultConfig()
 			cfg.Endpoint = col.Endpoint()
 			insecure := true
 			cfg.Insecure = &insecure
-			cfg.ExportConcurrency = conns
+			cfg.ResourcesPerRequest = perRequest
 			ctx := context.Background()
 			ms, lx, err := NewOTLP(ctx, &cfg)
 			if err != nil {
@@ -79,7 +81,7 @@ func TestExportCost500(t *testing.T) {
 			defer lx.Shutdown(ctx)
 			defer ms.Shutdown(ctx)
 			batch := newBuilder(&cfg, Host{Name: "h"}, "test").build(time.Now(), cs, es)
-			if err := ms.ExportMetrics(ctx, batch); err != nil { // warm the connections
+			if err := ms.ExportMetrics(ctx, batch); err != nil { // warm the connection
 				t.Fatal(err)
 			}
 			start := time.Now()
@@ -89,7 +91,13 @@ func TestExportCost500(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			t.Logf("%d resources over %d connections: %d requests, %v per round", len(batch), conns, len(batch), time.Since(start)/rounds)
+			took := time.Since(start) / rounds
+			wantRequests := (len(batch) + perRequest - 1) / perRequest
+			m := col.WaitMetrics(t, 10*time.Second, func(m *testbed.Metrics) bool { return len(m.Requests) >= (rounds+1)*wantRequests })
+			if len(m.Resources) != len(batch) || len(m.Requests) != (rounds+1)*wantRequests {
+				t.Fatalf("collector got %d resources in %d requests, want %d in %d", len(m.Resources), len(m.Requests), len(batch), (rounds+1)*wantRequests)
+			}
+			t.Logf("%d resources, %d a request: %d requests, %v per round", len(batch), perRequest, wantRequests, took)
 		})
 	}
 }

@@ -1,0 +1,129 @@
+package telemetry
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// fakeMetricsServer records what reaches an OTLP metrics endpoint and
+// answers with the scripted errors and partial successes, in order.
+type fakeMetricsServer struct {
+	colmetricpb.UnimplementedMetricsServiceServer
+	mu        sync.Mutex
+	requests  []*colmetricpb.ExportMetricsServiceRequest
+	headers   []metadata.MD
+	failures  []error
+	rejecting int64
+}
+
+func (f *fakeMetricsServer) Export(ctx context.Context, req *colmetricpb.ExportMetricsServiceRequest) (*colmetricpb.ExportMetricsServiceResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	md, _ := metadata.FromIncomingContext(ctx)
+	f.headers = append(f.headers, md)
+	if len(f.failures) > 0 {
+		err := f.failures[0]
+		f.failures = f.failures[1:]
+		return nil, err
+	}
+	f.requests = append(f.requests, req)
+	resp := &colmetricpb.ExportMetricsServiceResponse{}
+	if f.rejecting > 0 {
+		resp.PartialSuccess = &colmetricpb.ExportMetricsPartialSuccess{RejectedDataPoints: f.rejecting, ErrorMessage: "too old"}
+	}
+	return resp, nil
+}
+
+func startFakeMetricsServer(t *testing.T, f *fakeMetricsServer) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	colmetricpb.RegisterMetricsServiceServer(srv, f)
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+	return l.Addr().String()
+}
+
+// TestBatchedExportKeepsTheExportersSettings checks the plumbing of batching:
+// the headers from OTEL_EXPORTER_OTLP_HEADERS reach every batched request,
+// retryable failures are retried and rejected points are reported. (The real
+// collector tests prove the data itself.)
+func TestBatchedExportKeepsTheExportersSettings(t *testing.T) {
+	cs, es := fixedWorkload(300)
+	newSink := func(t *testing.T, f *fakeMetricsServer) (*OTLPMetrics, int) {
+		t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-agentd-test=batched")
+		cfg := DefaultConfig()
+		cfg.Endpoint = startFakeMetricsServer(t, f)
+		insecure := true
+		cfg.Insecure = &insecure
+		ms, lx, err := NewOTLP(context.Background(), &cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = lx.Shutdown(context.Background()); _ = ms.Shutdown(context.Background()) })
+		return ms.(*OTLPMetrics), len(newBuilder(&cfg, Host{Name: "h"}, "test").build(time.Now(), cs, es))
+	}
+	export := func(ms *OTLPMetrics) error {
+		cfg := DefaultConfig()
+		return ms.ExportMetrics(context.Background(), newBuilder(&cfg, Host{Name: "h"}, "test").build(time.Now(), cs, es))
+	}
+	t.Run("every request carries the configured headers and the resources arrive batched", func(t *testing.T) {
+		f := &fakeMetricsServer{}
+		ms, n := newSink(t, f)
+		if err := export(ms); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for i, r := range f.requests {
+			got += len(r.GetResourceMetrics())
+			if v := f.headers[i].Get("x-agentd-test"); len(v) != 1 || v[0] != "batched" {
+				t.Errorf("request %d headers %v", i, f.headers[i])
+			}
+		}
+		if want := (n + DefaultResourcesPerRequest - 1) / DefaultResourcesPerRequest; len(f.requests) != want || got != n {
+			t.Fatalf("%d resources in %d requests, want %d in %d", got, len(f.requests), n, want)
+		}
+	})
+	t.Run("an unavailable collector is retried", func(t *testing.T) {
+		f := &fakeMetricsServer{failures: []error{status.Error(codes.Unavailable, "restarting")}}
+		ms, n := newSink(t, f)
+		if err := export(ms); err != nil {
+			t.Fatalf("one Unavailable answer failed the export: %v", err)
+		}
+		got := 0
+		for _, r := range f.requests {
+			got += len(r.GetResourceMetrics())
+		}
+		if got != n {
+			t.Fatalf("%d of %d resources arrived", got, n)
+		}
+	})
+	t.Run("a permanent failure is reported with the resources it lost", func(t *testing.T) {
+		f := &fakeMetricsServer{failures: []error{status.Error(codes.InvalidArgument, "bad"), status.Error(codes.InvalidArgument, "bad")}}
+		ms, _ := newSink(t, f)
+		err := export(ms)
+		if err == nil || !strings.Contains(err.Error(), "not delivered") || !strings.Contains(err.Error(), "bad") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("rejected data points are an error", func(t *testing.T) {
+		f := &fakeMetricsServer{rejecting: 7}
+		ms, _ := newSink(t, f)
+		if err := export(ms); err == nil || !strings.Contains(err.Error(), "rejected 7 data points: too old") {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
