@@ -76,6 +76,9 @@ func NewPipeline(cfg Config, opts Options) (*Pipeline, error) {
 	return &Pipeline{cfg: cfg, opts: opts, log: log}, nil
 }
 
+// eventQueue is how many log records wait for the next flush at most.
+const eventQueue = 1024
+
 // Run exports one round at once and then every ExportInterval, and forwards
 // events as they come (sent within EventFlushInterval). When ctx ends it
 // forwards the events already queued on the channel, flushes and shuts the
@@ -83,7 +86,11 @@ func NewPipeline(cfg Config, opts Options) (*Pipeline, error) {
 // only when that final flush fails. Errors of single rounds are logged, not
 // returned. Run starts one goroutine for events and waits for it.
 func (p *Pipeline) Run(ctx context.Context) error {
-	proc := sdklog.NewBatchProcessor(p.opts.Logs, sdklog.WithExportInterval(p.cfg.EventFlushInterval))
+	// A queue of eventQueue records holds a burst of several hundred
+	// containers' lifecycles between flushes; the SDK's default of 2048
+	// preallocates 2 MB for it.
+	proc := sdklog.NewBatchProcessor(p.opts.Logs, sdklog.WithExportInterval(p.cfg.EventFlushInterval),
+		sdklog.WithMaxQueueSize(eventQueue), sdklog.WithExportMaxBatchSize(eventQueue/2))
 	em := newEventEmitter(&p.cfg, p.opts.Host, p.opts.Version, proc)
 
 	var wg sync.WaitGroup
