@@ -3,6 +3,7 @@ package model
 import (
 	"log/slog"
 	"testing"
+	"time"
 )
 
 func TestMarkOOMKilled(t *testing.T) {
@@ -32,4 +33,25 @@ func TestMarkOOMKilled(t *testing.T) {
 			t.Errorf("ok for an unknown container")
 		}
 	})
+}
+
+func TestOOMKilledIsStickyWithinARun(t *testing.T) {
+	s := NewStore(slog.New(slog.DiscardHandler))
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := Container{EngineID: "e", ID: "c", State: StateRunning, StartedAt: start}
+	s.Upsert(c)
+	// The watcher inspected before the kernel log said OOM, and upserts after.
+	if _, ok := s.MarkOOMKilled(c.Key()); !ok {
+		t.Fatal("not stored")
+	}
+	late := c
+	late.State = StateExited
+	if got := s.Upsert(late); !got.OOMKilled {
+		t.Fatal("an update of the same run lost the OOM flag")
+	}
+	restarted := c
+	restarted.StartedAt = start.Add(time.Minute)
+	if got := s.Upsert(restarted); got.OOMKilled {
+		t.Fatal("a new run kept the OOM flag of the last one")
+	}
 }

@@ -173,12 +173,20 @@ func (s *Store) Engine(id string) (Engine, bool) {
 // (Labels and ImageTags included), so the caller may reuse c afterwards. A
 // container whose engine is not in the Store is still stored; DeleteEngine of
 // that ID prunes it.
-func (s *Store) Upsert(c Container) {
+//
+// OOMKilled is sticky within one run of a container: an Upsert of the same
+// run (same StartedAt) without the flag keeps a stored one, so that a
+// watcher's update built from an inspection made before MarkOOMKilled cannot
+// undo it. Upsert returns the container as stored.
+func (s *Store) Upsert(c Container) Container {
 	c.Labels = maps.Clone(c.Labels)
 	c.ImageTags = slices.Clone(c.ImageTags)
 	k := c.Key()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if p, ok := s.containers[k]; ok && p.OOMKilled && !c.OOMKilled && p.StartedAt.Equal(c.StartedAt) {
+		c.OOMKilled = true
+	}
 	if _, ok := s.containers[k]; !ok {
 		if s.byEngine[k.EngineID] == nil {
 			s.byEngine[k.EngineID] = map[ContainerKey]struct{}{}
@@ -190,6 +198,7 @@ func (s *Store) Upsert(c Container) {
 	}
 	s.containers[k] = &c
 	s.changed()
+	return c
 }
 
 // Delete removes a container and returns it; ok is false when it was not there.

@@ -432,7 +432,7 @@ func (w *Watcher) apply(ctx context.Context, ch Change) error {
 	default:
 		return fmt.Errorf("unknown event type %q", ch.Type)
 	}
-	w.store.Upsert(c)
+	c = w.store.Upsert(c)
 	w.emit(ch, c)
 	return nil
 }
