@@ -95,3 +95,43 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 		}
 	})
 }
+
+// TestAgentActivatesDockerSocketOfTheSystemdHost runs agentd while the
+// systemd host's Docker exists only as a listening docker.socket (its
+// services stopped, its container down with them): agentd must activate it
+// through the socket unit, and the container Docker restarts on coming up
+// must be exported with the systemd host's name as prefix and the systemd
+// host's container as parent: Docker in a container of the host's Docker.
+func TestAgentActivatesDockerSocketOfTheSystemdHost(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.SystemdHost, testbed.Collector)
+	th := testbed.SystemdHostName()
+	exec := func(args ...string) string {
+		t.Helper()
+		return testbed.Run(t, "docker", append([]string{"exec", th}, args...)...)
+	}
+	tag := fmt.Sprintf("actd-%08x", rand.Uint32())
+	id := exec("docker", "run", "-d", "--restart=always", "--network", "none", "--label", "agentd.test="+tag, testbed.BusyboxImage, "sleep", "3600")
+	t.Cleanup(func() {
+		_, _ = runQuiet("docker", "exec", th, "docker", "rm", "-f", id)
+		_, _ = runQuiet("docker", "exec", th, "systemctl", "stop", "docker.service", "containerd.service")
+		_, _ = runQuiet("docker", "exec", th, "systemctl", "start", "docker.socket")
+	})
+	// Only the socket listens when the agent starts.
+	exec("systemctl", "stop", "docker.service", "containerd.service")
+	exec("systemctl", "start", "docker.socket")
+	if out, _ := runQuiet("docker", "exec", th, "systemctl", "is-active", "docker.service"); out == "active" {
+		t.Fatal("docker.service is still active")
+	}
+	thID := testbed.Run(t, "docker", "inspect", "-f", "{{.Id}}", th)
+
+	col := testbed.StartCollector(t)
+	startAgent(t, col, "agentd.test")
+	want := map[string]string{"container.id": id, "container.runtime.name": "docker",
+		"agentd.engine.prefix": th, "agentd.engine.parent.container.id": thID}
+	col.WaitMetrics(t, 60*time.Second, func(m *testbed.Metrics) bool {
+		return len(m.ResourcesWith(want)) == 1 && m.Metric(want, "container.memory.usage") != nil
+	})
+	if out := exec("systemctl", "is-active", "docker.service"); strings.TrimSpace(out) != "active" {
+		t.Errorf("docker.service is %q after agentd started", out)
+	}
+}

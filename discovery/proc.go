@@ -96,6 +96,11 @@ type ProcFS struct {
 	// Refresh; tests replace it.
 	uptime func() uint64
 	now    uint64 // uptime at the current Refresh
+	// lastPID returns the PID most recently allocated in the PID namespace
+	// the procfs shows, ok false when that cannot be known (see newLastPID);
+	// tests replace it.
+	lastPID  func() (uint64, bool)
+	seenLast uint64 // lastPID at the last Refresh that listed /proc
 
 	dents []byte // getdents buffer, reused
 	buf   []byte // file read buffer, reused
@@ -111,7 +116,7 @@ func NewProcFS(root string) *ProcFS {
 	if root == "" {
 		root = DefaultProcRoot
 	}
-	return &ProcFS{
+	p := &ProcFS{
 		root:   filepath.Clean(root),
 		procs:  make(map[int]*procEntry),
 		dents:  make([]byte, 32<<10),
@@ -120,6 +125,8 @@ func NewProcFS(root string) *ProcFS {
 		open:   os.Open,
 		uptime: bootTicks,
 	}
+	p.lastPID = newLastPID(p.root)
+	return p
 }
 
 // AlwaysRead makes Refresh re-read the stat of processes with these comms on
@@ -138,10 +145,13 @@ func (p *ProcFS) Root() string { return p.root }
 // gone, calling visit for each live process with its PID and comm (comm
 // aliases a buffer valid only during the call). It reads /proc/PID/stat of new
 // processes, young ones and those named by AlwaysRead every time, and of the
-// others once every few calls (see fullEvery): a steady host costs a
-// directory listing and a few reads. Processes that vanish mid-scan are
-// skipped silently. Steady state (no new processes) it does not allocate. The
-// error is about the procfs root itself.
+// others once every few calls (see fullEvery). When no PID was allocated
+// since the last listing (the last PID of /proc/loadavg is unchanged, so no
+// process was created and no PID reused) it does not list /proc at all and
+// re-reads only the young and AlwaysRead processes of its table, except on
+// every fullEvery-th call. A steady host costs a few reads. Processes that
+// vanish mid-scan are skipped silently. Steady state (no new processes) it
+// does not allocate. The error is about the procfs root itself.
 func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 	dirfd, err := syscall.Open(p.root, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 	if err != nil {
@@ -150,6 +160,14 @@ func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 	defer syscall.Close(dirfd)
 	p.gen++
 	p.now = p.uptime()
+	last, lastOK := p.lastPID()
+	if lastOK && last == p.seenLast && p.gen%fullEvery != 0 && len(p.procs) > 0 {
+		p.refreshKnown(dirfd, visit)
+		return nil
+	}
+	if lastOK {
+		p.seenLast = last
+	}
 	for {
 		n, err := syscall.Getdents(dirfd, p.dents)
 		if err == syscall.EINTR {
@@ -193,6 +211,54 @@ func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 		}
 	}
 	return nil
+}
+
+// refreshKnown is a Refresh without a listing: the table's young and
+// AlwaysRead processes are re-read (dropped when gone), the others visited as
+// they are.
+func (p *ProcFS) refreshKnown(dirfd int, visit func(pid int, comm []byte)) {
+	for pid, e := range p.procs {
+		if p.now-e.start < youngTicks || p.always[e.comm] {
+			p.refreshOne(dirfd, pid, e.ino, visit)
+			continue
+		}
+		e.gen = p.gen
+		if visit != nil {
+			visit(pid, unsafe.Slice(unsafe.StringData(e.comm), len(e.comm)))
+		}
+	}
+	for pid, e := range p.procs {
+		if e.gen != p.gen {
+			delete(p.procs, pid)
+		}
+	}
+}
+
+// newLastPID returns a reader of the last allocated PID from /proc/loadavg.
+// loadavg shows the PID namespace of the process reading it, not of the
+// procfs mount, so it speaks for root only when root is a procfs of the
+// reader's own PID namespace (agentd on the host reading the host's /proc):
+// then root/self names the reader's own PID. Otherwise the returned function
+// always reports false.
+func newLastPID(root string) func() (uint64, bool) {
+	self, err := os.Readlink(filepath.Join(root, "self"))
+	if err != nil || self != strconv.Itoa(os.Getpid()) {
+		return func() (uint64, bool) { return 0, false }
+	}
+	var buf [128]byte
+	file := filepath.Join(root, "loadavg")
+	return func() (uint64, bool) {
+		fd, err := syscall.Open(file, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, false
+		}
+		defer syscall.Close(fd)
+		n, err := syscall.Read(fd, buf[:])
+		if err != nil || n == 0 {
+			return 0, false
+		}
+		return procfs.ParseLoadavgLastPID(buf[:n])
+	}
 }
 
 // bootTicks is CLOCK_BOOTTIME in clock ticks, the clock of starttime in

@@ -94,3 +94,59 @@ func TestRefreshRereadsWhatCanChange(t *testing.T) {
 		}
 	})
 }
+
+func TestRefreshWithoutNewPIDsSkipsTheListing(t *testing.T) {
+	setup := func(t *testing.T) (string, *ProcFS, *uint64) {
+		root := t.TempDir()
+		writeFakeProc(t, root, []fakeProc{
+			{pid: 50, ppid: 1, comm: "dockerd", start: 4, noDetail: true},
+			{pid: 51, ppid: 1, comm: "sleep", start: 4, noDetail: true},
+		})
+		p := NewProcFS(root)
+		p.AlwaysRead("dockerd")
+		last := uint64(51)
+		p.lastPID = func() (uint64, bool) { return last, true }
+		age(t, p)
+		return root, p, &last
+	}
+	t.Run("an engine that exits is dropped at once", func(t *testing.T) {
+		root, p, _ := setup(t)
+		must(t, os.RemoveAll(filepath.Join(root, "50")))
+		must(t, p.Refresh(nil))
+		if _, _, _, ok := p.Lookup(50); ok {
+			t.Fatal("exited engine still in the table")
+		}
+		if _, _, _, ok := p.Lookup(51); !ok {
+			t.Fatal("a steady process was dropped")
+		}
+	})
+	t.Run("a new PID makes the next refresh list the processes", func(t *testing.T) {
+		root, p, last := setup(t)
+		writeFakeProc(t, root, []fakeProc{{pid: 52, ppid: 1, comm: "crio", start: 9, noDetail: true}})
+		*last = 52
+		must(t, p.Refresh(nil))
+		if _, comm, _, ok := p.Lookup(52); !ok || comm != "crio" {
+			t.Fatalf("new process not seen: %q %v", comm, ok)
+		}
+	})
+	t.Run("a refresh without a listing still visits every known process", func(t *testing.T) {
+		_, p, _ := setup(t)
+		for range fullEvery {
+			n := 0
+			must(t, p.Refresh(func(int, []byte) { n++ }))
+			if n != 2 {
+				t.Fatalf("visited %d processes, want 2", n)
+			}
+		}
+	})
+	t.Run("processes gone meanwhile leave the table at the next listing", func(t *testing.T) {
+		root, p, _ := setup(t)
+		must(t, os.RemoveAll(filepath.Join(root, "51")))
+		for range fullEvery {
+			must(t, p.Refresh(nil))
+		}
+		if _, _, _, ok := p.Lookup(51); ok {
+			t.Fatalf("a process gone for %d refreshes is still in the table", fullEvery)
+		}
+	})
+}

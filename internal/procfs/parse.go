@@ -411,3 +411,28 @@ func parseHex(b []byte) (uint64, bool) {
 	}
 	return v, true
 }
+
+// ParseLoadavgLastPID returns the last field of /proc/loadavg ("0.00 0.01
+// 0.05 1/123 4567"): the PID most recently allocated in the reader's PID
+// namespace. ok is false for anything else. It does not allocate.
+func ParseLoadavgLastPID(b []byte) (uint64, bool) {
+	end := len(b)
+	for end > 0 && (b[end-1] == '\n' || b[end-1] == ' ') {
+		end--
+	}
+	start := end
+	for start > 0 && b[start-1] != ' ' {
+		start--
+	}
+	if start == 0 || start == end {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b[start:end] {
+		if c < '0' || c > '9' || v > (1<<63)/10 {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return v, true
+}

@@ -335,3 +335,31 @@ func FuzzParseBootTime(f *testing.F) {
 		_, _ = ParseBootTime(b)
 	})
 }
+
+func TestParseLoadavgLastPID(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     uint64
+		ok       bool
+	}{
+		{"the last field is the last PID", "0.00 0.01 0.05 1/123 4567\n", 4567, true},
+		{"without a newline", "1.50 1.20 0.90 3/800 99", 99, true},
+		{"an empty file says nothing", "", 0, false},
+		{"a non-number says nothing", "0.00 0.01 0.05 1/123 x\n", 0, false},
+		{"a single field says nothing", "4567\n", 0, false},
+		{"an overflowing number says nothing", "0 0 0 1/1 99999999999999999999999\n", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := ParseLoadavgLastPID([]byte(tt.in))
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("ParseLoadavgLastPID(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+func FuzzParseLoadavgLastPID(f *testing.F) {
+	f.Add([]byte("0.00 0.01 0.05 1/123 4567\n"))
+	f.Fuzz(func(t *testing.T, b []byte) { _, _ = ParseLoadavgLastPID(b) })
+}
