@@ -115,12 +115,8 @@ func (in *instance) run(ctx context.Context) {
 					"addresses", addrList(in.addrs), "error", err)
 				downLogged = true
 			}
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleep(ctx, backoff) {
 				return
-			case <-t.C:
 			}
 			backoff = min(2*backoff, in.cfg.MaxBackoff)
 			continue
@@ -142,14 +138,22 @@ func (in *instance) run(ctx context.Context) {
 			backoff = time.Second
 			continue
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, backoff) {
 			return
-		case <-t.C:
 		}
 		backoff = min(2*backoff, in.cfg.MaxBackoff)
+	}
+}
+
+// sleep waits for d, reporting false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
