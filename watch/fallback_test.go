@@ -29,7 +29,7 @@ func TestStatsFallbackThroughEngineAPI(t *testing.T) {
 			func(id string) { _ = exec.Command("docker", "rm", "-f", id).Run() }},
 		{"podman answers through its Docker-compatible stats endpoint", testbed.SystemdHost, nestedPodman, podman,
 			func(id string) {
-				_ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", id).Run()
+				_ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", "-t", "0", id).Run()
 			}},
 	}
 	for _, eng := range engines {

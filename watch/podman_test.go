@@ -40,7 +40,7 @@ func TestPodmanLifecycle(t *testing.T) {
 	e, a := nestedPodman(t)
 	h := startWatcher(t, e, a, label, Options{})
 	id := podman(t, "create", "--network", "none", "--label", "agentd.test="+label, testbed.BusyboxImage, "sleep", "1000")
-	t.Cleanup(func() { _ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", id).Run() })
+	t.Cleanup(func() { _ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", "-t", "0", id).Run() })
 
 	steps := []struct {
 		name  string
@@ -102,7 +102,7 @@ func TestPodmanIdleExitAndReactivation(t *testing.T) {
 	label := testLabel(t)
 	e, a := nestedPodman(t)
 	// A long first backoff leaves time to change containers while podman is down.
-	h := startWatcher(t, e, a, label, Options{MinBackoff: 20 * time.Second, MaxBackoff: 20 * time.Second})
+	h := startWatcher(t, e, a, label, Options{MinBackoff: 10 * time.Second, MaxBackoff: 10 * time.Second})
 	run := func(name string) string {
 		return podman(t, "run", "-d", "--network", "none", "--name", name, "--label", "agentd.test="+label, testbed.BusyboxImage, "sleep", "1000")
 	}
@@ -111,7 +111,7 @@ func TestPodmanIdleExitAndReactivation(t *testing.T) {
 	removed := run("removed-" + suffix)
 	t.Cleanup(func() {
 		for _, n := range []string{"dies-", "removed-", "born-"} {
-			_ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", n+suffix).Run()
+			_ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", "-t", "0", n+suffix).Run()
 		}
 	})
 	h.expect(model.EventCreate, model.EventStart, model.EventCreate, model.EventStart)
@@ -120,7 +120,7 @@ func TestPodmanIdleExitAndReactivation(t *testing.T) {
 	eventually(t, 30*time.Second, "the watcher notices podman is gone", func() bool { return h.w.Stats().Reconnects >= 1 })
 	syncs := h.w.Stats().Syncs
 	podman(t, "kill", dies)
-	podman(t, "rm", "-f", removed)
+	podman(t, "rm", "-f", "-t", "0", removed)
 	born := run("born-" + suffix)
 
 	h.waitSyncs(syncs + 1)
