@@ -446,3 +446,8 @@ type workload struct{ s *model.Store }
 
 func (w workload) Engines() []model.Engine       { return w.s.Snapshot().Engines }
 func (w workload) Containers() []model.Container { return w.s.Snapshot().Containers }
+func (w workload) Container(k model.ContainerKey) (model.Container, bool) {
+	return w.s.Container(k)
+}
+
+var _ telemetry.ContainerLookup = workload{}

@@ -101,10 +101,13 @@ type Stats struct {
 //     The kernel logs the kill before the process is reaped, so this usually
 //     happens before the engine's die: the watcher's die keeps the flag (it
 //     ORs the stored one in) and telemetry's die record carries
-//     agentd.container.oom_killed=true. When the die comes first, or a
-//     watcher overwrote the flag with an inspection it made just before, the
-//     flag is set again when the die is seen, so the exported state shows it;
-//     the die record that went out says false, and container.oom follows it.
+//     agentd.container.oom_killed=true. When the die comes first, the flag
+//     is set again when the die is seen, so the exported state shows it, and
+//     telemetry holds the die of a SIGKILLed container (exit code 137) for up
+//     to 200 ms waiting for the flag, so its record still carries it; only a
+//     kill logged later than that goes out as a die without the flag,
+//     followed by container.oom. (The Store keeps the flag against a
+//     watcher's update of the same run made from an older inspection.)
 //  2. After Grace, a container.oom event with the kernel's time of the kill,
 //     unless the engine reported an "oom" for the container within Window (a
 //     Docker on cgroup v2, or the one in the systemd host, does). An engine

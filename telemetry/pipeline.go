@@ -27,6 +27,19 @@ type EngineStatus interface {
 	EngineUp(engineID string) bool
 }
 
+// ContainerLookup is an optional ability of a Workload: the current state of
+// one container, hidden ones included. With it, the die of a SIGKILLed
+// container waits up to dieHold for an OOM flag (see forwardEvents).
+type ContainerLookup interface {
+	Container(k model.ContainerKey) (model.Container, bool)
+}
+
+// dieHold is how long the die of a container killed by SIGKILL (exit code
+// 137) without an OOM flag waits for the OOM detector, which reads the kernel
+// log, to mark it: the kernel logs the kill as it sends the signal, so the
+// engine's die usually comes later, but not always.
+const dieHold = 200 * time.Millisecond
+
 // Sampler reads the stats of running containers; *stats.Sampler satisfies it.
 type Sampler interface {
 	Sample(ctx context.Context, cs []model.Container, out []stats.Stats) ([]stats.Stats, error)
@@ -157,23 +170,79 @@ func (p *Pipeline) forwardEvents(ctx context.Context, em *eventEmitter) {
 		}
 		em.emit(ctx, ev, eng, time.Now())
 	}
+	// held keeps the events that wait behind a held die, in order; the
+	// first is that die. A die is held from its arrival, so a burst of kills
+	// waits dieHold once, not once per kill.
+	lookup, _ := p.opts.Workload.(ContainerLookup)
+	type heldEvent struct {
+		ev  model.Event
+		due time.Time // zero: not a held die
+	}
+	var held []heldEvent
+	mustHold := func(ev *model.Event) bool {
+		return lookup != nil && ev.Type == model.EventDie && ev.Container != nil &&
+			ev.ExitCode == 137 && !ev.Container.OOMKilled && !ev.Resync
+	}
+	release := func(ctx context.Context, now time.Time, all bool) {
+		for len(held) > 0 {
+			h := &held[0]
+			if !h.due.IsZero() {
+				c, ok := lookup.Container(h.ev.Container.Key())
+				flagged := ok && c.OOMKilled
+				if !flagged && now.Before(h.due) && !all {
+					return
+				}
+				if flagged {
+					cc := *h.ev.Container
+					cc.OOMKilled = true
+					h.ev.Container = &cc
+				}
+			}
+			handle(ctx, &h.ev)
+			held = held[1:]
+		}
+		held = nil
+	}
+	accept := func(ctx context.Context, ev model.Event) {
+		now := time.Now()
+		switch {
+		case mustHold(&ev):
+			held = append(held, heldEvent{ev: ev, due: now.Add(dieHold)})
+		case len(held) > 0:
+			held = append(held, heldEvent{ev: ev})
+		default:
+			handle(ctx, &ev)
+		}
+		release(ctx, now, false)
+	}
+	recheck := time.NewTimer(time.Hour)
+	recheck.Stop()
+	defer recheck.Stop()
 	for {
+		if len(held) > 0 {
+			recheck.Reset(dieHold / 8)
+		}
 		select {
 		case ev, ok := <-p.opts.Events:
 			if !ok {
+				release(ctx, time.Now(), true)
 				return
 			}
-			handle(ctx, &ev)
+			accept(ctx, ev)
+		case <-recheck.C:
+			release(ctx, time.Now(), false)
 		case <-ctx.Done():
 			dctx := context.WithoutCancel(ctx)
 			for {
 				select {
 				case ev, ok := <-p.opts.Events:
 					if !ok {
+						release(dctx, time.Now(), true)
 						return
 					}
-					handle(dctx, &ev)
+					accept(dctx, ev)
 				default:
+					release(dctx, time.Now(), true)
 					return
 				}
 			}

@@ -40,7 +40,9 @@ func TestPodmanLifecycle(t *testing.T) {
 	e, a := nestedPodman(t)
 	h := startWatcher(t, e, a, label, Options{})
 	id := podman(t, "create", "--network", "none", "--label", "agentd.test="+label, testbed.BusyboxImage, "sleep", "1000")
-	t.Cleanup(func() { _ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", "-t", "0", id).Run() })
+	t.Cleanup(func() {
+		_ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", "-t", "0", id).Run()
+	})
 
 	steps := []struct {
 		name  string
