@@ -27,7 +27,7 @@ func (m *memLogs) Export(_ context.Context, rs []sdklog.Record) error {
 		oom := ""
 		r.WalkAttributes(func(kv attribute.KeyValue) bool {
 			if string(kv.Key) == AttrOOMKilled {
-				oom = kv.Value.Emit()
+				oom = kv.Value.String()
 			}
 			return true
 		})
