@@ -276,6 +276,9 @@ func (a *Agent) applyDiscovery(ctx context.Context, ch discovery.Change) {
 			log.Debug("engine excluded by filters", "endpoint", e.Endpoint)
 			return
 		}
+		// The journal's "engine found" goes with the start of a watcher, by
+		// whichever path the engine came (found, updated, a reconcile).
+		_, watched := a.sup.Watcher(e.ID)
 		if err := a.sup.Add(ctx, e); err != nil {
 			if errors.Is(err, watch.ErrUnsupported) {
 				log.Debug("no watcher for this engine type", "endpoint", e.Endpoint)
@@ -286,7 +289,7 @@ func (a *Agent) applyDiscovery(ctx context.Context, ch discovery.Change) {
 			}
 			return
 		}
-		if ch.Kind == discovery.EngineFound {
+		if !watched {
 			log.Info("engine found", logging.MessageID(logging.MessageIDEngineFound),
 				"endpoint", e.Endpoint, "pid", e.PID, "version", e.Version)
 		}
