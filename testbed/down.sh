@@ -55,9 +55,10 @@ if command -v ctr >/dev/null && ctr version >/dev/null 2>&1; then
 	done
 fi
 stop containerd 10
-stop containerd-shim-runc-v2 5
+stop containerd-shim 5
 stop conmon 5
-left=$(pgrep -a -x 'dockerd|containerd|containerd-shim-runc-v2|conmon|otelcol-agentd|otelcol-peer')
+# (comm is at most 15 characters: containerd-shim-runc-v2 shows as containerd-shim)
+left=$(ps -eo pid=,comm= | awk '$2 ~ /^(dockerd|containerd|containerd-shim|conmon|otelcol-agentd|otelcol-peer)$/')
 if [ -n "$left" ]; then
 	log "still running: $left"
 	exit 1
