@@ -10,13 +10,16 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/containerd/containerd"
+	introspectionapi "github.com/containerd/containerd/api/services/introspection/v1"
+	namespacesapi "github.com/containerd/containerd/api/services/namespaces/v1"
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
+	versionapi "github.com/containerd/containerd/api/services/version/v1"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/docker/docker/api/types/container"
 	dockerclient "github.com/docker/docker/client"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/agentd-dev/agentd/internal/procfs"
@@ -113,19 +116,15 @@ func probeContainerdAndCRI(ctx context.Context, endpoint string) ([]model.Engine
 		return nil, fmt.Errorf("containerd at %s: %w", endpoint, err)
 	}
 	defer conn.Close()
-	c, err := containerd.NewWithConn(conn)
-	if err != nil {
-		return nil, fmt.Errorf("containerd at %s: %w", endpoint, err)
-	}
-	v, err := c.Version(ctx)
+	v, err := versionapi.NewVersionClient(conn).Version(ctx, &emptypb.Empty{})
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: version: %w", endpoint, err)
 	}
 	id := "containerd:" + endpoint
-	if s, err := c.Server(ctx); err == nil && s.UUID != "" {
-		id = s.UUID
+	if s, err := introspectionapi.NewIntrospectionClient(conn).Server(ctx, &emptypb.Empty{}); err == nil && s.GetUUID() != "" {
+		id = s.GetUUID()
 	}
-	out := []model.Engine{{ID: id, Type: model.Containerd, Version: v.Version, Endpoint: endpoint}}
+	out := []model.Engine{{ID: id, Type: model.Containerd, Version: v.GetVersion(), Endpoint: endpoint}}
 	if e, err := criVersion(ctx, conn, endpoint); err == nil {
 		out = append(out, e)
 	}
@@ -343,21 +342,19 @@ func listContainerd(ctx context.Context, endpoint string) ([]EngineContainer, er
 		return nil, fmt.Errorf("containerd at %s: %w", endpoint, err)
 	}
 	defer conn.Close()
-	c, err := containerd.NewWithConn(conn)
-	if err != nil {
-		return nil, fmt.Errorf("containerd at %s: %w", endpoint, err)
-	}
-	nss, err := c.NamespaceService().List(ctx)
+	nss, err := namespacesapi.NewNamespacesClient(conn).List(ctx, &namespacesapi.ListNamespacesRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: list namespaces: %w", endpoint, err)
 	}
+	tasks := tasksapi.NewTasksClient(conn)
 	var out []EngineContainer
 	var errs []error
-	for _, ns := range nss {
+	for _, n := range nss.GetNamespaces() {
+		ns := n.GetName()
 		if ns == "moby" {
 			continue
 		}
-		resp, err := c.TaskService().List(namespaces.WithNamespace(ctx, ns), &tasksapi.ListTasksRequest{})
+		resp, err := tasks.List(namespaces.WithNamespace(ctx, ns), &tasksapi.ListTasksRequest{})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("containerd at %s: namespace %s: list tasks: %w", endpoint, ns, err))
 			continue

@@ -5,39 +5,53 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	containerd "github.com/containerd/containerd"
+	containersapi "github.com/containerd/containerd/api/services/containers/v1"
+	contentapi "github.com/containerd/containerd/api/services/content/v1"
+	imagesapi "github.com/containerd/containerd/api/services/images/v1"
+	namespacesapi "github.com/containerd/containerd/api/services/namespaces/v1"
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
-	"github.com/containerd/containerd/containers"
-	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/containerd/pkg/dialer"
-	"github.com/containerd/typeurl/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/agentd-dev/agentd/model"
 )
 
-// containerdDialOptions replace the containerd client's own, which dial
-// blocking (grpc.WithBlock) and fail when the engine is down at that moment:
-// here the connection comes up in the background and a call made while the
-// engine is down fails with Unavailable, which the Watcher retries with backoff.
+// containerdMaxMsgSize is the largest gRPC message exchanged with containerd,
+// as containerd's own client sets it (a list of containers carries their OCI
+// specs).
+const containerdMaxMsgSize = 16 << 20
+
+// containerdDialOptions make a connection that comes up in the background (the
+// containerd client's own dial blocks and fails when the engine is down at that
+// moment): a call made while the engine is down fails with Unavailable, which
+// the Watcher retries with backoff.
 func containerdDialOptions() []grpc.DialOption {
 	bo := backoff.DefaultConfig
 	bo.MaxDelay = 3 * time.Second
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: 5 * time.Second}),
-		grpc.WithContextDialer(dialer.ContextDialer),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(containerdMaxMsgSize), grpc.MaxCallSendMsgSize(containerdMaxMsgSize)),
 	}
+}
+
+// isNotFound tells whether a containerd API error, wrapped or not, means the
+// object is gone.
+func isNotFound(err error) bool {
+	return status.Code(err) == codes.NotFound
 }
 
 // Labels that orchestrators put on containerd containers to name them, in the
@@ -73,10 +87,14 @@ var containerdNameLabels = []string{
 //
 // A ContainerdAdapter is safe for concurrent use. Close releases its connection.
 type ContainerdAdapter struct {
-	engine   model.Engine
-	log      *slog.Logger
-	client   *containerd.Client
-	endpoint string
+	engine     model.Engine
+	log        *slog.Logger
+	conn       *grpc.ClientConn
+	namespaces namespacesapi.NamespacesClient
+	containers containersapi.ContainersClient
+	tasks      tasksapi.TasksClient
+	images     *ctrdImageResolver
+	endpoint   string
 
 	mu    sync.Mutex
 	exits map[string]containerdExit // key: namespace + "/" + id
@@ -98,22 +116,26 @@ func NewContainerd(engine model.Engine, log *slog.Logger) (*ContainerdAdapter, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	client, err := containerd.New(engine.Endpoint, containerd.WithDialOpts(containerdDialOptions()))
+	conn, err := grpc.NewClient("unix://"+engine.Endpoint, containerdDialOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: connect: %w", engine.Endpoint, err)
 	}
 	return &ContainerdAdapter{
-		engine:   engine,
-		log:      log,
-		client:   client,
-		endpoint: engine.Endpoint,
-		exits:    make(map[string]containerdExit),
+		engine:     engine,
+		log:        log,
+		conn:       conn,
+		namespaces: namespacesapi.NewNamespacesClient(conn),
+		containers: containersapi.NewContainersClient(conn),
+		tasks:      tasksapi.NewTasksClient(conn),
+		images:     newCtrdImageResolver(imagesapi.NewImagesClient(conn), contentapi.NewContentClient(conn)),
+		endpoint:   engine.Endpoint,
+		exits:      make(map[string]containerdExit),
 	}, nil
 }
 
 // Close closes the connection to containerd; open Streams fail afterwards.
 func (a *ContainerdAdapter) Close() error {
-	if err := a.client.Close(); err != nil {
+	if err := a.conn.Close(); err != nil {
 		return fmt.Errorf("containerd at %s: close: %w", a.endpoint, err)
 	}
 	return nil
@@ -123,11 +145,10 @@ func (a *ContainerdAdapter) Close() error {
 // list does not hide the others: their containers are returned together with
 // the joined errors.
 func (a *ContainerdAdapter) List(ctx context.Context) ([]model.Container, error) {
-	nss, err := a.client.NamespaceService().List(ctx)
+	nss, err := a.listNamespaces(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: list namespaces: %w", a.endpoint, err)
 	}
-	sort.Strings(nss)
 	var (
 		out  []model.Container
 		errs []error
@@ -157,11 +178,10 @@ func (a *ContainerdAdapter) Inspect(ctx context.Context, id string) (model.Conta
 	if ns, cid, ok := strings.Cut(id, "/"); ok {
 		return a.InspectNamespaced(ctx, ns, cid)
 	}
-	nss, err := a.client.NamespaceService().List(ctx)
+	nss, err := a.listNamespaces(ctx)
 	if err != nil {
 		return model.Container{}, fmt.Errorf("containerd at %s: container %s: list namespaces: %w", a.endpoint, id, err)
 	}
-	sort.Strings(nss)
 	for _, ns := range nss {
 		c, err := a.InspectNamespaced(ctx, ns, id)
 		if errors.Is(err, ErrNotFound) {
@@ -185,13 +205,61 @@ func (a *ContainerdAdapter) InspectNamespaced(ctx context.Context, ns, id string
 	return cs[0], nil
 }
 
+// listNamespaces returns the names of containerd's namespaces, sorted.
+func (a *ContainerdAdapter) listNamespaces(ctx context.Context) ([]string, error) {
+	resp, err := a.namespaces.List(ctx, &namespacesapi.ListNamespacesRequest{})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(resp.GetNamespaces()))
+	for _, ns := range resp.GetNamespaces() {
+		out = append(out, ns.GetName())
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// listContainers lists the container records of the namespace of ctx matching
+// filters, streamed one message a container (as containerd's client does: a
+// single List answer with hundreds of OCI specs can pass the message size
+// limit), falling back to List on a containerd without ListStream.
+func (a *ContainerdAdapter) listContainers(ctx context.Context, filters []string) ([]*containersapi.Container, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req := &containersapi.ListContainersRequest{Filters: filters}
+	stream, err := a.containers.ListStream(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var out []*containersapi.Container
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if status.Code(err) == codes.Unimplemented {
+			resp, err := a.containers.List(ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			return resp.GetContainers(), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m.GetContainer() != nil {
+			out = append(out, m.GetContainer())
+		}
+	}
+}
+
 // listNamespace lists the containers of ns matching filters (all when none),
 // with their tasks and images: three or four RPCs for the whole namespace.
 func (a *ContainerdAdapter) listNamespace(ctx context.Context, ns string, filters []string) ([]model.Container, error) {
 	nctx := namespaces.WithNamespace(ctx, ns)
-	recs, err := a.client.ContainerService().List(nctx, filters...)
+	recs, err := a.listContainers(nctx, filters)
 	if err != nil {
-		if errdefs.IsNotFound(err) {
+		if isNotFound(err) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("containerd at %s: namespace %s: list containers: %w", a.endpoint, ns, err)
@@ -199,7 +267,7 @@ func (a *ContainerdAdapter) listNamespace(ctx context.Context, ns string, filter
 	if len(recs) == 0 {
 		return nil, nil
 	}
-	tl, err := a.client.TaskService().List(nctx, &tasksapi.ListTasksRequest{})
+	tl, err := a.tasks.List(nctx, &tasksapi.ListTasksRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: namespace %s: list tasks: %w", a.endpoint, ns, err)
 	}
@@ -214,8 +282,8 @@ func (a *ContainerdAdapter) listNamespace(ctx context.Context, ns string, filter
 	imageIDs := a.imageDigests(nctx, ns, recs)
 	out := make([]model.Container, 0, len(recs))
 	for _, r := range recs {
-		c := containerdContainer(a.engine.ID, ns, r, tasks[r.ID], imageIDs[r.Image])
-		a.applyExitMemory(&c, tasks[r.ID] != nil)
+		c := containerdContainer(a.engine.ID, ns, r, tasks[r.GetID()], imageIDs[r.GetImage()])
+		a.applyExitMemory(&c, tasks[r.GetID()] != nil)
 		out = append(out, c)
 	}
 	return out, nil
@@ -225,28 +293,24 @@ func (a *ContainerdAdapter) listNamespace(ctx context.Context, ns string, filter
 // digest of the image's config, which is what Docker and CRI call the image
 // ID, falling back to the manifest digest when the config cannot be read. An
 // image that is gone (containers outlive their images) leaves no digest.
-func (a *ContainerdAdapter) imageDigests(ctx context.Context, ns string, recs []containers.Container) map[string]string {
+func (a *ContainerdAdapter) imageDigests(ctx context.Context, ns string, recs []*containersapi.Container) map[string]string {
 	out := make(map[string]string)
 	for _, r := range recs {
-		if r.Image == "" {
+		ref := r.GetImage()
+		if ref == "" {
 			continue
 		}
-		if _, done := out[r.Image]; done {
+		if _, done := out[ref]; done {
 			continue
 		}
-		img, err := a.client.ImageService().Get(ctx, r.Image)
-		if err != nil {
-			if !errdefs.IsNotFound(err) {
-				a.log.Debug("image lookup failed", "namespace", ns, "image", r.Image, "err", err)
-			}
-			out[r.Image] = ""
-			continue
-		}
-		out[r.Image] = img.Target.Digest.String()
-		if cfg, err := containerd.NewImage(a.client, img).Config(ctx); err == nil {
-			out[r.Image] = cfg.Digest.String()
-		} else {
-			a.log.Debug("image config lookup failed, using the manifest digest", "namespace", ns, "image", r.Image, "err", err)
+		id, err := a.images.imageID(ctx, ref)
+		out[ref] = id
+		switch {
+		case err == nil:
+		case id != "":
+			a.log.Debug("image config lookup failed, using the manifest digest", "namespace", ns, "image", ref, "err", err)
+		case !isNotFound(err):
+			a.log.Debug("image lookup failed", "namespace", ns, "image", ref, "err", err)
 		}
 	}
 	return out
@@ -299,19 +363,21 @@ func (a *ContainerdAdapter) forgetExitsExcept(seen map[string]bool) {
 
 // containerdContainer builds the model of one containerd container from its
 // record and its task (nil when it has none).
-func containerdContainer(engineID, ns string, r containers.Container, task *tasktypes.Process, imageID string) model.Container {
+func containerdContainer(engineID, ns string, r *containersapi.Container, task *tasktypes.Process, imageID string) model.Container {
 	c := model.Container{
-		ID:         r.ID,
-		Name:       containerdName(r.ID, r.Labels),
+		ID:         r.GetID(),
+		Name:       containerdName(r.GetID(), r.GetLabels()),
 		EngineID:   engineID,
 		Namespace:  ns,
 		ImageID:    imageID,
-		Labels:     r.Labels,
+		Labels:     r.GetLabels(),
 		State:      model.StateCreated,
-		CreatedAt:  r.CreatedAt,
-		CgroupPath: containerdCgroupPath(r.Spec),
+		CgroupPath: containerdCgroupPath(r.GetSpec()),
 	}
-	c.ImageName, c.ImageTags = ctrdSplitImageRef(r.Image)
+	if t := r.GetCreatedAt(); t != nil && t.IsValid() {
+		c.CreatedAt = t.AsTime()
+	}
+	c.ImageName, c.ImageTags = ctrdSplitImageRef(r.GetImage())
 	if task == nil {
 		return c
 	}
@@ -356,7 +422,7 @@ func containerdTaskState(s tasktypes.Status) model.ContainerState {
 // containerdCgroupPath extracts linux.cgroupsPath from a container's OCI spec
 // (stored as JSON in an Any) and normalises it with ctrdCgroupPath. An absent
 // or undecodable spec gives "".
-func containerdCgroupPath(spec typeurl.Any) string {
+func containerdCgroupPath(spec *anypb.Any) string {
 	if spec == nil || len(spec.GetValue()) == 0 {
 		return ""
 	}

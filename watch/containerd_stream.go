@@ -89,7 +89,7 @@ func (a *ContainerdAdapter) Subscribe(ctx context.Context) (Stream, error) {
 	}
 
 	sctx, cancel := context.WithCancel(ctx)
-	events := eventsapi.NewEventsClient(a.client.Conn())
+	events := eventsapi.NewEventsClient(a.conn)
 	sub, err := events.Subscribe(sctx, &eventsapi.SubscribeRequest{Filters: filters})
 	if err != nil {
 		cancel()
