@@ -101,26 +101,18 @@ func (r *ctrdImageResolver) configDigest(ctx context.Context, mediaType, digest 
 	}
 	switch mediaType {
 	case ocispec.MediaTypeImageManifest, mediaTypeDockerManifest:
-		b, err := r.read(ctx, digest)
-		if err != nil {
-			return "", err
-		}
 		var m ocispec.Manifest
-		if err := json.Unmarshal(b, &m); err != nil {
-			return "", fmt.Errorf("manifest %s: %w", digest, err)
+		if err := r.readJSON(ctx, "manifest", digest, &m); err != nil {
+			return "", err
 		}
 		if m.Config.Digest == "" {
 			return "", fmt.Errorf("manifest %s: no config descriptor", digest)
 		}
 		return m.Config.Digest.String(), nil
 	case ocispec.MediaTypeImageIndex, mediaTypeDockerManifestList:
-		b, err := r.read(ctx, digest)
-		if err != nil {
-			return "", err
-		}
 		var idx ocispec.Index
-		if err := json.Unmarshal(b, &idx); err != nil {
-			return "", fmt.Errorf("index %s: %w", digest, err)
+		if err := r.readJSON(ctx, "index", digest, &idx); err != nil {
+			return "", err
 		}
 		m, ok := pickManifest(idx.Manifests, r.platform)
 		if !ok {
@@ -151,6 +143,19 @@ func pickManifest(ms []ocispec.Descriptor, platform platforms.MatchComparer) (oc
 		return platform.Less(*cands[i].Platform, *cands[j].Platform)
 	})
 	return cands[0], true
+}
+
+// readJSON reads the blob digest and decodes it into v; kind names the
+// document in errors.
+func (r *ctrdImageResolver) readJSON(ctx context.Context, kind, digest string, v any) error {
+	b, err := r.read(ctx, digest)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s %s: %w", kind, digest, err)
+	}
+	return nil
 }
 
 // read returns a whole blob of the content store, at most maxImageDocumentSize bytes.
