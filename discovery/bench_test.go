@@ -3,6 +3,8 @@ package discovery
 import (
 	"context"
 	"testing"
+
+	"github.com/agentd-dev/agentd/internal/testbed"
 )
 
 // BenchmarkRescan measures a steady-state rescan of a 2,000-process fake procfs
@@ -64,7 +66,7 @@ func BenchmarkRefreshHostProc(b *testing.B) {
 	p := NewProcFS("/proc")
 	for range fullEvery {
 		if err := p.Refresh(nil); err != nil {
-			b.Skipf("no procfs at /proc: %v", err)
+			testbed.Unavailable(b, "no procfs at /proc: %v", err)
 		}
 	}
 	b.ReportAllocs()

@@ -83,11 +83,17 @@ func Require(t testing.TB, parts ...Part) {
 	if len(missing) == 0 {
 		return
 	}
-	msg := "testbed part missing (run `make testbed`): " + strings.Join(missing, "; ")
+	Unavailable(t, "testbed part missing (run `make testbed`): %s", strings.Join(missing, "; "))
+}
+
+// Unavailable ends t for want of something it needs, named by the message:
+// a failure under CI=true, a skip otherwise.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
 	if InCI() {
-		t.Fatal(msg)
+		t.Fatalf(format, args...)
 	}
-	t.Skip(msg)
+	t.Skipf(format, args...)
 }
 
 // Check reports why part is not available, or nil when it is.
