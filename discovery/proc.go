@@ -120,7 +120,7 @@ func NewProcFS(root string) *ProcFS {
 		root:   filepath.Clean(root),
 		procs:  make(map[int]*procEntry),
 		dents:  make([]byte, 32<<10),
-		buf:    make([]byte, 4<<10),
+		buf:    make([]byte, 0, 4<<10),
 		path:   make([]byte, 0, 64),
 		open:   os.Open,
 		uptime: bootTicks,
@@ -326,28 +326,8 @@ func (p *ProcFS) readAt(dirfd int) ([]byte, bool) {
 	}
 	fd := int(r)
 	defer syscall.Close(fd)
-	n := 0
-	for {
-		if n == len(p.buf) {
-			p.buf = append(p.buf, make([]byte, len(p.buf))...)
-		}
-		room := len(p.buf) - n
-		m, err := syscall.Read(fd, p.buf[n:])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, false
-		}
-		if m == 0 {
-			break
-		}
-		n += m
-		if procfs.Complete(n, m, room) {
-			break
-		}
-	}
-	return p.buf[:n], true
+	b, err := procfs.ReadFD(fd, &p.buf)
+	return b, err == nil
 }
 
 // Lookup returns the cheap fields of a process in the table: PPID, comm and

@@ -1,7 +1,6 @@
 package stats
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -476,29 +475,11 @@ func readFile(file string, buf *[]byte) ([]byte, error) {
 		return nil, &fs.PathError{Op: "open", Path: file, Err: err}
 	}
 	defer syscall.Close(fd)
-	if cap(*buf) < 4096 {
-		*buf = make([]byte, 0, 4096)
+	data, err := preadAll(fd, buf)
+	if err != nil {
+		return nil, &fs.PathError{Op: "read", Path: file, Err: err}
 	}
-	b := (*buf)[:0]
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := syscall.Read(fd, b[len(b):cap(b)])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			*buf = b
-			return nil, &fs.PathError{Op: "read", Path: file, Err: err}
-		}
-		if n == 0 {
-			break
-		}
-		b = b[:len(b)+n]
-	}
-	*buf = b
-	return bytes.TrimRight(b, "\x00"), nil
+	return data, nil
 }
 
 func sub0(a, b uint64) uint64 {

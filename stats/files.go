@@ -86,33 +86,12 @@ func (r *Reader) Release(cg *Cgroup) {
 // OpenFiles is how many files the Reader keeps open now.
 func (r *Reader) OpenFiles() int { return int(r.open.Load()) }
 
-// preadAll reads fd from offset 0 to its end into *buf (growing it).
+// preadAll reads fd from offset 0 to its end into *buf (growing it), without
+// the NUL padding some kernel files end with.
 func preadAll(fd int, buf *[]byte) ([]byte, error) {
-	if cap(*buf) < 4096 {
-		*buf = make([]byte, 0, 4096)
+	b, err := procfs.ReadFD(fd, buf)
+	if err != nil {
+		return nil, err
 	}
-	b := (*buf)[:0]
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		room := cap(b) - len(b)
-		n, err := syscall.Pread(fd, b[len(b):cap(b)], int64(len(b)))
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			*buf = b
-			return nil, err
-		}
-		if n == 0 {
-			break
-		}
-		b = b[:len(b)+n]
-		if procfs.Complete(len(b), n, room) {
-			break
-		}
-	}
-	*buf = b
 	return bytes.TrimRight(b, "\x00"), nil
 }

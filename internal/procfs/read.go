@@ -113,3 +113,41 @@ const shortReadLimit = 3584
 func Complete(total, n, room int) bool {
 	return n < room && total < shortReadLimit
 }
+
+// minReadBuffer is the smallest buffer ReadFD reads into.
+const minReadBuffer = 4096
+
+// ReadFD reads the kernel file open at fd whole, from offset 0, into *buf
+// (growing it, to at least minReadBuffer bytes), and returns the bytes read.
+// It reads with pread, so a file kept open is read afresh every time, and
+// stops without waiting for the read that returns 0 once Complete says it
+// has the whole file. It does not allocate while *buf is large enough.
+func ReadFD(fd int, buf *[]byte) ([]byte, error) {
+	if cap(*buf) < minReadBuffer {
+		*buf = make([]byte, 0, minReadBuffer)
+	}
+	b := (*buf)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		room := cap(b) - len(b)
+		n, err := unix.Pread(fd, b[len(b):cap(b)], int64(len(b)))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			*buf = b
+			return nil, err
+		}
+		if n == 0 {
+			break
+		}
+		b = b[:len(b)+n]
+		if Complete(len(b), n, room) {
+			break
+		}
+	}
+	*buf = b
+	return b, nil
+}

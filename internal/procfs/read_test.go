@@ -128,3 +128,33 @@ func TestComplete(t *testing.T) {
 		})
 	}
 }
+
+func TestReadFD(t *testing.T) {
+	for _, size := range []int{0, 1, minReadBuffer - 1, minReadBuffer, 3 * minReadBuffer, 100_000} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			want := strings.Repeat("x", size)
+			file := filepath.Join(t.TempDir(), "f")
+			if err := os.WriteFile(file, []byte(want), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var buf []byte
+			for round := range 2 { // a kept-open file reads whole again
+				got, err := ReadFD(int(f.Fd()), &buf)
+				if err != nil || string(got) != want {
+					t.Fatalf("round %d: %d bytes, %v; want %d bytes", round, len(got), err, size)
+				}
+			}
+		})
+	}
+	t.Run("a bad fd is an error", func(t *testing.T) {
+		var buf []byte
+		if _, err := ReadFD(-1, &buf); err == nil {
+			t.Fatal("no error for fd -1")
+		}
+	})
+}
