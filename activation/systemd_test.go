@@ -15,18 +15,12 @@ import (
 	"github.com/agentd-dev/agentd/model"
 )
 
-// inTH runs a command inside the systemd host container.
-func inTH(t *testing.T, args ...string) string {
-	t.Helper()
-	return testbed.Run(t, "docker", append([]string{"exec", testbed.SystemdHostName()}, args...)...)
-}
-
 // restoreSocketsListening makes sure podman.socket and docker.socket listen
 // again (and are unmasked) when the test ends, whatever it did to them.
 func restoreSocketsListening(t *testing.T) {
 	t.Cleanup(func() {
-		inTH(t, "systemctl", "unmask", "--runtime", "podman.socket", "docker.socket")
-		inTH(t, "systemctl", "start", "podman.socket", "docker.socket")
+		testbed.RunInSystemdHost(t, "systemctl", "unmask", "--runtime", "podman.socket", "docker.socket")
+		testbed.RunInSystemdHost(t, "systemctl", "start", "podman.socket", "docker.socket")
 	})
 }
 
@@ -97,19 +91,19 @@ func TestActivatesSocketEnginesOfSystemdHost(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cname := "agentd-act-" + randomSuffix(t)
-			inTH(t, tc.engine, "run", "-d", "--name", cname, "--label", "agentd.test="+t.Name(),
+			testbed.RunInSystemdHost(t, tc.engine, "run", "-d", "--name", cname, "--label", "agentd.test="+t.Name(),
 				testbed.BusyboxImage, "sleep", "1000")
 			t.Cleanup(func() {
 				if tc.engine == "podman" {
-					inTH(t, "podman", "rm", "-f", "-t", "0", cname)
+					testbed.RunInSystemdHost(t, "podman", "rm", "-f", "-t", "0", cname)
 				} else {
-					inTH(t, "docker", "rm", "-f", cname)
+					testbed.RunInSystemdHost(t, "docker", "rm", "-f", cname)
 				}
 			})
 			// The service must not run: only its socket listens.
-			inTH(t, "systemctl", "stop", tc.service)
-			if st := inTH(t, "systemctl", "show", "-p", "ActiveState", "--value", tc.socket); st != "active" {
-				inTH(t, "systemctl", "start", tc.socket)
+			testbed.RunInSystemdHost(t, "systemctl", "stop", tc.service)
+			if st := testbed.RunInSystemdHost(t, "systemctl", "show", "-p", "ActiveState", "--value", tc.socket); st != "active" {
+				testbed.RunInSystemdHost(t, "systemctl", "start", tc.socket)
 			}
 
 			start := time.Now()
@@ -159,8 +153,8 @@ func TestPodmanIdleExitIsReportedInactive(t *testing.T) {
 	testbed.Require(t, testbed.SystemdHost)
 	pid := testbed.SystemdHostPID(t)
 	restoreSocketsListening(t)
-	if st := inTH(t, "systemctl", "show", "-p", "ActiveState", "--value", "podman.socket"); st != "active" {
-		inTH(t, "systemctl", "start", "podman.socket")
+	if st := testbed.RunInSystemdHost(t, "systemctl", "show", "-p", "ActiveState", "--value", "podman.socket"); st != "active" {
+		testbed.RunInSystemdHost(t, "systemctl", "start", "podman.socket")
 	}
 	_, ch, _ := runManager(t, nestedConfig(pid))
 	waitFor(t, ch, 60*time.Second, "podman.socket active", func(e SocketEngine) bool {
@@ -182,8 +176,8 @@ func TestSocketUnitStopAndStartAreReportedBySignals(t *testing.T) {
 	testbed.Require(t, testbed.SystemdHost)
 	pid := testbed.SystemdHostPID(t)
 	restoreSocketsListening(t)
-	if st := inTH(t, "systemctl", "show", "-p", "ActiveState", "--value", "podman.socket"); st != "active" {
-		inTH(t, "systemctl", "start", "podman.socket")
+	if st := testbed.RunInSystemdHost(t, "systemctl", "show", "-p", "ActiveState", "--value", "podman.socket"); st != "active" {
+		testbed.RunInSystemdHost(t, "systemctl", "start", "podman.socket")
 	}
 	cfg := nestedConfig(pid)
 	cfg.Activate = false // this test is about reporting, not activation
@@ -193,7 +187,7 @@ func TestSocketUnitStopAndStartAreReportedBySignals(t *testing.T) {
 	})
 
 	drain(ch)
-	inTH(t, "systemctl", "stop", "podman.socket", "podman.service")
+	testbed.RunInSystemdHost(t, "systemctl", "stop", "podman.socket", "podman.service")
 	stopped := time.Now()
 	e := waitFor(t, ch, 2*time.Second, "podman.socket retired", func(e SocketEngine) bool {
 		return isUnit(pid, "podman.socket")(e) && e.State == StateRetired
@@ -201,7 +195,7 @@ func TestSocketUnitStopAndStartAreReportedBySignals(t *testing.T) {
 	t.Logf("%s reported %v after systemctl stop returned", e, time.Since(stopped))
 
 	drain(ch)
-	inTH(t, "systemctl", "start", "podman.socket")
+	testbed.RunInSystemdHost(t, "systemctl", "start", "podman.socket")
 	started := time.Now()
 	e = waitFor(t, ch, 2*time.Second, "podman.socket listening again", func(e SocketEngine) bool {
 		return isUnit(pid, "podman.socket")(e) && e.State != StateRetired
@@ -221,12 +215,12 @@ func TestMaskedSocketIsNotActivated(t *testing.T) {
 	// makes it functional again. Cleanups run last-in first-out, so this
 	// runs before restoreSocketsListening's start.
 	t.Cleanup(func() {
-		inTH(t, "systemctl", "unmask", "--runtime", "podman.socket")
-		inTH(t, "systemctl", "restart", "podman.socket")
+		testbed.RunInSystemdHost(t, "systemctl", "unmask", "--runtime", "podman.socket")
+		testbed.RunInSystemdHost(t, "systemctl", "restart", "podman.socket")
 	})
-	inTH(t, "systemctl", "stop", "podman.service")
-	inTH(t, "systemctl", "mask", "--runtime", "podman.socket")
-	if st := inTH(t, "systemctl", "show", "-p", "ActiveState", "--value", "podman.socket"); st != "active" {
+	testbed.RunInSystemdHost(t, "systemctl", "stop", "podman.service")
+	testbed.RunInSystemdHost(t, "systemctl", "mask", "--runtime", "podman.socket")
+	if st := testbed.RunInSystemdHost(t, "systemctl", "show", "-p", "ActiveState", "--value", "podman.socket"); st != "active" {
 		t.Fatalf("masked podman.socket should still listen, ActiveState %q", st)
 	}
 
@@ -239,7 +233,7 @@ func TestMaskedSocketIsNotActivated(t *testing.T) {
 	}
 	// Give the Manager time to (wrongly) activate, and a second chance to
 	// log through a daemon-reload resync.
-	inTH(t, "systemctl", "daemon-reload")
+	testbed.RunInSystemdHost(t, "systemctl", "daemon-reload")
 	time.Sleep(2 * time.Second)
 	for _, e := range m.Engines() {
 		if isUnit(pid, "podman.socket")(e) && (!e.Masked || e.State == StateRetired) {

@@ -18,18 +18,14 @@ import (
 func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.SystemdHost, testbed.Collector)
 	th := testbed.SystemdHostName()
-	exec := func(args ...string) string {
-		t.Helper()
-		return testbed.Run(t, "docker", append([]string{"exec", th}, args...)...)
-	}
 	t.Cleanup(func() {
 		_, _ = runQuiet("docker", "exec", th, "systemctl", "start", "podman.socket")
 	})
 	tag := fmt.Sprintf("act-%08x", rand.Uint32())
-	id := exec("podman", "run", "-d", "--label", "agentd.test="+tag, testbed.BusyboxImage, "sleep", "3600")
+	id := testbed.RunInSystemdHost(t, "podman", "run", "-d", "--label", "agentd.test="+tag, testbed.BusyboxImage, "sleep", "3600")
 	t.Cleanup(func() { _, _ = runQuiet("docker", "exec", th, "podman", "rm", "-f", "-t", "0", id) })
 	// Only the socket listens when the agent starts.
-	exec("systemctl", "stop", "podman.service")
+	testbed.RunInSystemdHost(t, "systemctl", "stop", "podman.service")
 	if out, _ := runQuiet("docker", "exec", th, "systemctl", "is-active", "podman.service"); out == "active" {
 		t.Fatal("podman.service is still active")
 	}
@@ -50,7 +46,7 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 	})
 
 	t.Run("stopping podman.socket and podman.service retires the engine", func(t *testing.T) {
-		exec("systemctl", "stop", "podman.socket", "podman.service")
+		testbed.RunInSystemdHost(t, "systemctl", "stop", "podman.socket", "podman.service")
 		col.WaitLogs(t, 15*time.Second, func(l *testbed.Logs) bool {
 			return len(l.Filter(func(r testbed.LogRecord) bool {
 				return r.EventName == "agentd.engine.lost" && r.HasResource(podmanEngine)
@@ -69,7 +65,7 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := found(l)
-		exec("systemctl", "start", "podman.socket")
+		testbed.RunInSystemdHost(t, "systemctl", "start", "podman.socket")
 		start := time.Now()
 		col.WaitLogs(t, 10*time.Second, func(l *testbed.Logs) bool { return found(l) > before })
 		// The record is flushed every 200 ms here; the rest is agentd's.
@@ -89,7 +85,7 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 		col.WaitMetrics(t, 15*time.Second, func(m *testbed.Metrics) bool {
 			return len(m.Requests) > n+5 && m.Metric(map[string]string{"container.id": id}, "container.memory.usage") != nil
 		})
-		out := exec("systemctl", "is-active", "podman.socket")
+		out := testbed.RunInSystemdHost(t, "systemctl", "is-active", "podman.socket")
 		if strings.TrimSpace(out) != "active" {
 			t.Errorf("podman.socket is %q", out)
 		}
@@ -105,20 +101,16 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 func TestAgentActivatesDockerSocketOfTheSystemdHost(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.SystemdHost, testbed.Collector)
 	th := testbed.SystemdHostName()
-	exec := func(args ...string) string {
-		t.Helper()
-		return testbed.Run(t, "docker", append([]string{"exec", th}, args...)...)
-	}
 	tag := fmt.Sprintf("actd-%08x", rand.Uint32())
-	id := exec("docker", "run", "-d", "--restart=always", "--network", "none", "--label", "agentd.test="+tag, testbed.BusyboxImage, "sleep", "3600")
+	id := testbed.RunInSystemdHost(t, "docker", "run", "-d", "--restart=always", "--network", "none", "--label", "agentd.test="+tag, testbed.BusyboxImage, "sleep", "3600")
 	t.Cleanup(func() {
 		_, _ = runQuiet("docker", "exec", th, "docker", "rm", "-f", id)
 		_, _ = runQuiet("docker", "exec", th, "systemctl", "stop", "docker.service", "containerd.service")
 		_, _ = runQuiet("docker", "exec", th, "systemctl", "start", "docker.socket")
 	})
 	// Only the socket listens when the agent starts.
-	exec("systemctl", "stop", "docker.service", "containerd.service")
-	exec("systemctl", "start", "docker.socket")
+	testbed.RunInSystemdHost(t, "systemctl", "stop", "docker.service", "containerd.service")
+	testbed.RunInSystemdHost(t, "systemctl", "start", "docker.socket")
 	if out, _ := runQuiet("docker", "exec", th, "systemctl", "is-active", "docker.service"); out == "active" {
 		t.Fatal("docker.service is still active")
 	}
@@ -131,7 +123,7 @@ func TestAgentActivatesDockerSocketOfTheSystemdHost(t *testing.T) {
 	col.WaitMetrics(t, 60*time.Second, func(m *testbed.Metrics) bool {
 		return len(m.ResourcesWith(want)) == 1 && m.Metric(want, "container.memory.usage") != nil
 	})
-	if out := exec("systemctl", "is-active", "docker.service"); strings.TrimSpace(out) != "active" {
+	if out := testbed.RunInSystemdHost(t, "systemctl", "is-active", "docker.service"); strings.TrimSpace(out) != "active" {
 		t.Errorf("docker.service is %q after agentd started", out)
 	}
 }

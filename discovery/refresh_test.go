@@ -24,11 +24,18 @@ func age(t *testing.T, p *ProcFS) {
 	must(t, p.Refresh(nil))
 }
 
+// oneProc makes a fake procfs with one process (parent 1, started at tick 4)
+// and a ProcFS reading it, not yet refreshed.
+func oneProc(t *testing.T, pid int, comm string) (string, *ProcFS) {
+	t.Helper()
+	root := t.TempDir()
+	writeFakeProc(t, root, []fakeProc{{pid: pid, ppid: 1, comm: comm, start: 4, noDetail: true}})
+	return root, NewProcFS(root)
+}
+
 func TestRefreshRereadsWhatCanChange(t *testing.T) {
 	t.Run("a young process that execs is seen at the next refresh", func(t *testing.T) {
-		root := t.TempDir()
-		writeFakeProc(t, root, []fakeProc{{pid: 40, ppid: 1, comm: "sh", start: 4, noDetail: true}})
-		p := NewProcFS(root)
+		root, p := oneProc(t, 40, "sh")
 		p.uptime = func() uint64 { return 4 + 100 } // started a second ago
 		must(t, p.Refresh(nil))
 		writeStat(t, root, 40, 1, "dockerd", 4)
@@ -38,9 +45,7 @@ func TestRefreshRereadsWhatCanChange(t *testing.T) {
 		}
 	})
 	t.Run("an old process that execs is seen within fullEvery refreshes", func(t *testing.T) {
-		root := t.TempDir()
-		writeFakeProc(t, root, []fakeProc{{pid: 41, ppid: 1, comm: "sh", start: 4, noDetail: true}})
-		p := NewProcFS(root)
+		root, p := oneProc(t, 41, "sh")
 		age(t, p)
 		writeStat(t, root, 41, 1, "dockerd", 4)
 		for range fullEvery {
@@ -52,9 +57,7 @@ func TestRefreshRereadsWhatCanChange(t *testing.T) {
 		t.Fatalf("exec of an old process not seen within %d refreshes", fullEvery)
 	})
 	t.Run("an old process named like an engine is re-read at every refresh", func(t *testing.T) {
-		root := t.TempDir()
-		writeFakeProc(t, root, []fakeProc{{pid: 42, ppid: 1, comm: "dockerd", start: 4, noDetail: true}})
-		p := NewProcFS(root)
+		root, p := oneProc(t, 42, "dockerd")
 		p.AlwaysRead("dockerd")
 		age(t, p)
 		writeStat(t, root, 42, 7, "dockerd", 4) // reparented
@@ -64,9 +67,7 @@ func TestRefreshRereadsWhatCanChange(t *testing.T) {
 		}
 	})
 	t.Run("a reused PID (a new /proc/PID inode) is re-read at once", func(t *testing.T) {
-		root := t.TempDir()
-		writeFakeProc(t, root, []fakeProc{{pid: 43, ppid: 1, comm: "sleep", start: 4, noDetail: true}})
-		p := NewProcFS(root)
+		root, p := oneProc(t, 43, "sleep")
 		age(t, p)
 		// The new process's directory exists before the old one goes, so its
 		// inode cannot be the old one's.
@@ -81,9 +82,7 @@ func TestRefreshRereadsWhatCanChange(t *testing.T) {
 		}
 	})
 	t.Run("a process that is not re-read is still visited with its comm", func(t *testing.T) {
-		root := t.TempDir()
-		writeFakeProc(t, root, []fakeProc{{pid: 44, ppid: 1, comm: "containerd", start: 4, noDetail: true}})
-		p := NewProcFS(root)
+		_, p := oneProc(t, 44, "containerd")
 		age(t, p)
 		for range fullEvery {
 			var got []string

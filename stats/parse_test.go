@@ -95,13 +95,18 @@ func BenchmarkReadCgroupV1(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchReads(b, r, &cg, 4242)
+}
+
+// benchReads reads cg (of process pid) b.N times into one reused Stats.
+func benchReads(b *testing.B, r *Reader, cg *Cgroup, pid int) {
 	var s Stats
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
 		nets := s.Networks
 		s = Stats{Networks: nets}
-		if err := r.Read(&cg, 4242, &s, &buf); err != nil {
+		if err := r.Read(cg, pid, &s, &buf); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -124,16 +129,7 @@ func BenchmarkReadHostCgroup(b *testing.B) {
 				testbed.Unavailable(b, "no readable cgroup here: %v", err)
 			}
 			defer r.Release(&cg)
-			var s Stats
-			var buf []byte
-			b.ReportAllocs()
-			for b.Loop() {
-				nets := s.Networks
-				s = Stats{Networks: nets}
-				if err := r.Read(&cg, pid, &s, &buf); err != nil {
-					b.Fatal(err)
-				}
-			}
+			benchReads(b, r, &cg, pid)
 		})
 	}
 }

@@ -174,6 +174,13 @@ func Run(t testing.TB, name string, args ...string) string {
 	return out
 }
 
+// RunInSystemdHost runs a command inside the systemd host container (docker
+// exec), failing t if it fails, and returns its trimmed output.
+func RunInSystemdHost(t testing.TB, args ...string) string {
+	t.Helper()
+	return Run(t, "docker", append([]string{"exec", SystemdHostName()}, args...)...)
+}
+
 // SystemdHostPID is the host PID of the systemd host's PID 1.
 func SystemdHostPID(t testing.TB) int {
 	t.Helper()
