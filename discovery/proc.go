@@ -196,10 +196,7 @@ func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 				continue
 			}
 			if e := p.procs[pid]; e != nil && ino != 0 && e.ino == ino && !p.mustRead(pid, e) {
-				e.gen = p.gen
-				if visit != nil {
-					visit(pid, unsafe.Slice(unsafe.StringData(e.comm), len(e.comm)))
-				}
+				p.keep(pid, e, visit)
 				continue
 			}
 			p.refreshOne(dirfd, pid, ino, visit)
@@ -222,10 +219,7 @@ func (p *ProcFS) refreshKnown(dirfd int, visit func(pid int, comm []byte)) {
 			p.refreshOne(dirfd, pid, e.ino, visit)
 			continue
 		}
-		e.gen = p.gen
-		if visit != nil {
-			visit(pid, unsafe.Slice(unsafe.StringData(e.comm), len(e.comm)))
-		}
+		p.keep(pid, e, visit)
 	}
 	for pid, e := range p.procs {
 		if e.gen != p.gen {
@@ -280,12 +274,20 @@ func indexNUL(b []byte) int {
 	return -1
 }
 
-// refreshOne reads one process's stat relative to the procfs directory fd.
 // mustRead reports whether an unchanged process is due for a re-read.
 func (p *ProcFS) mustRead(pid int, e *procEntry) bool {
 	return p.now-e.start < youngTicks || p.always[e.comm] || (uint32(pid)+p.gen)%fullEvery == 0
 }
 
+// keep carries a process that is not re-read into this Refresh and visits it.
+func (p *ProcFS) keep(pid int, e *procEntry, visit func(pid int, comm []byte)) {
+	e.gen = p.gen
+	if visit != nil {
+		visit(pid, unsafe.Slice(unsafe.StringData(e.comm), len(e.comm)))
+	}
+}
+
+// refreshOne reads one process's stat relative to the procfs directory fd.
 func (p *ProcFS) refreshOne(dirfd, pid int, ino uint64, visit func(pid int, comm []byte)) {
 	p.path = strconv.AppendInt(p.path[:0], int64(pid), 10)
 	p.path = append(p.path, "/stat\x00"...)

@@ -424,15 +424,8 @@ func ParseLoadavgLastPID(b []byte) (uint64, bool) {
 	for start > 0 && b[start-1] != ' ' {
 		start--
 	}
-	if start == 0 || start == end {
+	if start == 0 {
 		return 0, false
 	}
-	var v uint64
-	for _, c := range b[start:end] {
-		if c < '0' || c > '9' || v > (1<<63)/10 {
-			return 0, false
-		}
-		v = v*10 + uint64(c-'0')
-	}
-	return v, true
+	return ParseUint(b[start:end])
 }
