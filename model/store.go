@@ -184,10 +184,10 @@ func (s *Store) Upsert(c Container) Container {
 	k := c.Key()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p, ok := s.containers[k]; ok && p.OOMKilled && !c.OOMKilled && p.StartedAt.Equal(c.StartedAt) {
+	switch prev, ok := s.containers[k]; {
+	case ok && prev.OOMKilled && !c.OOMKilled && prev.StartedAt.Equal(c.StartedAt):
 		c.OOMKilled = true
-	}
-	if _, ok := s.containers[k]; !ok {
+	case !ok:
 		if s.byEngine[k.EngineID] == nil {
 			s.byEngine[k.EngineID] = map[ContainerKey]struct{}{}
 		}
