@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 )
 
 // ErrCgroupOutsideNamespace is wrapped by Locate when /proc/<pid>/cgroup shows
@@ -465,21 +464,6 @@ func (r *Reader) readNet(cg *Cgroup, pid int, s *Stats, buf *[]byte) error {
 	s.Networks = nets
 	s.Has |= FieldNetwork
 	return nil
-}
-
-// readFile reads the whole file into *buf (growing it) with raw syscalls, so
-// no *os.File is allocated. Errors are *fs.PathError naming the file.
-func readFile(file string, buf *[]byte) ([]byte, error) {
-	fd, err := syscall.Open(file, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: file, Err: err}
-	}
-	defer syscall.Close(fd)
-	data, err := preadAll(fd, buf)
-	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: file, Err: err}
-	}
-	return data, nil
 }
 
 func sub0(a, b uint64) uint64 {

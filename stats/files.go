@@ -42,19 +42,39 @@ func (r *Reader) read(cg *Cgroup, i int, path string, buf *[]byte) ([]byte, erro
 	if path == "" || !r.reserve() {
 		return readFile(path, buf)
 	}
-	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	fd, data, err := openAndRead(path, buf)
 	if err != nil {
 		r.open.Add(-1)
-		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
+	}
+	cg.fds[i] = int32(fd + 1)
+	return data, nil
+}
+
+// readFile reads the whole file into *buf (growing it) with raw syscalls, so
+// no *os.File is allocated. Errors are *fs.PathError naming the file.
+func readFile(file string, buf *[]byte) ([]byte, error) {
+	fd, data, err := openAndRead(file, buf)
+	if err != nil {
+		return nil, err
+	}
+	_ = syscall.Close(fd)
+	return data, nil
+}
+
+// openAndRead opens file and reads it whole; on success the caller owns fd.
+// Errors are *fs.PathError naming the file.
+func openAndRead(file string, buf *[]byte) (int, []byte, error) {
+	fd, err := syscall.Open(file, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, &fs.PathError{Op: "open", Path: file, Err: err}
 	}
 	data, err := preadAll(fd, buf)
 	if err != nil {
 		_ = syscall.Close(fd)
-		r.open.Add(-1)
-		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		return -1, nil, &fs.PathError{Op: "read", Path: file, Err: err}
 	}
-	cg.fds[i] = int32(fd + 1)
-	return data, nil
+	return fd, data, nil
 }
 
 // reserve takes one file from the budget, reporting false when none is left.
