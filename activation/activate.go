@@ -11,6 +11,7 @@ import (
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 
 	"github.com/agentd-dev/agentd/internal/unixhttp"
+	"github.com/agentd-dev/agentd/internal/wait"
 )
 
 // ErrMasked is returned (wrapped) when an activation is refused because the
@@ -135,12 +136,8 @@ func pingUntil(ctx context.Context, endpoint string) error {
 		if err == nil {
 			return nil
 		}
-		t := time.NewTimer(activeWaitStep)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !wait.Sleep(ctx, activeWaitStep) {
 			return err
-		case <-t.C:
 		}
 	}
 }

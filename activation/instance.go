@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd-dev/agentd/internal/wait"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/godbus/dbus/v5"
 )
@@ -115,7 +116,7 @@ func (in *instance) run(ctx context.Context) {
 					"addresses", addrList(in.addrs), "error", err)
 				downLogged = true
 			}
-			if !sleep(ctx, backoff) {
+			if !wait.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, in.cfg.MaxBackoff)
@@ -138,22 +139,10 @@ func (in *instance) run(ctx context.Context) {
 			backoff = time.Second
 			continue
 		}
-		if !sleep(ctx, backoff) {
+		if !wait.Sleep(ctx, backoff) {
 			return
 		}
 		backoff = min(2*backoff, in.cfg.MaxBackoff)
-	}
-}
-
-// sleep waits for d, reporting false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

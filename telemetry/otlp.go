@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/agentd-dev/agentd/internal/wait"
 )
 
 // MetricSink receives one round of metrics: a ResourceMetrics per container
@@ -186,12 +188,8 @@ func (c *capture) invoke(ctx context.Context, req *colmetricpb.ExportMetricsServ
 		if attempt >= len(retryWaits) || !retryable[status.Code(err)] || ctx.Err() != nil {
 			return err
 		}
-		t := time.NewTimer(retryWaits[attempt])
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !wait.Sleep(ctx, retryWaits[attempt]) {
 			return err
-		case <-t.C:
 		}
 	}
 }

@@ -48,8 +48,8 @@ func containerdDialOptions() []grpc.DialOption {
 	}
 }
 
-// isNotFound tells whether a containerd API error, wrapped or not, means the
-// object is gone.
+// isNotFound tells whether a gRPC error of containerd or a CRI runtime,
+// wrapped or not, means the object is gone.
 func isNotFound(err error) bool {
 	return status.Code(err) == codes.NotFound
 }

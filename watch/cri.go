@@ -12,9 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/agentd-dev/agentd/model"
@@ -183,7 +181,7 @@ func (a *CRIAdapter) List(ctx context.Context) ([]model.Container, error) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			st, err := a.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.GetId(), Verbose: true})
-			if status.Code(err) == codes.NotFound {
+			if isNotFound(err) {
 				return
 			}
 			if err != nil {
@@ -221,7 +219,7 @@ func (a *CRIAdapter) Inspect(ctx context.Context, id string) (model.Container, e
 		return model.Container{}, notFound
 	}
 	st, err := a.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
-	if status.Code(err) == codes.NotFound {
+	if isNotFound(err) {
 		return model.Container{}, notFound
 	}
 	if err != nil {

@@ -324,7 +324,7 @@ func (s *criPollStream) poll(ctx context.Context) error {
 		if c.state != runtimeapi.ContainerState_CONTAINER_CREATED || !had {
 			r, err := s.a.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
 			switch {
-			case status.Code(err) == codes.NotFound:
+			case isNotFound(err):
 				// removed since the list: the next poll sees it gone
 			case err != nil:
 				return fmt.Errorf("cri at %s: poll container %s: %w", s.a.endpoint, id, err)

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-dev/agentd/internal/procfs"
+	"github.com/agentd-dev/agentd/internal/wait"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -113,12 +114,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		w.reconnects.Add(1)
 		w.log.Warn("engine watch interrupted, reconnecting", "endpoint", w.engine.Endpoint, "err", err, "backoff", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !wait.Sleep(ctx, backoff) {
 			return nil
-		case <-t.C:
 		}
 		backoff = min(2*backoff, w.opts.MaxBackoff)
 	}
