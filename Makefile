@@ -6,6 +6,12 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN := bin/agentd
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# grpcnotrace leaves out gRPC's golang.org/x/net/trace and with it
+# html/template, whose reflection on methods keeps every exported method of
+# the program linked: 3.9 MB less code, 3 MB less resident memory. Every go
+# command below (and the bench and packaging scripts) builds with it.
+GO_TAGS ?= grpcnotrace
+export GOFLAGS := $(GOFLAGS) -tags=$(GO_TAGS)
 GOTEST_FLAGS ?=
 # Integration tests share the testbed's engines and systemd host: packages run
 # one at a time (-p 1) after their test binaries were compiled in parallel.

@@ -32,7 +32,7 @@ echo "build.sh: agentd $version for $arch"
 if [[ -n ${AGENTD_BIN:-} ]]; then
 	install -m 0755 "$AGENTD_BIN" dist/build/agentd
 else
-	CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath \
+	CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -tags "${GO_TAGS:-grpcnotrace}" \
 		-ldflags "-X main.version=$version" -o dist/build/agentd ./cmd/agentd
 fi
 go -C packaging/tools build -o "$root/dist/tools/nfpm" github.com/goreleaser/nfpm/v2/cmd/nfpm

@@ -123,6 +123,14 @@ func build(t *testing.T, version, dir string) pkgs {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build.sh (go build ./cmd/agentd and nfpm): %v\n%s", err, out)
 	}
+	// The packaged binary leaves gRPC's x/net/trace out (see GO_TAGS in the
+	// Makefile): 3 MB of resident memory.
+	bin := filepath.Join(repoRoot(t), "dist", "build", "agentd")
+	if out, err := exec.Command("go", "version", "-m", bin).CombinedOutput(); err != nil {
+		t.Fatalf("go version -m %s: %v\n%s", bin, err, out)
+	} else if !strings.Contains(string(out), "-tags=grpcnotrace") {
+		t.Errorf("%s was not built with -tags grpcnotrace:\n%s", bin, out)
+	}
 	return pkgs{
 		deb: filepath.Join(dir, "agentd_"+version+"_amd64.deb"),
 		rpm: filepath.Join(dir, "agentd-"+version+".x86_64.rpm"),

@@ -9,10 +9,13 @@ import (
 	"time"
 
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // fakeMetricsServer records what reaches an OTLP metrics endpoint and
@@ -126,4 +129,38 @@ func TestBatchedExportKeepsTheExportersSettings(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
+}
+
+// TestExactCodec: a request marshals into one buffer of exactly its size,
+// decodes back to the same message, and what is not a protobuf message is an
+// error naming its type.
+func TestExactCodec(t *testing.T) {
+	req := &colmetricpb.ExportMetricsServiceRequest{}
+	for i := range 50 {
+		req.ResourceMetrics = append(req.ResourceMetrics, &metricpb.ResourceMetrics{SchemaUrl: strings.Repeat("x", 100+i)})
+	}
+	data, err := exactCodec{}.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) != 1 || data.Len() != proto.Size(req) || cap(data[0].ReadOnlyData()) != proto.Size(req) {
+		t.Fatalf("marshalled into %d buffers, %d bytes, capacity %d; want one buffer of exactly %d bytes",
+			len(data), data.Len(), cap(data[0].ReadOnlyData()), proto.Size(req))
+	}
+	got := new(colmetricpb.ExportMetricsServiceRequest)
+	if err := (exactCodec{}).Unmarshal(data, got); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got, req) {
+		t.Fatal("decoded request differs from the marshalled one")
+	}
+	if _, err := (exactCodec{}).Marshal("not a message"); err == nil || !strings.Contains(err.Error(), "string") {
+		t.Fatalf("Marshal(string) = %v, want an error naming the type", err)
+	}
+	if err := (exactCodec{}).Unmarshal(data, new(int)); err == nil || !strings.Contains(err.Error(), "*int") {
+		t.Fatalf("Unmarshal(*int) = %v, want an error naming the type", err)
+	}
+	if err := (exactCodec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer([]byte{0xff})}, got); err == nil {
+		t.Fatal("Unmarshal of a truncated message succeeded")
+	}
 }

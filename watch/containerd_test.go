@@ -36,6 +36,15 @@ func containerdAny(t testing.TB, m proto.Message) (string, []byte) {
 	return a.GetTypeUrl(), a.GetValue()
 }
 
+func mustMarshal(t testing.TB, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func ctrdIntPtr(i int) *int { return &i }
 
 func TestDecodeContainerdEvent(t *testing.T) {
@@ -91,6 +100,9 @@ func TestDecodeContainerdEvent(t *testing.T) {
 			msg: &apievents.TaskStart{ContainerID: "c1"}, wantErr: ErrMalformed},
 		{name: "an unknown payload type is malformed", ns: "n", topic: "/tasks/start",
 			rawURL: "example.com/no.such.Type", raw: []byte{1, 2, 3}, wantErr: ErrMalformed},
+		{name: "a type URL without a host, as containerd sends it, decodes", ns: "n", topic: "/tasks/start",
+			rawURL: "containerd.events.TaskStart", raw: mustMarshal(t, &apievents.TaskStart{ContainerID: "c1"}),
+			want: Change{Type: model.EventStart, ContainerID: "c1", Namespace: "n", Time: ts}},
 		{name: "garbage bytes are malformed", ns: "n", topic: "/tasks/exit",
 			rawURL: "containerd.events.TaskExit", raw: []byte{0xff, 0xff, 0xff}, wantErr: ErrMalformed},
 	}

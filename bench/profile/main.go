@@ -44,12 +44,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	interval := fs.Duration("interval", 10*time.Second, "export interval")
 	dir := fs.String("out", ".", "directory for cpu.pprof and heap.pprof")
 	top := fs.Int("top", 30, "rows of each pprof -top listing")
+	memRate := fs.Int("memprofilerate", 4096, "bytes allocated per heap profile sample (runtime.MemProfileRate; the runtime's default, 512 KiB, is too coarse for a heap of a few MB)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *endpoint == "" {
 		return errors.New("-otlp-endpoint is required")
 	}
+	runtime.MemProfileRate = *memRate
 	cfg := config.Default()
 	cfg.Export.Endpoint = *endpoint
 	cfg.Export.Insecure = true
