@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	"google.golang.org/grpc"
@@ -27,6 +28,7 @@ type fakeMetricsServer struct {
 	headers   []metadata.MD
 	failures  []error
 	rejecting int64
+	discard   bool // keep no requests (benchmarks)
 }
 
 func (f *fakeMetricsServer) Export(ctx context.Context, req *colmetricpb.ExportMetricsServiceRequest) (*colmetricpb.ExportMetricsServiceResponse, error) {
@@ -39,7 +41,9 @@ func (f *fakeMetricsServer) Export(ctx context.Context, req *colmetricpb.ExportM
 		f.failures = f.failures[1:]
 		return nil, err
 	}
-	f.requests = append(f.requests, req)
+	if !f.discard {
+		f.requests = append(f.requests, req)
+	}
 	resp := &colmetricpb.ExportMetricsServiceResponse{}
 	if f.rejecting > 0 {
 		resp.PartialSuccess = &colmetricpb.ExportMetricsPartialSuccess{RejectedDataPoints: f.rejecting, ErrorMessage: "too old"}
@@ -47,18 +51,28 @@ func (f *fakeMetricsServer) Export(ctx context.Context, req *colmetricpb.ExportM
 	return resp, nil
 }
 
-func startFakeMetricsServer(t *testing.T, f *fakeMetricsServer) string {
+func startFakeMetricsServer(t testing.TB, f *fakeMetricsServer) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	var opts []grpc.ServerOption
+	if f.discard {
+		opts = append(opts, grpc.ForceServerCodecV2(discardCodec{}))
+	}
+	srv := grpc.NewServer(opts...)
 	colmetricpb.RegisterMetricsServiceServer(srv, f)
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(srv.Stop)
 	return l.Addr().String()
 }
+
+// discardCodec is a server codec that does not decode requests, so that a
+// benchmark measures the client alone.
+type discardCodec struct{ exactCodec }
+
+func (discardCodec) Unmarshal(mem.BufferSlice, any) error { return nil }
 
 // TestBatchedExportKeepsTheExportersSettings checks the plumbing of batching:
 // the headers from OTEL_EXPORTER_OTLP_HEADERS reach every batched request,
@@ -163,4 +177,122 @@ func TestExactCodec(t *testing.T) {
 	if err := (exactCodec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer([]byte{0xff})}, got); err == nil {
 		t.Fatal("Unmarshal of a truncated message succeeded")
 	}
+}
+
+// BenchmarkExport500 is one round of 500 containers and an engine through
+// the OTLP sink, as the pipeline does it (one builder across rounds, so the
+// resources are the cached ones), to a local OTLP server: the SDK's transform,
+// the marshal and the gRPC send.
+func BenchmarkExport500(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.Endpoint = startFakeMetricsServer(b, &fakeMetricsServer{discard: true})
+	insecure := true
+	cfg.Insecure = &insecure
+	ctx := context.Background()
+	ms, lx, err := NewOTLP(ctx, &cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer lx.Shutdown(ctx)
+	defer ms.Shutdown(ctx)
+	bl := newBuilder(&cfg, Host{Name: "h", ID: "id"}, "test")
+	cs, es := fixedWorkload(500)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := ms.ExportMetrics(ctx, bl.build(time.Now(), cs, es)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestResourcesTransformedOnce: a resource that comes back round after round
+// is sent complete every time although the SDK transforms it once, and a
+// container whose resource changed is sent with the new one.
+func TestResourcesTransformedOnce(t *testing.T) {
+	f := &fakeMetricsServer{}
+	cfg := DefaultConfig()
+	cfg.Endpoint = startFakeMetricsServer(t, f)
+	insecure := true
+	cfg.Insecure = &insecure
+	ctx := context.Background()
+	ms, lx, err := NewOTLP(ctx, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lx.Shutdown(ctx)
+	defer ms.Shutdown(ctx)
+	counter := &resourceCounter{ResourceExporter: ms.(*OTLPMetrics).exp}
+	ms.(*OTLPMetrics).exp = counter
+	bl := newBuilder(&cfg, Host{Name: "h", ID: "id"}, "test")
+	cs, es := fixedWorkload(3)
+	round := func() []*metricpb.ResourceMetrics {
+		t.Helper()
+		f.mu.Lock()
+		f.requests = nil
+		f.mu.Unlock()
+		if err := ms.ExportMetrics(ctx, bl.build(time.Now(), cs, es)); err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var rms []*metricpb.ResourceMetrics
+		for _, r := range f.requests {
+			rms = append(rms, r.GetResourceMetrics()...)
+		}
+		return rms
+	}
+	first := round()
+	if len(first) != 4 {
+		t.Fatalf("first round: %d resources, want 4", len(first))
+	}
+	for i := range 2 {
+		again := round()
+		if len(again) != len(first) {
+			t.Fatalf("round %d: %d resources, want %d", i+2, len(again), len(first))
+		}
+		for j := range again {
+			if !proto.Equal(again[j].GetResource(), first[j].GetResource()) || again[j].GetSchemaUrl() != first[j].GetSchemaUrl() {
+				t.Fatalf("round %d, resource %d: %v (schema %q), want %v (schema %q)", i+2, j,
+					again[j].GetResource(), again[j].GetSchemaUrl(), first[j].GetResource(), first[j].GetSchemaUrl())
+			}
+			if len(again[j].GetResource().GetAttributes()) == 0 || again[j].GetSchemaUrl() == "" {
+				t.Fatalf("round %d, resource %d has no attributes or schema", i+2, j)
+			}
+		}
+	}
+	if counter.withResource != 4 {
+		t.Fatalf("the SDK transformed %d resources in three rounds of the same 4, want 4", counter.withResource)
+	}
+	cs[1].container.Name = "renamed"
+	renamed := round()
+	if counter.withResource != 5 {
+		t.Fatalf("the SDK transformed %d resources, want 5 (the renamed container's new one)", counter.withResource)
+	}
+	name := func(rm *metricpb.ResourceMetrics) string {
+		for _, kv := range rm.GetResource().GetAttributes() {
+			if kv.GetKey() == "container.name" {
+				return kv.GetValue().GetStringValue()
+			}
+		}
+		return ""
+	}
+	if got := name(renamed[1]); got != "renamed" {
+		t.Fatalf("after the rename the resource says container.name %q", got)
+	}
+	if got := name(renamed[0]); got != "c0" {
+		t.Fatalf("an unchanged container says container.name %q", got)
+	}
+}
+
+// resourceCounter counts the exports that hand the SDK a resource to transform.
+type resourceCounter struct {
+	ResourceExporter
+	withResource int
+}
+
+func (r *resourceCounter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
+	if rm.Resource != nil {
+		r.withResource++
+	}
+	return r.ResourceExporter.Export(ctx, rm)
 }
