@@ -52,6 +52,56 @@ type containerState struct {
 	startedAt time.Time // the container's StartedAt the start was taken from
 	netSets   map[string][2]attribute.Set
 	round     uint64
+	out       containerOut
+}
+
+// containerOut is a container's ResourceMetrics, kept from round to round
+// and refilled in place: a round allocates nothing for a container whose
+// metrics have the shape they had in the last round (at 500 containers the
+// builder made 11,500 allocations a round, a tenth of agentd's CPU with the
+// collections they caused).
+type containerOut struct {
+	rm    metricdata.ResourceMetrics
+	scope [1]metricdata.ScopeMetrics
+	ms    []metricdata.Metrics
+	slots [numMetrics]slot
+}
+
+// slot holds one metric's points and the aggregation that boxes them,
+// made again only when the number of points changes.
+type slot struct {
+	f   []metricdata.DataPoint[float64]
+	i   []metricdata.DataPoint[int64]
+	agg metricdata.Aggregation
+}
+
+// points appends metric m to o's metrics with n points in *pts (slot m's f
+// or i) and returns the points for the caller to fill, every field of each.
+func points[N int64 | float64](o *containerOut, m int, pts *[]metricdata.DataPoint[N], n int) []metricdata.DataPoint[N] {
+	sl := &o.slots[m]
+	if sl.agg == nil || len(*pts) != n {
+		*pts = make([]metricdata.DataPoint[N], n)
+		if Metrics[m].Kind == Counter {
+			sl.agg = metricdata.Sum[N]{DataPoints: *pts, Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
+		} else {
+			sl.agg = metricdata.Gauge[N]{DataPoints: *pts}
+		}
+	}
+	o.ms = append(o.ms, metric[N](m, sl.agg))
+	return *pts
+}
+
+func (o *containerOut) float(m, n int) []metricdata.DataPoint[float64] {
+	return points(o, m, &o.slots[m].f, n)
+}
+
+func (o *containerOut) int(m, n int) []metricdata.DataPoint[int64] {
+	return points(o, m, &o.slots[m].i, n)
+}
+
+// gaugeOf sets the one point of a gauge to v at t.
+func gaugeOf[N int64 | float64](pts []metricdata.DataPoint[N], v N, t time.Time) {
+	pts[0] = metricdata.DataPoint[N]{Time: t, Value: v}
 }
 
 type engineState struct {
@@ -154,50 +204,45 @@ func gauge[N int64 | float64](m int, v N, now time.Time) metricdata.Metrics {
 	return metric[N](m, metricdata.Gauge[N]{DataPoints: []metricdata.DataPoint[N]{{Time: now, Value: v}}})
 }
 
-func counter[N int64 | float64](m int, points []metricdata.DataPoint[N]) metricdata.Metrics {
-	return metric[N](m, metricdata.Sum[N]{DataPoints: points, Temporality: metricdata.CumulativeTemporality, IsMonotonic: true})
-}
-
 func (b *builder) containerMetrics(st *containerState, c *model.Container, s *stats.Stats, now time.Time) *metricdata.ResourceMetrics {
-	ms := make([]metricdata.Metrics, 0, numMetrics-2)
+	o := &st.out
+	o.ms = o.ms[:0]
 	t := s.Time
 	if t.IsZero() {
 		t = now
 	}
 	start := st.start
 	if s.Has&stats.FieldCPUModes != 0 {
-		ms = append(ms, counter(mCPUTime, []metricdata.DataPoint[float64]{
-			{Attributes: setCPUUser, StartTime: start, Time: t, Value: float64(s.CPUUserNanos) / 1e9},
-			{Attributes: setCPUSystem, StartTime: start, Time: t, Value: float64(s.CPUSystemNanos) / 1e9},
-		}))
+		p := o.float(mCPUTime, 2)
+		p[0] = metricdata.DataPoint[float64]{Attributes: setCPUUser, StartTime: start, Time: t, Value: float64(s.CPUUserNanos) / 1e9}
+		p[1] = metricdata.DataPoint[float64]{Attributes: setCPUSystem, StartTime: start, Time: t, Value: float64(s.CPUSystemNanos) / 1e9}
 	}
 	if s.Has&stats.FieldCPUUsage != 0 {
-		ms = append(ms, gauge(mCPUUsage, s.CPUUsage, t))
+		gaugeOf(o.float(mCPUUsage, 1), s.CPUUsage, t)
 	}
 	if s.Has&stats.FieldMemoryUsage != 0 {
-		ms = append(ms, gauge(mMemoryUsage, int64(s.MemoryUsage), t))
+		gaugeOf(o.int(mMemoryUsage, 1), int64(s.MemoryUsage), t)
 	}
 	if s.Has&stats.FieldMemoryRSS != 0 {
-		ms = append(ms, gauge(mMemoryRSS, int64(s.MemoryRSS), t))
+		gaugeOf(o.int(mMemoryRSS, 1), int64(s.MemoryRSS), t)
 	}
 	if s.Has&stats.FieldMemoryWorkingSet != 0 {
-		ms = append(ms, gauge(mMemoryWorkingSet, int64(s.MemoryWorkingSet), t))
+		gaugeOf(o.int(mMemoryWorkingSet, 1), int64(s.MemoryWorkingSet), t)
 	}
 	if s.Has&stats.FieldMemoryLimit != 0 {
-		ms = append(ms, gauge(mMemoryLimit, int64(s.MemoryLimit), t))
+		gaugeOf(o.int(mMemoryLimit, 1), int64(s.MemoryLimit), t)
 	}
 	if s.Has&stats.FieldDisk != 0 {
-		ms = append(ms, counter(mDiskIO, []metricdata.DataPoint[int64]{
-			{Attributes: setDiskRead, StartTime: start, Time: t, Value: int64(s.DiskReadBytes)},
-			{Attributes: setDiskWrite, StartTime: start, Time: t, Value: int64(s.DiskWriteBytes)},
-		}))
+		p := o.int(mDiskIO, 2)
+		p[0] = metricdata.DataPoint[int64]{Attributes: setDiskRead, StartTime: start, Time: t, Value: int64(s.DiskReadBytes)}
+		p[1] = metricdata.DataPoint[int64]{Attributes: setDiskWrite, StartTime: start, Time: t, Value: int64(s.DiskWriteBytes)}
 	}
 	if s.Has&stats.FieldNetwork != 0 && len(s.Networks) > 0 {
 		if st.netSets == nil {
 			st.netSets = make(map[string][2]attribute.Set, len(s.Networks))
 		}
-		pts := make([]metricdata.DataPoint[int64], 0, 2*len(s.Networks))
-		for _, n := range s.Networks {
+		p := o.int(mNetworkIO, 2*len(s.Networks))
+		for i, n := range s.Networks {
 			sets, ok := st.netSets[n.Name]
 			if !ok {
 				iface := semconv.NetworkInterfaceName(n.Name)
@@ -207,22 +252,19 @@ func (b *builder) containerMetrics(st *containerState, c *model.Container, s *st
 				}
 				st.netSets[n.Name] = sets
 			}
-			pts = append(pts,
-				metricdata.DataPoint[int64]{Attributes: sets[0], StartTime: start, Time: t, Value: int64(n.RxBytes)},
-				metricdata.DataPoint[int64]{Attributes: sets[1], StartTime: start, Time: t, Value: int64(n.TxBytes)})
+			p[2*i] = metricdata.DataPoint[int64]{Attributes: sets[0], StartTime: start, Time: t, Value: int64(n.RxBytes)}
+			p[2*i+1] = metricdata.DataPoint[int64]{Attributes: sets[1], StartTime: start, Time: t, Value: int64(n.TxBytes)}
 		}
-		ms = append(ms, counter(mNetworkIO, pts))
 	}
 	if s.Has&stats.FieldPids != 0 {
-		ms = append(ms, gauge(mPidsCount, int64(s.Pids), t))
+		gaugeOf(o.int(mPidsCount, 1), int64(s.Pids), t)
 	}
 	if !c.StartedAt.IsZero() && !c.StartedAt.After(t) {
-		ms = append(ms, gauge(mUptime, t.Sub(c.StartedAt).Seconds(), t))
+		gaugeOf(o.float(mUptime, 1), t.Sub(c.StartedAt).Seconds(), t)
 	}
-	return &metricdata.ResourceMetrics{
-		Resource:     st.res,
-		ScopeMetrics: []metricdata.ScopeMetrics{{Scope: b.scope, Metrics: ms}},
-	}
+	o.scope[0] = metricdata.ScopeMetrics{Scope: b.scope, Metrics: o.ms}
+	o.rm = metricdata.ResourceMetrics{Resource: st.res, ScopeMetrics: o.scope[:]}
+	return &o.rm
 }
 
 func (b *builder) engineMetrics(st *engineState, ec *engineCount, now time.Time) *metricdata.ResourceMetrics {
