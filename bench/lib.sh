@@ -53,7 +53,9 @@ bench_ids() { docker ps -q --no-trunc --filter "label=$BENCH_LABEL"; }
 # listener_pid SOCKET: PID of the process listening on the unix socket path
 # (/run/X also matches the same socket bound as /var/run/X).
 listener_pid() {
-	ss -xlpn 2>/dev/null | awk -v s="$1" '$5 == s || $5 == "/var" s { if (match($0, /pid=[0-9]+/)) { print substr($0, RSTART + 4, RLENGTH - 4); exit } }'
+	# awk reads to the end: an early exit would kill ss with SIGPIPE, and with
+	# pipefail the script, once the host has many sockets (500 containers).
+	ss -xlpn 2>/dev/null | awk -v s="$1" '!found && ($5 == s || $5 == "/var" s) && match($0, /pid=[0-9]+/) { print substr($0, RSTART + 4, RLENGTH - 4); found = 1 }'
 }
 
 # shim_pids: containerd-shim PIDs of the running bench containers (parents of
