@@ -68,18 +68,9 @@ func TestExportCost500(t *testing.T) {
 	for _, perRequest := range []int{DefaultResourcesPerRequest, 1} {
 		t.Run(fmt.Sprintf("%d resources a request", perRequest), func(t *testing.T) {
 			col := testbed.StartCollector(t)
-			cfg := DefaultConfig()
-			cfg.Endpoint = col.Endpoint()
-			insecure := true
-			cfg.Insecure = &insecure
-			cfg.ResourcesPerRequest = perRequest
+			ms := insecureOTLP(t, col.Endpoint(), perRequest)
 			ctx := context.Background()
-			ms, lx, err := NewOTLP(ctx, &cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer lx.Shutdown(ctx)
-			defer ms.Shutdown(ctx)
+			cfg := DefaultConfig()
 			batch := newBuilder(&cfg, Host{Name: "h"}, "test").build(time.Now(), cs, es)
 			if err := ms.ExportMetrics(ctx, batch); err != nil { // warm the connection
 				t.Fatal(err)

@@ -68,6 +68,23 @@ func startFakeMetricsServer(t testing.TB, f *fakeMetricsServer) string {
 	return l.Addr().String()
 }
 
+// insecureOTLP returns the OTLP sink of NewOTLP for a plaintext endpoint,
+// perRequest resources a request (0: the default), shut down when tb ends.
+func insecureOTLP(tb testing.TB, endpoint string, perRequest int) *OTLPMetrics {
+	tb.Helper()
+	cfg := DefaultConfig()
+	cfg.Endpoint = endpoint
+	insecure := true
+	cfg.Insecure = &insecure
+	cfg.ResourcesPerRequest = perRequest
+	ms, lx, err := NewOTLP(context.Background(), &cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = lx.Shutdown(context.Background()); _ = ms.Shutdown(context.Background()) })
+	return ms.(*OTLPMetrics)
+}
+
 // discardCodec is a server codec that does not decode requests, so that a
 // benchmark measures the client alone.
 type discardCodec struct{ exactCodec }
@@ -83,15 +100,7 @@ func TestBatchedExportKeepsTheExportersSettings(t *testing.T) {
 	newSink := func(t *testing.T, f *fakeMetricsServer) (*OTLPMetrics, int) {
 		t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-agentd-test=batched")
 		cfg := DefaultConfig()
-		cfg.Endpoint = startFakeMetricsServer(t, f)
-		insecure := true
-		cfg.Insecure = &insecure
-		ms, lx, err := NewOTLP(context.Background(), &cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = lx.Shutdown(context.Background()); _ = ms.Shutdown(context.Background()) })
-		return ms.(*OTLPMetrics), len(newBuilder(&cfg, Host{Name: "h"}, "test").build(time.Now(), cs, es))
+		return insecureOTLP(t, startFakeMetricsServer(t, f), 0), len(newBuilder(&cfg, Host{Name: "h"}, "test").build(time.Now(), cs, es))
 	}
 	export := func(ms *OTLPMetrics) error {
 		cfg := DefaultConfig()
@@ -184,17 +193,9 @@ func TestExactCodec(t *testing.T) {
 // resources are the cached ones), to a local OTLP server: the SDK's transform,
 // the marshal and the gRPC send.
 func BenchmarkExport500(b *testing.B) {
-	cfg := DefaultConfig()
-	cfg.Endpoint = startFakeMetricsServer(b, &fakeMetricsServer{discard: true})
-	insecure := true
-	cfg.Insecure = &insecure
+	ms := insecureOTLP(b, startFakeMetricsServer(b, &fakeMetricsServer{discard: true}), 0)
 	ctx := context.Background()
-	ms, lx, err := NewOTLP(ctx, &cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer lx.Shutdown(ctx)
-	defer ms.Shutdown(ctx)
+	cfg := DefaultConfig()
 	bl := newBuilder(&cfg, Host{Name: "h", ID: "id"}, "test")
 	cs, es := fixedWorkload(500)
 	b.ReportAllocs()
@@ -210,19 +211,11 @@ func BenchmarkExport500(b *testing.B) {
 // container whose resource changed is sent with the new one.
 func TestResourcesTransformedOnce(t *testing.T) {
 	f := &fakeMetricsServer{}
-	cfg := DefaultConfig()
-	cfg.Endpoint = startFakeMetricsServer(t, f)
-	insecure := true
-	cfg.Insecure = &insecure
+	ms := insecureOTLP(t, startFakeMetricsServer(t, f), 0)
+	counter := &resourceCounter{ResourceExporter: ms.exp}
+	ms.exp = counter
 	ctx := context.Background()
-	ms, lx, err := NewOTLP(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lx.Shutdown(ctx)
-	defer ms.Shutdown(ctx)
-	counter := &resourceCounter{ResourceExporter: ms.(*OTLPMetrics).exp}
-	ms.(*OTLPMetrics).exp = counter
+	cfg := DefaultConfig()
 	bl := newBuilder(&cfg, Host{Name: "h", ID: "id"}, "test")
 	cs, es := fixedWorkload(3)
 	round := func() []*metricpb.ResourceMetrics {
