@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
@@ -17,6 +19,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/agentd-dev/agentd/stats"
 )
 
 // fakeMetricsServer records what reaches an OTLP metrics endpoint and
@@ -288,4 +292,64 @@ func (r *resourceCounter) Export(ctx context.Context, rm *metricdata.ResourceMet
 		r.withResource++
 	}
 	return r.ResourceExporter.Export(ctx, rm)
+}
+
+// TestArenaMatchesTheSDK: what OTLPMetrics sends, converted by its arena, is
+// what the SDK exporter's own transform sends for the same round, over
+// rounds that reuse the arena; data the arena does not convert (a histogram,
+// a slice-valued attribute) goes through the SDK and arrives as well.
+func TestArenaMatchesTheSDK(t *testing.T) {
+	f := &fakeMetricsServer{}
+	ms := insecureOTLP(t, startFakeMetricsServer(t, f), 2)
+	ctx := context.Background()
+	cfg := DefaultConfig()
+	bl := newBuilder(&cfg, Host{Name: "h", ID: "id"}, "test")
+	cs, es := fixedWorkload(5)
+	cs[2].stats.Networks = append(cs[2].stats.Networks, stats.Interface{Name: "eth1", RxBytes: 7, TxBytes: 8})
+	received := func() []*metricpb.ResourceMetrics {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var rms []*metricpb.ResourceMetrics
+		for _, r := range f.requests {
+			rms = append(rms, r.GetResourceMetrics()...)
+		}
+		f.requests = nil
+		return rms
+	}
+	odd := &metricdata.ResourceMetrics{ScopeMetrics: []metricdata.ScopeMetrics{{
+		Scope: instrumentation.Scope{Name: "odd"},
+		Metrics: []metricdata.Metrics{
+			{Name: "h", Data: metricdata.Histogram[int64]{Temporality: metricdata.DeltaTemporality,
+				DataPoints: []metricdata.HistogramDataPoint[int64]{{Count: 2, Bounds: []float64{1}, BucketCounts: []uint64{1, 1}}}}},
+		},
+	}, {
+		Scope: instrumentation.Scope{Name: "sliced"},
+		Metrics: []metricdata.Metrics{
+			{Name: "g", Data: metricdata.Gauge[int64]{DataPoints: []metricdata.DataPoint[int64]{
+				{Attributes: attribute.NewSet(attribute.StringSlice("k", []string{"a", "b"})), Value: 3}}}},
+		},
+	}}}
+	for round := range 3 {
+		now := time.Date(2026, 12, 1, 12, 0, round*10, 0, time.UTC)
+		batch := append(bl.build(now, cs, es), odd)
+		if err := ms.ExportMetrics(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		got := received()
+		ms.captured = false // the SDK alone, one request a resource
+		err := ms.ExportMetrics(ctx, batch)
+		ms.captured = true
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := received()
+		if len(got) != len(batch) || len(want) != len(batch) {
+			t.Fatalf("round %d: %d resources through the arena, %d through the SDK, want %d", round, len(got), len(want), len(batch))
+		}
+		for i := range want {
+			if !proto.Equal(got[i], want[i]) {
+				t.Fatalf("round %d, resource %d:\narena %v\nSDK   %v", round, i, got[i], want[i])
+			}
+		}
+	}
 }
