@@ -103,6 +103,9 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 	if !o.captured {
 		return o.exportEach(ctx, batch)
 	}
+	if len(batch) == 0 {
+		return nil
+	}
 	c := &capture{}
 	cctx := context.WithValue(ctx, captureKey{}, c)
 	var refused []error
@@ -126,14 +129,18 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 		}
 	}
 	o.resources = seen
-	if c.cc == nil && o.link == nil && len(batch) > 0 {
+	if c.cc == nil && o.link == nil {
 		export(&metricdata.ResourceMetrics{}) // learn the connection
 	}
 	if c.cc != nil {
 		o.link = &capture{cc: c.cc, md: c.md, opts: c.opts, timeout: c.timeout}
 	}
 	if o.link == nil {
-		return fmt.Errorf("export metrics: %d resources: the OTLP exporter made no request: %w", len(batch), errors.Join(refused...))
+		err := errors.Join(refused...)
+		if err == nil {
+			err = errors.New("no request reached its connection")
+		}
+		return fmt.Errorf("export metrics: %d resources: the OTLP exporter made no request: %w", len(batch), err)
 	}
 	o.arena.reset(batch)
 	out := make([]*metricpb.ResourceMetrics, 0, len(batch))

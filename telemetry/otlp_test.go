@@ -238,6 +238,9 @@ func TestResourcesTransformedOnce(t *testing.T) {
 		}
 		return rms
 	}
+	if err := ms.ExportMetrics(ctx, nil); err != nil {
+		t.Fatalf("an empty round before the first: %v", err)
+	}
 	first := round()
 	if len(first) != 4 {
 		t.Fatalf("first round: %d resources, want 4", len(first))
@@ -256,6 +259,9 @@ func TestResourcesTransformedOnce(t *testing.T) {
 				t.Fatalf("round %d, resource %d has no attributes or schema", i+2, j)
 			}
 		}
+	}
+	if err := ms.ExportMetrics(ctx, nil); err != nil {
+		t.Fatalf("an empty round: %v", err)
 	}
 	if counter.withResource != 4 {
 		t.Fatalf("the SDK transformed %d resources in three rounds of the same 4, want 4", counter.withResource)
