@@ -33,8 +33,7 @@ trap 'exit 130' INT TERM
 docker info >/dev/null 2>&1 || die "the host Docker does not answer (bash testbed/up.sh)"
 bash "$repo/testbed/collector.sh"
 blog "building agentd and bench/latency"
-(cd "$repo" && CGO_ENABLED=0 go build -trimpath -tags "${GO_TAGS:-grpcnotrace}" -o "$BENCH_WORK/agentd" ./cmd/agentd &&
-	go build -o "$BENCH_WORK/latency" ./bench/latency) || die "go build failed"
+{ build_agentd "$BENCH_WORK/agentd" && (cd "$repo" && go build -o "$BENCH_WORK/latency" ./bench/latency); } || die "go build failed"
 
 sink_start "$run_dir/sink" 10ms
 # agentd's defaults (events flushed within 1 s), no status socket, no activation.

@@ -14,10 +14,15 @@ BENCH_OUT=${BENCH_OUT:-$bench_here/out}
 BENCH_WORK=${BENCH_WORK:-$TESTBED_DIR/bench}
 PEER_BIN=${PEER_BIN:-$TESTBED_CACHE/peer/otelcol-peer}
 AGENTD_BIN=${AGENTD_BIN:-$repo/bin/agentd}
+# The build tags of agentd, as the Makefile's GO_TAGS has them.
+GO_TAGS=${GO_TAGS:-grpcnotrace}
 # Parallel docker run calls while starting containers (the host has 2 cores).
 BENCH_START_PARALLEL=${BENCH_START_PARALLEL:-6}
 CLK_TCK=$(getconf CLK_TCK)
 mkdir -p "$BENCH_OUT" "$BENCH_WORK"
+
+# build_agentd OUT: build ./cmd/agentd into OUT the way `make build` does.
+build_agentd() { (cd "$repo" && CGO_ENABLED=0 go build -trimpath -tags "$GO_TAGS" -o "$1" ./cmd/agentd); }
 
 blog() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

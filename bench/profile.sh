@@ -30,7 +30,7 @@ trap 'exit 130' INT TERM
 
 docker info >/dev/null 2>&1 || die "the host Docker does not answer (bash testbed/up.sh)"
 bash "$repo/testbed/collector.sh"
-(cd "$repo" && go build -tags "${GO_TAGS:-grpcnotrace}" -o "$run_dir/profile" ./bench/profile) || die "go build of bench/profile failed"
+(cd "$repo" && go build -tags "$GO_TAGS" -o "$run_dir/profile" ./bench/profile) || die "go build of bench/profile failed"
 bench_scale "$n"
 sink_start "$run_dir/sink"
 blog "profiling agentd against $(bench_count) bench containers for $duration"

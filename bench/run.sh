@@ -67,8 +67,7 @@ docker image inspect "$BUSYBOX_IMAGE" >/dev/null 2>&1 || die "$BUSYBOX_IMAGE is 
 bash "$repo/testbed/collector.sh"
 bash "$here/build-peer.sh"
 blog "building agentd and the analyzer"
-(cd "$repo" && CGO_ENABLED=0 go build -trimpath -tags "${GO_TAGS:-grpcnotrace}" -o "$BENCH_WORK/agentd" ./cmd/agentd &&
-	go build -o "$BENCH_WORK/analyze" ./bench/analyze) || die "go build failed"
+{ build_agentd "$BENCH_WORK/agentd" && (cd "$repo" && go build -o "$BENCH_WORK/analyze" ./bench/analyze); } || die "go build failed"
 AGENTD_BIN=$BENCH_WORK/agentd
 if ! command -v gnuplot >/dev/null; then
 	blog "installing gnuplot-nox"

@@ -28,14 +28,8 @@ import (
 type pbArena struct {
 	rms     slab[metricpb.ResourceMetrics]
 	scopes  slab[metricpb.ScopeMetrics]
-	metrics slab[metricpb.Metric]
-	gauges  slab[metricpb.Gauge]
-	sums    slab[metricpb.Sum]
-	asGauge slab[metricpb.Metric_Gauge]
-	asSum   slab[metricpb.Metric_Sum]
-	points  slab[metricpb.NumberDataPoint]
-	ints    slab[metricpb.NumberDataPoint_AsInt]
-	doubles slab[metricpb.NumberDataPoint_AsDouble]
+	metrics slab[metricCell]
+	points  slab[pointCell]
 
 	scopePtrs  ptrSlab[metricpb.ScopeMetrics]
 	metricPtrs ptrSlab[metricpb.Metric]
@@ -45,6 +39,23 @@ type pbArena struct {
 	// that has the set, across rounds (builder sets are few and reused).
 	attrs  map[attribute.Distinct][]*commonpb.KeyValue
 	scopeP map[scopeKey]*commonpb.InstrumentationScope
+}
+
+// metricCell holds a metric with the messages its data needs, a gauge or a
+// sum and the oneof wrapper that points at it.
+type metricCell struct {
+	m       metricpb.Metric
+	gauge   metricpb.Gauge
+	asGauge metricpb.Metric_Gauge
+	sum     metricpb.Sum
+	asSum   metricpb.Metric_Sum
+}
+
+// pointCell holds a point with its value wrappers, one of which it uses.
+type pointCell struct {
+	p        metricpb.NumberDataPoint
+	asInt    metricpb.NumberDataPoint_AsInt
+	asDouble metricpb.NumberDataPoint_AsDouble
 }
 
 // maxCachedSets bounds pbArena.attrs; beyond it the cache starts again.
@@ -114,13 +125,7 @@ func (a *pbArena) reset(batch []*metricdata.ResourceMetrics) {
 	a.rms.reset(len(batch))
 	a.scopes.reset(scopes)
 	a.metrics.reset(metrics)
-	a.gauges.reset(metrics)
-	a.sums.reset(metrics)
-	a.asGauge.reset(metrics)
-	a.asSum.reset(metrics)
 	a.points.reset(points)
-	a.ints.reset(points)
-	a.doubles.reset(points)
 	a.scopePtrs.reset(scopes)
 	a.metricPtrs.reset(metrics)
 	a.pointPtrs.reset(points)
@@ -179,13 +184,13 @@ func (a *pbArena) convertible(rm *metricdata.ResourceMetrics) bool {
 			var ok bool
 			switch d := sm.Metrics[j].Data.(type) {
 			case metricdata.Gauge[int64]:
-				ok = a.pointsConvertible(d.DataPoints)
+				ok = pointsConvertible(a, d.DataPoints)
 			case metricdata.Gauge[float64]:
-				ok = a.pointsConvertible(d.DataPoints)
+				ok = pointsConvertible(a, d.DataPoints)
 			case metricdata.Sum[int64]:
-				ok = knownTemporality(d.Temporality) && a.pointsConvertible(d.DataPoints)
+				ok = knownTemporality(d.Temporality) && pointsConvertible(a, d.DataPoints)
 			case metricdata.Sum[float64]:
-				ok = knownTemporality(d.Temporality) && a.pointsConvertible(d.DataPoints)
+				ok = knownTemporality(d.Temporality) && pointsConvertible(a, d.DataPoints)
 			}
 			if !ok {
 				return false
@@ -199,35 +204,27 @@ func knownTemporality(t metricdata.Temporality) bool {
 	return t == metricdata.CumulativeTemporality || t == metricdata.DeltaTemporality
 }
 
-func (a *pbArena) pointsConvertible(pts any) bool {
-	check := func(set attribute.Set, exemplars int) bool {
-		if exemplars > 0 {
+// pointsConvertible reports whether the points have no exemplars and
+// attributes keyValues converts, caching the converted sets.
+func pointsConvertible[N int64 | float64](a *pbArena, pts []metricdata.DataPoint[N]) bool {
+	for i := range pts {
+		if len(pts[i].Exemplars) > 0 || !a.cacheAttrs(pts[i].Attributes) {
 			return false
-		}
-		if _, ok := a.attrs[set.Equivalent()]; ok || set.Len() == 0 {
-			return true
-		}
-		kvs, ok := keyValues(set)
-		if ok {
-			a.attrs[set.Equivalent()] = kvs
-		}
-		return ok
-	}
-	switch p := pts.(type) {
-	case []metricdata.DataPoint[int64]:
-		for i := range p {
-			if !check(p[i].Attributes, len(p[i].Exemplars)) {
-				return false
-			}
-		}
-	case []metricdata.DataPoint[float64]:
-		for i := range p {
-			if !check(p[i].Attributes, len(p[i].Exemplars)) {
-				return false
-			}
 		}
 	}
 	return true
+}
+
+// cacheAttrs converts set into attrs unless it is there already or empty.
+func (a *pbArena) cacheAttrs(set attribute.Set) bool {
+	if _, ok := a.attrs[set.Equivalent()]; ok || set.Len() == 0 {
+		return true
+	}
+	kvs, ok := keyValues(set)
+	if ok {
+		a.attrs[set.Equivalent()] = kvs
+	}
+	return ok
 }
 
 // keyValues converts an attribute set of scalar values.
@@ -264,70 +261,57 @@ func (a *pbArena) scope(sm *metricdata.ScopeMetrics) *commonpb.InstrumentationSc
 }
 
 func (a *pbArena) metric(m *metricdata.Metrics) *metricpb.Metric {
-	out := a.metrics.next()
-	*out = metricpb.Metric{Name: m.Name, Description: m.Description, Unit: m.Unit}
+	c := a.metrics.next()
+	c.m = metricpb.Metric{Name: m.Name, Description: m.Description, Unit: m.Unit}
 	switch d := m.Data.(type) {
 	case metricdata.Gauge[int64]:
-		out.Data = a.gauge(numberPoints(a, d.DataPoints))
+		c.m.Data = c.setGauge(numberPoints(a, d.DataPoints))
 	case metricdata.Gauge[float64]:
-		out.Data = a.gauge(numberPoints(a, d.DataPoints))
+		c.m.Data = c.setGauge(numberPoints(a, d.DataPoints))
 	case metricdata.Sum[int64]:
-		out.Data = a.sum(numberPoints(a, d.DataPoints), d.Temporality, d.IsMonotonic)
+		c.m.Data = c.setSum(numberPoints(a, d.DataPoints), d.Temporality, d.IsMonotonic)
 	case metricdata.Sum[float64]:
-		out.Data = a.sum(numberPoints(a, d.DataPoints), d.Temporality, d.IsMonotonic)
+		c.m.Data = c.setSum(numberPoints(a, d.DataPoints), d.Temporality, d.IsMonotonic)
 	}
-	return out
+	return &c.m
 }
 
-func (a *pbArena) gauge(pts []*metricpb.NumberDataPoint) *metricpb.Metric_Gauge {
-	g := a.gauges.next()
-	*g = metricpb.Gauge{DataPoints: pts}
-	w := a.asGauge.next()
-	*w = metricpb.Metric_Gauge{Gauge: g}
-	return w
+func (c *metricCell) setGauge(pts []*metricpb.NumberDataPoint) *metricpb.Metric_Gauge {
+	c.gauge = metricpb.Gauge{DataPoints: pts}
+	c.asGauge = metricpb.Metric_Gauge{Gauge: &c.gauge}
+	return &c.asGauge
 }
 
-func (a *pbArena) sum(pts []*metricpb.NumberDataPoint, t metricdata.Temporality, monotonic bool) *metricpb.Metric_Sum {
+func (c *metricCell) setSum(pts []*metricpb.NumberDataPoint, t metricdata.Temporality, monotonic bool) *metricpb.Metric_Sum {
 	temporality := metricpb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE
 	if t == metricdata.DeltaTemporality {
 		temporality = metricpb.AggregationTemporality_AGGREGATION_TEMPORALITY_DELTA
 	}
-	s := a.sums.next()
-	*s = metricpb.Sum{DataPoints: pts, AggregationTemporality: temporality, IsMonotonic: monotonic}
-	w := a.asSum.next()
-	*w = metricpb.Metric_Sum{Sum: s}
-	return w
+	c.sum = metricpb.Sum{DataPoints: pts, AggregationTemporality: temporality, IsMonotonic: monotonic}
+	c.asSum = metricpb.Metric_Sum{Sum: &c.sum}
+	return &c.asSum
 }
 
 // numberPoints converts the points of a gauge or sum.
 func numberPoints[N int64 | float64](a *pbArena, pts []metricdata.DataPoint[N]) []*metricpb.NumberDataPoint {
 	out := a.pointPtrs.take(len(pts))
 	for i := range pts {
-		p := a.point(pts[i].Attributes, pts[i].StartTime, pts[i].Time)
+		c := a.points.next()
+		c.p = metricpb.NumberDataPoint{StartTimeUnixNano: unixNano(pts[i].StartTime), TimeUnixNano: unixNano(pts[i].Time)}
+		if pts[i].Attributes.Len() > 0 {
+			c.p.Attributes = a.attrs[pts[i].Attributes.Equivalent()]
+		}
 		switch v := any(pts[i].Value).(type) {
 		case int64:
-			w := a.ints.next()
-			*w = metricpb.NumberDataPoint_AsInt{AsInt: v}
-			p.Value = w
+			c.asInt = metricpb.NumberDataPoint_AsInt{AsInt: v}
+			c.p.Value = &c.asInt
 		case float64:
-			w := a.doubles.next()
-			*w = metricpb.NumberDataPoint_AsDouble{AsDouble: v}
-			p.Value = w
+			c.asDouble = metricpb.NumberDataPoint_AsDouble{AsDouble: v}
+			c.p.Value = &c.asDouble
 		}
-		out[i] = p
+		out[i] = &c.p
 	}
 	return out
-}
-
-// point returns a point with the attributes and times set; the caller sets
-// its value.
-func (a *pbArena) point(set attribute.Set, start, t time.Time) *metricpb.NumberDataPoint {
-	p := a.points.next()
-	*p = metricpb.NumberDataPoint{StartTimeUnixNano: unixNano(start), TimeUnixNano: unixNano(t)}
-	if set.Len() > 0 {
-		p.Attributes = a.attrs[set.Equivalent()]
-	}
-	return p
 }
 
 // unixNano is t in Unix nanoseconds, 0 for the zero time or before 1970 (as
