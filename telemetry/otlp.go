@@ -15,12 +15,12 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentd-dev/agentd/internal/wait"
@@ -50,11 +50,12 @@ type ResourceExporter interface {
 // sending them, and OTLPMetrics sends the round over the same connection
 // with the same metadata and call options, in few requests:
 //   - each resource goes through the SDK's transform once, the first round
-//     it appears in (exported without metrics, and captured); later rounds
-//     reuse its protobuf form (the builder keeps a container's resource while
-//     the container does not change);
-//   - the metrics are converted by a pbArena, whose messages the next round
-//     reuses; what it does not convert goes through the SDK whole.
+//     it appears in (exported without metrics, and captured), and is
+//     marshalled once; later rounds reuse it (the builder keeps a container's
+//     resource while the container does not change);
+//   - the metrics are written by wireRecords into protobuf records that later
+//     rounds update in place and hand to gRPC as they are; what it does not
+//     encode goes through the SDK whole and is marshalled.
 //
 // An exporter given to NewOTLPMetrics, without the interceptor, gets every
 // ResourceMetrics through Export. Exports are serialized: safe for
@@ -65,14 +66,16 @@ type OTLPMetrics struct {
 	captured   bool // exp's requests pass captureInterceptor (NewOTLP)
 
 	mu        sync.Mutex
-	resources map[*resource.Resource]resourcePB // of the last round
-	link      *capture                          // the connection the SDK's requests went to
-	arena     pbArena
+	resources map[*resource.Resource]resourceWire // of the last round
+	spare     map[*resource.Resource]resourceWire // the round before's, emptied for the next
+	link      *capture                            // the connection the SDK's requests went to
+	records   wireRecords
+	recs      []*[]byte // this round's records, reused
 }
 
-// resourcePB is a resource as the SDK's transform made it.
-type resourcePB struct {
-	res    *resourcepb.Resource
+// resourceWire is a resource as the SDK's transform made it, marshalled.
+type resourceWire struct {
+	enc    []byte
 	schema string
 }
 
@@ -120,15 +123,24 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 		}
 		return c.resources[before], true
 	}
-	seen := make(map[*resource.Resource]resourcePB, len(batch))
+	seen := o.spare // empty
+	if seen == nil {
+		seen = make(map[*resource.Resource]resourceWire, len(batch))
+	}
 	for _, rm := range batch {
-		if pb, ok := o.resources[rm.Resource]; ok {
-			seen[rm.Resource] = pb
+		if r, ok := o.resources[rm.Resource]; ok {
+			seen[rm.Resource] = r
 		} else if got, ok := export(&metricdata.ResourceMetrics{Resource: rm.Resource}); ok {
-			seen[rm.Resource] = resourcePB{res: got.GetResource(), schema: got.GetSchemaUrl()}
+			enc, err := proto.Marshal(got.GetResource())
+			if err != nil {
+				refused = append(refused, fmt.Errorf("marshal resource: %w", err))
+				continue
+			}
+			seen[rm.Resource] = resourceWire{enc: enc, schema: got.GetSchemaUrl()}
 		}
 	}
-	o.resources = seen
+	o.resources, o.spare = seen, o.resources
+	clear(o.spare)
 	if c.cc == nil && o.link == nil {
 		export(&metricdata.ResourceMetrics{}) // learn the connection
 	}
@@ -142,29 +154,48 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 		}
 		return fmt.Errorf("export metrics: %d resources: the OTLP exporter made no request: %w", len(batch), err)
 	}
-	o.arena.reset(batch)
-	out := make([]*metricpb.ResourceMetrics, 0, len(batch))
+	o.records.begin()
+	defer o.records.end()
+	recs := o.recs[:0]
+	defer func() { clear(recs); o.recs = recs[:0] }()
 	for _, rm := range batch {
-		pb, ok := o.arena.convert(rm)
-		if !ok {
-			if got, ok := export(rm); ok {
-				out = append(out, got)
-			}
-			continue
-		}
 		res, ok := seen[rm.Resource]
 		if !ok {
 			continue // its resource was refused above
 		}
-		pb.Resource, pb.SchemaUrl = res.res, res.schema
-		out = append(out, pb)
+		if rec, ok := o.records.record(rm, res.enc, res.schema); ok {
+			recs = append(recs, rec)
+			continue
+		}
+		got, ok := export(rm)
+		if !ok {
+			continue
+		}
+		rec, err := marshalRecord(got)
+		if err != nil {
+			refused = append(refused, err)
+			continue
+		}
+		recs = append(recs, rec)
 	}
 	var errs []error
 	if len(refused) > 0 {
 		errs = append(errs, fmt.Errorf("export metrics: the OTLP exporter refused %d resources, first: %w", len(refused), refused[0]))
 	}
-	errs = append(errs, o.send(ctx, o.link, out, len(batch)))
+	errs = append(errs, o.send(ctx, o.link, recs, len(batch)))
 	return errors.Join(errs...)
+}
+
+// marshalRecord makes a record (see wireRecords) of a ResourceMetrics the
+// SDK transformed.
+func marshalRecord(rm *metricpb.ResourceMetrics) (*[]byte, error) {
+	n := proto.Size(rm)
+	b := protowire.AppendTag(make([]byte, 0, max(n+16, minPooledRecordBuffer)), fieldRequestResourceMetrics, protowire.BytesType)
+	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(protowire.AppendVarint(b, uint64(n)), rm)
+	if err != nil {
+		return nil, fmt.Errorf("marshal resource metrics: %w", err)
+	}
+	return &b, nil
 }
 
 // exportEach exports every resource through the exporter on its own.
@@ -181,14 +212,14 @@ func (o *OTLPMetrics) exportEach(ctx context.Context, batch []*metricdata.Resour
 	return nil
 }
 
-// send sends rms over link, perRequest at a time; of is the round's size.
-func (o *OTLPMetrics) send(ctx context.Context, link *capture, rms []*metricpb.ResourceMetrics, of int) error {
+// send sends the records over link, perRequest at a time; of is the round's
+// size.
+func (o *OTLPMetrics) send(ctx context.Context, link *capture, recs []*[]byte, of int) error {
 	var errs []error
 	sent := 0
-	for start := 0; start < len(rms); start += o.perRequest {
-		chunk := rms[start:min(start+o.perRequest, len(rms))]
-		req := &colmetricpb.ExportMetricsServiceRequest{ResourceMetrics: chunk}
-		if err := link.invoke(ctx, req); err != nil {
+	for start := 0; start < len(recs); start += o.perRequest {
+		chunk := recs[start:min(start+o.perRequest, len(recs))]
+		if err := link.invoke(ctx, &wireRequest{recs: chunk, pool: o.records.pool}); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -258,7 +289,7 @@ var (
 
 // invoke sends one request over the captured connection, retrying
 // retryable failures, and reports rejected data points as an error.
-func (c *capture) invoke(ctx context.Context, req *colmetricpb.ExportMetricsServiceRequest) error {
+func (c *capture) invoke(ctx context.Context, req any) error {
 	if c.md != nil {
 		ctx = metadata.NewOutgoingContext(ctx, c.md)
 	}
@@ -285,8 +316,8 @@ func (c *capture) invoke(ctx context.Context, req *colmetricpb.ExportMetricsServ
 	}
 }
 
-// exactCodec is gRPC's protobuf codec, except that a message is marshalled
-// into a buffer of its own size. gRPC's codec takes buffers of 1 KiB and more
+// exactCodec is gRPC's protobuf codec, except that a wireRequest goes out as
+// its records and a message is marshalled into a buffer of its own size. gRPC's codec takes buffers of 1 KiB and more
 // from a pool whose size classes jump from 32 KiB to 1 MiB, and a round of
 // metrics is a few requests of 100 KB and more: each processor's pool then
 // kept a 1 MiB buffer alive between rounds, a third of agentd's live heap at
@@ -294,6 +325,9 @@ func (c *capture) invoke(ctx context.Context, req *colmetricpb.ExportMetricsServ
 type exactCodec struct{}
 
 func (exactCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(*wireRequest); ok {
+		return r.buffers(), nil
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("OTLP codec: marshal %T: not a protobuf message", v)

@@ -1,8 +1,11 @@
 package telemetry
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -300,18 +303,21 @@ func (r *resourceCounter) Export(ctx context.Context, rm *metricdata.ResourceMet
 	return r.ResourceExporter.Export(ctx, rm)
 }
 
-// TestArenaMatchesTheSDK: what OTLPMetrics sends, converted by its arena, is
-// what the SDK exporter's own transform sends for the same round, over
-// rounds that reuse the arena; data the arena does not convert (a histogram,
-// a slice-valued attribute) goes through the SDK and arrives as well.
-func TestArenaMatchesTheSDK(t *testing.T) {
+// TestWireRecordsMatchTheSDK: what OTLPMetrics sends, written by its
+// wireRecords, is what the SDK exporter's own transform sends for the same
+// round, over rounds that update the records in place while values and times
+// change, and that change their shape (a network interface comes and goes, a
+// resource changes, a gauge gets a start time); data wireRecords does not
+// encode (a histogram, a slice-valued attribute) goes through the SDK and
+// arrives as well. A round while gRPC still holds the last round's records
+// leaves those bytes alone.
+func TestWireRecordsMatchTheSDK(t *testing.T) {
 	f := &fakeMetricsServer{}
 	ms := insecureOTLP(t, startFakeMetricsServer(t, f), 2)
 	ctx := context.Background()
 	cfg := DefaultConfig()
 	bl := newBuilder(&cfg, Host{Name: "h", ID: "id"}, "test")
 	cs, es := fixedWorkload(5)
-	cs[2].stats.Networks = append(cs[2].stats.Networks, stats.Interface{Name: "eth1", RxBytes: 7, TxBytes: 8})
 	received := func() []*metricpb.ResourceMetrics {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -322,6 +328,7 @@ func TestArenaMatchesTheSDK(t *testing.T) {
 		f.requests = nil
 		return rms
 	}
+	gaugeAt := time.Date(2026, 12, 1, 11, 0, 0, 0, time.UTC)
 	odd := &metricdata.ResourceMetrics{ScopeMetrics: []metricdata.ScopeMetrics{{
 		Scope: instrumentation.Scope{Name: "odd"},
 		Metrics: []metricdata.Metrics{
@@ -335,9 +342,38 @@ func TestArenaMatchesTheSDK(t *testing.T) {
 				{Attributes: attribute.NewSet(attribute.StringSlice("k", []string{"a", "b"})), Value: 3}}}},
 		},
 	}}}
-	for round := range 3 {
+	gauge := metricdata.Gauge[float64]{DataPoints: []metricdata.DataPoint[float64]{{Value: -1.5,
+		Attributes: attribute.NewSet(attribute.Bool("b", false), attribute.Int("i", -7), attribute.Float64("f", 0.25), attribute.String("s", ""))}}}
+	own := &metricdata.ResourceMetrics{ScopeMetrics: []metricdata.ScopeMetrics{{
+		Scope:   instrumentation.Scope{Name: "own", Version: "1", SchemaURL: "https://example.com/s"},
+		Metrics: []metricdata.Metrics{{Name: "g", Description: "a gauge", Unit: "1", Data: gauge}, {Name: "d", Data: metricdata.Sum[int64]{Temporality: metricdata.DeltaTemporality, DataPoints: []metricdata.DataPoint[int64]{{Value: 0}}}}},
+	}}}
+	var held []byte // a record of the last round, as gRPC would still hold it
+	var heldCopy []byte
+	for round := range 6 {
 		now := time.Date(2026, 12, 1, 12, 0, round*10, 0, time.UTC)
-		batch := append(bl.build(now, cs, es), odd)
+		for i := range cs {
+			cs[i].stats.CPUUserNanos += uint64(round+i) * 1e6
+			cs[i].stats.MemoryUsage += uint64(round) << 10
+		}
+		gauge.DataPoints[0].Time, gauge.DataPoints[0].Value = now, float64(round)
+		switch round {
+		case 1:
+			cs[2].stats.Networks = append(cs[2].stats.Networks, stats.Interface{Name: "eth1", RxBytes: 7, TxBytes: 8})
+		case 2:
+			cs[2].stats.Networks = cs[2].stats.Networks[:1]
+			cs[1].container.Name = "renamed"
+			gauge.DataPoints[0].StartTime = gaugeAt
+		case 3:
+			gauge.DataPoints[0].StartTime = time.Time{}
+			gauge.DataPoints[0].Attributes = attribute.NewSet(attribute.String("s", "other"))
+		case 4:
+			// gRPC has not released the last round's records.
+			ms.records.pool.out.Add(1)
+			held = ms.records.recs[own].enc
+			heldCopy = slices.Clone(held)
+		}
+		batch := append(bl.build(now, cs, es), odd, own)
 		if err := ms.ExportMetrics(ctx, batch); err != nil {
 			t.Fatal(err)
 		}
@@ -350,12 +386,65 @@ func TestArenaMatchesTheSDK(t *testing.T) {
 		}
 		want := received()
 		if len(got) != len(batch) || len(want) != len(batch) {
-			t.Fatalf("round %d: %d resources through the arena, %d through the SDK, want %d", round, len(got), len(want), len(batch))
+			t.Fatalf("round %d: %d resources through the records, %d through the SDK, want %d", round, len(got), len(want), len(batch))
 		}
 		for i := range want {
 			if !proto.Equal(got[i], want[i]) {
-				t.Fatalf("round %d, resource %d:\narena %v\nSDK   %v", round, i, got[i], want[i])
+				t.Fatalf("round %d, resource %d:\nrecords %v\nSDK     %v", round, i, got[i], want[i])
 			}
 		}
+		if held != nil && !bytes.Equal(held, heldCopy) {
+			t.Fatalf("round %d wrote into a record gRPC held", round)
+		}
+	}
+	if n := ms.records.pool.out.Load(); n != 0 {
+		t.Fatalf("gRPC holds %d records after the rounds, want 0", n)
+	}
+}
+
+// TestWireRecordsUpdateInPlace: a round of the same shape writes into the
+// records it has, allocating no record; a shape change writes a new one.
+func TestWireRecordsUpdateInPlace(t *testing.T) {
+	cfg := DefaultConfig()
+	bl := newBuilder(&cfg, Host{Name: "h", ID: "id"}, "test")
+	cs, es := fixedWorkload(3)
+	var w wireRecords
+	res := []byte{0x0a, 0x00}
+	round := func(now time.Time) []*[]byte {
+		w.begin()
+		defer w.end()
+		var recs []*[]byte
+		for _, rm := range bl.build(now, cs, es) {
+			rec, ok := w.record(rm, res, "s")
+			if !ok {
+				t.Fatal("the builder's data is not encodable")
+			}
+			recs = append(recs, rec)
+		}
+		return recs
+	}
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	first := round(t0)
+	firstArrays := make([]*byte, len(first))
+	for i, r := range first {
+		firstArrays[i] = &(*r)[0]
+	}
+	cs[0].stats.Pids = 99
+	second := round(t0.Add(10 * time.Second))
+	for i, r := range second {
+		if &(*r)[0] != firstArrays[i] {
+			t.Fatalf("record %d was written anew for a round of the same shape", i)
+		}
+	}
+	if !bytes.Contains(*second[0], binary.LittleEndian.AppendUint64(nil, 99)) {
+		t.Fatal("the first container's record does not carry its new PID count")
+	}
+	cs[0].stats.Networks = append(cs[0].stats.Networks, stats.Interface{Name: "eth1"})
+	third := round(t0.Add(20 * time.Second))
+	if &(*third[0])[0] == firstArrays[0] || &(*third[1])[0] != firstArrays[1] {
+		t.Fatal("a shape change did not write the changed record anew, or wrote an unchanged one")
+	}
+	if allocs := testing.AllocsPerRun(10, func() { round(t0.Add(30 * time.Second)) }); allocs > 20 {
+		t.Fatalf("a round of the same shape allocates %v times, want the builder's few", allocs)
 	}
 }
