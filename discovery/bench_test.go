@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"os/exec"
 	"testing"
 
 	"github.com/agentd-dev/agentd/internal/testbed"
@@ -72,6 +73,31 @@ func BenchmarkRefreshHostProc(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
+		if err := p.Refresh(nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(p.Len()), "procs")
+}
+
+// BenchmarkRefreshHostProcAfterFork is BenchmarkRefreshHostProc with a
+// process started and gone before each refresh (not timed), as on a host
+// where something forks between two rescans: most hosts, most rescans.
+func BenchmarkRefreshHostProcAfterFork(b *testing.B) {
+	p := NewProcFS("/proc")
+	for range fullEvery {
+		if err := p.Refresh(nil); err != nil {
+			testbed.Unavailable(b, "no procfs at /proc: %v", err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		if err := exec.Command("true").Run(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
 		if err := p.Refresh(nil); err != nil {
 			b.Fatal(err)
 		}

@@ -100,7 +100,10 @@ type ProcFS struct {
 	// the procfs shows, ok false when that cannot be known (see newLastPID);
 	// tests replace it.
 	lastPID  func() (uint64, bool)
-	seenLast uint64 // lastPID at the last Refresh that listed /proc
+	seenLast uint64 // lastPID at the last Refresh that listed /proc or read what was allocated since
+	pending  []int  // allocated PIDs that had no /proc entry yet when read; read again next time
+	retry    []int  // pending of the last call, being read again
+	listings int    // Refreshes that listed /proc (for tests)
 
 	dents []byte // getdents buffer, reused
 	buf   []byte // file read buffer, reused
@@ -145,13 +148,24 @@ func (p *ProcFS) Root() string { return p.root }
 // gone, calling visit for each live process with its PID and comm (comm
 // aliases a buffer valid only during the call). It reads /proc/PID/stat of new
 // processes, young ones and those named by AlwaysRead every time, and of the
-// others once every few calls (see fullEvery). When no PID was allocated
-// since the last listing (the last PID of /proc/loadavg is unchanged, so no
-// process was created and no PID reused) it does not list /proc at all and
-// re-reads only the young and AlwaysRead processes of its table, except on
-// every fullEvery-th call. A steady host costs a few reads. Processes that
-// vanish mid-scan are skipped silently. Steady state (no new processes) it
-// does not allocate. The error is about the procfs root itself.
+// others once every few calls (see fullEvery). Steady state (no new processes)
+// it does not allocate. Processes that vanish mid-scan are skipped silently.
+// The error is about the procfs root itself.
+//
+// Listing /proc costs about 2 µs a process, most of a rescan on a host of a
+// thousand processes, so Refresh lists only every fullEvery-th call, or when
+// it cannot know what is new. The last PID of /proc/loadavg says which PIDs
+// were allocated since the last call: PIDs are handed out in increasing
+// order, so the new processes are those between the last PID then and now.
+// When none was allocated, Refresh re-reads the young and AlwaysRead
+// processes of its table; when a few were, it reads those PIDs (skipping
+// threads, which /proc opens but does not list, and reading once more next
+// time those not yet visible: a PID is allocated before its process shows)
+// and re-reads the table as a listing would. It lists when the last PID is
+// unknown, went back (PIDs wrapped around), or moved further than reading
+// each new PID is worth; a wrap-around all the way back past the last PID
+// within one call, more PIDs than pid_max allocated between two calls, is
+// caught by the next listing.
 func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 	dirfd, err := syscall.Open(p.root, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 	if err != nil {
@@ -161,13 +175,18 @@ func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 	p.gen++
 	p.now = p.uptime()
 	last, lastOK := p.lastPID()
-	if lastOK && last == p.seenLast && p.gen%fullEvery != 0 && len(p.procs) > 0 {
-		p.refreshKnown(dirfd, visit)
+	if lastOK && p.gen%fullEvery != 0 && len(p.procs) > 0 && last >= p.seenLast &&
+		last-p.seenLast <= uint64(max(minAllocatedRead, len(p.procs)/2)) {
+		p.readAllocated(dirfd, p.seenLast, last, visit)
+		p.refreshKnown(dirfd, visit, last != p.seenLast)
+		p.seenLast = last
 		return nil
 	}
 	if lastOK {
 		p.seenLast = last
 	}
+	p.pending = p.pending[:0]
+	p.listings++
 	for {
 		n, err := syscall.Getdents(dirfd, p.dents)
 		if err == syscall.EINTR {
@@ -202,25 +221,57 @@ func (p *ProcFS) Refresh(visit func(pid int, comm []byte)) error {
 			p.refreshOne(dirfd, pid, ino, visit)
 		}
 	}
-	for pid, e := range p.procs {
-		if e.gen != p.gen {
-			delete(p.procs, pid)
-		}
-	}
+	p.prune()
 	return nil
 }
 
-// refreshKnown is a Refresh without a listing: the table's young and
-// AlwaysRead processes are re-read (dropped when gone), the others visited as
-// they are.
-func (p *ProcFS) refreshKnown(dirfd int, visit func(pid int, comm []byte)) {
-	for pid, e := range p.procs {
-		if p.now-e.start < youngTicks || p.always[e.comm] {
-			p.refreshOne(dirfd, pid, e.ino, visit)
-			continue
-		}
-		p.keep(pid, e, visit)
+// minAllocatedRead is how many new PIDs Refresh reads one by one rather than
+// listing /proc, at least (half the table, on a larger host).
+const minAllocatedRead = 64
+
+// readAllocated reads the processes of the PIDs allocated after from up to
+// to, and again those of the last call that had not shown yet.
+func (p *ProcFS) readAllocated(dirfd int, from, to uint64, visit func(pid int, comm []byte)) {
+	p.retry, p.pending = p.pending, p.retry[:0]
+	for _, pid := range p.retry {
+		p.readNew(dirfd, pid, false, visit)
 	}
+	for pid := from + 1; pid <= to; pid++ {
+		p.readNew(dirfd, int(pid), true, visit)
+	}
+}
+
+// readNew reads a process whose PID was allocated since the last call:
+// whatever had the PID before is gone. Without a process it is read again
+// next call if again.
+func (p *ProcFS) readNew(dirfd, pid int, again bool, visit func(pid int, comm []byte)) {
+	if e := p.procs[pid]; e != nil && e.gen != p.gen {
+		delete(p.procs, pid)
+	}
+	if !p.refreshOne(dirfd, pid, 0, visit) && again {
+		p.pending = append(p.pending, pid)
+	}
+}
+
+// refreshKnown is a Refresh without a listing: the table's young and
+// AlwaysRead processes are re-read (dropped when gone), and with stagger the
+// others due as a listing would re-read them; the rest are visited as they
+// are. Processes read this Refresh already are skipped.
+func (p *ProcFS) refreshKnown(dirfd int, visit func(pid int, comm []byte), stagger bool) {
+	for pid, e := range p.procs {
+		switch {
+		case e.gen == p.gen:
+		case p.now-e.start < youngTicks || p.always[e.comm] || stagger && p.mustRead(pid, e):
+			p.refreshOne(dirfd, pid, e.ino, visit)
+		default:
+			p.keep(pid, e, visit)
+		}
+	}
+	p.prune()
+}
+
+// prune drops the processes this Refresh did not see.
+func (p *ProcFS) prune() {
 	for pid, e := range p.procs {
 		if e.gen != p.gen {
 			delete(p.procs, pid)
@@ -288,16 +339,20 @@ func (p *ProcFS) keep(pid int, e *procEntry, visit func(pid int, comm []byte)) {
 }
 
 // refreshOne reads one process's stat relative to the procfs directory fd.
-func (p *ProcFS) refreshOne(dirfd, pid int, ino uint64, visit func(pid int, comm []byte)) {
+// It reports false when there is no such process (a thread is none).
+func (p *ProcFS) refreshOne(dirfd, pid int, ino uint64, visit func(pid int, comm []byte)) bool {
 	p.path = strconv.AppendInt(p.path[:0], int64(pid), 10)
 	p.path = append(p.path, "/stat\x00"...)
 	b, ok := p.readAt(dirfd)
 	if !ok {
-		return
+		return false
 	}
 	f, err := procfs.ParseStat(b)
 	if err != nil || f.PID != pid {
-		return
+		return false
+	}
+	if f.Thread {
+		return true // a thread: there is no process to wait for
 	}
 	e := p.procs[pid]
 	if e == nil || e.start != f.StartTime {
@@ -316,6 +371,7 @@ func (p *ProcFS) refreshOne(dirfd, pid int, ino uint64, visit func(pid int, comm
 	if visit != nil {
 		visit(pid, f.Comm)
 	}
+	return true
 }
 
 // readAt reads the NUL-terminated path in p.path relative to dirfd into p.buf

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 )
@@ -119,15 +120,66 @@ func TestRefreshWithoutNewPIDsSkipsTheListing(t *testing.T) {
 			t.Fatal("a steady process was dropped")
 		}
 	})
-	t.Run("a new PID makes the next refresh list the processes", func(t *testing.T) {
+	t.Run("new PIDs are read without listing the processes", func(t *testing.T) {
 		root, p, last := setup(t)
-		writeFakeProc(t, root, []fakeProc{{pid: 52, ppid: 1, comm: "crio", start: 9, noDetail: true}})
-		*last = 52
-		must(t, p.Refresh(nil))
-		if _, comm, _, ok := p.Lookup(52); !ok || comm != "crio" {
+		listings := p.listings
+		writeFakeProc(t, root, []fakeProc{{pid: 53, ppid: 1, comm: "crio", start: 9, noDetail: true}})
+		*last = 53 // 52 came and went
+		var visited []int
+		must(t, p.Refresh(func(pid int, _ []byte) { visited = append(visited, pid) }))
+		if _, comm, _, ok := p.Lookup(53); !ok || comm != "crio" {
 			t.Fatalf("new process not seen: %q %v", comm, ok)
 		}
+		slices.Sort(visited)
+		if !slices.Equal(visited, []int{50, 51, 53}) {
+			t.Fatalf("visited %v, want 50 51 53", visited)
+		}
+		if p.listings != listings {
+			t.Fatal("a refresh with a few new PIDs listed /proc")
+		}
 	})
+	t.Run("a thread's ID is not a process", func(t *testing.T) {
+		root, p, last := setup(t)
+		// /proc opens /proc/TID of a thread it does not list; exit_signal is -1.
+		must(t, os.MkdirAll(filepath.Join(root, "52"), 0o755))
+		must(t, os.WriteFile(filepath.Join(root, "52", "stat"), []byte("52 (dockerd) S 1 50 50 0 -1 4194624 0 0 0 0 0 0 0 0 20 0 2 0 9 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 -1 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"), 0o644))
+		*last = 52
+		must(t, p.Refresh(nil))
+		if _, _, _, ok := p.Lookup(52); ok {
+			t.Fatal("a thread became a process of the table")
+		}
+	})
+	t.Run("a new PID whose process has not shown yet is read again at the next refresh", func(t *testing.T) {
+		root, p, last := setup(t)
+		*last = 52
+		must(t, p.Refresh(nil))
+		writeFakeProc(t, root, []fakeProc{{pid: 52, ppid: 1, comm: "podman", start: 9, noDetail: true}})
+		must(t, p.Refresh(nil)) // no PID allocated meanwhile
+		if _, comm, _, ok := p.Lookup(52); !ok || comm != "podman" {
+			t.Fatalf("process that showed late not seen: %q %v", comm, ok)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		last uint64
+	}{
+		{"PIDs that wrapped around make the refresh list the processes", 40},
+		{"more new PIDs than are worth reading one by one make the refresh list the processes", 51 + minAllocatedRead + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, p, last := setup(t)
+			writeFakeProc(t, root, []fakeProc{{pid: 30, ppid: 1, comm: "crio", start: 9, noDetail: true}})
+			*last = tc.last
+			listings := p.listings
+			must(t, p.Refresh(nil))
+			if p.listings != listings+1 {
+				t.Fatal("did not list /proc")
+			}
+			if _, comm, _, ok := p.Lookup(30); !ok || comm != "crio" {
+				t.Fatalf("new process not seen: %q %v", comm, ok)
+			}
+		})
+	}
 	t.Run("a refresh without a listing still visits every known process", func(t *testing.T) {
 		_, p, _ := setup(t)
 		for range fullEvery {

@@ -34,6 +34,10 @@ type Stat struct {
 	// StartTime is field 22, the start time in clock ticks (UserHZ) after
 	// boot; with PID it identifies a process across PID reuse.
 	StartTime uint64
+	// Thread is whether field 38, exit_signal, is -1: the task is a thread
+	// other than its thread group's leader (only those have no exit signal).
+	// /proc does not list such threads but opens /proc/TID of one.
+	Thread bool
 }
 
 // ParseStat parses /proc/PID/stat. The comm field is in parentheses and may
@@ -58,7 +62,7 @@ func ParseStat(b []byte) (Stat, error) {
 	// ppid is 4 and starttime is 22.
 	rest := b[closing+1:]
 	field := 2
-	for len(rest) > 0 && field < 22 {
+	for len(rest) > 0 && field < 38 {
 		rest = skipSpaces(rest)
 		if len(rest) == 0 {
 			break
@@ -82,6 +86,8 @@ func ParseStat(b []byte) (Stat, error) {
 				return f, ErrMalformed
 			}
 			f.StartTime = v
+		case 38:
+			f.Thread = string(tok) == "-1"
 		}
 		rest = rest[end:]
 	}

@@ -32,6 +32,16 @@ func TestParseStat(t *testing.T) {
 			in:   "8 () R 2 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 7 0 0",
 			want: Stat{PID: 8, PPID: 2, Comm: []byte(""), StartTime: 7},
 		},
+		{
+			name: "a thread group leader has an exit signal",
+			in:   "741 (dockerd) S 1 741 741 0 -1 4194560 112204 3403090 85 47 898 1189 1382 1521 20 0 24 0 2604364 2156638208 54117 18446744073709551615 94852777758720 94852805005781 140729607018736 0 0 0 1002055680 0 2143420159 0 0 0 17 0 0 0 0 0 0 94852810660112 94852835205752 94853848317952 140729607027343 140729607027396 140729607027396 140729607028710 0\n",
+			want: Stat{PID: 741, PPID: 1, Comm: []byte("dockerd"), StartTime: 2604364},
+		},
+		{
+			name: "another thread of the group has none",
+			in:   "1607 (dockerd) S 1 741 741 0 -1 4194624 2273 3403090 0 47 13 18 1382 1521 20 0 24 0 2605020 2156638208 54117 18446744073709551615 94852777758720 94852805005781 140729607018736 0 0 0 0 0 2143420159 1 0 0 -1 0 0 0 0 0 0 94852810660112 94852835205752 94853848317952 140729607027343 140729607027396 140729607027396 140729607028710 0\n",
+			want: Stat{PID: 1607, PPID: 1, Comm: []byte("dockerd"), StartTime: 2605020, Thread: true},
+		},
 		{name: "a truncated line is rejected", in: "8 (x) R 2 0 0", fails: true},
 		{name: "a line without parentheses is rejected", in: "8 x R 2", fails: true},
 		{name: "a non-numeric pid is rejected", in: "x8 (x) R 2 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 7", fails: true},
@@ -49,7 +59,7 @@ func TestParseStat(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.PID != tt.want.PID || got.PPID != tt.want.PPID || string(got.Comm) != string(tt.want.Comm) || got.StartTime != tt.want.StartTime {
+			if got.PID != tt.want.PID || got.PPID != tt.want.PPID || string(got.Comm) != string(tt.want.Comm) || got.StartTime != tt.want.StartTime || got.Thread != tt.want.Thread {
 				t.Fatalf("ParseStat = %+v (comm %q), want %+v (comm %q)", got, got.Comm, tt.want, tt.want.Comm)
 			}
 		})
