@@ -79,6 +79,11 @@ const (
 // The stream stays open until Close is called or ctx ends; Next must not be
 // called concurrently with itself.
 func (a *ContainerdAdapter) Subscribe(ctx context.Context) (Stream, error) {
+	return a.subscribe(ctx)
+}
+
+// subscribe is Subscribe; it needs only a.conn, a.endpoint and a.log.
+func (a *ContainerdAdapter) subscribe(ctx context.Context) (*containerdStream, error) {
 	token, err := containerdSyncToken()
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: subscribe: %w", a.endpoint, err)

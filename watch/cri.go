@@ -20,7 +20,8 @@ import (
 
 const (
 	// DefaultCRIPollInterval is how often a CRIAdapter lists containers to
-	// synthesise events when the runtime has no GetContainerEvents.
+	// synthesise events when the runtime has no GetContainerEvents and no
+	// containerd event API either (with one, ten times as seldom).
 	DefaultCRIPollInterval = time.Second
 	// criStatusWorkers bounds the concurrent ContainerStatus calls of a List.
 	criStatusWorkers = 4
@@ -68,9 +69,11 @@ func (m criEventMode) String() string {
 //
 // Events come from the streaming GetContainerEvents RPC when the runtime
 // implements it; containerd before 1.7 (1.6.20 here) answers Unimplemented,
-// and then the adapter polls: its Stream lists the containers every poll
-// interval and synthesises create, start, die and destroy Changes from the
-// differences. The first Subscribe decides which path is taken and logs it
+// and then the adapter polls: its Stream lists the containers and synthesises
+// create, start, die and destroy Changes from the differences, listing when
+// containerd's own event API (on the same socket) publishes a container or
+// task event and every ten poll intervals besides, or every poll interval
+// where there is no such API (see criPollStream). The first Subscribe decides which path is taken and logs it
 // once; EventSource reports it.
 //
 // PIDs come from the verbose ContainerStatus ("pid" in its "info" JSON, which

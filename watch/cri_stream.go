@@ -228,8 +228,18 @@ type criSeen struct {
 }
 
 // criPollStream is the Stream of a runtime without GetContainerEvents: Next
-// lists the containers every interval and turns the differences into
-// Changes. It starts no goroutine.
+// lists the containers and turns the differences into Changes.
+//
+// containerd serves its own event API next to its CRI plugin, so the stream
+// subscribes to containerd's container and task events on the same
+// connection, before the baseline list, and lists when one arrives (and
+// again criFollowUps after it: the CRI plugin updates its view of a container
+// after containerd published the event), else every criIdlePolls intervals.
+// An idle runtime then costs a list every 10 s instead of every second, and a
+// change shows within milliseconds instead of within the interval. A runtime
+// without the event API (or a broken event stream) is listed every interval.
+// The event stream's goroutine is the only one the stream starts; Close stops
+// it.
 type criPollStream struct {
 	a        *CRIAdapter
 	ctx      context.Context // the Subscribe ctx: the stream ends with it
@@ -240,20 +250,53 @@ type criPollStream struct {
 	stop     chan struct{}
 	once     sync.Once
 	failed   error
+
+	trigger  *containerdStream   // containerd's events; nil without them
+	events   chan containerdRecv // trigger.recv until the trigger fails, then nil
+	eventAt  time.Time           // the last event, zero once its follow-ups are done
+	followUp int                 // follow-up lists done since eventAt
 }
+
+// criFollowUps are the lists after an event, counted from it; criIdlePolls
+// is how many intervals an event-triggered stream waits without events.
+var criFollowUps = []time.Duration{0, 200 * time.Millisecond, time.Second}
+
+const criIdlePolls = 10
 
 var _ Stream = (*criPollStream)(nil)
 
-// subscribePoll lists the containers as the baseline of a polling stream.
+// subscribePoll subscribes to containerd's events where the runtime has them
+// and lists the containers as the baseline of a polling stream.
 func (a *CRIAdapter) subscribePoll(ctx context.Context) (*criPollStream, error) {
 	s := &criPollStream{a: a, ctx: ctx, interval: a.pollInterval, stop: make(chan struct{})}
+	trig, err := (&ContainerdAdapter{conn: a.conn, endpoint: a.endpoint, log: a.log}).subscribe(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		a.log.Debug("no containerd events next to the CRI runtime: listing every interval", "endpoint", a.endpoint, "error", err)
+	} else {
+		s.trigger, s.events = trig, trig.recv
+	}
 	cur, err := s.list(ctx)
 	if err != nil {
+		_ = s.Close()
 		return nil, err
 	}
 	s.last = cur
 	s.lastPoll = time.Now()
 	return s, nil
+}
+
+// nextPoll is when the next list is due.
+func (s *criPollStream) nextPoll() time.Time {
+	switch {
+	case s.events == nil:
+		return s.lastPoll.Add(s.interval)
+	case !s.eventAt.IsZero():
+		return s.eventAt.Add(criFollowUps[s.followUp])
+	}
+	return s.lastPoll.Add(criIdlePolls * s.interval)
 }
 
 // list returns the current containers by ID.
@@ -269,15 +312,14 @@ func (s *criPollStream) list(ctx context.Context) (map[string]criSeen, error) {
 	return cur, nil
 }
 
-// Next returns the next synthesised change, polling as often as the interval
-// allows until there is one. A failing list ends the stream.
+// Next returns the next synthesised change, listing when one may be there
+// (see criPollStream) until there is one. A failing list ends the stream.
 func (s *criPollStream) Next(ctx context.Context) (Change, error) {
 	for len(s.queue) == 0 {
 		if s.failed != nil {
 			return Change{}, s.failed
 		}
-		wait := time.Until(s.lastPoll.Add(s.interval))
-		if wait > 0 {
+		if wait := time.Until(s.nextPoll()); wait > 0 {
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
@@ -291,6 +333,15 @@ func (s *criPollStream) Next(ctx context.Context) (Change, error) {
 				t.Stop()
 				s.failed = fmt.Errorf("cri at %s: poll stream closed", s.a.endpoint)
 				continue
+			case r := <-s.events:
+				t.Stop()
+				if r.err != nil {
+					s.a.log.Debug("containerd event stream next to the CRI runtime failed: listing every interval", "endpoint", s.a.endpoint, "error", r.err)
+					s.events, s.eventAt = nil, time.Time{}
+				} else {
+					s.eventAt, s.followUp = time.Now(), 0
+				}
+				continue
 			case <-t.C:
 			}
 		}
@@ -299,6 +350,11 @@ func (s *criPollStream) Next(ctx context.Context) (Change, error) {
 				return Change{}, ctx.Err()
 			}
 			s.failed = err
+		}
+		if !s.eventAt.IsZero() {
+			if s.followUp++; s.followUp == len(criFollowUps) {
+				s.eventAt = time.Time{}
+			}
 		}
 	}
 	ch := s.queue[0]
@@ -405,6 +461,11 @@ func criDiff(id string, prev criSeen, had bool, cur criSeen, st *runtimeapi.Cont
 
 // Close ends the stream; a Next blocked waiting for the next poll returns.
 func (s *criPollStream) Close() error {
-	s.once.Do(func() { close(s.stop) })
+	s.once.Do(func() {
+		close(s.stop)
+		if s.trigger != nil {
+			_ = s.trigger.Close()
+		}
+	})
 	return nil
 }

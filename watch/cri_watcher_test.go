@@ -334,3 +334,66 @@ func TestDedupCRIAndContainerd(t *testing.T) {
 		}
 	})
 }
+
+// TestCRIPollingFollowsContainerdEvents: a polling CRI stream (forced here,
+// whatever the runtime implements) on containerd lists when containerd
+// publishes an event, so a container's whole life shows within a second or
+// two although the poll interval is an hour.
+func TestCRIPollingFollowsContainerdEvents(t *testing.T) {
+	testbed.Require(t, testbed.CRI, testbed.Docker)
+	ctrdNoLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	endpoint, rt := criEndpointWithBusybox(t)
+	label := testLabel(t)
+	e := model.Engine{ID: "cri-trigger-" + ctrdRandom(t), Type: model.CRI, Endpoint: endpoint}
+	a, err := NewCRI(e, testLogger(t), WithCRIPollInterval(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	a.setMode(criModePolling)
+	h := startWatcher(t, e, a, label, Options{})
+	pod := runCRITestPod(ctx, t, rt, label)
+	var ctrID string
+	steps := []struct {
+		name string
+		do   func(t *testing.T)
+		want model.EventType
+	}{
+		{"create", func(t *testing.T) { ctrID = pod.create(ctx, t, "app") }, model.EventCreate},
+		{"start", func(t *testing.T) {
+			if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctrID}); err != nil {
+				t.Fatal(err)
+			}
+		}, model.EventStart},
+		{"die", func(t *testing.T) {
+			if _, err := rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: ctrID, Timeout: 0}); err != nil {
+				t.Fatal(err)
+			}
+		}, model.EventDie},
+		{"destroy", func(t *testing.T) {
+			if _, err := rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: ctrID}); err != nil {
+				t.Fatal(err)
+			}
+		}, model.EventDestroy},
+	}
+	for _, step := range steps {
+		t.Run(step.name, func(t *testing.T) {
+			h.t = t
+			start := time.Now()
+			step.do(t)
+			h.expect(step.want)
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("%s arrived after %s, want it within seconds of containerd's event", step.want, d)
+			} else {
+				t.Logf("%s after %s", step.want, d.Round(time.Millisecond))
+			}
+		})
+	}
+	pod.remove(ctx, t)
+	h.t = t
+	if st := h.w.Stats(); st.Reconnects != 0 {
+		t.Errorf("stats %+v: want no reconnect", st)
+	}
+}
