@@ -62,45 +62,37 @@ func BenchmarkFirstScan(b *testing.B) {
 
 // BenchmarkRefreshHostProc measures a steady-state refresh of this machine's
 // real /proc (kernel-generated stat files, not a fake tree), reporting the
-// processes per refresh.
+// processes per refresh: back to back, and with a process started and gone
+// before each refresh (not timed), as on a host where something forks
+// between two rescans (most hosts, most rescans).
 func BenchmarkRefreshHostProc(b *testing.B) {
-	p := NewProcFS("/proc")
-	for range fullEvery {
-		if err := p.Refresh(nil); err != nil {
-			testbed.Unavailable(b, "no procfs at /proc: %v", err)
+	for _, fork := range []bool{false, true} {
+		name := "steady"
+		if fork {
+			name = "after-fork"
 		}
+		b.Run(name, func(b *testing.B) {
+			p := NewProcFS("/proc")
+			for range fullEvery {
+				if err := p.Refresh(nil); err != nil {
+					testbed.Unavailable(b, "no procfs at /proc: %v", err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if fork {
+					b.StopTimer()
+					if err := exec.Command("true").Run(); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+				}
+				if err := p.Refresh(nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(p.Len()), "procs")
+		})
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if err := p.Refresh(nil); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(p.Len()), "procs")
-}
-
-// BenchmarkRefreshHostProcAfterFork is BenchmarkRefreshHostProc with a
-// process started and gone before each refresh (not timed), as on a host
-// where something forks between two rescans: most hosts, most rescans.
-func BenchmarkRefreshHostProcAfterFork(b *testing.B) {
-	p := NewProcFS("/proc")
-	for range fullEvery {
-		if err := p.Refresh(nil); err != nil {
-			testbed.Unavailable(b, "no procfs at /proc: %v", err)
-		}
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		b.StopTimer()
-		if err := exec.Command("true").Run(); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		if err := p.Refresh(nil); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(p.Len()), "procs")
 }

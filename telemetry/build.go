@@ -201,10 +201,6 @@ func metric[N int64 | float64](m int, data metricdata.Aggregation) metricdata.Me
 	return metricdata.Metrics{Name: d.Name, Description: d.Description, Unit: d.Unit, Data: data}
 }
 
-func gauge[N int64 | float64](m int, v N, now time.Time) metricdata.Metrics {
-	return metric[N](m, metricdata.Gauge[N]{DataPoints: []metricdata.DataPoint[N]{{Time: now, Value: v}}})
-}
-
 func (b *builder) containerMetrics(st *containerState, c *model.Container, s *stats.Stats, now time.Time) *metricdata.ResourceMetrics {
 	o := &st.out
 	o.ms = o.ms[:0]

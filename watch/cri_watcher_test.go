@@ -105,6 +105,19 @@ func criEndpointWithBusybox(t *testing.T) (string, runtimeapi.RuntimeServiceClie
 	return endpoint, rt
 }
 
+// criWatcherTest is the set-up of a CRI watcher test: a context of three
+// minutes, the runtime's client, the test's label and an engine whose ID
+// starts with prefix.
+func criWatcherTest(t *testing.T, prefix string) (context.Context, runtimeapi.RuntimeServiceClient, string, model.Engine) {
+	t.Helper()
+	testbed.Require(t, testbed.CRI, testbed.Docker)
+	ctrdNoLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	endpoint, rt := criEndpointWithBusybox(t)
+	return ctx, rt, testLabel(t), model.Engine{ID: prefix + ctrdRandom(t), Type: model.CRI, Endpoint: endpoint}
+}
+
 func newCRIAdapter(t *testing.T, e model.Engine) *CRIAdapter {
 	t.Helper()
 	a, err := NewCRI(e, testLogger(t), WithCRIPollInterval(100*time.Millisecond))
@@ -119,13 +132,7 @@ func newCRIAdapter(t *testing.T, e model.Engine) *CRIAdapter {
 // the Store's state after every step; the pod sandbox (labelled like the
 // container) never shows as a container.
 func TestCRIWatcherLifecycle(t *testing.T) {
-	testbed.Require(t, testbed.CRI, testbed.Docker)
-	ctrdNoLeaks(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	endpoint, rt := criEndpointWithBusybox(t)
-	label := testLabel(t)
-	e := model.Engine{ID: "cri-watcher-" + ctrdRandom(t), Type: model.CRI, Endpoint: endpoint}
+	ctx, rt, label, e := criWatcherTest(t, "cri-watcher-")
 	a := newCRIAdapter(t, e)
 	h := startWatcher(t, e, a, label, Options{})
 	t.Logf("event source: %s", a.EventSource())
@@ -340,13 +347,7 @@ func TestDedupCRIAndContainerd(t *testing.T) {
 // publishes an event, so a container's whole life shows within a second or
 // two although the poll interval is an hour.
 func TestCRIPollingFollowsContainerdEvents(t *testing.T) {
-	testbed.Require(t, testbed.CRI, testbed.Docker)
-	ctrdNoLeaks(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	endpoint, rt := criEndpointWithBusybox(t)
-	label := testLabel(t)
-	e := model.Engine{ID: "cri-trigger-" + ctrdRandom(t), Type: model.CRI, Endpoint: endpoint}
+	ctx, rt, label, e := criWatcherTest(t, "cri-trigger-")
 	a, err := NewCRI(e, testLogger(t), WithCRIPollInterval(time.Hour))
 	if err != nil {
 		t.Fatal(err)
