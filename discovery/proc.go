@@ -261,7 +261,7 @@ func (p *ProcFS) refreshKnown(dirfd int, visit func(pid int, comm []byte), stagg
 	for pid, e := range p.procs {
 		switch {
 		case e.gen == p.gen:
-		case p.now-e.start < youngTicks || p.always[e.comm] || stagger && p.mustRead(pid, e):
+		case p.watched(e) || stagger && p.due(pid):
 			p.refreshOne(dirfd, pid, e.ino, visit)
 		default:
 			p.keep(pid, e, visit)
@@ -326,9 +326,14 @@ func indexNUL(b []byte) int {
 }
 
 // mustRead reports whether an unchanged process is due for a re-read.
-func (p *ProcFS) mustRead(pid int, e *procEntry) bool {
-	return p.now-e.start < youngTicks || p.always[e.comm] || (uint32(pid)+p.gen)%fullEvery == 0
-}
+func (p *ProcFS) mustRead(pid int, e *procEntry) bool { return p.watched(e) || p.due(pid) }
+
+// watched reports whether e is re-read at every Refresh: young, or named by
+// AlwaysRead.
+func (p *ProcFS) watched(e *procEntry) bool { return p.now-e.start < youngTicks || p.always[e.comm] }
+
+// due reports whether this Refresh is the one in fullEvery that re-reads pid.
+func (p *ProcFS) due(pid int) bool { return (uint32(pid)+p.gen)%fullEvery == 0 }
 
 // keep carries a process that is not re-read into this Refresh and visits it.
 func (p *ProcFS) keep(pid int, e *procEntry, visit func(pid int, comm []byte)) {

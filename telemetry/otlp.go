@@ -317,11 +317,12 @@ func (c *capture) invoke(ctx context.Context, req any) error {
 }
 
 // exactCodec is gRPC's protobuf codec, except that a wireRequest goes out as
-// its records and a message is marshalled into a buffer of its own size. gRPC's codec takes buffers of 1 KiB and more
-// from a pool whose size classes jump from 32 KiB to 1 MiB, and a round of
-// metrics is a few requests of 100 KB and more: each processor's pool then
-// kept a 1 MiB buffer alive between rounds, a third of agentd's live heap at
-// 100 containers. A request's own buffer is garbage once it is written.
+// its records and a message is marshalled into a buffer of its own size.
+// gRPC's codec takes buffers of 1 KiB and more from a pool whose size
+// classes jump from 32 KiB to 1 MiB, and a round of metrics is a few requests
+// of 100 KB and more: each processor's pool then kept a 1 MiB buffer alive
+// between rounds, a third of agentd's live heap at 100 containers. A
+// request's own buffer is garbage once it is written.
 type exactCodec struct{}
 
 func (exactCodec) Marshal(v any) (mem.BufferSlice, error) {

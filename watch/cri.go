@@ -73,8 +73,8 @@ func (m criEventMode) String() string {
 // create, start, die and destroy Changes from the differences, listing when
 // containerd's own event API (on the same socket) publishes a container or
 // task event and every ten poll intervals besides, or every poll interval
-// where there is no such API (see criPollStream). The first Subscribe decides which path is taken and logs it
-// once; EventSource reports it.
+// where there is no such API (see criPollStream). The first Subscribe
+// decides which path is taken and logs it once; EventSource reports it.
 //
 // PIDs come from the verbose ContainerStatus ("pid" in its "info" JSON, which
 // containerd and CRI-O both provide) and are in the runtime's PID namespace.
