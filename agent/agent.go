@@ -16,6 +16,11 @@ import (
 	"github.com/agentd-dev/agentd/activation"
 	"github.com/agentd-dev/agentd/config"
 	"github.com/agentd-dev/agentd/discovery"
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/containerd"
+	"github.com/agentd-dev/agentd/engine/cri"
+	"github.com/agentd-dev/agentd/engine/docker"
+	"github.com/agentd-dev/agentd/engine/podman"
 	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/oom"
@@ -36,8 +41,9 @@ type Options struct {
 	// Ready is called once, when the first discovery pass is done and the
 	// exporters are built (sd_notify READY=1). Optional.
 	Ready func()
-	// Constructors build watcher adapters per engine type; nil means watch.DefaultConstructors.
-	Constructors watch.Constructors
+	// Families are the engine families agentd discovers and watches; nil
+	// means Families().
+	Families engine.Families
 	// KernelLog is the kernel log the OOM detector reads; "" means /dev/kmsg
 	// (see package oom).
 	KernelLog string
@@ -71,8 +77,8 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if opts.Stdout == nil {
 		opts.Stdout = os.Stdout
 	}
-	if opts.Constructors == nil {
-		opts.Constructors = watch.DefaultConstructors()
+	if opts.Families == nil {
+		opts.Families = Families()
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: opts.Log, start: time.Now(),
 		problems: map[string]string{}, units: map[string]activation.SocketEngine{}}
@@ -81,7 +87,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	a.disc, err = discovery.New(discovery.Config{
 		ProcRoot: cfg.Discovery.ProcRoot,
 		Interval: cfg.Discovery.Interval.Std(),
-	}, opts.Log.With("part", "discovery"))
+	}, opts.Families, a.store, opts.Log.With("part", "discovery"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: discovery: %w", config.ErrInvalid, err)
 	}
@@ -98,7 +104,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("%w: activation: %w", config.ErrInvalid, err)
 		}
 	}
-	a.sup = watch.NewSupervisor(a.store, opts.Constructors, watch.Options{
+	a.sup = watch.NewSupervisor(a.store, opts.Families, watch.Options{
 		Log:      opts.Log.With("part", "watch"),
 		ProcRoot: cfg.Discovery.ProcRoot,
 	})
@@ -117,6 +123,13 @@ func suffixes(list []string) []activation.SocketSuffix {
 		out = append(out, activation.SocketSuffix{Suffix: s, Type: t})
 	}
 	return out
+}
+
+// Families returns the engine families agentd knows, in the order an
+// endpoint of unknown type is probed (podman first: it also answers Docker's
+// API).
+func Families() engine.Families {
+	return engine.Families{podman.Family(), docker.Family(), containerd.Family(), cri.Family()}
 }
 
 // Store is the agent's workload model (for tests and the status endpoint).

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -192,9 +193,11 @@ func (d *Discoverer) aliasLocked(e model.Engine) (*engineRec, bool) {
 // be called concurrently; scans are serialised. Every goroutine a call starts
 // has ended when the call returns.
 type Discoverer struct {
-	cfg  Config
-	log  *slog.Logger
-	dets []detector
+	cfg        Config
+	log        *slog.Logger
+	fams       engine.Families
+	dets       []detector
+	containers Containers
 
 	scanMu sync.Mutex // serialises passes; guards procs, cands, pidBuf
 	procs  *ProcFS
@@ -205,13 +208,14 @@ type Discoverer struct {
 	engines map[string]*engineRec
 	subs    map[*Subscription]struct{}
 
-	// now and list are time.Now and ListContainers, replaced in unit tests.
-	now  func() time.Time
-	list func(ctx context.Context, e model.Engine) ([]EngineContainer, error)
+	// now is time.Now, replaced in unit tests.
+	now func() time.Time
 }
 
-// New returns a Discoverer; it does nothing until Scan or Run.
-func New(cfg Config, log *slog.Logger) (*Discoverer, error) {
+// New returns a Discoverer of the engines of fams, which places nested
+// engines by the containers it learns from containers (nil: every engine is
+// on the host). It does nothing until Scan or Run.
+func New(cfg Config, fams engine.Families, containers Containers, log *slog.Logger) (*Discoverer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -219,7 +223,10 @@ func New(cfg Config, log *slog.Logger) (*Discoverer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	dets := detectors()
+	if containers == nil {
+		containers = noContainers{}
+	}
+	dets := detectors(fams)
 	procs := NewProcFS(cfg.ProcRoot)
 	comms := make([]string, len(dets))
 	for i := range dets {
@@ -227,17 +234,23 @@ func New(cfg Config, log *slog.Logger) (*Discoverer, error) {
 	}
 	procs.AlwaysRead(comms...)
 	return &Discoverer{
-		cfg:     cfg,
-		log:     log,
-		dets:    dets,
-		procs:   procs,
-		cands:   make(map[candKey]*candidate),
-		engines: make(map[string]*engineRec),
-		subs:    make(map[*Subscription]struct{}),
-		now:     time.Now,
-		list:    ListContainers,
+		cfg:        cfg,
+		log:        log,
+		fams:       fams,
+		dets:       dets,
+		containers: containers,
+		procs:      procs,
+		cands:      make(map[candKey]*candidate),
+		engines:    make(map[string]*engineRec),
+		subs:       make(map[*Subscription]struct{}),
+		now:        time.Now,
 	}, nil
 }
+
+// noContainers knows no containers.
+type noContainers struct{}
+
+func (noContainers) EngineContainers(string) []model.Container { return nil }
 
 // Subscribe returns a subscription to engine changes from now on. Publishing
 // never blocks: a subscriber that falls behind loses changes (counted).
@@ -385,28 +398,39 @@ func (d *Discoverer) pass(ctx context.Context) error {
 			delete(d.cands, key)
 		}
 	}
-	d.merge(ctx, results)
+	d.merge(results)
 	return nil
 }
 
-// detect returns the detector for a process whose comm matched, or nil when
-// its command line rules it out (a one-off podman command).
+// detect returns the detector for a process whose comm matched, holding the
+// families whose Match accepts its command line, or nil when none does (a
+// one-off podman command).
 func (d *Discoverer) detect(pid int, comm string) *detector {
 	for i := range d.dets {
 		det := &d.dets[i]
 		if det.comm != comm {
 			continue
 		}
-		if det.match == nil {
-			return det
+		var fams engine.Families
+		var p *Process
+		for _, f := range det.fams {
+			if f.Match != nil {
+				if p == nil {
+					var err error
+					if p, err = d.procs.Process(pid); err != nil {
+						return nil
+					}
+				}
+				if !f.Match(p.Cmdline) {
+					continue
+				}
+			}
+			fams = append(fams, f)
 		}
-		p, err := d.procs.Process(pid)
-		if err != nil {
+		if len(fams) == 0 {
 			return nil
 		}
-		if det.match(p.Cmdline) {
-			return det
-		}
+		return &detector{comm: comm, fams: fams}
 	}
 	return nil
 }
@@ -418,7 +442,7 @@ func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 		if isPermission(err) && !c.fdWarned {
 			c.fdWarned = true
 			d.log.Warn("cannot read the fd directory of an engine process; it is not probed (agentd needs root or CAP_SYS_PTRACE)",
-				"pid", key.pid, "engine", c.det.name, "err", err)
+				"pid", key.pid, "engine", c.det.comm, "err", err)
 		}
 		return nil, err
 	}
@@ -447,7 +471,7 @@ func (d *Discoverer) probeFailed(key candKey, c *candidate, now time.Time, err e
 	wait = min(wait, d.cfg.MaxRetryBackoff)
 	c.nextTry = now.Add(wait)
 	c.lastError = err
-	d.log.Debug("engine process did not answer; will retry", "pid", key.pid, "engine", c.det.name, "retry_in", wait, "err", err)
+	d.log.Debug("engine process did not answer; will retry", "pid", key.pid, "engine", c.det.comm, "retry_in", wait, "err", err)
 }
 
 // runProbes runs the jobs with at most ProbeConcurrency in flight, each bounded
@@ -468,7 +492,7 @@ func (d *Discoverer) runProbes(ctx context.Context, jobs []*probeJob) {
 			defer func() { <-sem }()
 			pctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
 			defer cancel()
-			j.engines, j.err = j.det.probe(pctx, j.endpoint)
+			j.engines, j.err = probeAll(j.det.fams, false)(pctx, j.endpoint)
 		}()
 	}
 	wg.Wait()
@@ -476,7 +500,7 @@ func (d *Discoverer) runProbes(ctx context.Context, jobs []*probeJob) {
 
 // merge folds probe results into the engine set, prunes engines whose process
 // is gone, recomputes the hierarchy when anything changed and publishes.
-func (d *Discoverer) merge(ctx context.Context, results map[candKey][]model.Engine) {
+func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 	d.mu.Lock()
 	var found, lost []string
 	var lostEngines []model.Engine
@@ -518,13 +542,11 @@ func (d *Discoverer) merge(ctx context.Context, results map[candKey][]model.Engi
 	for _, e := range lostEngines {
 		d.log.Info("engine lost", "engine", e.ID, "type", e.Type, "endpoint", e.Endpoint)
 	}
+	for id := range d.refreshHierarchy() {
+		updated[id] = true
+	}
 	if len(found)+len(lost)+len(updated) == 0 {
 		return
-	}
-	for id, ok := range d.refreshHierarchy(ctx) {
-		if ok {
-			updated[id] = true
-		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -571,99 +593,43 @@ func (d *Discoverer) publishLocked(changes []Change) {
 	}
 }
 
-// typeOrder ranks engine families for hierarchy ties: a process that Docker
-// reports as a container is also a containerd task, and Docker's word counts.
-func typeOrder(t model.EngineType) int {
-	switch t {
-	case model.Docker:
-		return 0
-	case model.Podman:
-		return 1
-	case model.Containerd:
-		return 2
-	}
-	return 3
-}
-
-// refreshHierarchy lists the containers of every engine (bounded, each within
-// ProbeTimeout), places each engine in the container that encloses it, and
-// returns the IDs whose placement changed. An engine whose placement cannot be
-// decided because some listing failed keeps its previous placement.
-// d.scanMu is held (the process table is used).
-func (d *Discoverer) refreshHierarchy(ctx context.Context) map[string]bool {
-	d.mu.Lock()
-	snap := make([]model.Engine, 0, len(d.engines))
-	for _, r := range d.engines {
-		snap = append(snap, r.e)
-	}
-	d.mu.Unlock()
-	if len(snap) == 0 {
-		return nil
-	}
-	slices.SortFunc(snap, func(a, b model.Engine) int {
-		return cmp.Or(cmp.Compare(typeOrder(a.Type), typeOrder(b.Type)), cmp.Compare(a.ID, b.ID))
-	})
-	order := make([]string, len(snap))
-	locators := make(map[string]int, len(snap))
-	for i, e := range snap {
-		order[i] = e.ID
-		locators[e.ID] = e.PID
-		if e.PID == 0 {
-			locators[e.ID] = endpointAnchorPID(d.procs.Root(), e.Endpoint)
-		}
-	}
-	lists := make(map[string][]EngineContainer, len(snap))
-	listFailed := false
-	var lmu sync.Mutex
-	sem := make(chan struct{}, d.cfg.ProbeConcurrency)
-	var wg sync.WaitGroup
-	for _, e := range snap {
-		if len(snap) < 2 {
-			break
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			lmu.Lock()
-			listFailed = true
-			lmu.Unlock()
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			lctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
-			defer cancel()
-			cs, err := d.list(lctx, e)
-			lmu.Lock()
-			defer lmu.Unlock()
-			if err != nil {
-				listFailed = true
-				d.log.Debug("cannot list containers for the engine hierarchy", "engine", e.ID, "err", err)
-			}
-			lists[e.ID] = cs
-		}()
-	}
-	wg.Wait()
-	places := resolveHierarchy(d.procs, order, locators, lists)
-
+// refreshHierarchy places each engine in the container that encloses it,
+// from the containers the model knows, and returns the IDs whose placement
+// changed. It does no I/O: the process table of the last pass gives the
+// ancestors. d.scanMu is held.
+func (d *Discoverer) refreshHierarchy() map[string]bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if len(d.engines) < 2 {
+		changed := make(map[string]bool)
+		for id, r := range d.engines {
+			if r.e.Prefix != "" || r.e.ParentContainerID != "" || r.e.ParentEngineID != "" {
+				r.e.Prefix, r.e.ParentContainerID, r.e.ParentEngineID = "", "", ""
+				changed[id] = true
+			}
+		}
+		return changed
+	}
+	snap := make([]model.Engine, 0, len(d.engines))
 	next := make(map[string]*model.Engine, len(d.engines))
 	for id, r := range d.engines {
+		snap = append(snap, r.e)
 		e := r.e
 		next[id] = &e
 	}
-	applyHierarchy(next, places)
+	locate := func(e model.Engine) int {
+		if e.PID > 0 {
+			return e.PID
+		}
+		return endpointAnchorPID(d.procs.Root(), e.Endpoint)
+	}
+	parent := func(pid int) (int, bool) {
+		ppid, _, _, ok := d.procs.Lookup(pid)
+		return ppid, ok && ppid != pid
+	}
+	applyHierarchy(next, resolveHierarchy(snap, locate, parent, d.containers))
 	changed := make(map[string]bool)
 	for id, r := range d.engines {
-		if _, ok := locators[id]; !ok {
-			continue // added during the listing; placed next time
-		}
-		if _, ok := places[id]; !ok && listFailed && r.e.ParentContainerID != "" {
-			continue // cannot tell: keep the previous placement
-		}
 		n := next[id]
 		if r.e.Prefix != n.Prefix || r.e.ParentContainerID != n.ParentContainerID || r.e.ParentEngineID != n.ParentEngineID {
 			r.e.Prefix, r.e.ParentContainerID, r.e.ParentEngineID = n.Prefix, n.ParentContainerID, n.ParentEngineID
@@ -684,7 +650,7 @@ func (d *Discoverer) refreshHierarchy(ctx context.Context) map[string]bool {
 func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.EngineType, unit string) ([]model.Engine, error) {
 	endpoint = filepath.Clean(endpoint)
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
-	es, err := probeFor(hint)(pctx, endpoint)
+	es, err := d.probeFor(hint)(pctx, endpoint)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -712,7 +678,7 @@ func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.Engine
 	}
 	d.mu.Unlock()
 	if len(found) > 0 {
-		d.refreshHierarchy(ctx)
+		d.refreshHierarchy()
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

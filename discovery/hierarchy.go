@@ -1,105 +1,83 @@
 package discovery
 
 import (
+	"cmp"
+	"slices"
+
 	"github.com/agentd-dev/agentd/model"
 )
 
-// processSource is what the hierarchy needs from the process table.
-type processSource interface {
-	Process(pid int) (*Process, error)
+// Containers is where discovery learns each engine's containers and the host
+// PIDs of their init processes: the workload model, which the watchers keep.
+type Containers interface {
+	// EngineContainers returns the containers of the engine with this ID.
+	EngineContainers(engineID string) []model.Container
 }
 
 // placement says which container of which engine encloses an engine.
 type placement struct {
 	engine    string // ID of the engine that manages the container
-	container EngineContainer
+	container model.Container
 }
 
 // maxAncestors bounds PPID-chain walks against loops in a corrupt table.
 const maxAncestors = 4096
 
-// resolveHierarchy finds, for every engine, the innermost container (of another
-// engine) whose init process is the engine's process or one of its ancestors.
-//
-// locators gives each engine's host PID to start from (its PID, or for an engine
-// known only by endpoint the PID through whose root the endpoint is reached);
-// lists gives each engine's running containers with init PIDs in that engine's
-// own PID namespace. A container PID reported by engine E1 is compared with an
-// ancestor A's PID in E1's namespace: NSpid[depth(E1)], after checking that A's
-// namespace is E1's or nested in it (the nearest ancestor of A at E1's depth is
-// in E1's PID namespace). order fixes which engine wins when two report the same
-// process (Docker before podman before containerd).
-func resolveHierarchy(procs processSource, order []string, locators map[string]int, lists map[string][]EngineContainer) map[string]placement {
-	type nsInfo struct {
-		depth int
-		pidns uint64
+// typeOrder ranks engine families for hierarchy ties: a process that Docker
+// reports as a container is also a containerd task, and Docker's word counts.
+func typeOrder(t model.EngineType) int {
+	switch t {
+	case model.Docker:
+		return 0
+	case model.Podman:
+		return 1
+	case model.Containerd:
+		return 2
 	}
-	ns := make(map[string]nsInfo, len(order))
-	for _, id := range order {
-		if len(lists[id]) == 0 {
-			continue
+	return 3
+}
+
+// resolveHierarchy finds, for every engine in engines, the innermost
+// container (of another engine) whose init process is the engine's process or
+// one of its ancestors. locate gives an engine's host PID to start from;
+// parent gives a process's parent from the process table; containers gives
+// each engine's containers, whose PIDs are host PIDs. When two engines report
+// the same process, the one ranked first by typeOrder wins.
+func resolveHierarchy(engines []model.Engine, locate func(model.Engine) int, parent func(pid int) (int, bool), containers Containers) map[string]placement {
+	order := slices.Clone(engines)
+	slices.SortFunc(order, func(a, b model.Engine) int {
+		return cmp.Or(cmp.Compare(typeOrder(a.Type), typeOrder(b.Type)), cmp.Compare(a.ID, b.ID))
+	})
+	inits := make(map[int]placement)
+	for _, e := range order {
+		for _, c := range containers.EngineContainers(e.ID) {
+			if c.PID <= 0 || !c.State.Running() {
+				continue
+			}
+			if _, ok := inits[c.PID]; !ok {
+				inits[c.PID] = placement{engine: e.ID, container: c}
+			}
 		}
-		p, err := procs.Process(locators[id])
-		if err != nil {
-			continue
-		}
-		ns[id] = nsInfo{depth: p.Depth(), pidns: p.PIDNS}
 	}
 	out := make(map[string]placement)
-	for _, id2 := range order {
-		pid := locators[id2]
-		found := false
-		for i := 0; pid > 0 && i < maxAncestors && !found; i++ {
-			a, err := procs.Process(pid)
-			if err != nil {
+	if len(inits) == 0 {
+		return out
+	}
+	for _, e := range order {
+		pid := locate(e)
+		for i := 0; pid > 0 && i < maxAncestors; i++ {
+			if pl, ok := inits[pid]; ok && pl.engine != e.ID {
+				out[e.ID] = pl
 				break
 			}
-			for _, id1 := range order {
-				info, ok := ns[id1]
-				if id1 == id2 || !ok || a.Depth() < info.depth {
-					continue
-				}
-				if !inNamespace(procs, a, info.depth, info.pidns) {
-					continue
-				}
-				inE1 := a.PID
-				if len(a.NSpid) > info.depth {
-					inE1 = a.NSpid[info.depth]
-				}
-				for _, c := range lists[id1] {
-					if c.PID == inE1 && c.PID > 0 {
-						out[id2] = placement{engine: id1, container: c}
-						found = true
-						break
-					}
-				}
-				if found {
-					break
-				}
+			ppid, ok := parent(pid)
+			if !ok {
+				break
 			}
-			pid = a.PPID
+			pid = ppid
 		}
 	}
 	return out
-}
-
-// inNamespace reports whether process a lives in the PID namespace (depth,
-// pidns) or in one nested below it: the nearest of a and its ancestors at that
-// depth or shallower must be at exactly that depth and in that namespace. A
-// namespace inode of 0 (unreadable) matches on depth alone.
-func inNamespace(procs processSource, a *Process, depth int, pidns uint64) bool {
-	p := a
-	for i := 0; i < maxAncestors; i++ {
-		if p.Depth() <= depth {
-			return p.Depth() == depth && (pidns == 0 || p.PIDNS == 0 || p.PIDNS == pidns)
-		}
-		next, err := procs.Process(p.PPID)
-		if err != nil || p.PPID <= 0 {
-			return false
-		}
-		p = next
-	}
-	return false
 }
 
 // applyHierarchy sets Prefix, ParentContainerID and ParentEngineID of every

@@ -61,6 +61,10 @@ const (
 	StateUnknown ContainerState = "unknown"
 )
 
+// Running reports whether a container in state s has processes: running or
+// paused.
+func (s ContainerState) Running() bool { return s == StateRunning || s == StatePaused }
+
 // Container is one container as its engine reports it.
 type Container struct {
 	ID        string            `json:"id"`

@@ -296,13 +296,13 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 					s.Has |= FieldMemoryRSS
 				}
 				if seen&4 != 0 && s.Has&FieldMemoryUsage != 0 {
-					s.MemoryWorkingSet = sub0(s.MemoryUsage, inactive)
+					s.MemoryWorkingSet = Sub0(s.MemoryUsage, inactive)
 					s.Has |= FieldMemoryWorkingSet
 				}
 				// The limit in force, this cgroup's or a lower one of an
 				// ancestor's (a pod's), saves reading memory.limit_in_bytes.
 				if seen&8 != 0 {
-					if limit < unlimitedThreshold {
+					if limit < UnlimitedThreshold {
 						s.MemoryLimit = limit
 						s.Has |= FieldMemoryLimit
 					}
@@ -313,7 +313,7 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 		if !cg.memLimitInStat {
 			if data, err := r.read(cg, fileMemLimit, cg.memLimit, buf); keep(err) {
 				v, err := parseSingle(cg.memLimit, data)
-				if keep(err) && v < unlimitedThreshold {
+				if keep(err) && v < UnlimitedThreshold {
 					s.MemoryLimit = v
 					s.Has |= FieldMemoryLimit
 				}
@@ -391,7 +391,7 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 				s.Has |= FieldMemoryRSS
 			}
 			if seen&2 != 0 && s.Has&FieldMemoryUsage != 0 {
-				s.MemoryWorkingSet = sub0(s.MemoryUsage, inactive)
+				s.MemoryWorkingSet = Sub0(s.MemoryUsage, inactive)
 				s.Has |= FieldMemoryWorkingSet
 			}
 		}
@@ -466,7 +466,8 @@ func (r *Reader) readNet(cg *Cgroup, pid int, s *Stats, buf *[]byte) error {
 	return nil
 }
 
-func sub0(a, b uint64) uint64 {
+// Sub0 is a-b, or 0 when b exceeds a (counters read at slightly different times).
+func Sub0(a, b uint64) uint64 {
 	if b > a {
 		return 0
 	}

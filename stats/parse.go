@@ -11,10 +11,10 @@ import (
 // ErrMalformed is wrapped by every parse error; the message names the file.
 var ErrMalformed = errors.New("malformed file")
 
-// unlimitedThreshold: cgroup v1 reports "no limit" as the largest page-aligned
+// UnlimitedThreshold is where "no limit" starts: cgroup v1 reports "no limit" as the largest page-aligned
 // int64 (9223372036854771712 with 4 KiB pages); anything at or above 2^62 is
 // treated as unlimited, as no machine has that much memory.
-const unlimitedThreshold = 1 << 62
+const UnlimitedThreshold = 1 << 62
 
 // userHZ is the unit of cpuacct.stat: USER_HZ ticks, 100 per second on every
 // Linux architecture agentd runs on (the kernel converts to USER_HZ for

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/containerd"
+	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 )
@@ -22,7 +25,7 @@ import (
 // watchedEngine is one engine and the adapter a shared-store test watches it through.
 type watchedEngine struct {
 	engine  model.Engine
-	adapter Adapter
+	adapter engine.Adapter
 }
 
 // startSharedWatchers runs one Watcher per engine, all writing to one Store
@@ -138,9 +141,9 @@ func ctrTaskPID(t *testing.T, ns, id string) (int, string) {
 	return 0, ""
 }
 
-func newContainerdAdapter(t *testing.T, e model.Engine) *ContainerdAdapter {
+func newContainerdAdapter(t *testing.T, e model.Engine) *containerd.Adapter {
 	t.Helper()
-	a, err := NewContainerd(e, testLogger(t))
+	a, err := containerd.New(e, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,12 +155,12 @@ func newContainerdAdapter(t *testing.T, e model.Engine) *ContainerdAdapter {
 // Watcher emits and the Store's state after every step.
 func TestContainerdWatcherLifecycle(t *testing.T) {
 	testbed.Require(t, testbed.Containerd, testbed.Docker)
-	ctrdNoLeaks(t)
-	ns := containerdTestNamespace(t)
+	enginetest.NoLeaks(t)
+	ns := enginetest.ContainerdNamespace(t)
 	label := testLabel(t)
-	e := model.Engine{ID: "containerd-watcher-" + ctrdRandom(t), Type: model.Containerd, Endpoint: testbed.ContainerdSocket}
+	e := model.Engine{ID: "containerd-watcher-" + enginetest.Random(t), Type: model.Containerd, Endpoint: testbed.ContainerdSocket}
 	h := startWatcher(t, e, newContainerdAdapter(t, e), label, Options{})
-	id := "lifecycle-" + ctrdRandom(t)
+	id := "lifecycle-" + enginetest.Random(t)
 	key := model.ContainerKey{EngineID: e.ID, Namespace: ns, ID: id}
 	var startPID int
 
@@ -173,7 +176,7 @@ func TestContainerdWatcherLifecycle(t *testing.T) {
 		events []model.EventType
 		want   want
 	}{
-		{"creating the container emits create", []string{"containers", "create", "--label", "agentd.test=" + label, containerdBusyboxRef, id, "/bin/sleep", "1000"},
+		{"creating the container emits create", []string{"containers", "create", "--label", "agentd.test=" + label, enginetest.BusyboxRef, id, "/bin/sleep", "1000"},
 			[]model.EventType{model.EventCreate}, want{state: model.StateCreated}},
 		{"starting the task emits start with the task's PID", []string{"tasks", "start", "-d", id},
 			[]model.EventType{model.EventStart}, want{state: model.StateRunning, pid: true}},
@@ -374,16 +377,16 @@ func (p *unixProxy) pipe(dst, src net.Conn) {
 // one die for the killed container and nothing else.
 func TestContainerdWatcherResyncAfterLostConnection(t *testing.T) {
 	testbed.Require(t, testbed.Containerd, testbed.Docker)
-	ctrdNoLeaks(t)
-	ns := containerdTestNamespace(t)
+	enginetest.NoLeaks(t)
+	ns := enginetest.ContainerdNamespace(t)
 	label := testLabel(t)
 	proxy := startUnixProxy(t, testbed.ContainerdSocket)
-	e := model.Engine{ID: "containerd-resync-" + ctrdRandom(t), Type: model.Containerd, Endpoint: proxy.path}
+	e := model.Engine{ID: "containerd-resync-" + enginetest.Random(t), Type: model.Containerd, Endpoint: proxy.path}
 	h := startWatcher(t, e, newContainerdAdapter(t, e), label, Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second})
 
-	killed, kept := "killed-"+ctrdRandom(t), "kept-"+ctrdRandom(t)
+	killed, kept := "killed-"+enginetest.Random(t), "kept-"+enginetest.Random(t)
 	for _, id := range []string{killed, kept} {
-		testbed.Run(t, "ctr", "-n", ns, "containers", "create", "--label", "agentd.test="+label, containerdBusyboxRef, id, "/bin/sleep", "1000")
+		testbed.Run(t, "ctr", "-n", ns, "containers", "create", "--label", "agentd.test="+label, enginetest.BusyboxRef, id, "/bin/sleep", "1000")
 		testbed.Run(t, "ctr", "-n", ns, "tasks", "start", "-d", id)
 		h.expect(model.EventCreate, model.EventStart)
 	}
@@ -447,9 +450,9 @@ func TestContainerdWatcherResyncAfterLostConnection(t *testing.T) {
 // and in the events, during its whole life.
 func TestDedupDockerAndContainerd(t *testing.T) {
 	testbed.Require(t, testbed.Docker, testbed.Containerd)
-	ctrdNoLeaks(t)
+	enginetest.NoLeaks(t)
 	label := testLabel(t)
-	r := ctrdRandom(t)
+	r := enginetest.Random(t)
 	de, da := hostDocker(t)
 	de.ID = "docker-dedup-" + r
 	ce := model.Engine{ID: "containerd-dedup-" + r, Type: model.Containerd, Endpoint: testbed.ContainerdSocket}

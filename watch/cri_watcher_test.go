@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/agentd-dev/agentd/engine/cri"
+	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 )
@@ -30,7 +32,7 @@ type criTestPod struct {
 // runCRITestPod runs the pod sandbox, labelled agentd.test=label.
 func runCRITestPod(ctx context.Context, t *testing.T, rt runtimeapi.RuntimeServiceClient, label string) *criTestPod {
 	t.Helper()
-	r := ctrdRandom(t)
+	r := enginetest.Random(t)
 	p := &criTestPod{t: t, rt: rt, label: label, cfg: &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "agentd-test-" + r, Uid: "uid-" + r, Namespace: "agentd-test"},
 		LogDirectory: t.TempDir(),
@@ -98,10 +100,10 @@ func (p *criTestPod) remove(ctx context.Context, t *testing.T) {
 // local/busybox imported into k8s.io, and a client of it.
 func criEndpointWithBusybox(t *testing.T) (string, runtimeapi.RuntimeServiceClient) {
 	t.Helper()
-	endpoint := criLifecycleEndpoint(t)
+	endpoint := enginetest.CRILifecycleEndpoint(t)
 	t.Logf("CRI endpoint: %s", endpoint)
-	rt, _ := criTestClient(t, endpoint)
-	ctrdImportBusybox(t, endpoint, "k8s.io")
+	rt, _ := enginetest.CRIClient(t, endpoint)
+	enginetest.ImportBusybox(t, endpoint, "k8s.io")
 	return endpoint, rt
 }
 
@@ -111,16 +113,16 @@ func criEndpointWithBusybox(t *testing.T) (string, runtimeapi.RuntimeServiceClie
 func criWatcherTest(t *testing.T, prefix string) (context.Context, runtimeapi.RuntimeServiceClient, string, model.Engine) {
 	t.Helper()
 	testbed.Require(t, testbed.CRI, testbed.Docker)
-	ctrdNoLeaks(t)
+	enginetest.NoLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	endpoint, rt := criEndpointWithBusybox(t)
-	return ctx, rt, testLabel(t), model.Engine{ID: prefix + ctrdRandom(t), Type: model.CRI, Endpoint: endpoint}
+	return ctx, rt, testLabel(t), model.Engine{ID: prefix + enginetest.Random(t), Type: model.CRI, Endpoint: endpoint}
 }
 
-func newCRIAdapter(t *testing.T, e model.Engine) *CRIAdapter {
+func newCRIAdapter(t *testing.T, e model.Engine) *cri.Adapter {
 	t.Helper()
-	a, err := NewCRI(e, testLogger(t), WithCRIPollInterval(100*time.Millisecond))
+	a, err := cri.New(e, testLogger(t), cri.WithPollInterval(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,17 +229,12 @@ func TestCRIWatcherLifecycle(t *testing.T) {
 			if c.State != step.want.state || c.ExitCode != step.want.exit {
 				t.Fatalf("state %s exit %d, want %s exit %d", c.State, c.ExitCode, step.want.state, step.want.exit)
 			}
-			if c.Name != "app" || c.Labels[criLabelPodName] != pod.cfg.GetMetadata().GetName() || c.ImageName != "docker.io/local/busybox" {
+			if c.Name != "app" || c.Labels["io.kubernetes.pod.name"] != pod.cfg.GetMetadata().GetName() || c.ImageName != "docker.io/local/busybox" {
 				t.Fatalf("identity: %+v", c)
 			}
 			if step.want.pid {
-				st, err := rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctrID, Verbose: true})
-				if err != nil {
-					t.Fatal(err)
-				}
-				pid, _ := criVerboseInfo(st.GetInfo())
-				if c.PID <= 0 || c.PID != pid || c.PID != startPID {
-					t.Fatalf("pid %d, CRI says %d, start event said %d", c.PID, pid, startPID)
+				if c.PID <= 0 || c.PID != startPID {
+					t.Fatalf("pid %d, start event said %d", c.PID, startPID)
 				}
 				if _, err := os.Stat(fmt.Sprintf("/proc/%d", c.PID)); err != nil {
 					t.Fatalf("pid %d is not a host process: %v", c.PID, err)
@@ -266,12 +263,12 @@ func TestCRIWatcherLifecycle(t *testing.T) {
 // under the CRI engine, and the pod sandbox not at all.
 func TestDedupCRIAndContainerd(t *testing.T) {
 	testbed.Require(t, testbed.CRI, testbed.Docker)
-	ctrdNoLeaks(t)
+	enginetest.NoLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	endpoint, rt := criEndpointWithBusybox(t)
 	label := testLabel(t)
-	r := ctrdRandom(t)
+	r := enginetest.Random(t)
 	ce := model.Engine{ID: "containerd-dedup-" + r, Type: model.Containerd, Endpoint: endpoint}
 	cre := model.Engine{ID: "cri-dedup-" + r, Type: model.CRI, Endpoint: endpoint}
 	h, _ := startSharedWatchers(t, label, func(ev model.Event) bool { return ev.Container.Labels["agentd.test"] == label }, Options{},
@@ -348,12 +345,11 @@ func TestDedupCRIAndContainerd(t *testing.T) {
 // two although the poll interval is an hour.
 func TestCRIPollingFollowsContainerdEvents(t *testing.T) {
 	ctx, rt, label, e := criWatcherTest(t, "cri-trigger-")
-	a, err := NewCRI(e, testLogger(t), WithCRIPollInterval(time.Hour))
+	a, err := cri.New(e, testLogger(t), cri.WithPollInterval(time.Hour), cri.WithPolling())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = a.Close() })
-	a.setMode(criModePolling)
 	h := startWatcher(t, e, a, label, Options{})
 	pod := runCRITestPod(ctx, t, rt, label)
 	var ctrID string

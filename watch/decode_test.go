@@ -1,124 +1,14 @@
 package watch
 
 import (
-	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/events"
-
 	"github.com/agentd-dev/agentd/model"
 )
-
-func TestDecodeDockerEvent(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want model.EventType
-		exit int
-		err  error
-	}{
-		{"a die carries its exit code", `{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"137"}},"timeNano":1700000000000000001}`, model.EventDie, 137, nil},
-		{"a start is a start", `{"Type":"container","Action":"start","Actor":{"ID":"abc"},"time":1700000000}`, model.EventStart, 0, nil},
-		{"a kill is ignored", `{"Type":"container","Action":"kill","Actor":{"ID":"abc"}}`, "", 0, ErrIgnored},
-		{"an exec is ignored", `{"Type":"container","Action":"exec_start: sh","Actor":{"ID":"abc"}}`, "", 0, ErrIgnored},
-		{"an image event is ignored", `{"Type":"image","Action":"pull","Actor":{"ID":"busybox"}}`, "", 0, ErrIgnored},
-		{"an event without an ID is malformed", `{"Type":"container","Action":"start"}`, "", 0, ErrMalformed},
-		{"a bad exit code is malformed", `{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"x"}}}`, "", 0, ErrMalformed},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var m events.Message
-			if err := json.Unmarshal([]byte(tt.in), &m); err != nil {
-				t.Fatal(err)
-			}
-			ch, err := decodeDockerEvent(m)
-			if !errors.Is(err, tt.err) || (tt.err == nil && err != nil) {
-				t.Fatalf("err %v, want %v", err, tt.err)
-			}
-			if err != nil {
-				return
-			}
-			if ch.Type != tt.want || ch.ContainerID != "abc" || ch.Time.IsZero() {
-				t.Errorf("got %+v", ch)
-			}
-			if tt.want == model.EventDie && (ch.ExitCode == nil || *ch.ExitCode != tt.exit) {
-				t.Errorf("exit code %v, want %d", ch.ExitCode, tt.exit)
-			}
-		})
-	}
-}
-
-func TestDecodePodmanEvent(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want model.EventType
-		err  error
-	}{
-		{"died is a die with the exit code", `{"status":"died","id":"abc","Type":"container","Action":"died","Actor":{"ID":"abc","Attributes":{"containerExitCode":"137"}},"time":1,"timeNano":1000000001}`, model.EventDie, nil},
-		{"remove is a destroy", `{"status":"remove","id":"abc","Type":"container","Action":"remove","Actor":{"ID":"abc"}}`, model.EventDestroy, nil},
-		{"the lower-case status is enough", `{"status":"start","id":"abc","Type":"container"}`, model.EventStart, nil},
-		{"init is ignored", `{"Type":"container","Action":"init","Actor":{"ID":"abc"}}`, "", ErrIgnored},
-		{"cleanup is ignored", `{"Type":"container","Action":"cleanup","Actor":{"ID":"abc"}}`, "", ErrIgnored},
-		{"history is ignored", `{"Type":"container","Action":"history","Actor":{"ID":"abc"}}`, "", ErrIgnored},
-		{"a non-JSON line is malformed", `not json`, "", ErrMalformed},
-		{"an event without an action is malformed", `{"Type":"container","Actor":{"ID":"abc"}}`, "", ErrMalformed},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ch, err := decodePodmanEvent([]byte(tt.in))
-			if !errors.Is(err, tt.err) || (tt.err == nil && err != nil) {
-				t.Fatalf("err %v, want %v", err, tt.err)
-			}
-			if err == nil && (ch.Type != tt.want || ch.ContainerID != "abc") {
-				t.Errorf("got %+v", ch)
-			}
-			if tt.want == model.EventDie && (ch.ExitCode == nil || *ch.ExitCode != 137) {
-				t.Errorf("exit code %v", ch.ExitCode)
-			}
-		})
-	}
-}
-
-func checkChange(t *testing.T, ch Change, err error) {
-	if err != nil {
-		if !errors.Is(err, ErrIgnored) && !errors.Is(err, ErrMalformed) {
-			t.Fatalf("decode error that is neither ignored nor malformed: %v", err)
-		}
-		return
-	}
-	if ch.ContainerID == "" || ch.Type == "" {
-		t.Fatalf("accepted change without ID or type: %+v", ch)
-	}
-}
-
-func FuzzDecodeDockerEvent(f *testing.F) {
-	f.Add([]byte(`{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"1"}},"timeNano":5}`))
-	f.Add([]byte(`{"Type":"container","Action":"health_status: healthy","Actor":{"ID":"abc"}}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var m events.Message
-		if json.Unmarshal(b, &m) != nil {
-			return
-		}
-		ch, err := decodeDockerEvent(m)
-		checkChange(t, ch, err)
-	})
-}
-
-func FuzzDecodePodmanEvent(f *testing.F) {
-	f.Add([]byte(`{"status":"died","id":"abc","Type":"container","Action":"died","Actor":{"ID":"abc","Attributes":{"containerExitCode":"137"}},"time":1}`))
-	f.Add([]byte(`{"status":"remove","id":"abc"}`))
-	f.Add([]byte(`[]`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		ch, err := decodePodmanEvent(b)
-		checkChange(t, ch, err)
-	})
-}
 
 // fakeProc writes a procfs tree: pid → (ppid, NSpid chain, pid namespace).
 func fakeProc(t *testing.T, procs map[int]struct {

@@ -18,14 +18,16 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/docker"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 )
 
-func hostDocker(t *testing.T) (model.Engine, Adapter) {
+func hostDocker(t *testing.T) (model.Engine, engine.Adapter) {
 	t.Helper()
 	e := model.Engine{ID: "docker-host-test", Type: model.Docker, Endpoint: testbed.DockerSocket}
-	a, err := NewDockerAdapter(context.Background(), e, testLogger(t))
+	a, err := docker.NewAdapter(context.Background(), e, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +332,7 @@ func TestDockerResyncAfterSIGKILL(t *testing.T) {
 	d.docker("import", filepath.Join(testbed.CacheDir(), "busybox.tar"), testbed.BusyboxImage)
 
 	e := model.Engine{ID: "docker-private-" + ns, Type: model.Docker, Endpoint: d.sock}
-	a, err := NewDockerAdapter(context.Background(), e, testLogger(t))
+	a, err := docker.NewAdapter(context.Background(), e, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

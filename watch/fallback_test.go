@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/stats"
@@ -20,14 +21,14 @@ func TestStatsFallbackThroughEngineAPI(t *testing.T) {
 	engines := []struct {
 		name string
 		part testbed.Part
-		get  func(t *testing.T) (model.Engine, Adapter)
+		get  func(t *testing.T) (model.Engine, engine.Adapter)
 		run  func(t *testing.T, args ...string) string
 		rm   func(id string)
 	}{
 		{"Docker answers through its one-shot stats endpoint", testbed.Docker, hostDocker,
 			func(t *testing.T, args ...string) string { return testbed.Run(t, "docker", args...) },
 			func(id string) { _ = exec.Command("docker", "rm", "-f", id).Run() }},
-		{"podman answers through its Docker-compatible stats endpoint", testbed.SystemdHost, nestedPodman, podman,
+		{"podman answers through its Docker-compatible stats endpoint", testbed.SystemdHost, nestedPodman, podmanCLI,
 			func(id string) {
 				_ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", "-t", "0", id).Run()
 			}},

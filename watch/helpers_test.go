@@ -15,6 +15,11 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/containerd"
+	"github.com/agentd-dev/agentd/engine/cri"
+	"github.com/agentd-dev/agentd/engine/docker"
+	"github.com/agentd-dev/agentd/engine/podman"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -49,7 +54,7 @@ type harness struct {
 	next   int // first event not yet consumed by expect
 }
 
-func startWatcher(t *testing.T, e model.Engine, a Adapter, label string, opts Options) *harness {
+func startWatcher(t *testing.T, e model.Engine, a engine.Adapter, label string, opts Options) *harness {
 	t.Helper()
 	opts.Log = testLogger(t)
 	h := &harness{t: t, store: model.NewStore(opts.Log), label: label}
@@ -212,4 +217,10 @@ func (h *harness) labelled() []string {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// testFamilies is agentd's list of engine families (agent.Families, which
+// watch's tests cannot import).
+func testFamilies() engine.Families {
+	return engine.Families{podman.Family(), docker.Family(), containerd.Family(), cri.Family()}
 }

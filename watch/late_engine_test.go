@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 )
@@ -20,7 +21,7 @@ func TestEngineDownWhenFoundIsWatchedOnceItAnswers(t *testing.T) {
 	// The endpoint is a symlink that points nowhere until containerd runs.
 	endpoint := filepath.Join(t.TempDir(), "late.sock")
 	store := model.NewStore(testLogger(t))
-	sup := NewSupervisor(store, DefaultConstructors(), Options{Log: testLogger(t), MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+	sup := NewSupervisor(store, testFamilies(), Options{Log: testLogger(t), MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	t.Cleanup(func() { _ = sup.Close() })
 	engines := []model.Engine{
 		{ID: "late-containerd", Type: model.Containerd, Endpoint: endpoint},
@@ -35,7 +36,7 @@ func TestEngineDownWhenFoundIsWatchedOnceItAnswers(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // a few failed attempts first
-	sock := criPrivateContainerd(t)
+	sock := enginetest.CRIPrivateContainerd(t)
 	if err := os.Symlink(sock, endpoint); err != nil {
 		t.Fatal(err)
 	}

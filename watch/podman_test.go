@@ -9,27 +9,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/podman"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 )
 
 // nestedPodman is the socket-activated podman in the systemd host; connecting
 // to its socket activates it.
-func nestedPodman(t *testing.T) (model.Engine, Adapter) {
+func nestedPodman(t *testing.T) (model.Engine, engine.Adapter) {
 	t.Helper()
 	th := testbed.SystemdHostPID(t)
 	e := model.Engine{
 		ID: "podman-th-test", Type: model.Podman, PID: th, Prefix: testbed.SystemdHostName(),
 		Endpoint: filepath.Join("/proc", strconv.Itoa(th), "root/run/podman/podman.sock"),
 	}
-	a, err := NewPodmanAdapter(context.Background(), e, testLogger(t))
+	a, err := podman.NewAdapter(context.Background(), e, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return e, a
 }
 
-func podman(t *testing.T, args ...string) string {
+func podmanCLI(t *testing.T, args ...string) string {
 	t.Helper()
 	return testbed.Run(t, "docker", append([]string{"exec", testbed.SystemdHostName(), "podman"}, args...)...)
 }
@@ -39,7 +41,7 @@ func TestPodmanLifecycle(t *testing.T) {
 	label := testLabel(t)
 	e, a := nestedPodman(t)
 	h := startWatcher(t, e, a, label, Options{})
-	id := podman(t, "create", "--network", "none", "--label", "agentd.test="+label, testbed.BusyboxImage, "sleep", "1000")
+	id := podmanCLI(t, "create", "--network", "none", "--label", "agentd.test="+label, testbed.BusyboxImage, "sleep", "1000")
 	t.Cleanup(func() {
 		_ = exec.Command("docker", "exec", testbed.SystemdHostName(), "podman", "rm", "-f", "-t", "0", id).Run()
 	})
@@ -62,7 +64,7 @@ func TestPodmanLifecycle(t *testing.T) {
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
 			if s.run != nil {
-				podman(t, s.run...)
+				podmanCLI(t, s.run...)
 			}
 			evs := h.expect(s.want...)
 			if got := h.state("", id); got != s.state {
@@ -71,7 +73,7 @@ func TestPodmanLifecycle(t *testing.T) {
 			for _, ev := range evs {
 				switch ev.Type {
 				case model.EventStart:
-					assertHostPID(t, ev.Container.PID, podman(t, "inspect", "-f", "{{.State.Pid}}", id))
+					assertHostPID(t, ev.Container.PID, podmanCLI(t, "inspect", "-f", "{{.State.Pid}}", id))
 				case model.EventDie:
 					if ev.ExitCode != 137 {
 						t.Errorf("die: exit code %d, want 137", ev.ExitCode)
@@ -106,7 +108,7 @@ func TestPodmanIdleExitAndReactivation(t *testing.T) {
 	// A long first backoff leaves time to change containers while podman is down.
 	h := startWatcher(t, e, a, label, Options{MinBackoff: 10 * time.Second, MaxBackoff: 10 * time.Second})
 	run := func(name string) string {
-		return podman(t, "run", "-d", "--network", "none", "--name", name, "--label", "agentd.test="+label, testbed.BusyboxImage, "sleep", "1000")
+		return podmanCLI(t, "run", "-d", "--network", "none", "--name", name, "--label", "agentd.test="+label, testbed.BusyboxImage, "sleep", "1000")
 	}
 	suffix := label[len(label)-8:]
 	dies := run("dies-" + suffix)
@@ -121,8 +123,8 @@ func TestPodmanIdleExitAndReactivation(t *testing.T) {
 	testbed.Run(t, "docker", "exec", testbed.SystemdHostName(), "systemctl", "stop", "podman.service")
 	eventually(t, 30*time.Second, "the watcher notices podman is gone", func() bool { return h.w.Stats().Reconnects >= 1 })
 	syncs := h.w.Stats().Syncs
-	podman(t, "kill", dies)
-	podman(t, "rm", "-f", "-t", "0", removed)
+	podmanCLI(t, "kill", dies)
+	podmanCLI(t, "rm", "-f", "-t", "0", removed)
 	born := run("born-" + suffix)
 
 	h.waitSyncs(syncs + 1)
@@ -150,7 +152,7 @@ func TestPodmanIdleExitAndReactivation(t *testing.T) {
 	if s := h.state("", removed); s != "" {
 		t.Errorf("removed container: model state %q", s)
 	}
-	assertHostPID(t, h.container(born).PID, podman(t, "inspect", "-f", "{{.State.Pid}}", born))
+	assertHostPID(t, h.container(born).PID, podmanCLI(t, "inspect", "-f", "{{.State.Pid}}", born))
 	if out := testbed.Run(t, "docker", "exec", testbed.SystemdHostName(), "systemctl", "is-active", "podman.service"); out != "active" {
 		t.Errorf("podman.service is %q after the watcher reconnected, want active (reactivated)", out)
 	}

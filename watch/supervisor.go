@@ -9,34 +9,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/stats"
 )
-
-// Constructor builds the Adapter for one engine. It must not block on the
-// engine: connecting is the Watcher's job, so that an engine that is down is
-// retried rather than refused.
-type Constructor func(ctx context.Context, e model.Engine, log *slog.Logger) (Adapter, error)
-
-// Constructors maps each engine type agentd can watch to its Adapter's
-// constructor. It is the explicit list of supported engines: the caller
-// assembles it (see DefaultConstructors for the ones in this package).
-type Constructors map[model.EngineType]Constructor
-
-// DefaultConstructors returns every adapter this package provides: Docker,
-// podman, containerd, and CRI (containerd's CRI plugin and CRI-O alike).
-func DefaultConstructors() Constructors {
-	cri := func(_ context.Context, e model.Engine, log *slog.Logger) (Adapter, error) { return NewCRI(e, log) }
-	return Constructors{
-		model.Docker: NewDockerAdapter,
-		model.Podman: NewPodmanAdapter,
-		model.Containerd: func(_ context.Context, e model.Engine, log *slog.Logger) (Adapter, error) {
-			return NewContainerd(e, log)
-		},
-		model.CRI:  cri,
-		model.CRIO: cri,
-	}
-}
 
 // ErrUnsupported is wrapped by Supervisor.Add for an engine type without a constructor.
 var ErrUnsupported = errors.New("unsupported engine type")
@@ -49,7 +25,7 @@ var ErrClosed = errors.New("supervisor closed")
 // All methods are safe for concurrent use.
 type Supervisor struct {
 	store *model.Store
-	ctors Constructors
+	fams  engine.Families
 	opts  Options
 	log   *slog.Logger
 
@@ -61,16 +37,17 @@ type Supervisor struct {
 type supervised struct {
 	engine  model.Engine
 	watcher *Watcher
-	adapter Adapter
+	adapter engine.Adapter
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
 
-// NewSupervisor returns a Supervisor that writes to store and builds adapters
-// with ctors; opts is passed to every Watcher.
-func NewSupervisor(store *model.Store, ctors Constructors, opts Options) *Supervisor {
+// NewSupervisor returns a Supervisor that writes to store and builds each
+// engine's adapter with the family of its type in fams; opts is passed to
+// every Watcher.
+func NewSupervisor(store *model.Store, fams engine.Families, opts Options) *Supervisor {
 	opts = opts.withDefaults()
-	return &Supervisor{store: store, ctors: ctors, opts: opts, log: opts.Log, watchers: map[string]*supervised{}}
+	return &Supervisor{store: store, fams: fams, opts: opts, log: opts.Log, watchers: map[string]*supervised{}}
 }
 
 // Add starts watching e, records it in the Store and emits agentd.engine.found.
@@ -79,8 +56,8 @@ func NewSupervisor(store *model.Store, ctors Constructors, opts Options) *Superv
 // replaced. The watcher runs until Remove or Close, not until ctx ends: ctx
 // only bounds the adapter's construction.
 func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
-	ctor, ok := s.ctors[e.Type]
-	if !ok {
+	fam, ok := s.fams.ForType(e.Type)
+	if !ok || fam.NewAdapter == nil {
 		return fmt.Errorf("%s engine %s at %s: %w", e.Type, e.ID, e.Endpoint, ErrUnsupported)
 	}
 	s.mu.Lock()
@@ -98,7 +75,7 @@ func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
 	s.Remove(e.ID)
 
 	log := s.log.With("engine", e.ID)
-	a, err := ctor(ctx, e, log)
+	a, err := fam.NewAdapter(ctx, e, log)
 	if err != nil {
 		return fmt.Errorf("%s engine %s at %s: %w", e.Type, e.ID, e.Endpoint, err)
 	}
@@ -137,7 +114,7 @@ func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
 	return nil
 }
 
-func closeAdapter(a Adapter, log *slog.Logger) {
+func closeAdapter(a engine.Adapter, log *slog.Logger) {
 	if c, ok := a.(io.Closer); ok {
 		if err := c.Close(); err != nil {
 			log.Debug("closing engine adapter", "err", err)

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/internal/procfs"
 	"github.com/agentd-dev/agentd/internal/wait"
 	"github.com/agentd-dev/agentd/model"
@@ -68,7 +68,7 @@ type Stats struct {
 // events. Create it with NewWatcher and call Run once.
 type Watcher struct {
 	engine  model.Engine
-	adapter Adapter
+	adapter engine.Adapter
 	store   *model.Store
 	opts    Options
 	log     *slog.Logger
@@ -78,7 +78,7 @@ type Watcher struct {
 
 // NewWatcher returns a Watcher of engine e that talks to it through a and
 // writes to store.
-func NewWatcher(e model.Engine, a Adapter, store *model.Store, opts Options) *Watcher {
+func NewWatcher(e model.Engine, a engine.Adapter, store *model.Store, opts Options) *Watcher {
 	opts = opts.withDefaults()
 	return &Watcher{
 		engine:  e,
@@ -143,11 +143,11 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 		ch, err := st.Next(ctx)
 		switch {
 		case err == nil:
-		case errors.Is(err, ErrIgnored):
+		case errors.Is(err, engine.ErrIgnored):
 			w.ignored.Add(1)
 			good()
 			continue
-		case errors.Is(err, ErrMalformed):
+		case errors.Is(err, engine.ErrMalformed):
 			w.malformed.Add(1)
 			w.log.Warn("skipping malformed engine event", "err", err)
 			continue
@@ -193,10 +193,6 @@ func (w *Watcher) normalise(c *model.Container) {
 	}
 }
 
-func running(s model.ContainerState) bool {
-	return s == model.StateRunning || s == model.StatePaused
-}
-
 // reconcile makes the Store's view of the engine equal to list. With resync it
 // emits the transitions that happened while the watcher was not connected.
 func (w *Watcher) reconcile(list []model.Container, resync bool) {
@@ -234,7 +230,7 @@ func (w *Watcher) reconcile(list []model.Container, resync bool) {
 		}
 		now := time.Now()
 		gone := o
-		if running(o.State) {
+		if o.State.Running() {
 			gone.State = model.StateExited
 			gone.PID = 0
 			w.store.Emit(model.Event{Type: model.EventDie, Time: now, EngineID: w.engine.ID, Container: &gone, Resync: true})
@@ -278,14 +274,14 @@ func transitions(old model.Container, had bool, cur model.Container) []model.Eve
 	}
 	switch cur.State {
 	case model.StateRunning, model.StatePaused:
-		restarted := running(from) && ran
+		restarted := from.Running() && ran
 		if restarted {
 			// It stopped and started again: the die time is unknown.
 			prev := old
 			prev.State = model.StateExited
 			evs = append(evs, model.Event{Type: model.EventDie, Time: cur.StartedAt, Container: &prev, Resync: true})
 		}
-		if !running(from) || restarted {
+		if !from.Running() || restarted {
 			add(model.EventStart, cur.StartedAt)
 		}
 		switch {
@@ -295,10 +291,10 @@ func transitions(old model.Container, had bool, cur model.Container) []model.Eve
 			add(model.EventUnpause, time.Time{})
 		}
 	case model.StateExited:
-		if ran && !running(from) {
+		if ran && !from.Running() {
 			add(model.EventStart, cur.StartedAt)
 		}
-		if running(from) || ran {
+		if from.Running() || ran {
 			die()
 		}
 	}
@@ -316,7 +312,7 @@ func exitSignal(code int) string {
 }
 
 // inspect asks the adapter for a container and normalises it.
-func (w *Watcher) inspect(ctx context.Context, ch Change) (model.Container, error) {
+func (w *Watcher) inspect(ctx context.Context, ch engine.Change) (model.Container, error) {
 	id := ch.ContainerID
 	if ch.Namespace != "" {
 		// containerd IDs are unique only within a namespace.
@@ -342,7 +338,7 @@ func (w *Watcher) inspect(ctx context.Context, ch Change) (model.Container, erro
 //
 // The model's state follows the event, not the inspection (which may be ahead
 // of the stream), so every later event still finds its transition.
-func (w *Watcher) apply(ctx context.Context, ch Change) error {
+func (w *Watcher) apply(ctx context.Context, ch engine.Change) error {
 	if ch.ContainerID == "" {
 		return errors.New("change without a container ID")
 	}
@@ -357,7 +353,7 @@ func (w *Watcher) apply(ctx context.Context, ch Change) error {
 		}
 		w.store.Delete(k)
 		cur.PID = 0
-		if running(cur.State) {
+		if cur.State.Running() {
 			cur.State = model.StateExited
 		}
 		w.emit(ch, cur)
@@ -372,7 +368,7 @@ func (w *Watcher) apply(ctx context.Context, ch Change) error {
 	c, err := w.inspect(ctx, ch)
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrNotFound) || errors.Is(err, context.Canceled):
+	case errors.Is(err, engine.ErrNotFound) || errors.Is(err, context.Canceled):
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -435,21 +431,21 @@ func (w *Watcher) apply(ctx context.Context, ch Change) error {
 }
 
 // stale reports whether a change is already reflected in the model's cur.
-func stale(ch Change, cur model.Container) bool {
+func stale(ch engine.Change, cur model.Container) bool {
 	switch ch.Type {
 	case model.EventStart:
-		return running(cur.State) || (cur.State == model.StateExited && !cur.FinishedAt.Before(ch.Time))
+		return cur.State.Running() || (cur.State == model.StateExited && !cur.FinishedAt.Before(ch.Time))
 	case model.EventPause:
 		return cur.State != model.StateRunning
 	case model.EventUnpause:
 		return cur.State != model.StatePaused
 	case model.EventDie, model.EventOOM:
-		return !running(cur.State) || cur.StartedAt.After(ch.Time)
+		return !cur.State.Running() || cur.StartedAt.After(ch.Time)
 	}
 	return false
 }
 
-func (w *Watcher) emit(ch Change, c model.Container) {
+func (w *Watcher) emit(ch engine.Change, c model.Container) {
 	ev := model.Event{Type: ch.Type, Time: ch.Time, EngineID: w.engine.ID, Container: &c, Signal: ch.Signal}
 	if ch.Type == model.EventDie {
 		ev.ExitCode = c.ExitCode
@@ -458,44 +454,4 @@ func (w *Watcher) emit(ch Change, c model.Container) {
 		}
 	}
 	w.store.Emit(ev)
-}
-
-// inspectAll inspects ids with bounded concurrency, for adapters whose list
-// lacks details. Containers gone in between are left out; other errors are
-// joined and returned with the containers that did answer.
-func inspectAll(ctx context.Context, limit int, ids []string, inspect func(context.Context, string) (model.Container, error)) ([]model.Container, error) {
-	out := make([]model.Container, len(ids))
-	ok := make([]bool, len(ids))
-	errs := make([]error, len(ids))
-	sem := make(chan struct{}, max(limit, 1))
-	var wg sync.WaitGroup
-	for i, id := range ids {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return nil, ctx.Err()
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			c, err := inspect(ctx, id)
-			switch {
-			case err == nil:
-				out[i], ok[i] = c, true
-			case errors.Is(err, ErrNotFound):
-			default:
-				errs[i] = err
-			}
-		}()
-	}
-	wg.Wait()
-	res := make([]model.Container, 0, len(ids))
-	for i := range out {
-		if ok[i] {
-			res = append(res, out[i])
-		}
-	}
-	return res, errors.Join(errs...)
 }

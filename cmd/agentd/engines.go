@@ -10,8 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentd-dev/agentd/agent"
 	"github.com/agentd-dev/agentd/discovery"
+	"github.com/agentd-dev/agentd/internal/wait"
 	"github.com/agentd-dev/agentd/model"
+	"github.com/agentd-dev/agentd/watch"
 )
 
 // engineView is one engine as `agentd engines` prints it.
@@ -22,9 +25,9 @@ type engineView struct {
 	Containers int `json:"containers"`
 }
 
-// runEngines implements `agentd engines`: one discovery pass over the procfs
-// root, then the engines as a tree (nested engines under the container that
-// holds them), or as JSON with --json.
+// runEngines implements `agentd engines`: the engines of the procfs root as a
+// tree (nested engines under the container that holds them), or as JSON with
+// --json.
 func runEngines(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("engines", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -37,28 +40,9 @@ func runEngines(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: engines: unexpected argument %q", errUsage, fs.Arg(0))
 	}
-	d, err := discovery.New(discovery.Config{ProcRoot: *procRoot, ProbeTimeout: *timeout}, log)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	engines, err := d.Scan(ctx)
+	views, err := listEngines(ctx, *procRoot, *timeout, log)
 	if err != nil {
 		return err
-	}
-	views := make([]engineView, len(engines))
-	for i, e := range engines {
-		views[i] = engineView{Engine: e, Containers: -1}
-		if e.Type == model.CRI || e.Type == model.CRIO {
-			continue
-		}
-		lctx, cancel := context.WithTimeout(ctx, *timeout)
-		cs, err := discovery.ListContainers(lctx, e)
-		cancel()
-		if err != nil {
-			log.Warn("cannot list containers", "engine", e.ID, "err", err)
-			continue
-		}
-		views[i].Containers = len(cs)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -152,4 +136,61 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// listEngines finds the engines under procRoot as the agent does: a discovery
+// pass, one watcher per engine until each has listed its containers (or
+// timeout passed), then a second pass that places nested engines in the
+// containers the watchers listed.
+func listEngines(ctx context.Context, procRoot string, timeout time.Duration, log *slog.Logger) ([]engineView, error) {
+	store := model.NewStore(log)
+	fams := agent.Families()
+	d, err := discovery.New(discovery.Config{ProcRoot: procRoot, ProbeTimeout: timeout}, fams, store, log)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	engines, err := d.Scan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sup := watch.NewSupervisor(store, fams, watch.Options{Log: log, ProcRoot: procRoot})
+	defer sup.Close()
+	for _, e := range engines {
+		if err := sup.Add(ctx, e); err != nil {
+			log.Warn("cannot watch engine", "engine", e.ID, "err", err)
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && !allSynced(sup) {
+		if !wait.Sleep(ctx, 50*time.Millisecond) {
+			return nil, ctx.Err()
+		}
+	}
+	if engines, err = d.Scan(ctx); err != nil {
+		return nil, err
+	}
+	views := make([]engineView, len(engines))
+	for i, e := range engines {
+		views[i] = engineView{Engine: e, Containers: -1}
+		if w, ok := sup.Watcher(e.ID); !ok || w.Stats().Syncs == 0 {
+			continue
+		}
+		views[i].Containers = 0
+		for _, c := range store.EngineContainers(e.ID) {
+			if c.State.Running() && store.Visible(&c) {
+				views[i].Containers++
+			}
+		}
+	}
+	return views, nil
+}
+
+// allSynced reports whether every watcher of sup has listed its engine once.
+func allSynced(sup *watch.Supervisor) bool {
+	for _, id := range sup.EngineIDs() {
+		if w, ok := sup.Watcher(id); ok && w.Stats().Syncs == 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -1,4 +1,4 @@
-package watch
+package cri
 
 import (
 	"context"
@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 )
@@ -26,55 +26,55 @@ func TestDecodeCRIEvent(t *testing.T) {
 	tests := []struct {
 		name    string
 		ev      *runtimeapi.ContainerEventResponse
-		want    Change
+		want    engine.Change
 		wantErr error
 	}{
 		{name: "a created event becomes create",
 			ev:   &runtimeapi.ContainerEventResponse{ContainerId: "c1", ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, CreatedAt: created.UnixNano()},
-			want: Change{Type: model.EventCreate, ContainerID: "c1", Time: created}},
+			want: engine.Change{Type: model.EventCreate, ContainerID: "c1", Time: created}},
 		{name: "a started event becomes start",
 			ev:   &runtimeapi.ContainerEventResponse{ContainerId: "c1", ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, CreatedAt: created.UnixNano()},
-			want: Change{Type: model.EventStart, ContainerID: "c1", Time: created}},
+			want: engine.Change{Type: model.EventStart, ContainerID: "c1", Time: created}},
 		{name: "a stopped event becomes die with the exit code and time of the status",
 			ev: &runtimeapi.ContainerEventResponse{ContainerId: "c1", ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, CreatedAt: created.UnixNano(),
 				ContainersStatuses: []*runtimeapi.ContainerStatus{
 					{Id: "other", State: runtimeapi.ContainerState_CONTAINER_EXITED, ExitCode: 1},
 					{Id: "c1", State: runtimeapi.ContainerState_CONTAINER_EXITED, ExitCode: 137, FinishedAt: finished.UnixNano()},
 				}},
-			want: Change{Type: model.EventDie, ContainerID: "c1", Time: finished, ExitCode: ctrdIntPtr(137)}},
+			want: engine.Change{Type: model.EventDie, ContainerID: "c1", Time: finished, ExitCode: enginetest.IntPtr(137)}},
 		{name: "a stopped event without status becomes die without exit code",
 			ev:   &runtimeapi.ContainerEventResponse{ContainerId: "c1", ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, CreatedAt: created.UnixNano()},
-			want: Change{Type: model.EventDie, ContainerID: "c1", Time: created}},
+			want: engine.Change{Type: model.EventDie, ContainerID: "c1", Time: created}},
 		{name: "a deleted event becomes destroy",
 			ev:   &runtimeapi.ContainerEventResponse{ContainerId: "c1", ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, CreatedAt: created.UnixNano()},
-			want: Change{Type: model.EventDestroy, ContainerID: "c1", Time: created}},
+			want: engine.Change{Type: model.EventDestroy, ContainerID: "c1", Time: created}},
 		{name: "a pod sandbox event is ignored",
 			ev: &runtimeapi.ContainerEventResponse{ContainerId: "sb", ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT,
 				PodSandboxStatus: &runtimeapi.PodSandboxStatus{Id: "sb"}},
-			wantErr: ErrIgnored},
+			wantErr: engine.ErrIgnored},
 		{name: "a container event with its pod's status is kept",
 			ev: &runtimeapi.ContainerEventResponse{ContainerId: "c1", ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, CreatedAt: created.UnixNano(),
 				PodSandboxStatus: &runtimeapi.PodSandboxStatus{Id: "sb"}},
-			want: Change{Type: model.EventStart, ContainerID: "c1", Time: created}},
+			want: engine.Change{Type: model.EventStart, ContainerID: "c1", Time: created}},
 		{name: "a missing container ID is malformed",
-			ev: &runtimeapi.ContainerEventResponse{ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT}, wantErr: ErrMalformed},
+			ev: &runtimeapi.ContainerEventResponse{ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT}, wantErr: engine.ErrMalformed},
 		{name: "an unknown event type is malformed",
-			ev: &runtimeapi.ContainerEventResponse{ContainerId: "c1", ContainerEventType: 42}, wantErr: ErrMalformed},
-		{name: "a nil event is malformed", ev: nil, wantErr: ErrMalformed},
+			ev: &runtimeapi.ContainerEventResponse{ContainerId: "c1", ContainerEventType: 42}, wantErr: engine.ErrMalformed},
+		{name: "a nil event is malformed", ev: nil, wantErr: engine.ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := decodeCRIEvent(tt.ev)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
-					t.Fatalf("got %s, %v; want error %v", ctrdFmtChange(got), err, tt.wantErr)
+					t.Fatalf("got %s, %v; want error %v", enginetest.FmtChange(got), err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctrdAssertChange(t, got, tt.want)
+			enginetest.AssertChange(t, got, tt.want)
 		})
 	}
 }
@@ -99,13 +99,13 @@ func FuzzDecodeCRIEvent(f *testing.F) {
 		}
 		ch, err := decodeCRIEvent(&ev)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrIgnored) {
+			if !errors.Is(err, engine.ErrMalformed) && !errors.Is(err, engine.ErrIgnored) {
 				t.Fatalf("error %v is neither malformed nor ignored", err)
 			}
 			return
 		}
 		if ch.ContainerID == "" || ch.Type == "" {
-			t.Fatalf("decoded an incomplete change %s", ctrdFmtChange(ch))
+			t.Fatalf("decoded an incomplete change %s", enginetest.FmtChange(ch))
 		}
 	})
 }
@@ -199,10 +199,10 @@ func TestCRIDiff(t *testing.T) {
 			for _, ch := range got {
 				types = append(types, ch.Type)
 				if ch.ContainerID != "c1" || ch.Time.IsZero() {
-					t.Fatalf("bad change %s", ctrdFmtChange(ch))
+					t.Fatalf("bad change %s", enginetest.FmtChange(ch))
 				}
 				if ch.Type == model.EventDie && tt.st.GetState() == exited && (ch.ExitCode == nil || *ch.ExitCode != int(tt.st.GetExitCode())) {
-					t.Fatalf("die %s without the exit code %d", ctrdFmtChange(ch), tt.st.GetExitCode())
+					t.Fatalf("die %s without the exit code %d", enginetest.FmtChange(ch), tt.st.GetExitCode())
 				}
 			}
 			if fmt.Sprint(types) != fmt.Sprint(tt.want) {
@@ -213,17 +213,6 @@ func TestCRIDiff(t *testing.T) {
 }
 
 // --- integration tests against containerd's CRI plugin ---
-
-// criTestClient connects the test's own CRI client.
-func criTestClient(t *testing.T, endpoint string) (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
-	t.Helper()
-	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
-}
 
 // criImplementsEvents asks the runtime directly whether GetContainerEvents is
 // implemented: an unimplemented RPC fails at once, an implemented one stays
@@ -248,15 +237,15 @@ func criImplementsEvents(t *testing.T, rt runtimeapi.RuntimeServiceClient) bool 
 
 func TestCRILifecycle(t *testing.T) {
 	testbed.Require(t, testbed.CRI, testbed.Docker)
-	ctrdNoLeaks(t)
+	enginetest.NoLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	endpoint := criLifecycleEndpoint(t)
-	rt, images := criTestClient(t, endpoint)
+	endpoint := enginetest.CRILifecycleEndpoint(t)
+	rt, images := enginetest.CRIClient(t, endpoint)
 
 	// local/busybox in CRI's namespace. It stays imported (other tests may use
 	// it concurrently; importing again is idempotent).
-	ctrdImportBusybox(t, endpoint, "k8s.io")
+	enginetest.ImportBusybox(t, endpoint, "k8s.io")
 	imgs, err := images.ListImages(ctx, &runtimeapi.ListImagesRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -264,14 +253,14 @@ func TestCRILifecycle(t *testing.T) {
 	found := false
 	for _, img := range imgs.GetImages() {
 		for _, tag := range img.GetRepoTags() {
-			found = found || tag == containerdBusyboxRef
+			found = found || tag == enginetest.BusyboxRef
 		}
 	}
 	if !found {
-		t.Fatalf("CRI ListImages does not show %s", containerdBusyboxRef)
+		t.Fatalf("CRI ListImages does not show %s", enginetest.BusyboxRef)
 	}
 
-	a, err := NewCRI(model.Engine{ID: "cri-test", Type: model.CRI, Endpoint: endpoint}, ctrdTestLogger(t), WithCRIPollInterval(100*time.Millisecond))
+	a, err := New(model.Engine{ID: "cri-test", Type: model.CRI, Endpoint: endpoint}, enginetest.Logger(t), WithPollInterval(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +279,7 @@ func TestCRILifecycle(t *testing.T) {
 	}
 	t.Logf("event source: %s", a.EventSource())
 
-	r := ctrdRandom(t)
+	r := enginetest.Random(t)
 	label := "TestCRILifecycle-" + r
 	sbCfg := &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "agentd-test-" + r, Uid: "uid-" + r, Namespace: "agentd-test"},
@@ -382,20 +371,20 @@ func TestCRILifecycle(t *testing.T) {
 				// Nothing may show for the pod sandbox or the container.
 				for _, id := range []string{podID, ctrID} {
 					if id != "" {
-						ctrdExpectNoChange(t, st, "", id, 500*time.Millisecond)
+						enginetest.ExpectNoChange(t, st, "", id, 500*time.Millisecond)
 					}
 				}
 			}
-			got := ctrdNextChanges(t, st, "", ctrID, len(step.events), 10*time.Second)
+			got := enginetest.NextChanges(t, st, "", ctrID, len(step.events), 10*time.Second)
 			for j, ch := range got {
 				if ch.Type != step.events[j] {
-					t.Fatalf("change %d is %s, want %s", j, ctrdFmtChange(ch), step.events[j])
+					t.Fatalf("change %d is %s, want %s", j, enginetest.FmtChange(ch), step.events[j])
 				}
 				if ch.Time.IsZero() || time.Since(ch.Time) > time.Minute {
-					t.Errorf("change %s has a bad time", ctrdFmtChange(ch))
+					t.Errorf("change %s has a bad time", enginetest.FmtChange(ch))
 				}
 				if ch.Type == model.EventDie && (ch.ExitCode == nil || *ch.ExitCode != 137) {
-					t.Errorf("die change %s: want exit code 137", ctrdFmtChange(ch))
+					t.Errorf("die change %s: want exit code 137", enginetest.FmtChange(ch))
 				}
 			}
 			list, err := a.List(ctx)
@@ -407,14 +396,14 @@ func TestCRILifecycle(t *testing.T) {
 					t.Fatalf("List reports the pod sandbox %s as a container", podID)
 				}
 			}
-			c, inList := ctrdFindContainer(list, "", ctrID)
+			c, inList := enginetest.FindContainer(list, "", ctrID)
 			if step.expect.gone {
 				if inList {
 					t.Fatalf("List still has %+v", c)
 				}
 				if ctrID != "" {
-					if _, err := a.Inspect(ctx, ctrID); !errors.Is(err, ErrNotFound) {
-						t.Fatalf("Inspect of a removed container: %v, want ErrNotFound", err)
+					if _, err := a.Inspect(ctx, ctrID); !errors.Is(err, engine.ErrNotFound) {
+						t.Fatalf("Inspect of a removed container: %v, want engine.ErrNotFound", err)
 					}
 				}
 				return
@@ -474,11 +463,11 @@ func TestCRILifecycle(t *testing.T) {
 
 func TestCRIHostRuntime(t *testing.T) {
 	testbed.Require(t, testbed.CRI)
-	ctrdNoLeaks(t)
+	enginetest.NoLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rt, _ := criTestClient(t, testbed.ContainerdSocket)
-	a, err := NewCRI(model.Engine{ID: "cri-host", Type: model.CRI, Endpoint: testbed.ContainerdSocket}, ctrdTestLogger(t))
+	rt, _ := enginetest.CRIClient(t, testbed.ContainerdSocket)
+	a, err := New(model.Engine{ID: "cri-host", Type: model.CRI, Endpoint: testbed.ContainerdSocket}, enginetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,7 +490,7 @@ func TestCRIHostRuntime(t *testing.T) {
 		}
 		nctx, ncancel := context.WithTimeout(ctx, 5*time.Second)
 		defer ncancel()
-		if _, err := st.Next(nctx); err == nil || errors.Is(err, ErrIgnored) || errors.Is(err, ErrMalformed) || nctx.Err() != nil {
+		if _, err := st.Next(nctx); err == nil || errors.Is(err, engine.ErrIgnored) || errors.Is(err, engine.ErrMalformed) || nctx.Err() != nil {
 			t.Fatalf("Next after Close: %v, want the stream to end at once", err)
 		}
 	})
@@ -525,9 +514,9 @@ func TestCRIHostRuntime(t *testing.T) {
 			}
 		}
 	})
-	t.Run("Inspect of an unknown container wraps ErrNotFound", func(t *testing.T) {
-		if _, err := a.Inspect(ctx, "agentd-no-such-container-"+ctrdRandom(t)); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("got %v, want ErrNotFound", err)
+	t.Run("Inspect of an unknown container wraps engine.ErrNotFound", func(t *testing.T) {
+		if _, err := a.Inspect(ctx, "agentd-no-such-container-"+enginetest.Random(t)); !errors.Is(err, engine.ErrNotFound) {
+			t.Fatalf("got %v, want engine.ErrNotFound", err)
 		}
 	})
 }

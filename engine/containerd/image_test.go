@@ -1,4 +1,4 @@
-package watch
+package containerd
 
 import (
 	"context"
@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 )
 
@@ -144,7 +146,7 @@ func TestCtrdImageResolver(t *testing.T) {
 			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 				t.Errorf("error %v, want one containing %q", err, tc.err)
 			}
-			if tc.ref == "absent" && !isNotFound(err) {
+			if tc.ref == "absent" && !engine.IsGRPCNotFound(err) {
 				t.Errorf("error %v for an absent image is not NotFound", err)
 			}
 		})
@@ -176,7 +178,7 @@ func TestContainerdImageIDIsDockers(t *testing.T) {
 		t.Fatalf("docker image inspect %s: %v", testbed.BusyboxImage, err)
 	}
 	want := strings.TrimSpace(string(out))
-	ns := containerdTestNamespace(t)
+	ns := enginetest.ContainerdNamespace(t)
 	a := newTestContainerd(t)
 	got, err := a.images.imageID(namespaces.WithNamespace(ctx, ns), "docker.io/"+testbed.BusyboxImage)
 	if err != nil {

@@ -1,4 +1,4 @@
-package stats
+package docker
 
 import (
 	"context"
@@ -11,71 +11,72 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/agentd-dev/agentd/model"
+	"github.com/agentd-dev/agentd/stats"
 )
 
-// DockerStatsAPI is the part of the Docker client DockerFallback uses;
+// StatsAPI is the part of the Docker client Fallback uses;
 // *client.Client satisfies it.
-type DockerStatsAPI interface {
+type StatsAPI interface {
 	ContainerStatsOneShot(ctx context.Context, containerID string) (container.StatsResponseReader, error)
 }
 
-// DockerFallback reads stats through Docker's one-shot stats endpoint
+// Fallback reads stats through Docker's one-shot stats endpoint
 // (GET /containers/{id}/stats?stream=false&one-shot=true). It is safe for
 // concurrent use as far as the client is.
-type DockerFallback struct {
+type Fallback struct {
 	// Client talks to the container's Docker engine.
-	Client DockerStatsAPI
+	Client StatsAPI
 }
 
-var _ Fallback = (*DockerFallback)(nil)
+var _ stats.Fallback = (*Fallback)(nil)
 
-// Stats implements Fallback.
-func (d *DockerFallback) Stats(ctx context.Context, c model.Container) (Stats, error) {
+// Stats implements stats.Fallback.
+func (d *Fallback) Stats(ctx context.Context, c model.Container) (stats.Stats, error) {
 	resp, err := d.Client.ContainerStatsOneShot(ctx, c.ID)
 	if err != nil {
-		return Stats{}, fmt.Errorf("docker stats of %s: %w", c.ID, err)
+		return stats.Stats{}, fmt.Errorf("docker stats of %s: %w", c.ID, err)
 	}
 	defer resp.Body.Close()
-	s, err := DecodeDockerStats(resp.Body)
+	s, err := DecodeStats(resp.Body)
 	if err != nil {
-		return Stats{}, fmt.Errorf("docker stats of %s: %w", c.ID, err)
+		return stats.Stats{}, fmt.Errorf("docker stats of %s: %w", c.ID, err)
 	}
 	return s, nil
 }
 
-// DecodeDockerStats decodes one stats document of the Docker Engine API
+// DecodeStats decodes one stats document of the Docker Engine API
 // (GET /containers/{id}/stats?stream=false), which podman's compatible API
 // answers too.
-func DecodeDockerStats(r io.Reader) (Stats, error) {
+func DecodeStats(r io.Reader) (stats.Stats, error) {
 	var doc container.StatsResponse
 	if err := json.NewDecoder(r).Decode(&doc); err != nil {
-		return Stats{}, fmt.Errorf("decode stats: %w", err)
+		return stats.Stats{}, fmt.Errorf("decode stats: %w", err)
 	}
 	return fromDocker(&doc), nil
 }
 
 // fromDocker converts Docker's stats document. Docker reports v1's
 // total_rss/total_inactive_file or v2's anon/inactive_file in memory_stats.stats.
-func fromDocker(r *container.StatsResponse) Stats {
-	s := Stats{Time: r.Read, Source: SourceEngineAPI}
+func fromDocker(r *container.StatsResponse) stats.Stats {
+	s := stats.Stats{Time: r.Read, Source: stats.SourceEngineAPI}
 	cpu := r.CPUStats.CPUUsage
 	if cpu.TotalUsage > 0 {
 		s.CPUTotalNanos = cpu.TotalUsage
 		s.CPUUserNanos = cpu.UsageInUsermode
 		s.CPUSystemNanos = cpu.UsageInKernelmode
-		s.Has |= FieldCPUTotal | FieldCPUModes
+		s.Has |= stats.FieldCPUTotal | stats.FieldCPUModes
 	}
 	m := r.MemoryStats
 	if m.Usage > 0 {
 		s.MemoryUsage = m.Usage
-		s.Has |= FieldMemoryUsage
+		s.Has |= stats.FieldMemoryUsage
 		inactive, ok := m.Stats["total_inactive_file"]
 		if !ok {
 			inactive, ok = m.Stats["inactive_file"]
 		}
 		if ok {
-			s.MemoryWorkingSet = sub0(m.Usage, inactive)
-			s.Has |= FieldMemoryWorkingSet
+			s.MemoryWorkingSet = stats.Sub0(m.Usage, inactive)
+			s.Has |= stats.FieldMemoryWorkingSet
 		}
 		rss, ok := m.Stats["total_rss"]
 		if !ok {
@@ -83,13 +84,13 @@ func fromDocker(r *container.StatsResponse) Stats {
 		}
 		if ok {
 			s.MemoryRSS = rss
-			s.Has |= FieldMemoryRSS
+			s.Has |= stats.FieldMemoryRSS
 		}
 		// Docker reports the host's memory as the limit of an unlimited
 		// container; it cannot be told apart here, so it is passed on.
-		if m.Limit > 0 && m.Limit < unlimitedThreshold {
+		if m.Limit > 0 && m.Limit < stats.UnlimitedThreshold {
 			s.MemoryLimit = m.Limit
-			s.Has |= FieldMemoryLimit
+			s.Has |= stats.FieldMemoryLimit
 		}
 	}
 	if rows := r.BlkioStats.IoServiceBytesRecursive; rows != nil {
@@ -101,11 +102,11 @@ func fromDocker(r *container.StatsResponse) Stats {
 				s.DiskWriteBytes += e.Value
 			}
 		}
-		s.Has |= FieldDisk
+		s.Has |= stats.FieldDisk
 	}
 	if r.PidsStats.Current > 0 {
 		s.Pids = r.PidsStats.Current
-		s.Has |= FieldPids
+		s.Has |= stats.FieldPids
 	}
 	if len(r.Networks) > 0 {
 		names := make([]string, 0, len(r.Networks))
@@ -117,9 +118,9 @@ func fromDocker(r *container.StatsResponse) Stats {
 		sort.Strings(names)
 		for _, n := range names {
 			ns := r.Networks[n]
-			s.Networks = append(s.Networks, Interface{Name: n, RxBytes: ns.RxBytes, TxBytes: ns.TxBytes})
+			s.Networks = append(s.Networks, stats.Interface{Name: n, RxBytes: ns.RxBytes, TxBytes: ns.TxBytes})
 		}
-		s.Has |= FieldNetwork
+		s.Has |= stats.FieldNetwork
 	}
 	return s
 }

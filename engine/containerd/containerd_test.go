@@ -1,15 +1,10 @@
-package watch
+package containerd
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -20,8 +15,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"go.uber.org/goleak"
-
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 )
@@ -45,8 +40,6 @@ func mustMarshal(t testing.TB, m proto.Message) []byte {
 	return b
 }
 
-func ctrdIntPtr(i int) *int { return &i }
-
 func TestDecodeContainerdEvent(t *testing.T) {
 	ts := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	exited := ts.Add(time.Second)
@@ -57,54 +50,54 @@ func TestDecodeContainerdEvent(t *testing.T) {
 		msg     proto.Message
 		rawURL  string
 		raw     []byte
-		want    Change
+		want    engine.Change
 		wantErr error
 	}{
 		{name: "container create becomes create", ns: "default", topic: "/containers/create",
 			msg:  &apievents.ContainerCreate{ID: "c1", Image: "docker.io/library/busybox:latest"},
-			want: Change{Type: model.EventCreate, ContainerID: "c1", Namespace: "default", Time: ts}},
+			want: engine.Change{Type: model.EventCreate, ContainerID: "c1", Namespace: "default", Time: ts}},
 		{name: "task start becomes start", ns: "default", topic: "/tasks/start",
 			msg:  &apievents.TaskStart{ContainerID: "c1", Pid: 42},
-			want: Change{Type: model.EventStart, ContainerID: "c1", Namespace: "default", Time: ts}},
+			want: engine.Change{Type: model.EventStart, ContainerID: "c1", Namespace: "default", Time: ts}},
 		{name: "task paused becomes pause", ns: "n", topic: "/tasks/paused",
 			msg:  &apievents.TaskPaused{ContainerID: "c1"},
-			want: Change{Type: model.EventPause, ContainerID: "c1", Namespace: "n", Time: ts}},
+			want: engine.Change{Type: model.EventPause, ContainerID: "c1", Namespace: "n", Time: ts}},
 		{name: "task resumed becomes unpause", ns: "n", topic: "/tasks/resumed",
 			msg:  &apievents.TaskResumed{ContainerID: "c1"},
-			want: Change{Type: model.EventUnpause, ContainerID: "c1", Namespace: "n", Time: ts}},
+			want: engine.Change{Type: model.EventUnpause, ContainerID: "c1", Namespace: "n", Time: ts}},
 		{name: "oom becomes oom", ns: "k8s.io", topic: "/tasks/oom",
 			msg:  &apievents.TaskOOM{ContainerID: "c1"},
-			want: Change{Type: model.EventOOM, ContainerID: "c1", Namespace: "k8s.io", Time: ts}},
+			want: engine.Change{Type: model.EventOOM, ContainerID: "c1", Namespace: "k8s.io", Time: ts}},
 		{name: "exit of the init process becomes die with its status and time", ns: "moby", topic: "/tasks/exit",
 			msg:  &apievents.TaskExit{ContainerID: "c1", ID: "c1", Pid: 42, ExitStatus: 137, ExitedAt: timestamppb.New(exited)},
-			want: Change{Type: model.EventDie, ContainerID: "c1", Namespace: "moby", Time: exited, ExitCode: ctrdIntPtr(137)}},
+			want: engine.Change{Type: model.EventDie, ContainerID: "c1", Namespace: "moby", Time: exited, ExitCode: enginetest.IntPtr(137)}},
 		{name: "exit with an empty process ID is the init process", ns: "n", topic: "/tasks/exit",
 			msg:  &apievents.TaskExit{ContainerID: "c1", ExitStatus: 0},
-			want: Change{Type: model.EventDie, ContainerID: "c1", Namespace: "n", Time: ts, ExitCode: ctrdIntPtr(0)}},
+			want: engine.Change{Type: model.EventDie, ContainerID: "c1", Namespace: "n", Time: ts, ExitCode: enginetest.IntPtr(0)}},
 		{name: "exit of an exec process is ignored", ns: "n", topic: "/tasks/exit",
-			msg: &apievents.TaskExit{ContainerID: "c1", ID: "exec-1", ExitStatus: 1}, wantErr: ErrIgnored},
+			msg: &apievents.TaskExit{ContainerID: "c1", ID: "exec-1", ExitStatus: 1}, wantErr: engine.ErrIgnored},
 		{name: "container delete becomes destroy", ns: "n", topic: "/containers/delete",
 			msg:  &apievents.ContainerDelete{ID: "c1"},
-			want: Change{Type: model.EventDestroy, ContainerID: "c1", Namespace: "n", Time: ts}},
+			want: engine.Change{Type: model.EventDestroy, ContainerID: "c1", Namespace: "n", Time: ts}},
 		{name: "task create is ignored", ns: "n", topic: "/tasks/create",
-			msg: &apievents.TaskCreate{ContainerID: "c1"}, wantErr: ErrIgnored},
+			msg: &apievents.TaskCreate{ContainerID: "c1"}, wantErr: engine.ErrIgnored},
 		{name: "task delete is ignored", ns: "n", topic: "/tasks/delete",
-			msg: &apievents.TaskDelete{ContainerID: "c1"}, wantErr: ErrIgnored},
+			msg: &apievents.TaskDelete{ContainerID: "c1"}, wantErr: engine.ErrIgnored},
 		{name: "an unknown topic is ignored", ns: "n", topic: "/images/create",
-			msg: &apievents.ImageCreate{Name: "x"}, wantErr: ErrIgnored},
+			msg: &apievents.ImageCreate{Name: "x"}, wantErr: engine.ErrIgnored},
 		{name: "a payload that does not match the topic is malformed", ns: "n", topic: "/tasks/start",
-			msg: &apievents.TaskPaused{ContainerID: "c1"}, wantErr: ErrMalformed},
+			msg: &apievents.TaskPaused{ContainerID: "c1"}, wantErr: engine.ErrMalformed},
 		{name: "a missing container ID is malformed", ns: "n", topic: "/tasks/start",
-			msg: &apievents.TaskStart{}, wantErr: ErrMalformed},
+			msg: &apievents.TaskStart{}, wantErr: engine.ErrMalformed},
 		{name: "a missing namespace is malformed", ns: "", topic: "/tasks/start",
-			msg: &apievents.TaskStart{ContainerID: "c1"}, wantErr: ErrMalformed},
+			msg: &apievents.TaskStart{ContainerID: "c1"}, wantErr: engine.ErrMalformed},
 		{name: "an unknown payload type is malformed", ns: "n", topic: "/tasks/start",
-			rawURL: "example.com/no.such.Type", raw: []byte{1, 2, 3}, wantErr: ErrMalformed},
+			rawURL: "example.com/no.such.Type", raw: []byte{1, 2, 3}, wantErr: engine.ErrMalformed},
 		{name: "a type URL without a host, as containerd sends it, decodes", ns: "n", topic: "/tasks/start",
 			rawURL: "containerd.events.TaskStart", raw: mustMarshal(t, &apievents.TaskStart{ContainerID: "c1"}),
-			want: Change{Type: model.EventStart, ContainerID: "c1", Namespace: "n", Time: ts}},
+			want: engine.Change{Type: model.EventStart, ContainerID: "c1", Namespace: "n", Time: ts}},
 		{name: "garbage bytes are malformed", ns: "n", topic: "/tasks/exit",
-			rawURL: "containerd.events.TaskExit", raw: []byte{0xff, 0xff, 0xff}, wantErr: ErrMalformed},
+			rawURL: "containerd.events.TaskExit", raw: []byte{0xff, 0xff, 0xff}, wantErr: engine.ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,28 +115,9 @@ func TestDecodeContainerdEvent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctrdAssertChange(t, got, tt.want)
+			enginetest.AssertChange(t, got, tt.want)
 		})
 	}
-}
-
-// ctrdAssertChange compares two Changes field by field.
-func ctrdAssertChange(t testing.TB, got, want Change) {
-	t.Helper()
-	if got.Type != want.Type || got.ContainerID != want.ContainerID || got.Namespace != want.Namespace ||
-		!got.Time.Equal(want.Time) || got.Signal != want.Signal ||
-		(got.ExitCode == nil) != (want.ExitCode == nil) ||
-		(got.ExitCode != nil && *got.ExitCode != *want.ExitCode) {
-		t.Fatalf("got change %s, want %s", ctrdFmtChange(got), ctrdFmtChange(want))
-	}
-}
-
-func ctrdFmtChange(c Change) string {
-	code := "nil"
-	if c.ExitCode != nil {
-		code = fmt.Sprint(*c.ExitCode)
-	}
-	return fmt.Sprintf("{%s %s ns=%q time=%s exit=%s signal=%q}", c.Type, c.ContainerID, c.Namespace, c.Time.Format(time.RFC3339Nano), code, c.Signal)
 }
 
 func FuzzDecodeContainerdEvent(f *testing.F) {
@@ -162,13 +136,13 @@ func FuzzDecodeContainerdEvent(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ns, topic, url string, val []byte) {
 		ch, err := decodeContainerdEvent(ns, topic, time.Time{}, url, val)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrIgnored) {
+			if !errors.Is(err, engine.ErrMalformed) && !errors.Is(err, engine.ErrIgnored) {
 				t.Fatalf("error %v is neither malformed nor ignored", err)
 			}
 			return
 		}
 		if ch.ContainerID == "" || ch.Namespace == "" || ch.Type == "" {
-			t.Fatalf("decoded an incomplete change %s", ctrdFmtChange(ch))
+			t.Fatalf("decoded an incomplete change %s", enginetest.FmtChange(ch))
 		}
 	})
 }
@@ -208,9 +182,9 @@ func TestCtrdSplitImageRef(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			n, tags := ctrdSplitImageRef(tt.in)
+			n, tags := SplitImageRef(tt.in)
 			if n != tt.wantName || !slices.Equal(tags, tt.wantTags) {
-				t.Fatalf("ctrdSplitImageRef(%q) = %q, %q; want %q, %q", tt.in, n, tags, tt.wantName, tt.wantTags)
+				t.Fatalf("SplitImageRef(%q) = %q, %q; want %q, %q", tt.in, n, tags, tt.wantName, tt.wantTags)
 			}
 		})
 	}
@@ -238,89 +212,9 @@ func TestContainerdName(t *testing.T) {
 
 // --- integration tests against the host containerd ---
 
-func ctrdRandom(t testing.TB) string {
+func newTestContainerd(t *testing.T) *Adapter {
 	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-func ctrdTestLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(ctrdTestWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type ctrdTestWriter struct{ t testing.TB }
-
-func (w ctrdTestWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-// ctrdNoLeaks fails t when goroutines started during the test outlive it
-// (checked after every other cleanup).
-func ctrdNoLeaks(t *testing.T) {
-	t.Helper()
-	opt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
-}
-
-// containerdBusyboxRef is local/busybox's name once imported by ctr.
-const containerdBusyboxRef = "docker.io/local/busybox:latest"
-
-// ctrdImportBusybox imports local/busybox from the host Docker into namespace
-// ns (creating the namespace) of the containerd at address.
-func ctrdImportBusybox(t *testing.T, address, ns string) {
-	t.Helper()
-	archive := filepath.Join(t.TempDir(), "busybox.tar")
-	f, err := os.Create(archive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("docker", "save", testbed.BusyboxImage)
-	cmd.Stdout = f
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("docker save %s: %v: %s", testbed.BusyboxImage, err, stderr.String())
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	testbed.Run(t, "ctr", "--address", address, "-n", ns, "images", "import", archive)
-}
-
-// containerdTestNamespace imports busybox into a new namespace of the test's
-// own, removed with everything in it when the test ends.
-func containerdTestNamespace(t *testing.T) string {
-	t.Helper()
-	ns := "agentd-test-" + ctrdRandom(t)
-	t.Cleanup(func() {
-		out, _ := exec.Command("ctr", "-n", ns, "tasks", "ls", "-q").Output()
-		for _, id := range strings.Fields(string(out)) {
-			_ = exec.Command("ctr", "-n", ns, "tasks", "kill", "-s", "SIGKILL", id).Run()
-			_ = exec.Command("ctr", "-n", ns, "tasks", "delete", "-f", id).Run()
-		}
-		out, _ = exec.Command("ctr", "-n", ns, "containers", "ls", "-q").Output()
-		for _, id := range strings.Fields(string(out)) {
-			_ = exec.Command("ctr", "-n", ns, "containers", "delete", id).Run()
-		}
-		out, _ = exec.Command("ctr", "-n", ns, "images", "ls", "-q").Output()
-		for _, ref := range strings.Fields(string(out)) {
-			_ = exec.Command("ctr", "-n", ns, "images", "rm", "--sync", ref).Run()
-		}
-		if out, err := exec.Command("ctr", "namespaces", "rm", ns).CombinedOutput(); err != nil {
-			t.Errorf("remove containerd namespace %s: %v: %s", ns, err, out)
-		}
-	})
-	ctrdImportBusybox(t, testbed.ContainerdSocket, ns)
-	return ns
-}
-
-func newTestContainerd(t *testing.T) *ContainerdAdapter {
-	t.Helper()
-	a, err := NewContainerd(model.Engine{ID: "containerd-test", Type: model.Containerd, Endpoint: testbed.ContainerdSocket}, ctrdTestLogger(t))
+	a, err := New(model.Engine{ID: "containerd-test", Type: model.Containerd, Endpoint: testbed.ContainerdSocket}, enginetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,63 +222,9 @@ func newTestContainerd(t *testing.T) *ContainerdAdapter {
 	return a
 }
 
-// ctrdNextChanges reads changes from st until it has n for namespace ns and
-// container id (others, and ignored events, are skipped), or fails t after a
-// timeout.
-func ctrdNextChanges(t *testing.T, st Stream, ns, id string, n int, timeout time.Duration) []Change {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	var got []Change
-	for len(got) < n {
-		ch, err := st.Next(ctx)
-		switch {
-		case errors.Is(err, ErrIgnored):
-			continue
-		case err != nil:
-			t.Fatalf("after %d of %d changes (%v): %v", len(got), n, got, err)
-		}
-		if ch.Namespace == ns && ch.ContainerID == id {
-			got = append(got, ch)
-		}
-	}
-	return got
-}
-
-// ctrdExpectNoChange checks that nothing more arrives for the container for a while.
-func ctrdExpectNoChange(t *testing.T, st Stream, ns, id string, wait time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	for {
-		ch, err := st.Next(ctx)
-		if errors.Is(err, ErrIgnored) {
-			continue
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			t.Fatal(err)
-		}
-		if ch.Namespace == ns && ch.ContainerID == id {
-			t.Fatalf("unexpected change %s", ctrdFmtChange(ch))
-		}
-	}
-}
-
-func ctrdFindContainer(cs []model.Container, ns, id string) (model.Container, bool) {
-	for _, c := range cs {
-		if c.Namespace == ns && c.ID == id {
-			return c, true
-		}
-	}
-	return model.Container{}, false
-}
-
 func TestContainerdLifecycle(t *testing.T) {
 	testbed.Require(t, testbed.Containerd, testbed.Docker)
-	ctrdNoLeaks(t)
+	enginetest.NoLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -395,8 +235,8 @@ func TestContainerdLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	ns := containerdTestNamespace(t)
-	id := "lifecycle-" + ctrdRandom(t)
+	ns := enginetest.ContainerdNamespace(t)
+	id := "lifecycle-" + enginetest.Random(t)
 	label := "agentd.test=TestContainerdLifecycle-" + id
 
 	type expect struct {
@@ -410,7 +250,7 @@ func TestContainerdLifecycle(t *testing.T) {
 		events []model.EventType
 		expect expect
 	}{
-		{"creating the container gives create", []string{"containers", "create", "--label", label, containerdBusyboxRef, id, "/bin/sleep", "1000"},
+		{"creating the container gives create", []string{"containers", "create", "--label", label, enginetest.BusyboxRef, id, "/bin/sleep", "1000"},
 			[]model.EventType{model.EventCreate}, expect{state: model.StateCreated}},
 		{"starting the task gives start", []string{"tasks", "start", "-d", id},
 			[]model.EventType{model.EventStart}, expect{state: model.StateRunning, pid: true}},
@@ -428,27 +268,27 @@ func TestContainerdLifecycle(t *testing.T) {
 	for i, step := range steps {
 		ok := t.Run(step.name, func(t *testing.T) {
 			testbed.Run(t, "ctr", append([]string{"-n", ns}, step.cmd...)...)
-			got := ctrdNextChanges(t, st, ns, id, len(step.events), 10*time.Second)
+			got := enginetest.NextChanges(t, st, ns, id, len(step.events), 10*time.Second)
 			for j, ch := range got {
 				if ch.Type != step.events[j] {
-					t.Fatalf("change %d is %s, want %s", j, ctrdFmtChange(ch), step.events[j])
+					t.Fatalf("change %d is %s, want %s", j, enginetest.FmtChange(ch), step.events[j])
 				}
 				if ch.Time.IsZero() {
-					t.Errorf("change %s has no time", ctrdFmtChange(ch))
+					t.Errorf("change %s has no time", enginetest.FmtChange(ch))
 				}
 				if ch.Type == model.EventDie && (ch.ExitCode == nil || *ch.ExitCode != 137) {
-					t.Errorf("die change %s: want exit code 137", ctrdFmtChange(ch))
+					t.Errorf("die change %s: want exit code 137", enginetest.FmtChange(ch))
 				}
 			}
 			if i == len(steps)-1 {
-				if _, err := a.Inspect(ctx, ns+"/"+id); !errors.Is(err, ErrNotFound) {
-					t.Fatalf("Inspect after delete: %v, want ErrNotFound", err)
+				if _, err := a.Inspect(ctx, ns+"/"+id); !errors.Is(err, engine.ErrNotFound) {
+					t.Fatalf("Inspect after delete: %v, want engine.ErrNotFound", err)
 				}
 				list, err := a.List(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c, found := ctrdFindContainer(list, ns, id); found {
+				if c, found := enginetest.FindContainer(list, ns, id); found {
 					t.Fatalf("List after delete still has %+v", c)
 				}
 				return
@@ -457,7 +297,7 @@ func TestContainerdLifecycle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, found := ctrdFindContainer(list, ns, id)
+			c, found := enginetest.FindContainer(list, ns, id)
 			if !found {
 				t.Fatalf("List has no container %s/%s", ns, id)
 			}
@@ -506,32 +346,32 @@ func TestContainerdLifecycle(t *testing.T) {
 			return
 		}
 	}
-	ctrdExpectNoChange(t, st, ns, id, 500*time.Millisecond)
+	enginetest.ExpectNoChange(t, st, ns, id, 500*time.Millisecond)
 }
 
 func TestContainerdListReflectsExitWhileDisconnected(t *testing.T) {
 	testbed.Require(t, testbed.Containerd, testbed.Docker)
-	ctrdNoLeaks(t)
+	enginetest.NoLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ns := containerdTestNamespace(t)
+	ns := enginetest.ContainerdNamespace(t)
 
-	t.Run("Inspect of an unknown container wraps ErrNotFound", func(t *testing.T) {
+	t.Run("Inspect of an unknown container wraps engine.ErrNotFound", func(t *testing.T) {
 		a := newTestContainerd(t)
-		for _, id := range []string{ns + "/no-such-container", "agentd-no-such-container-" + ctrdRandom(t), "agentd-no-such-ns-" + ctrdRandom(t) + "/x"} {
-			if _, err := a.Inspect(ctx, id); !errors.Is(err, ErrNotFound) {
-				t.Fatalf("Inspect(%s): %v, want ErrNotFound", id, err)
+		for _, id := range []string{ns + "/no-such-container", "agentd-no-such-container-" + enginetest.Random(t), "agentd-no-such-ns-" + enginetest.Random(t) + "/x"} {
+			if _, err := a.Inspect(ctx, id); !errors.Is(err, engine.ErrNotFound) {
+				t.Fatalf("Inspect(%s): %v, want engine.ErrNotFound", id, err)
 			}
 		}
 	})
 
 	for _, mode := range []string{"the stream is closed", "the client is closed"} {
 		t.Run("the list after re-subscribing shows the exit when "+mode, func(t *testing.T) {
-			id := "reconnect-" + ctrdRandom(t)
-			testbed.Run(t, "ctr", "-n", ns, "containers", "create", containerdBusyboxRef, id, "/bin/sleep", "1000")
+			id := "reconnect-" + enginetest.Random(t)
+			testbed.Run(t, "ctr", "-n", ns, "containers", "create", enginetest.BusyboxRef, id, "/bin/sleep", "1000")
 			testbed.Run(t, "ctr", "-n", ns, "tasks", "start", "-d", id)
 
-			a, err := NewContainerd(model.Engine{ID: "containerd-test", Type: model.Containerd, Endpoint: testbed.ContainerdSocket}, ctrdTestLogger(t))
+			a, err := New(model.Engine{ID: "containerd-test", Type: model.Containerd, Endpoint: testbed.ContainerdSocket}, enginetest.Logger(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -543,7 +383,7 @@ func TestContainerdListReflectsExitWhileDisconnected(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c, ok := ctrdFindContainer(list, ns, id); !ok || c.State != model.StateRunning {
+			if c, ok := enginetest.FindContainer(list, ns, id); !ok || c.State != model.StateRunning {
 				t.Fatalf("before: %+v (found %v), want running", c, ok)
 			}
 
@@ -554,11 +394,11 @@ func TestContainerdListReflectsExitWhileDisconnected(t *testing.T) {
 				nctx, ncancel := context.WithTimeout(ctx, 5*time.Second)
 				_, err := st.Next(nctx)
 				ncancel()
-				if err == nil || errors.Is(err, ErrIgnored) || errors.Is(err, ErrMalformed) {
+				if err == nil || errors.Is(err, engine.ErrIgnored) || errors.Is(err, engine.ErrMalformed) {
 					t.Fatalf("Next after closing the client: %v, want the stream to end", err)
 				}
 				_ = st.Close()
-				a, err = NewContainerd(model.Engine{ID: "containerd-test", Type: model.Containerd, Endpoint: testbed.ContainerdSocket}, ctrdTestLogger(t))
+				a, err = New(model.Engine{ID: "containerd-test", Type: model.Containerd, Endpoint: testbed.ContainerdSocket}, enginetest.Logger(t))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -570,7 +410,7 @@ func TestContainerdListReflectsExitWhileDisconnected(t *testing.T) {
 				_, err := st.Next(nctx)
 				timedOut := nctx.Err() != nil
 				ncancel()
-				if err == nil || errors.Is(err, ErrIgnored) || errors.Is(err, ErrMalformed) || timedOut {
+				if err == nil || errors.Is(err, engine.ErrIgnored) || errors.Is(err, engine.ErrMalformed) || timedOut {
 					t.Fatalf("Next after Close: %v, want the stream to end at once", err)
 				}
 			}
@@ -595,7 +435,7 @@ func TestContainerdListReflectsExitWhileDisconnected(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, ok := ctrdFindContainer(list, ns, id)
+			c, ok := enginetest.FindContainer(list, ns, id)
 			if !ok || c.State != model.StateExited || c.ExitCode != 137 || c.FinishedAt.IsZero() || c.PID != 0 {
 				t.Fatalf("after: %+v (found %v), want exited with 137 and an exit time", c, ok)
 			}

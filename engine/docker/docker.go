@@ -1,4 +1,4 @@
-package watch
+package docker
 
 import (
 	"context"
@@ -17,12 +17,13 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 
+	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/stats"
 )
 
-// DockerAdapter speaks the Docker Engine API over the engine's unix socket.
-type DockerAdapter struct {
+// Adapter speaks the Docker Engine API over the engine's unix socket.
+type Adapter struct {
 	endpoint    string
 	cli         *client.Client
 	concurrency int
@@ -32,29 +33,29 @@ type DockerAdapter struct {
 }
 
 var (
-	_ Adapter = (*DockerAdapter)(nil)
-	_ Stream  = (*dockerStream)(nil)
+	_ engine.Adapter = (*Adapter)(nil)
+	_ engine.Stream  = (*dockerStream)(nil)
 )
 
-// NewDockerAdapter returns an adapter for the Docker engine e (e.Endpoint is
+// NewAdapter returns an adapter for the Docker engine e (e.Endpoint is
 // the socket path as reached from the host). It does not connect yet. Close
 // releases its connections.
-func NewDockerAdapter(_ context.Context, e model.Engine, _ *slog.Logger) (Adapter, error) {
-	cli, err := client.NewClientWithOpts(client.WithHost("unix://"+e.Endpoint), client.WithAPIVersionNegotiation())
+func NewAdapter(_ context.Context, e model.Engine, _ *slog.Logger) (engine.Adapter, error) {
+	cli, err := newClient(e.Endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("docker at %s: %w", e.Endpoint, err)
 	}
-	return &DockerAdapter{endpoint: e.Endpoint, cli: cli, concurrency: 8}, nil
+	return &Adapter{endpoint: e.Endpoint, cli: cli, concurrency: 8}, nil
 }
 
 // Close releases the adapter's connections.
-func (d *DockerAdapter) Close() error { return d.cli.Close() }
+func (d *Adapter) Close() error { return d.cli.Close() }
 
 // Subscribe opens the event stream, filtered to container events. It asks for
 // the events since the moment Subscribe was called, so the daemon replays any
 // event that happens while the request is on its way: the subscription is in
 // place as of that moment.
-func (d *DockerAdapter) Subscribe(ctx context.Context) (Stream, error) {
+func (d *Adapter) Subscribe(ctx context.Context) (engine.Stream, error) {
 	since := time.Now()
 	if _, err := d.cli.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("docker at %s: ping: %w", d.endpoint, err)
@@ -75,15 +76,15 @@ type dockerStream struct {
 	once     sync.Once
 }
 
-func (s *dockerStream) Next(ctx context.Context) (Change, error) {
+func (s *dockerStream) Next(ctx context.Context) (engine.Change, error) {
 	select {
 	case <-ctx.Done():
-		return Change{}, ctx.Err()
+		return engine.Change{}, ctx.Err()
 	case err, ok := <-s.errs:
 		if !ok || err == nil {
 			err = errors.New("event stream ended")
 		}
-		return Change{}, fmt.Errorf("docker at %s: events: %w", s.endpoint, err)
+		return engine.Change{}, fmt.Errorf("docker at %s: events: %w", s.endpoint, err)
 	case m := <-s.msgs:
 		return decodeDockerEvent(m)
 	}
@@ -99,17 +100,17 @@ func (s *dockerStream) Close() error {
 	return nil
 }
 
-// decodeDockerEvent maps a Docker event to a Change: create, start, pause,
+// decodeDockerEvent maps a Docker event to a engine.Change: create, start, pause,
 // unpause, stop, die (with the exitCode attribute), oom and destroy. Other
-// container actions (kill, attach, exec_*, health_status, ...) are ErrIgnored.
-func decodeDockerEvent(m events.Message) (Change, error) {
+// container actions (kill, attach, exec_*, health_status, ...) are engine.ErrIgnored.
+func decodeDockerEvent(m events.Message) (engine.Change, error) {
 	if m.Type != "" && m.Type != events.ContainerEventType {
-		return Change{}, fmt.Errorf("docker %s event: %w", m.Type, ErrIgnored)
+		return engine.Change{}, fmt.Errorf("docker %s event: %w", m.Type, engine.ErrIgnored)
 	}
 	if m.Actor.ID == "" {
-		return Change{}, fmt.Errorf("docker %q event without a container ID: %w", m.Action, ErrMalformed)
+		return engine.Change{}, fmt.Errorf("docker %q event without a container ID: %w", m.Action, engine.ErrMalformed)
 	}
-	ch := Change{ContainerID: m.Actor.ID, Time: eventTime(m.Time, m.TimeNano)}
+	ch := engine.Change{ContainerID: m.Actor.ID, Time: engine.EventTime(m.Time, m.TimeNano)}
 	switch m.Action {
 	case events.ActionCreate:
 		ch.Type = model.EventCreate
@@ -130,30 +131,18 @@ func decodeDockerEvent(m events.Message) (Change, error) {
 		if v, ok := m.Actor.Attributes["exitCode"]; ok {
 			n, err := strconv.Atoi(v)
 			if err != nil {
-				return Change{}, fmt.Errorf("docker die event of %s: exitCode %q: %w", m.Actor.ID, v, ErrMalformed)
+				return engine.Change{}, fmt.Errorf("docker die event of %s: exitCode %q: %w", m.Actor.ID, v, engine.ErrMalformed)
 			}
 			ch.ExitCode = &n
 		}
 	default:
-		return Change{}, fmt.Errorf("docker %q event: %w", m.Action, ErrIgnored)
+		return engine.Change{}, fmt.Errorf("docker %q event: %w", m.Action, engine.ErrIgnored)
 	}
 	return ch, nil
 }
 
-// eventTime prefers the nanosecond timestamp; engines that send only seconds
-// fill the other.
-func eventTime(sec, nano int64) time.Time {
-	switch {
-	case nano > 0:
-		return time.Unix(0, nano)
-	case sec > 0:
-		return time.Unix(sec, 0)
-	}
-	return time.Time{}
-}
-
 // List returns every container, inspected for PIDs, times and exit codes.
-func (d *DockerAdapter) List(ctx context.Context) ([]model.Container, error) {
+func (d *Adapter) List(ctx context.Context) ([]model.Container, error) {
 	sum, err := d.cli.ContainerList(ctx, container.ListOptions{All: true})
 	if err != nil {
 		return nil, fmt.Errorf("docker at %s: list containers: %w", d.endpoint, err)
@@ -162,7 +151,7 @@ func (d *DockerAdapter) List(ctx context.Context) ([]model.Container, error) {
 	for _, s := range sum {
 		ids = append(ids, s.ID)
 	}
-	cs, err := inspectAll(ctx, d.concurrency, ids, d.Inspect)
+	cs, err := engine.InspectAll(ctx, d.concurrency, ids, d.Inspect)
 	if err != nil {
 		return nil, fmt.Errorf("docker at %s: list containers: %w", d.endpoint, err)
 	}
@@ -170,11 +159,11 @@ func (d *DockerAdapter) List(ctx context.Context) ([]model.Container, error) {
 }
 
 // Inspect returns one container; the PID is in the engine's PID namespace.
-func (d *DockerAdapter) Inspect(ctx context.Context, id string) (model.Container, error) {
+func (d *Adapter) Inspect(ctx context.Context, id string) (model.Container, error) {
 	r, err := d.cli.ContainerInspect(ctx, id)
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
-			err = fmt.Errorf("%w: %w", ErrNotFound, err)
+			err = fmt.Errorf("%w: %w", engine.ErrNotFound, err)
 		}
 		return model.Container{}, fmt.Errorf("docker at %s: inspect container %s: %w", d.endpoint, id, err)
 	}
@@ -195,16 +184,16 @@ func dockerContainer(r container.InspectResponse) model.Container {
 		ExitCode:     r.State.ExitCode,
 		OOMKilled:    r.State.OOMKilled,
 		RestartCount: r.RestartCount,
-		CreatedAt:    parseTime(r.Created),
-		StartedAt:    parseTime(r.State.StartedAt),
-		FinishedAt:   parseTime(r.State.FinishedAt),
+		CreatedAt:    engine.ParseTime(r.Created),
+		StartedAt:    engine.ParseTime(r.State.StartedAt),
+		FinishedAt:   engine.ParseTime(r.State.FinishedAt),
 		State:        dockerState(r.State),
 	}
 	if r.Config != nil {
 		c.Labels = r.Config.Labels
-		c.ImageName, c.ImageTags = splitImageRef(r.Config.Image)
+		c.ImageName, c.ImageTags = engine.SplitImageRef(r.Config.Image)
 	}
-	if !running(c.State) {
+	if !c.State.Running() {
 		c.PID = 0
 	}
 	return c
@@ -226,31 +215,9 @@ func dockerState(s *container.State) model.ContainerState {
 	return model.StateUnknown
 }
 
-// parseTime parses an engine's RFC 3339 time; Go's zero time ("0001-01-01T00:00:00Z") and junk give the zero time.
-func parseTime(s string) time.Time {
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil || t.Year() <= 1 {
-		return time.Time{}
-	}
-	return t
-}
-
-// splitImageRef splits "registry/name:tag" into name and tags; a digest
-// reference keeps its digest in the name.
-func splitImageRef(ref string) (string, []string) {
-	if ref == "" || strings.Contains(ref, "@") {
-		return ref, nil
-	}
-	i := strings.LastIndex(ref, ":")
-	if i < 0 || strings.Contains(ref[i:], "/") {
-		return ref, nil
-	}
-	return ref[:i], []string{ref[i+1:]}
-}
-
 // cgroupPath derives the container's cgroup from the daemon's cgroup driver
 // and the container's cgroup parent (the Docker API does not return it).
-func (d *DockerAdapter) cgroupPath(ctx context.Context, r container.InspectResponse) string {
+func (d *Adapter) cgroupPath(ctx context.Context, r container.InspectResponse) string {
 	d.driverOnce.Lock()
 	if d.driver == "" {
 		if info, err := d.cli.Info(ctx); err == nil {
@@ -278,12 +245,12 @@ func (d *DockerAdapter) cgroupPath(ctx context.Context, r container.InspectRespo
 	return ""
 }
 
-var _ stats.Fallback = (*DockerAdapter)(nil)
+var _ stats.Fallback = (*Adapter)(nil)
 
 // Stats reads one container's stats through the engine's one-shot stats
 // endpoint: the stats fallback for a container whose cgroup cannot be read.
-func (d *DockerAdapter) Stats(ctx context.Context, c model.Container) (stats.Stats, error) {
-	s, err := (&stats.DockerFallback{Client: d.cli}).Stats(ctx, c)
+func (d *Adapter) Stats(ctx context.Context, c model.Container) (stats.Stats, error) {
+	s, err := (&Fallback{Client: d.cli}).Stats(ctx, c)
 	if err != nil {
 		return stats.Stats{}, fmt.Errorf("docker at %s: %w", d.endpoint, err)
 	}

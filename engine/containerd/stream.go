@@ -1,10 +1,12 @@
-package watch
+package containerd
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"google.golang.org/grpc"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -71,19 +74,33 @@ const (
 // /agentd/sync/<random>, namespace agentd-sync, which the subscription's
 // filter also matches) and returns only once that marker came back on the
 // stream; events that arrive before it are kept and delivered first. Every
-// change after Subscribe returns therefore reaches the Stream. (Other
+// change after Subscribe returns therefore reaches the engine.Stream. (Other
 // unfiltered subscribers of the same containerd, such as `ctr events`, see the
 // marker too; Docker's and the CRI plugin's subscriptions filter on their
 // namespaces and do not.)
 //
 // The stream stays open until Close is called or ctx ends; Next must not be
 // called concurrently with itself.
-func (a *ContainerdAdapter) Subscribe(ctx context.Context) (Stream, error) {
+func (a *Adapter) Subscribe(ctx context.Context) (engine.Stream, error) {
 	return a.subscribe(ctx)
 }
 
+// SubscribeEvents subscribes to the container and task events of the
+// containerd at endpoint over conn, as Subscribe does, for another engine's
+// adapter that serves on the same socket (the CRI adapter lists on them).
+// Received delivers them; Close ends the subscription.
+func SubscribeEvents(ctx context.Context, conn *grpc.ClientConn, endpoint string, log *slog.Logger) (*EventStream, error) {
+	return (&Adapter{conn: conn, endpoint: endpoint, log: log}).subscribe(ctx)
+}
+
+// Received returns the channel of the subscription's events; an error ends it.
+func (s *EventStream) Received() <-chan Received { return s.recv }
+
+// Err is the error that ended the subscription, nil for an event.
+func (r Received) Err() error { return r.err }
+
 // subscribe is Subscribe; it needs only a.conn, a.endpoint and a.log.
-func (a *ContainerdAdapter) subscribe(ctx context.Context) (*containerdStream, error) {
+func (a *Adapter) subscribe(ctx context.Context) (*EventStream, error) {
 	token, err := containerdSyncToken()
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: subscribe: %w", a.endpoint, err)
@@ -101,11 +118,11 @@ func (a *ContainerdAdapter) subscribe(ctx context.Context) (*containerdStream, e
 		cancel()
 		return nil, fmt.Errorf("containerd at %s: subscribe: %w", a.endpoint, err)
 	}
-	s := &containerdStream{
+	s := &EventStream{
 		a:         a,
 		syncTopic: syncTopic,
 		cancel:    cancel,
-		recv:      make(chan containerdRecv),
+		recv:      make(chan Received),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -128,20 +145,21 @@ func containerdSyncToken() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// containerdRecv is one result of the stream's Recv.
-type containerdRecv struct {
+// Received is one result of the stream's Recv: an event, or the error that
+// ended the subscription.
+type Received struct {
 	env *apitypes.Envelope
 	err error
 }
 
-// containerdStream is the Stream of a ContainerdAdapter. A goroutine (pump)
+// EventStream is the engine.Stream of a Adapter. A goroutine (pump)
 // reads the gRPC stream so that Next can honour its ctx; Close stops it and
 // waits for it.
-type containerdStream struct {
-	a         *ContainerdAdapter
+type EventStream struct {
+	a         *Adapter
 	syncTopic string
 	cancel    context.CancelFunc
-	recv      chan containerdRecv
+	recv      chan Received
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -150,15 +168,15 @@ type containerdStream struct {
 	failed  error                // the error that ended the stream
 }
 
-var _ Stream = (*containerdStream)(nil)
+var _ engine.Stream = (*EventStream)(nil)
 
 // pump forwards Recv results to s.recv until an error or cancellation.
-func (s *containerdStream) pump(ctx context.Context, sub eventsapi.Events_SubscribeClient) {
+func (s *EventStream) pump(ctx context.Context, sub eventsapi.Events_SubscribeClient) {
 	defer close(s.done)
 	for {
 		env, err := sub.Recv()
 		select {
-		case s.recv <- containerdRecv{env: env, err: err}:
+		case s.recv <- Received{env: env, err: err}:
 		case <-ctx.Done():
 			return
 		}
@@ -169,7 +187,7 @@ func (s *containerdStream) pump(ctx context.Context, sub eventsapi.Events_Subscr
 }
 
 // awaitSync publishes the marker until it comes back on the stream.
-func (s *containerdStream) awaitSync(ctx context.Context, events eventsapi.EventsClient) error {
+func (s *EventStream) awaitSync(ctx context.Context, events eventsapi.EventsClient) error {
 	ctx, cancel := context.WithTimeout(ctx, containerdSyncTimeout)
 	defer cancel()
 	marker, err := anypb.New(&emptypb.Empty{})
@@ -212,13 +230,13 @@ func (s *containerdStream) awaitSync(ctx context.Context, events eventsapi.Event
 	}
 }
 
-// Next returns the next decoded change. Errors wrapping ErrIgnored or
-// ErrMalformed concern one event only; any other error ends the stream (and
+// Next returns the next decoded change. Errors wrapping engine.ErrIgnored or
+// engine.ErrMalformed concern one event only; any other error ends the stream (and
 // every later call returns it).
-func (s *containerdStream) Next(ctx context.Context) (Change, error) {
+func (s *EventStream) Next(ctx context.Context) (engine.Change, error) {
 	for {
 		if s.failed != nil {
-			return Change{}, s.failed
+			return engine.Change{}, s.failed
 		}
 		var env *apitypes.Envelope
 		if len(s.pending) > 0 {
@@ -228,7 +246,7 @@ func (s *containerdStream) Next(ctx context.Context) (Change, error) {
 		} else {
 			select {
 			case <-ctx.Done():
-				return Change{}, ctx.Err()
+				return engine.Change{}, ctx.Err()
 			case <-s.stop:
 				s.failed = fmt.Errorf("containerd at %s: events stream closed", s.a.endpoint)
 				continue
@@ -249,7 +267,7 @@ func (s *containerdStream) Next(ctx context.Context) (Change, error) {
 		}
 		ch, err := decodeContainerdEvent(env.GetNamespace(), env.GetTopic(), ts, env.GetEvent().GetTypeUrl(), env.GetEvent().GetValue())
 		if err != nil {
-			return Change{}, fmt.Errorf("containerd at %s: event %s in namespace %s: %w", s.a.endpoint, env.GetTopic(), env.GetNamespace(), err)
+			return engine.Change{}, fmt.Errorf("containerd at %s: event %s in namespace %s: %w", s.a.endpoint, env.GetTopic(), env.GetNamespace(), err)
 		}
 		switch ch.Type {
 		case model.EventDie:
@@ -264,7 +282,7 @@ func (s *containerdStream) Next(ctx context.Context) (Change, error) {
 }
 
 // Close ends the subscription and waits for the reading goroutine.
-func (s *containerdStream) Close() error {
+func (s *EventStream) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		s.cancel()
@@ -274,28 +292,28 @@ func (s *containerdStream) Close() error {
 }
 
 // decodeContainerdEvent turns one containerd event (its envelope's namespace,
-// topic and timestamp, and the Any it carries) into a Change. It returns an
-// error wrapping ErrIgnored for topics of no interest (task create and delete,
-// exits of exec'd processes) and ErrMalformed for anything it cannot decode,
+// topic and timestamp, and the Any it carries) into a engine.Change. It returns an
+// error wrapping engine.ErrIgnored for topics of no interest (task create and delete,
+// exits of exec'd processes) and engine.ErrMalformed for anything it cannot decode,
 // including a payload type that does not match the topic and a missing
 // namespace or container ID. It never panics, whatever the input.
-func decodeContainerdEvent(ns, topic string, ts time.Time, typeURL string, value []byte) (Change, error) {
+func decodeContainerdEvent(ns, topic string, ts time.Time, typeURL string, value []byte) (engine.Change, error) {
 	switch topic {
 	case containerdTopicContainerCreate, containerdTopicContainerDelete, containerdTopicTaskStart,
 		containerdTopicTaskExit, containerdTopicTaskPaused, containerdTopicTaskResumed, containerdTopicTaskOOM:
 	case containerdTopicTaskCreate, containerdTopicTaskDelete:
-		return Change{}, ErrIgnored
+		return engine.Change{}, engine.ErrIgnored
 	default:
-		return Change{}, fmt.Errorf("topic %q: %w", topic, ErrIgnored)
+		return engine.Change{}, fmt.Errorf("topic %q: %w", topic, engine.ErrIgnored)
 	}
 	if ns == "" {
-		return Change{}, fmt.Errorf("no namespace: %w", ErrMalformed)
+		return engine.Change{}, fmt.Errorf("no namespace: %w", engine.ErrMalformed)
 	}
 	v, err := unmarshalAny(typeURL, value)
 	if err != nil {
-		return Change{}, fmt.Errorf("decode %q: %v: %w", typeURL, err, ErrMalformed)
+		return engine.Change{}, fmt.Errorf("decode %q: %v: %w", typeURL, err, engine.ErrMalformed)
 	}
-	ch := Change{Namespace: ns, Time: ts}
+	ch := engine.Change{Namespace: ns, Time: ts}
 	ok := false
 	switch e := v.(type) {
 	case *apievents.ContainerCreate:
@@ -320,7 +338,7 @@ func decodeContainerdEvent(ns, topic string, ts time.Time, typeURL string, value
 		ok = topic == containerdTopicTaskExit
 		ch.Type, ch.ContainerID = model.EventDie, e.GetContainerID()
 		if ok && e.GetID() != "" && e.GetID() != e.GetContainerID() {
-			return Change{}, fmt.Errorf("exit of exec process %s in container %s: %w", e.GetID(), e.GetContainerID(), ErrIgnored)
+			return engine.Change{}, fmt.Errorf("exit of exec process %s in container %s: %w", e.GetID(), e.GetContainerID(), engine.ErrIgnored)
 		}
 		code := int(e.GetExitStatus())
 		ch.ExitCode = &code
@@ -329,10 +347,10 @@ func decodeContainerdEvent(ns, topic string, ts time.Time, typeURL string, value
 		}
 	}
 	if !ok {
-		return Change{}, fmt.Errorf("payload %q does not match the topic: %w", typeURL, ErrMalformed)
+		return engine.Change{}, fmt.Errorf("payload %q does not match the topic: %w", typeURL, engine.ErrMalformed)
 	}
 	if ch.ContainerID == "" {
-		return Change{}, fmt.Errorf("no container ID: %w", ErrMalformed)
+		return engine.Change{}, fmt.Errorf("no container ID: %w", engine.ErrMalformed)
 	}
 	return ch, nil
 }

@@ -1,4 +1,4 @@
-package watch
+package containerd
 
 import (
 	"context"
@@ -65,7 +65,7 @@ func newCtrdImageResolver(images ctrdImageGetter, content ctrdContentReader) *ct
 // imageID returns the image ID of the image named ref in the namespace of ctx.
 // When the config cannot be found, the target's digest is returned together
 // with the error; when the image record itself is missing, "" and an error
-// for which isNotFound holds.
+// for which engine.IsGRPCNotFound holds.
 func (r *ctrdImageResolver) imageID(ctx context.Context, ref string) (string, error) {
 	resp, err := r.images.Get(ctx, &imagesapi.GetImageRequest{Name: ref})
 	if err != nil {

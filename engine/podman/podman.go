@@ -1,4 +1,4 @@
-package watch
+package podman
 
 import (
 	"bufio"
@@ -15,32 +15,35 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/docker"
 	"github.com/agentd-dev/agentd/internal/unixhttp"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/stats"
 )
 
-// podmanAPI is the libpod API version prefix; podman 4.x serves it.
-const podmanAPI = "/v4.0.0/libpod"
+// apiPrefix is the libpod API version prefix: podman 4 and newer serve
+// API 4.0.0 and answer the versioned paths.
+const apiPrefix = "/v4.0.0/libpod"
 
-// PodmanAdapter speaks podman's libpod REST API over its unix socket with a
+// Adapter speaks podman's libpod REST API over its unix socket with a
 // small HTTP client of its own. Connecting to a socket-activated podman starts
 // it (systemd hands the connection to podman.service); the open event stream
 // keeps it from exiting on idle.
-type PodmanAdapter struct {
+type Adapter struct {
 	endpoint    string
 	http        *http.Client
 	concurrency int
 }
 
 var (
-	_ Adapter = (*PodmanAdapter)(nil)
-	_ Stream  = (*podmanStream)(nil)
+	_ engine.Adapter = (*Adapter)(nil)
+	_ engine.Stream  = (*podmanStream)(nil)
 )
 
-// NewPodmanAdapter returns an adapter for the podman engine e (e.Endpoint is
+// NewAdapter returns an adapter for the podman engine e (e.Endpoint is
 // the socket path as reached from the host). It does not connect yet.
-func NewPodmanAdapter(_ context.Context, e model.Engine, _ *slog.Logger) (Adapter, error) {
+func NewAdapter(_ context.Context, e model.Engine, _ *slog.Logger) (engine.Adapter, error) {
 	if e.Endpoint == "" {
 		return nil, errors.New("podman: engine without an endpoint")
 	}
@@ -48,17 +51,17 @@ func NewPodmanAdapter(_ context.Context, e model.Engine, _ *slog.Logger) (Adapte
 	tr := unixhttp.NewTransport(endpoint)
 	tr.MaxIdleConnsPerHost = 4
 	tr.IdleConnTimeout = 30 * time.Second
-	return &PodmanAdapter{endpoint: endpoint, http: &http.Client{Transport: tr}, concurrency: 8}, nil
+	return &Adapter{endpoint: endpoint, http: &http.Client{Transport: tr}, concurrency: 8}, nil
 }
 
 // Close releases idle connections.
-func (p *PodmanAdapter) Close() error {
+func (p *Adapter) Close() error {
 	p.http.CloseIdleConnections()
 	return nil
 }
 
-func (p *PodmanAdapter) get(ctx context.Context, pathQuery string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://podman"+podmanAPI+pathQuery, nil)
+func (p *Adapter) get(ctx context.Context, pathQuery string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://podman"+apiPrefix+pathQuery, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -71,20 +74,23 @@ func (p *PodmanAdapter) get(ctx context.Context, pathQuery string) (*http.Respon
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		err := fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 		if resp.StatusCode == http.StatusNotFound {
-			err = fmt.Errorf("%w: %w", ErrNotFound, err)
+			err = fmt.Errorf("%w: %w", engine.ErrNotFound, err)
 		}
 		return nil, err
 	}
 	return resp, nil
 }
 
-func (p *PodmanAdapter) getJSON(ctx context.Context, pathQuery string, v any) error {
+func (p *Adapter) getJSON(ctx context.Context, pathQuery string, v any) error {
 	resp, err := p.get(ctx, pathQuery)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(v)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(v); err != nil {
+		return fmt.Errorf("decode %s: %w", pathQuery, err)
+	}
+	return nil
 }
 
 // Subscribe opens the event stream of container events since the moment of
@@ -92,7 +98,7 @@ func (p *PodmanAdapter) getJSON(ctx context.Context, pathQuery string, v any) er
 // the request runs in the stream's own goroutine; the since filter makes the
 // subscription effective as of the call all the same (podman reads past
 // events from its event log).
-func (p *PodmanAdapter) Subscribe(ctx context.Context) (Stream, error) {
+func (p *Adapter) Subscribe(ctx context.Context) (engine.Stream, error) {
 	since := time.Now()
 	// Ping first: it activates a socket-activated podman and fails fast when
 	// nothing listens.
@@ -111,7 +117,7 @@ func (p *PodmanAdapter) Subscribe(ctx context.Context) (Stream, error) {
 	return s, nil
 }
 
-func (p *PodmanAdapter) getPing(ctx context.Context, out *string) error {
+func (p *Adapter) getPing(ctx context.Context, out *string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://podman/_ping", nil)
 	if err != nil {
 		return err
@@ -139,7 +145,7 @@ type podmanStream struct {
 }
 
 // read sends each line of the event stream until it fails or ctx ends.
-func (s *podmanStream) read(ctx context.Context, p *PodmanAdapter, pathQuery string) {
+func (s *podmanStream) read(ctx context.Context, p *Adapter, pathQuery string) {
 	defer s.wg.Done()
 	fail := func(err error) {
 		select {
@@ -175,14 +181,14 @@ func (s *podmanStream) read(ctx context.Context, p *PodmanAdapter, pathQuery str
 	fail(err)
 }
 
-func (s *podmanStream) Next(ctx context.Context) (Change, error) {
+func (s *podmanStream) Next(ctx context.Context) (engine.Change, error) {
 	select {
 	case <-ctx.Done():
-		return Change{}, ctx.Err()
+		return engine.Change{}, ctx.Err()
 	case b := <-s.lines:
 		return decodePodmanEvent(b)
 	case err := <-s.errc:
-		return Change{}, fmt.Errorf("podman at %s: events: %w", s.endpoint, err)
+		return engine.Change{}, fmt.Errorf("podman at %s: events: %w", s.endpoint, err)
 	}
 }
 
@@ -213,14 +219,14 @@ type podmanEvent struct {
 // decodePodmanEvent maps one line of podman's event stream: create, start,
 // pause, unpause, stop, died (→ die with the containerExitCode attribute),
 // remove (→ destroy). init, cleanup, history, exec, attach and others are
-// ErrIgnored; lines that are not JSON objects are ErrMalformed.
-func decodePodmanEvent(b []byte) (Change, error) {
+// engine.ErrIgnored; lines that are not JSON objects are engine.ErrMalformed.
+func decodePodmanEvent(b []byte) (engine.Change, error) {
 	var e podmanEvent
 	if err := json.Unmarshal(b, &e); err != nil {
-		return Change{}, fmt.Errorf("podman event %.80q: %w: %w", b, ErrMalformed, err)
+		return engine.Change{}, fmt.Errorf("podman event %.80q: %w: %w", b, engine.ErrMalformed, err)
 	}
 	if e.Type != "" && e.Type != "container" {
-		return Change{}, fmt.Errorf("podman %s event: %w", e.Type, ErrIgnored)
+		return engine.Change{}, fmt.Errorf("podman %s event: %w", e.Type, engine.ErrIgnored)
 	}
 	action := e.Action
 	if action == "" {
@@ -231,9 +237,9 @@ func decodePodmanEvent(b []byte) (Change, error) {
 		id = e.ID
 	}
 	if action == "" {
-		return Change{}, fmt.Errorf("podman event without an action: %w", ErrMalformed)
+		return engine.Change{}, fmt.Errorf("podman event without an action: %w", engine.ErrMalformed)
 	}
-	ch := Change{ContainerID: id, Time: eventTime(e.Time, e.TimeNano)}
+	ch := engine.Change{ContainerID: id, Time: engine.EventTime(e.Time, e.TimeNano)}
 	switch action {
 	case "create":
 		ch.Type = model.EventCreate
@@ -252,15 +258,15 @@ func decodePodmanEvent(b []byte) (Change, error) {
 		if v, ok := e.Actor.Attributes["containerExitCode"]; ok && v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil {
-				return Change{}, fmt.Errorf("podman died event of %s: containerExitCode %q: %w", id, v, ErrMalformed)
+				return engine.Change{}, fmt.Errorf("podman died event of %s: containerExitCode %q: %w", id, v, engine.ErrMalformed)
 			}
 			ch.ExitCode = &n
 		}
 	default:
-		return Change{}, fmt.Errorf("podman %q event: %w", action, ErrIgnored)
+		return engine.Change{}, fmt.Errorf("podman %q event: %w", action, engine.ErrIgnored)
 	}
 	if id == "" {
-		return Change{}, fmt.Errorf("podman %q event without a container ID: %w", action, ErrMalformed)
+		return engine.Change{}, fmt.Errorf("podman %q event without a container ID: %w", action, engine.ErrMalformed)
 	}
 	return ch, nil
 }
@@ -271,7 +277,7 @@ type podmanListEntry struct {
 }
 
 // List returns every container, inspected for PIDs, times and exit codes.
-func (p *PodmanAdapter) List(ctx context.Context) ([]model.Container, error) {
+func (p *Adapter) List(ctx context.Context) ([]model.Container, error) {
 	var entries []podmanListEntry
 	if err := p.getJSON(ctx, "/containers/json?all=true", &entries); err != nil {
 		return nil, fmt.Errorf("podman at %s: list containers: %w", p.endpoint, err)
@@ -280,7 +286,7 @@ func (p *PodmanAdapter) List(ctx context.Context) ([]model.Container, error) {
 	for _, e := range entries {
 		ids = append(ids, e.ID)
 	}
-	cs, err := inspectAll(ctx, p.concurrency, ids, p.Inspect)
+	cs, err := engine.InspectAll(ctx, p.concurrency, ids, p.Inspect)
 	if err != nil {
 		return nil, fmt.Errorf("podman at %s: list containers: %w", p.endpoint, err)
 	}
@@ -312,7 +318,7 @@ type podmanInspect struct {
 }
 
 // Inspect returns one container; the PID is in the engine's PID namespace.
-func (p *PodmanAdapter) Inspect(ctx context.Context, id string) (model.Container, error) {
+func (p *Adapter) Inspect(ctx context.Context, id string) (model.Container, error) {
 	var r podmanInspect
 	if err := p.getJSON(ctx, "/containers/"+url.PathEscape(id)+"/json", &r); err != nil {
 		return model.Container{}, fmt.Errorf("podman at %s: inspect container %s: %w", p.endpoint, id, err)
@@ -330,14 +336,14 @@ func podmanContainer(r podmanInspect) model.Container {
 		ExitCode:     r.State.ExitCode,
 		OOMKilled:    r.State.OOMKilled,
 		RestartCount: r.RestartCount,
-		CreatedAt:    parseTime(r.Created),
-		StartedAt:    parseTime(r.State.StartedAt),
-		FinishedAt:   parseTime(r.State.FinishedAt),
+		CreatedAt:    engine.ParseTime(r.Created),
+		StartedAt:    engine.ParseTime(r.State.StartedAt),
+		FinishedAt:   engine.ParseTime(r.State.FinishedAt),
 		CgroupPath:   r.State.CgroupPath,
 		State:        podmanState(r.State.Status, r.State.Running, r.State.Paused),
 	}
-	c.ImageName, c.ImageTags = splitImageRef(r.ImageName)
-	if !running(c.State) {
+	c.ImageName, c.ImageTags = engine.SplitImageRef(r.ImageName)
+	if !c.State.Running() {
 		c.PID = 0
 	}
 	return c
@@ -361,12 +367,12 @@ func podmanState(status string, isRunning, paused bool) model.ContainerState {
 	return model.StateUnknown
 }
 
-var _ stats.Fallback = (*PodmanAdapter)(nil)
+var _ stats.Fallback = (*Adapter)(nil)
 
 // Stats reads one container's stats through podman's Docker-compatible
 // one-shot stats endpoint: the stats fallback for a container whose cgroup
 // cannot be read.
-func (p *PodmanAdapter) Stats(ctx context.Context, c model.Container) (stats.Stats, error) {
+func (p *Adapter) Stats(ctx context.Context, c model.Container) (stats.Stats, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
 		"http://podman/v1.41/containers/"+url.PathEscape(c.ID)+"/stats?stream=false&one-shot=true", nil)
 	if err != nil {
@@ -381,7 +387,7 @@ func (p *PodmanAdapter) Stats(ctx context.Context, c model.Container) (stats.Sta
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return stats.Stats{}, fmt.Errorf("podman at %s: stats of %s: HTTP %d: %s", p.endpoint, c.ID, resp.StatusCode, strings.TrimSpace(string(b)))
 	}
-	s, err := stats.DecodeDockerStats(resp.Body)
+	s, err := docker.DecodeStats(resp.Body)
 	if err != nil {
 		return stats.Stats{}, fmt.Errorf("podman at %s: stats of %s: %w", p.endpoint, c.ID, err)
 	}

@@ -1,4 +1,4 @@
-package watch
+package cri
 
 import (
 	"context"
@@ -15,21 +15,23 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/containerd"
 	"github.com/agentd-dev/agentd/model"
 )
 
 const (
-	// DefaultCRIPollInterval is how often a CRIAdapter lists containers to
+	// DefaultPollInterval is how often a Adapter lists containers to
 	// synthesise events when the runtime has no GetContainerEvents and no
 	// containerd event API either (with one, ten times as seldom).
-	DefaultCRIPollInterval = time.Second
+	DefaultPollInterval = time.Second
 	// criStatusWorkers bounds the concurrent ContainerStatus calls of a List.
 	criStatusWorkers = 4
 	// criMaxMsgSize is the largest response accepted (lists of many containers).
 	criMaxMsgSize = 16 << 20
 )
 
-// The labels that carry a container's pod, as kubelet sets them; CRIAdapter
+// The labels that carry a container's pod, as kubelet sets them; Adapter
 // adds them from the pod sandbox's metadata when the container lacks them.
 const (
 	criLabelPodName      = "io.kubernetes.pod.name"
@@ -37,7 +39,7 @@ const (
 	criLabelPodUID       = "io.kubernetes.pod.uid"
 )
 
-// criEventMode is how a CRIAdapter learns about changes.
+// criEventMode is how a Adapter learns about changes.
 type criEventMode int
 
 const (
@@ -56,7 +58,7 @@ func (m criEventMode) String() string {
 	return "unknown"
 }
 
-// CRIAdapter is the Adapter for a CRI runtime service (containerd's CRI
+// Adapter is the engine.Adapter for a CRI runtime service (containerd's CRI
 // plugin, CRI-O) over gRPC, k8s.io/cri-api runtime v1.
 //
 // It reports containers, not pod sandboxes: a container's pod shows in its
@@ -69,7 +71,7 @@ func (m criEventMode) String() string {
 //
 // Events come from the streaming GetContainerEvents RPC when the runtime
 // implements it; containerd before 1.7 (1.6.20 here) answers Unimplemented,
-// and then the adapter polls: its Stream lists the containers and synthesises
+// and then the adapter polls: its engine.Stream lists the containers and synthesises
 // create, start, die and destroy Changes from the differences, listing when
 // containerd's own event API (on the same socket) publishes a container or
 // task event and every ten poll intervals besides, or every poll interval
@@ -79,8 +81,8 @@ func (m criEventMode) String() string {
 // PIDs come from the verbose ContainerStatus ("pid" in its "info" JSON, which
 // containerd and CRI-O both provide) and are in the runtime's PID namespace.
 //
-// A CRIAdapter is safe for concurrent use. Close releases its connection.
-type CRIAdapter struct {
+// A Adapter is safe for concurrent use. Close releases its connection.
+type Adapter struct {
 	engine       model.Engine
 	log          *slog.Logger
 	endpoint     string
@@ -93,39 +95,46 @@ type CRIAdapter struct {
 	mode criEventMode
 }
 
-var _ Adapter = (*CRIAdapter)(nil)
+var _ engine.Adapter = (*Adapter)(nil)
 
-// CRIOption configures a CRIAdapter.
-type CRIOption func(*CRIAdapter)
+// Option configures a Adapter.
+type Option func(*Adapter)
 
-// WithCRIPollInterval sets how often the adapter lists containers when the
-// runtime has no GetContainerEvents (default DefaultCRIPollInterval). Values
+// WithPollInterval sets how often the adapter lists containers when the
+// runtime has no GetContainerEvents (default DefaultPollInterval). Values
 // below 10 ms are raised to 10 ms.
-func WithCRIPollInterval(d time.Duration) CRIOption {
-	return func(a *CRIAdapter) { a.pollInterval = max(d, 10*time.Millisecond) }
+func WithPollInterval(d time.Duration) Option {
+	return func(a *Adapter) { a.pollInterval = max(d, 10*time.Millisecond) }
 }
 
-// NewCRI returns an adapter for the CRI runtime service at engine.Endpoint (a
+// WithPolling makes the adapter list on a schedule (and on containerd's
+// events where the runtime is containerd) from the start, as it does for a
+// runtime without GetContainerEvents.
+func WithPolling() Option {
+	return func(a *Adapter) { a.mode = criModePolling }
+}
+
+// New returns an adapter for the CRI runtime service at e.Endpoint (a
 // host path such as /run/containerd/containerd.sock). It does not wait for
 // the runtime: the connection comes up in the background, and a runtime that
 // is down now is reached when it answers again (the Watcher retries).
-func NewCRI(engine model.Engine, log *slog.Logger, opts ...CRIOption) (*CRIAdapter, error) {
+func New(e model.Engine, log *slog.Logger, opts ...Option) (*Adapter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	conn, err := grpc.NewClient("unix://"+engine.Endpoint,
+	conn, err := grpc.NewClient("unix://"+e.Endpoint,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(criMaxMsgSize)))
 	if err != nil {
-		return nil, fmt.Errorf("cri at %s: connect: %w", engine.Endpoint, err)
+		return nil, fmt.Errorf("cri at %s: connect: %w", e.Endpoint, err)
 	}
-	a := &CRIAdapter{
-		engine:       engine,
+	a := &Adapter{
+		engine:       e,
 		log:          log,
-		endpoint:     engine.Endpoint,
+		endpoint:     e.Endpoint,
 		conn:         conn,
 		rt:           runtimeapi.NewRuntimeServiceClient(conn),
-		pollInterval: DefaultCRIPollInterval,
+		pollInterval: DefaultPollInterval,
 		probeWindow:  500 * time.Millisecond,
 	}
 	for _, o := range opts {
@@ -135,7 +144,7 @@ func NewCRI(engine model.Engine, log *slog.Logger, opts ...CRIOption) (*CRIAdapt
 }
 
 // Close closes the connection; open Streams fail afterwards.
-func (a *CRIAdapter) Close() error {
+func (a *Adapter) Close() error {
 	if err := a.conn.Close(); err != nil {
 		return fmt.Errorf("cri at %s: close: %w", a.endpoint, err)
 	}
@@ -144,7 +153,7 @@ func (a *CRIAdapter) Close() error {
 
 // EventSource says how the adapter gets events: "GetContainerEvents",
 // "polling", or "unknown" before the first Subscribe.
-func (a *CRIAdapter) EventSource() string {
+func (a *Adapter) EventSource() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.mode.String()
@@ -153,7 +162,7 @@ func (a *CRIAdapter) EventSource() string {
 // List returns every container with its verbose status. Containers removed
 // while listing are left out; other ContainerStatus failures are joined into
 // the error and the container is returned with what the list said.
-func (a *CRIAdapter) List(ctx context.Context) ([]model.Container, error) {
+func (a *Adapter) List(ctx context.Context) ([]model.Container, error) {
 	sbs, err := a.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("cri at %s: list pod sandboxes: %w", a.endpoint, err)
@@ -184,7 +193,7 @@ func (a *CRIAdapter) List(ctx context.Context) ([]model.Container, error) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			st, err := a.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.GetId(), Verbose: true})
-			if isNotFound(err) {
+			if engine.IsGRPCNotFound(err) {
 				return
 			}
 			if err != nil {
@@ -205,9 +214,9 @@ func (a *CRIAdapter) List(ctx context.Context) ([]model.Container, error) {
 	return res, errors.Join(errs...)
 }
 
-// Inspect returns one container, or an error wrapping ErrNotFound.
-func (a *CRIAdapter) Inspect(ctx context.Context, id string) (model.Container, error) {
-	notFound := fmt.Errorf("cri at %s: container %s: %w", a.endpoint, id, ErrNotFound)
+// Inspect returns one container, or an error wrapping engine.ErrNotFound.
+func (a *Adapter) Inspect(ctx context.Context, id string) (model.Container, error) {
+	notFound := fmt.Errorf("cri at %s: container %s: %w", a.endpoint, id, engine.ErrNotFound)
 	cl, err := a.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: id}})
 	if err != nil {
 		return model.Container{}, fmt.Errorf("cri at %s: container %s: list: %w", a.endpoint, id, err)
@@ -222,7 +231,7 @@ func (a *CRIAdapter) Inspect(ctx context.Context, id string) (model.Container, e
 		return model.Container{}, notFound
 	}
 	st, err := a.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
-	if isNotFound(err) {
+	if engine.IsGRPCNotFound(err) {
 		return model.Container{}, notFound
 	}
 	if err != nil {
@@ -318,7 +327,7 @@ func criImage(image, ref, id string) (string, []string, string) {
 		}
 		return image, nil, id
 	}
-	name, tags := ctrdSplitImageRef(image)
+	name, tags := containerd.SplitImageRef(image)
 	return name, tags, id
 }
 
@@ -339,7 +348,7 @@ func criVerboseInfo(info map[string]string) (int, string) {
 	}
 	var cgroup string
 	if len(v.RuntimeSpec) > 0 {
-		cgroup = ctrdSpecCgroupPath(v.RuntimeSpec)
+		cgroup = containerd.SpecCgroupPath(v.RuntimeSpec)
 	}
 	return max(v.PID, 0), cgroup
 }

@@ -1,4 +1,4 @@
-package watch
+package containerd
 
 import (
 	"context"
@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -34,11 +35,11 @@ import (
 // specs).
 const containerdMaxMsgSize = 16 << 20
 
-// containerdDialOptions make a connection that comes up in the background (the
+// dialOptions make a connection that comes up in the background (the
 // containerd client's own dial blocks and fails when the engine is down at that
 // moment): a call made while the engine is down fails with Unavailable, which
 // the Watcher retries with backoff.
-func containerdDialOptions() []grpc.DialOption {
+func dialOptions() []grpc.DialOption {
 	bo := backoff.DefaultConfig
 	bo.MaxDelay = 3 * time.Second
 	return []grpc.DialOption{
@@ -48,14 +49,8 @@ func containerdDialOptions() []grpc.DialOption {
 	}
 }
 
-// isNotFound tells whether a gRPC error of containerd or a CRI runtime,
-// wrapped or not, means the object is gone.
-func isNotFound(err error) bool {
-	return status.Code(err) == codes.NotFound
-}
-
 // Labels that orchestrators put on containerd containers to name them, in the
-// order ContainerdAdapter consults them: nerdctl's name, the CRI plugin's
+// order Adapter consults them: nerdctl's name, the CRI plugin's
 // container name, the CRI plugin's pod name (on sandbox containers).
 var containerdNameLabels = []string{
 	"nerdctl/name",
@@ -63,10 +58,10 @@ var containerdNameLabels = []string{
 	"io.kubernetes.pod.name",
 }
 
-// ContainerdAdapter is the Adapter for containerd's native API. It covers every
+// Adapter is the engine.Adapter for containerd's native API. It covers every
 // containerd namespace (including moby, Docker's, and k8s.io, the CRI plugin's;
 // deduplication against the Docker and CRI views happens in the Watcher, keyed
-// on model.Container.Namespace, which is set on every container and Change).
+// on model.Container.Namespace, which is set on every container and engine.Change).
 //
 // Container IDs are unique only within a namespace: Inspect accepts
 // "NAMESPACE/ID" (containerd IDs cannot contain "/") and otherwise searches the
@@ -85,8 +80,8 @@ var containerdNameLabels = []string{
 // exit status; containers without a task and without a remembered exit are
 // reported as created.
 //
-// A ContainerdAdapter is safe for concurrent use. Close releases its connection.
-type ContainerdAdapter struct {
+// A Adapter is safe for concurrent use. Close releases its connection.
+type Adapter struct {
 	engine     model.Engine
 	log        *slog.Logger
 	conn       *grpc.ClientConn
@@ -106,35 +101,35 @@ type containerdExit struct {
 	at   time.Time
 }
 
-var _ Adapter = (*ContainerdAdapter)(nil)
+var _ engine.Adapter = (*Adapter)(nil)
 
-// NewContainerd connects to the containerd at engine.Endpoint (a host path such
+// New connects to the containerd at e.Endpoint (a host path such
 // as /run/containerd/containerd.sock or /proc/PID/root/run/containerd/containerd.sock).
 // It does not wait for the engine: an engine that is down now is reached when
 // it answers again (the Watcher retries).
-func NewContainerd(engine model.Engine, log *slog.Logger) (*ContainerdAdapter, error) {
+func New(e model.Engine, log *slog.Logger) (*Adapter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	conn, err := grpc.NewClient("unix://"+engine.Endpoint, containerdDialOptions()...)
+	conn, err := grpc.NewClient("unix://"+e.Endpoint, dialOptions()...)
 	if err != nil {
-		return nil, fmt.Errorf("containerd at %s: connect: %w", engine.Endpoint, err)
+		return nil, fmt.Errorf("containerd at %s: connect: %w", e.Endpoint, err)
 	}
-	return &ContainerdAdapter{
-		engine:     engine,
+	return &Adapter{
+		engine:     e,
 		log:        log,
 		conn:       conn,
 		namespaces: namespacesapi.NewNamespacesClient(conn),
 		containers: containersapi.NewContainersClient(conn),
 		tasks:      tasksapi.NewTasksClient(conn),
 		images:     newCtrdImageResolver(imagesapi.NewImagesClient(conn), contentapi.NewContentClient(conn)),
-		endpoint:   engine.Endpoint,
+		endpoint:   e.Endpoint,
 		exits:      make(map[string]containerdExit),
 	}, nil
 }
 
 // Close closes the connection to containerd; open Streams fail afterwards.
-func (a *ContainerdAdapter) Close() error {
+func (a *Adapter) Close() error {
 	if err := a.conn.Close(); err != nil {
 		return fmt.Errorf("containerd at %s: close: %w", a.endpoint, err)
 	}
@@ -144,7 +139,7 @@ func (a *ContainerdAdapter) Close() error {
 // List returns the containers of every namespace. A namespace that fails to
 // list does not hide the others: their containers are returned together with
 // the joined errors.
-func (a *ContainerdAdapter) List(ctx context.Context) ([]model.Container, error) {
+func (a *Adapter) List(ctx context.Context) ([]model.Container, error) {
 	nss, err := a.listNamespaces(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: list namespaces: %w", a.endpoint, err)
@@ -174,7 +169,7 @@ func (a *ContainerdAdapter) List(ctx context.Context) ([]model.Container, error)
 // Inspect returns one container. id is "NAMESPACE/ID" or a bare ID, which is
 // looked up in every namespace (the first namespace in name order that has it
 // wins).
-func (a *ContainerdAdapter) Inspect(ctx context.Context, id string) (model.Container, error) {
+func (a *Adapter) Inspect(ctx context.Context, id string) (model.Container, error) {
 	if ns, cid, ok := strings.Cut(id, "/"); ok {
 		return a.InspectNamespaced(ctx, ns, cid)
 	}
@@ -184,29 +179,29 @@ func (a *ContainerdAdapter) Inspect(ctx context.Context, id string) (model.Conta
 	}
 	for _, ns := range nss {
 		c, err := a.InspectNamespaced(ctx, ns, id)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, engine.ErrNotFound) {
 			continue
 		}
 		return c, err
 	}
-	return model.Container{}, fmt.Errorf("containerd at %s: container %s: %w", a.endpoint, id, ErrNotFound)
+	return model.Container{}, fmt.Errorf("containerd at %s: container %s: %w", a.endpoint, id, engine.ErrNotFound)
 }
 
 // InspectNamespaced returns container id of namespace ns, or an error wrapping
-// ErrNotFound.
-func (a *ContainerdAdapter) InspectNamespaced(ctx context.Context, ns, id string) (model.Container, error) {
+// engine.ErrNotFound.
+func (a *Adapter) InspectNamespaced(ctx context.Context, ns, id string) (model.Container, error) {
 	cs, err := a.listNamespace(ctx, ns, []string{"id==" + id})
 	if err != nil {
 		return model.Container{}, err
 	}
 	if len(cs) == 0 {
-		return model.Container{}, fmt.Errorf("containerd at %s: container %s/%s: %w", a.endpoint, ns, id, ErrNotFound)
+		return model.Container{}, fmt.Errorf("containerd at %s: container %s/%s: %w", a.endpoint, ns, id, engine.ErrNotFound)
 	}
 	return cs[0], nil
 }
 
 // listNamespaces returns the names of containerd's namespaces, sorted.
-func (a *ContainerdAdapter) listNamespaces(ctx context.Context) ([]string, error) {
+func (a *Adapter) listNamespaces(ctx context.Context) ([]string, error) {
 	resp, err := a.namespaces.List(ctx, &namespacesapi.ListNamespacesRequest{})
 	if err != nil {
 		return nil, err
@@ -223,7 +218,7 @@ func (a *ContainerdAdapter) listNamespaces(ctx context.Context) ([]string, error
 // filters, streamed one message a container (as containerd's client does: a
 // single List answer with hundreds of OCI specs can pass the message size
 // limit), falling back to List on a containerd without ListStream.
-func (a *ContainerdAdapter) listContainers(ctx context.Context, filters []string) ([]*containersapi.Container, error) {
+func (a *Adapter) listContainers(ctx context.Context, filters []string) ([]*containersapi.Container, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req := &containersapi.ListContainersRequest{Filters: filters}
@@ -255,11 +250,11 @@ func (a *ContainerdAdapter) listContainers(ctx context.Context, filters []string
 
 // listNamespace lists the containers of ns matching filters (all when none),
 // with their tasks and images: three or four RPCs for the whole namespace.
-func (a *ContainerdAdapter) listNamespace(ctx context.Context, ns string, filters []string) ([]model.Container, error) {
+func (a *Adapter) listNamespace(ctx context.Context, ns string, filters []string) ([]model.Container, error) {
 	nctx := namespaces.WithNamespace(ctx, ns)
 	recs, err := a.listContainers(nctx, filters)
 	if err != nil {
-		if isNotFound(err) {
+		if engine.IsGRPCNotFound(err) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("containerd at %s: namespace %s: list containers: %w", a.endpoint, ns, err)
@@ -293,7 +288,7 @@ func (a *ContainerdAdapter) listNamespace(ctx context.Context, ns string, filter
 // digest of the image's config, which is what Docker and CRI call the image
 // ID, falling back to the manifest digest when the config cannot be read. An
 // image that is gone (containers outlive their images) leaves no digest.
-func (a *ContainerdAdapter) imageDigests(ctx context.Context, ns string, recs []*containersapi.Container) map[string]string {
+func (a *Adapter) imageDigests(ctx context.Context, ns string, recs []*containersapi.Container) map[string]string {
 	out := make(map[string]string)
 	for _, r := range recs {
 		ref := r.GetImage()
@@ -309,7 +304,7 @@ func (a *ContainerdAdapter) imageDigests(ctx context.Context, ns string, recs []
 		case err == nil:
 		case id != "":
 			a.log.Debug("image config lookup failed, using the manifest digest", "namespace", ns, "image", ref, "err", err)
-		case !isNotFound(err):
+		case !engine.IsGRPCNotFound(err):
 			a.log.Debug("image lookup failed", "namespace", ns, "image", ref, "err", err)
 		}
 	}
@@ -318,7 +313,7 @@ func (a *ContainerdAdapter) imageDigests(ctx context.Context, ns string, recs []
 
 // applyExitMemory records a stopped task's exit, or, for a container that has
 // no task any more, restores the exit seen earlier.
-func (a *ContainerdAdapter) applyExitMemory(c *model.Container, hasTask bool) {
+func (a *Adapter) applyExitMemory(c *model.Container, hasTask bool) {
 	key := c.Namespace + "/" + c.ID
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -337,21 +332,21 @@ func (a *ContainerdAdapter) applyExitMemory(c *model.Container, hasTask bool) {
 }
 
 // rememberExit records an exit seen on the event stream.
-func (a *ContainerdAdapter) rememberExit(ns, id string, code int, at time.Time) {
+func (a *Adapter) rememberExit(ns, id string, code int, at time.Time) {
 	a.mu.Lock()
 	a.exits[ns+"/"+id] = containerdExit{code: code, at: at}
 	a.mu.Unlock()
 }
 
 // forgetExit drops what is remembered about a deleted container.
-func (a *ContainerdAdapter) forgetExit(ns, id string) {
+func (a *Adapter) forgetExit(ns, id string) {
 	a.mu.Lock()
 	delete(a.exits, ns+"/"+id)
 	a.mu.Unlock()
 }
 
 // forgetExitsExcept drops remembered exits of containers a full List did not see.
-func (a *ContainerdAdapter) forgetExitsExcept(seen map[string]bool) {
+func (a *Adapter) forgetExitsExcept(seen map[string]bool) {
 	a.mu.Lock()
 	for k := range a.exits {
 		if !seen[k] {
@@ -377,7 +372,7 @@ func containerdContainer(engineID, ns string, r *containersapi.Container, task *
 	if t := r.GetCreatedAt(); t != nil && t.IsValid() {
 		c.CreatedAt = t.AsTime()
 	}
-	c.ImageName, c.ImageTags = ctrdSplitImageRef(r.GetImage())
+	c.ImageName, c.ImageTags = SplitImageRef(r.GetImage())
 	if task == nil {
 		return c
 	}
@@ -426,11 +421,11 @@ func containerdCgroupPath(spec *anypb.Any) string {
 	if spec == nil || len(spec.GetValue()) == 0 {
 		return ""
 	}
-	return ctrdSpecCgroupPath(spec.GetValue())
+	return SpecCgroupPath(spec.GetValue())
 }
 
-// ctrdSpecCgroupPath reads linux.cgroupsPath from an OCI runtime spec in JSON.
-func ctrdSpecCgroupPath(specJSON []byte) string {
+// SpecCgroupPath reads linux.cgroupsPath from an OCI runtime spec in JSON.
+func SpecCgroupPath(specJSON []byte) string {
 	var s struct {
 		Linux *struct {
 			CgroupsPath string `json:"cgroupsPath"`
@@ -488,11 +483,11 @@ func ctrdCgroupPath(p string) string {
 	return b.String()
 }
 
-// ctrdSplitImageRef splits an image reference into the name and its tags:
+// SplitImageRef splits an image reference into the name and its tags:
 // "docker.io/library/busybox:1.36" gives "docker.io/library/busybox" and
 // ["1.36"]; a digest reference ("name@sha256:...") gives the name and no tags;
 // an image ID ("sha256:...") is returned as the name.
-func ctrdSplitImageRef(ref string) (string, []string) {
+func SplitImageRef(ref string) (string, []string) {
 	if ref == "" {
 		return "", nil
 	}

@@ -1,4 +1,4 @@
-package watch
+package cri
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/containerd"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -29,7 +31,7 @@ import (
 //
 // The stream stays open until Close is called or ctx ends; Next must not be
 // called concurrently with itself.
-func (a *CRIAdapter) Subscribe(ctx context.Context) (Stream, error) {
+func (a *Adapter) Subscribe(ctx context.Context) (engine.Stream, error) {
 	a.mu.Lock()
 	mode := a.mode
 	a.mu.Unlock()
@@ -52,7 +54,7 @@ func (a *CRIAdapter) Subscribe(ctx context.Context) (Stream, error) {
 }
 
 // setMode records the event source and logs it when it changes.
-func (a *CRIAdapter) setMode(m criEventMode) {
+func (a *Adapter) setMode(m criEventMode) {
 	a.mu.Lock()
 	old := a.mode
 	a.mode = m
@@ -70,7 +72,7 @@ func (a *CRIAdapter) setMode(m criEventMode) {
 
 // subscribeEvents opens GetContainerEvents and waits up to window for the
 // runtime to refuse it.
-func (a *CRIAdapter) subscribeEvents(ctx context.Context, window time.Duration) (*criEventStream, error) {
+func (a *Adapter) subscribeEvents(ctx context.Context, window time.Duration) (*criEventStream, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	sub, err := a.rt.GetContainerEvents(sctx, &runtimeapi.GetEventsRequest{})
 	if err != nil {
@@ -108,11 +110,11 @@ type criRecv struct {
 	err error
 }
 
-// criEventStream is the Stream over GetContainerEvents. A goroutine (pump)
+// criEventStream is the engine.Stream over GetContainerEvents. A goroutine (pump)
 // reads the gRPC stream so that Next can honour its ctx; Close stops it and
 // waits for it.
 type criEventStream struct {
-	a         *CRIAdapter
+	a         *Adapter
 	cancel    context.CancelFunc
 	recv      chan criRecv
 	stop      chan struct{}
@@ -123,7 +125,7 @@ type criEventStream struct {
 	failed  error
 }
 
-var _ Stream = (*criEventStream)(nil)
+var _ engine.Stream = (*criEventStream)(nil)
 
 func (s *criEventStream) pump(ctx context.Context, sub grpc.ServerStreamingClient[runtimeapi.ContainerEventResponse]) {
 	defer close(s.done)
@@ -140,10 +142,10 @@ func (s *criEventStream) pump(ctx context.Context, sub grpc.ServerStreamingClien
 	}
 }
 
-// Next returns the next decoded event; see Stream.
-func (s *criEventStream) Next(ctx context.Context) (Change, error) {
+// Next returns the next decoded event; see engine.Stream.
+func (s *criEventStream) Next(ctx context.Context) (engine.Change, error) {
 	if s.failed != nil {
-		return Change{}, s.failed
+		return engine.Change{}, s.failed
 	}
 	var ev *runtimeapi.ContainerEventResponse
 	if len(s.pending) > 0 {
@@ -152,24 +154,24 @@ func (s *criEventStream) Next(ctx context.Context) (Change, error) {
 	} else {
 		select {
 		case <-ctx.Done():
-			return Change{}, ctx.Err()
+			return engine.Change{}, ctx.Err()
 		case <-s.stop:
 			s.failed = fmt.Errorf("cri at %s: event stream closed", s.a.endpoint)
-			return Change{}, s.failed
+			return engine.Change{}, s.failed
 		case r := <-s.recv:
 			if r.err != nil {
 				if status.Code(r.err) == codes.Unimplemented {
 					s.a.setMode(criModePolling)
 				}
 				s.failed = fmt.Errorf("cri at %s: event stream: %w", s.a.endpoint, r.err)
-				return Change{}, s.failed
+				return engine.Change{}, s.failed
 			}
 			ev = r.ev
 		}
 	}
 	ch, err := decodeCRIEvent(ev)
 	if err != nil {
-		return Change{}, fmt.Errorf("cri at %s: event %s of container %s: %w", s.a.endpoint, ev.GetContainerEventType(), ev.GetContainerId(), err)
+		return engine.Change{}, fmt.Errorf("cri at %s: event %s of container %s: %w", s.a.endpoint, ev.GetContainerEventType(), ev.GetContainerId(), err)
 	}
 	return ch, nil
 }
@@ -184,20 +186,20 @@ func (s *criEventStream) Close() error {
 	return nil
 }
 
-// decodeCRIEvent turns one GetContainerEvents response into a Change. Events
+// decodeCRIEvent turns one GetContainerEvents response into a engine.Change. Events
 // about pod sandboxes (the container ID is the sandbox's) are ignored; a
 // missing container ID or an unknown event type is malformed. A stop becomes
 // die with the exit code from the container's status in the event, when the
 // event carries it. It never panics, whatever the input.
-func decodeCRIEvent(ev *runtimeapi.ContainerEventResponse) (Change, error) {
+func decodeCRIEvent(ev *runtimeapi.ContainerEventResponse) (engine.Change, error) {
 	id := ev.GetContainerId()
 	if id == "" {
-		return Change{}, fmt.Errorf("no container ID: %w", ErrMalformed)
+		return engine.Change{}, fmt.Errorf("no container ID: %w", engine.ErrMalformed)
 	}
 	if sb := ev.GetPodSandboxStatus(); sb != nil && sb.GetId() == id {
-		return Change{}, fmt.Errorf("pod sandbox event: %w", ErrIgnored)
+		return engine.Change{}, fmt.Errorf("pod sandbox event: %w", engine.ErrIgnored)
 	}
-	ch := Change{ContainerID: id, Time: criTime(ev.GetCreatedAt())}
+	ch := engine.Change{ContainerID: id, Time: criTime(ev.GetCreatedAt())}
 	switch ev.GetContainerEventType() {
 	case runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT:
 		ch.Type = model.EventCreate
@@ -217,7 +219,7 @@ func decodeCRIEvent(ev *runtimeapi.ContainerEventResponse) (Change, error) {
 	case runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT:
 		ch.Type = model.EventDestroy
 	default:
-		return Change{}, fmt.Errorf("event type %d: %w", ev.GetContainerEventType(), ErrMalformed)
+		return engine.Change{}, fmt.Errorf("event type %d: %w", ev.GetContainerEventType(), engine.ErrMalformed)
 	}
 	return ch, nil
 }
@@ -227,7 +229,7 @@ type criSeen struct {
 	state runtimeapi.ContainerState
 }
 
-// criPollStream is the Stream of a runtime without GetContainerEvents: Next
+// criPollStream is the engine.Stream of a runtime without GetContainerEvents: Next
 // lists the containers and turns the differences into Changes.
 //
 // containerd serves its own event API next to its CRI plugin, so the stream
@@ -241,20 +243,20 @@ type criSeen struct {
 // The event stream's goroutine is the only one the stream starts; Close stops
 // it.
 type criPollStream struct {
-	a        *CRIAdapter
+	a        *Adapter
 	ctx      context.Context // the Subscribe ctx: the stream ends with it
 	interval time.Duration
 	last     map[string]criSeen
 	lastPoll time.Time
-	queue    []Change
+	queue    []engine.Change
 	stop     chan struct{}
 	once     sync.Once
 	failed   error
 
-	trigger  *containerdStream   // containerd's events; nil without them
-	events   chan containerdRecv // trigger.recv until the trigger fails, then nil
-	eventAt  time.Time           // the last event, zero once its follow-ups are done
-	followUp int                 // follow-up lists done since eventAt
+	trigger  *containerd.EventStream    // containerd's events; nil without them
+	events   <-chan containerd.Received // trigger's until the trigger fails, then nil
+	eventAt  time.Time                  // the last event, zero once its follow-ups are done
+	followUp int                        // follow-up lists done since eventAt
 }
 
 // criFollowUps are the lists after an event, counted from it; criIdlePolls
@@ -263,20 +265,20 @@ var criFollowUps = []time.Duration{0, 200 * time.Millisecond, time.Second}
 
 const criIdlePolls = 10
 
-var _ Stream = (*criPollStream)(nil)
+var _ engine.Stream = (*criPollStream)(nil)
 
 // subscribePoll subscribes to containerd's events where the runtime has them
 // and lists the containers as the baseline of a polling stream.
-func (a *CRIAdapter) subscribePoll(ctx context.Context) (*criPollStream, error) {
+func (a *Adapter) subscribePoll(ctx context.Context) (*criPollStream, error) {
 	s := &criPollStream{a: a, ctx: ctx, interval: a.pollInterval, stop: make(chan struct{})}
-	trig, err := (&ContainerdAdapter{conn: a.conn, endpoint: a.endpoint, log: a.log}).subscribe(ctx)
+	trig, err := containerd.SubscribeEvents(ctx, a.conn, a.endpoint, a.log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		a.log.Debug("no containerd events next to the CRI runtime: listing every interval", "endpoint", a.endpoint, "error", err)
 	} else {
-		s.trigger, s.events = trig, trig.recv
+		s.trigger, s.events = trig, trig.Received()
 	}
 	cur, err := s.list(ctx)
 	if err != nil {
@@ -314,17 +316,17 @@ func (s *criPollStream) list(ctx context.Context) (map[string]criSeen, error) {
 
 // Next returns the next synthesised change, listing when one may be there
 // (see criPollStream) until there is one. A failing list ends the stream.
-func (s *criPollStream) Next(ctx context.Context) (Change, error) {
+func (s *criPollStream) Next(ctx context.Context) (engine.Change, error) {
 	for len(s.queue) == 0 {
 		if s.failed != nil {
-			return Change{}, s.failed
+			return engine.Change{}, s.failed
 		}
 		if wait := time.Until(s.nextPoll()); wait > 0 {
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return Change{}, ctx.Err()
+				return engine.Change{}, ctx.Err()
 			case <-s.ctx.Done():
 				t.Stop()
 				s.failed = fmt.Errorf("cri at %s: poll stream: %w", s.a.endpoint, s.ctx.Err())
@@ -335,8 +337,8 @@ func (s *criPollStream) Next(ctx context.Context) (Change, error) {
 				continue
 			case r := <-s.events:
 				t.Stop()
-				if r.err != nil {
-					s.a.log.Debug("containerd event stream next to the CRI runtime failed: listing every interval", "endpoint", s.a.endpoint, "error", r.err)
+				if r.Err() != nil {
+					s.a.log.Debug("containerd event stream next to the CRI runtime failed: listing every interval", "endpoint", s.a.endpoint, "error", r.Err())
 					s.events, s.eventAt = nil, time.Time{}
 				} else {
 					s.eventAt, s.followUp = time.Now(), 0
@@ -347,7 +349,7 @@ func (s *criPollStream) Next(ctx context.Context) (Change, error) {
 		}
 		if err := s.poll(ctx); err != nil {
 			if ctx.Err() != nil {
-				return Change{}, ctx.Err()
+				return engine.Change{}, ctx.Err()
 			}
 			s.failed = err
 		}
@@ -370,7 +372,7 @@ func (s *criPollStream) poll(ctx context.Context) error {
 	}
 	now := time.Now()
 	s.lastPoll = now
-	var changes []Change
+	var changes []engine.Change
 	for id, c := range cur {
 		p, had := s.last[id]
 		if had && p.state == c.state {
@@ -380,7 +382,7 @@ func (s *criPollStream) poll(ctx context.Context) error {
 		if c.state != runtimeapi.ContainerState_CONTAINER_CREATED || !had {
 			r, err := s.a.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
 			switch {
-			case isNotFound(err):
+			case engine.IsGRPCNotFound(err):
 				// removed since the list: the next poll sees it gone
 			case err != nil:
 				return fmt.Errorf("cri at %s: poll container %s: %w", s.a.endpoint, id, err)
@@ -395,12 +397,12 @@ func (s *criPollStream) poll(ctx context.Context) error {
 			continue
 		}
 		if p.state == runtimeapi.ContainerState_CONTAINER_RUNNING {
-			changes = append(changes, Change{Type: model.EventDie, ContainerID: id, Time: now})
+			changes = append(changes, engine.Change{Type: model.EventDie, ContainerID: id, Time: now})
 		}
-		changes = append(changes, Change{Type: model.EventDestroy, ContainerID: id, Time: now})
+		changes = append(changes, engine.Change{Type: model.EventDestroy, ContainerID: id, Time: now})
 	}
 	s.last = cur
-	slices.SortStableFunc(changes, func(x, y Change) int { return x.Time.Compare(y.Time) })
+	slices.SortStableFunc(changes, func(x, y engine.Change) int { return x.Time.Compare(y.Time) })
 	s.queue = append(s.queue, changes...)
 	return nil
 }
@@ -422,8 +424,8 @@ func criRank(s runtimeapi.ContainerState) int {
 // poll saw (prev, if had) to what this poll sees (cur, with its status st when
 // available): create for a new container, start when it got to running or
 // beyond (and was started, per its status), die when it got to exited.
-// Change times come from the status where it has them, else now.
-func criDiff(id string, prev criSeen, had bool, cur criSeen, st *runtimeapi.ContainerStatus, now time.Time) []Change {
+// engine.Change times come from the status where it has them, else now.
+func criDiff(id string, prev criSeen, had bool, cur criSeen, st *runtimeapi.ContainerStatus, now time.Time) []engine.Change {
 	at := func(ns int64) time.Time {
 		if t := criTime(ns); !t.IsZero() {
 			return t
@@ -437,16 +439,16 @@ func criDiff(id string, prev criSeen, had bool, cur criSeen, st *runtimeapi.Cont
 			return nil // unknown states: wait for a definite one
 		}
 	}
-	var out []Change
+	var out []engine.Change
 	if !had {
-		out = append(out, Change{Type: model.EventCreate, ContainerID: id, Time: at(st.GetCreatedAt())})
+		out = append(out, engine.Change{Type: model.EventCreate, ContainerID: id, Time: at(st.GetCreatedAt())})
 		from = 0
 	}
 	if from < 1 && to >= 1 && (to == 1 || st.GetStartedAt() > 0) {
-		out = append(out, Change{Type: model.EventStart, ContainerID: id, Time: at(st.GetStartedAt())})
+		out = append(out, engine.Change{Type: model.EventStart, ContainerID: id, Time: at(st.GetStartedAt())})
 	}
 	if from < 2 && to == 2 {
-		die := Change{Type: model.EventDie, ContainerID: id, Time: at(st.GetFinishedAt())}
+		die := engine.Change{Type: model.EventDie, ContainerID: id, Time: at(st.GetFinishedAt())}
 		if st.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED {
 			code := int(st.GetExitCode())
 			die.ExitCode = &code
@@ -454,7 +456,7 @@ func criDiff(id string, prev criSeen, had bool, cur criSeen, st *runtimeapi.Cont
 		out = append(out, die)
 	}
 	if from == 2 && to == 1 {
-		out = append(out, Change{Type: model.EventStart, ContainerID: id, Time: at(st.GetStartedAt())})
+		out = append(out, engine.Change{Type: model.EventStart, ContainerID: id, Time: at(st.GetStartedAt())})
 	}
 	return out
 }

@@ -1,0 +1,56 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/model"
+)
+
+// Family describes the CRI runtime service: CRI-O's crio processes and
+// containerd's CRI plugin (which serves on containerd's own socket), the CRI
+// version probe and the watcher's Adapter.
+func Family() engine.Family {
+	return engine.Family{
+		Name:  "cri",
+		Types: []model.EngineType{model.CRI, model.CRIO},
+		Comms: []string{"containerd", "crio"},
+		Probe: Probe,
+		NewAdapter: func(_ context.Context, e model.Engine, log *slog.Logger) (engine.Adapter, error) {
+			return New(e, log)
+		},
+		Sockets: []string{"crio.sock"},
+	}
+}
+
+// Probe asks the CRI runtime service at endpoint for its name and version:
+// a runtime naming itself cri-o is CRI-O, any other is reported as CRI.
+func Probe(ctx context.Context, endpoint string) ([]model.Engine, error) {
+	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("cri at %s: %w", endpoint, err)
+	}
+	defer conn.Close()
+	v, err := runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("cri at %s: version: %w", endpoint, err)
+	}
+	typ := model.CRI
+	if strings.EqualFold(v.RuntimeName, "cri-o") {
+		typ = model.CRIO
+	}
+	return []model.Engine{{
+		ID:         string(typ) + ":" + endpoint,
+		Type:       typ,
+		Version:    v.RuntimeVersion,
+		APIVersion: v.RuntimeApiVersion,
+		Endpoint:   endpoint,
+	}}, nil
+}

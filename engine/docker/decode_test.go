@@ -1,0 +1,64 @@
+package docker
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/enginetest"
+	"github.com/agentd-dev/agentd/model"
+	"github.com/docker/docker/api/types/events"
+)
+
+func TestDecodeDockerEvent(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want model.EventType
+		exit int
+		err  error
+	}{
+		{"a die carries its exit code", `{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"137"}},"timeNano":1700000000000000001}`, model.EventDie, 137, nil},
+		{"a start is a start", `{"Type":"container","Action":"start","Actor":{"ID":"abc"},"time":1700000000}`, model.EventStart, 0, nil},
+		{"a kill is ignored", `{"Type":"container","Action":"kill","Actor":{"ID":"abc"}}`, "", 0, engine.ErrIgnored},
+		{"an exec is ignored", `{"Type":"container","Action":"exec_start: sh","Actor":{"ID":"abc"}}`, "", 0, engine.ErrIgnored},
+		{"an image event is ignored", `{"Type":"image","Action":"pull","Actor":{"ID":"busybox"}}`, "", 0, engine.ErrIgnored},
+		{"an event without an ID is malformed", `{"Type":"container","Action":"start"}`, "", 0, engine.ErrMalformed},
+		{"a bad exit code is malformed", `{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"x"}}}`, "", 0, engine.ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var m events.Message
+			if err := json.Unmarshal([]byte(tt.in), &m); err != nil {
+				t.Fatal(err)
+			}
+			ch, err := decodeDockerEvent(m)
+			if !errors.Is(err, tt.err) || (tt.err == nil && err != nil) {
+				t.Fatalf("err %v, want %v", err, tt.err)
+			}
+			if err != nil {
+				return
+			}
+			if ch.Type != tt.want || ch.ContainerID != "abc" || ch.Time.IsZero() {
+				t.Errorf("got %+v", ch)
+			}
+			if tt.want == model.EventDie && (ch.ExitCode == nil || *ch.ExitCode != tt.exit) {
+				t.Errorf("exit code %v, want %d", ch.ExitCode, tt.exit)
+			}
+		})
+	}
+}
+
+func FuzzDecodeDockerEvent(f *testing.F) {
+	f.Add([]byte(`{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"1"}},"timeNano":5}`))
+	f.Add([]byte(`{"Type":"container","Action":"health_status: healthy","Actor":{"ID":"abc"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m events.Message
+		if json.Unmarshal(b, &m) != nil {
+			return
+		}
+		ch, err := decodeDockerEvent(m)
+		enginetest.CheckChange(t, ch, err)
+	})
+}

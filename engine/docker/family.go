@@ -1,0 +1,55 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/docker/docker/client"
+
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/model"
+)
+
+// Family describes Docker: dockerd processes, docker.sock socket units, the
+// Engine API probe and the watcher's Adapter.
+func Family() engine.Family {
+	return engine.Family{
+		Name:       "docker",
+		Types:      []model.EngineType{model.Docker},
+		Comms:      []string{"dockerd"},
+		Probe:      Probe,
+		NewAdapter: NewAdapter,
+		Sockets:    []string{"docker.sock"},
+	}
+}
+
+// newClient returns an Engine API client for the unix socket at endpoint that
+// keeps its connections alive and negotiates the API version on its first
+// request. Close releases its connections.
+func newClient(endpoint string) (*client.Client, error) {
+	return client.NewClientWithOpts(client.WithHost("unix://"+endpoint), client.WithAPIVersionNegotiation())
+}
+
+// Probe asks the Engine API at endpoint for the daemon's ID and version.
+func Probe(ctx context.Context, endpoint string) ([]model.Engine, error) {
+	cli, err := newClient(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("docker at %s: %w", endpoint, err)
+	}
+	defer cli.Close()
+	info, err := cli.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("docker at %s: info: %w", endpoint, err)
+	}
+	id := info.ID
+	if id == "" {
+		id = "docker:" + endpoint
+	}
+	return []model.Engine{{
+		ID:         id,
+		Type:       model.Docker,
+		Version:    info.ServerVersion,
+		APIVersion: cli.ClientVersion(),
+		Endpoint:   endpoint,
+	}}, nil
+}

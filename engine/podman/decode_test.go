@@ -1,0 +1,52 @@
+package podman
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/enginetest"
+	"github.com/agentd-dev/agentd/model"
+)
+
+func TestDecodePodmanEvent(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want model.EventType
+		err  error
+	}{
+		{"died is a die with the exit code", `{"status":"died","id":"abc","Type":"container","Action":"died","Actor":{"ID":"abc","Attributes":{"containerExitCode":"137"}},"time":1,"timeNano":1000000001}`, model.EventDie, nil},
+		{"remove is a destroy", `{"status":"remove","id":"abc","Type":"container","Action":"remove","Actor":{"ID":"abc"}}`, model.EventDestroy, nil},
+		{"the lower-case status is enough", `{"status":"start","id":"abc","Type":"container"}`, model.EventStart, nil},
+		{"init is ignored", `{"Type":"container","Action":"init","Actor":{"ID":"abc"}}`, "", engine.ErrIgnored},
+		{"cleanup is ignored", `{"Type":"container","Action":"cleanup","Actor":{"ID":"abc"}}`, "", engine.ErrIgnored},
+		{"history is ignored", `{"Type":"container","Action":"history","Actor":{"ID":"abc"}}`, "", engine.ErrIgnored},
+		{"a non-JSON line is malformed", `not json`, "", engine.ErrMalformed},
+		{"an event without an action is malformed", `{"Type":"container","Actor":{"ID":"abc"}}`, "", engine.ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ch, err := decodePodmanEvent([]byte(tt.in))
+			if !errors.Is(err, tt.err) || (tt.err == nil && err != nil) {
+				t.Fatalf("err %v, want %v", err, tt.err)
+			}
+			if err == nil && (ch.Type != tt.want || ch.ContainerID != "abc") {
+				t.Errorf("got %+v", ch)
+			}
+			if tt.want == model.EventDie && (ch.ExitCode == nil || *ch.ExitCode != 137) {
+				t.Errorf("exit code %v", ch.ExitCode)
+			}
+		})
+	}
+}
+
+func FuzzDecodePodmanEvent(f *testing.F) {
+	f.Add([]byte(`{"status":"died","id":"abc","Type":"container","Action":"died","Actor":{"ID":"abc","Attributes":{"containerExitCode":"137"}},"time":1}`))
+	f.Add([]byte(`{"status":"remove","id":"abc"}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ch, err := decodePodmanEvent(b)
+		enginetest.CheckChange(t, ch, err)
+	})
+}
