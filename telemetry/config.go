@@ -12,42 +12,44 @@ import (
 )
 
 // Config configures the telemetry pipeline. The zero value is not valid; start
-// from DefaultConfig. Keys in Validate's errors are the YAML keys the lead's
-// config file uses under `telemetry:`.
+// from DefaultConfig. It is no file schema (config.Config is): the agent
+// fills it from the configuration, and Validate's errors name the
+// configuration file's keys for the settings the file has, the field for the
+// others.
 type Config struct {
 	// ExportInterval is how often container stats are sampled and exported.
-	ExportInterval time.Duration `yaml:"export_interval"`
+	ExportInterval time.Duration
 	// EventFlushInterval bounds how long an event waits before it is sent.
-	EventFlushInterval time.Duration `yaml:"event_flush_interval"`
+	EventFlushInterval time.Duration
 	// ShutdownTimeout bounds the final flush when Run's context ends.
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	ShutdownTimeout time.Duration
 	// Endpoint is the OTLP/gRPC endpoint (host:port or URL). Empty means the
 	// exporters' own defaults apply, which honour OTEL_EXPORTER_OTLP_ENDPOINT,
 	// OTEL_EXPORTER_OTLP_{METRICS,LOGS}_ENDPOINT and the other standard variables.
-	Endpoint string `yaml:"endpoint"`
+	Endpoint string
 	// Insecure disables TLS when set (nil: OTEL_EXPORTER_OTLP_INSECURE or the URL scheme decide).
-	Insecure *bool `yaml:"insecure"`
+	Insecure *bool
 	// Headers are sent with every export, added to OTEL_EXPORTER_OTLP_HEADERS.
-	Headers map[string]string `yaml:"headers"`
+	Headers map[string]string
 	// Compression is "gzip" or "none"; "" leaves OTEL_EXPORTER_OTLP_COMPRESSION in charge.
-	Compression string `yaml:"compression"`
+	Compression string
 	// LabelAllowlist names the container labels exported as container.label.<key>.
 	// Entries may be path.Match patterns ("com.example.*").
-	LabelAllowlist []string `yaml:"label_allowlist"`
+	LabelAllowlist []string
 	// IncludeEngines, when not empty, limits export to containers of these engine types.
-	IncludeEngines []model.EngineType `yaml:"include_engines"`
+	IncludeEngines []model.EngineType
 	// ExcludeEngines drops containers of these engine types.
-	ExcludeEngines []model.EngineType `yaml:"exclude_engines"`
+	ExcludeEngines []model.EngineType
 	// IncludeImages, when not empty, limits export to containers whose image name
 	// matches one of these path.Match patterns ("docker.io/library/*").
-	IncludeImages []string `yaml:"include_images"`
+	IncludeImages []string
 	// ExcludeImages drops containers whose image name matches one of these patterns.
-	ExcludeImages []string `yaml:"exclude_images"`
+	ExcludeImages []string
 	// StatsWorkers bounds how many containers are read at once.
-	StatsWorkers int `yaml:"stats_workers"`
+	StatsWorkers int
 	// ResourcesPerRequest is how many resources one OTLP metrics request
 	// carries (0: DefaultResourcesPerRequest).
-	ResourcesPerRequest int `yaml:"resources_per_request"`
+	ResourcesPerRequest int
 }
 
 // DefaultConfig returns the defaults: export every 10 s, events within 1 s,
@@ -64,44 +66,44 @@ func DefaultConfig() Config {
 // Validate reports the first bad setting, naming its key and value.
 func (c *Config) Validate() error {
 	if c.ExportInterval < 100*time.Millisecond {
-		return fmt.Errorf("telemetry.export_interval: %v is below the minimum 100ms", c.ExportInterval)
+		return fmt.Errorf("export.interval: %v is below the minimum 100ms", c.ExportInterval)
 	}
 	if c.EventFlushInterval <= 0 || c.EventFlushInterval > time.Minute {
-		return fmt.Errorf("telemetry.event_flush_interval: %v must be positive and at most 1m", c.EventFlushInterval)
+		return fmt.Errorf("events.flush_interval: %v must be positive and at most 1m", c.EventFlushInterval)
 	}
 	if c.ShutdownTimeout <= 0 {
-		return fmt.Errorf("telemetry.shutdown_timeout: %v must be positive", c.ShutdownTimeout)
+		return fmt.Errorf("telemetry.Config.ShutdownTimeout: %v must be positive", c.ShutdownTimeout)
 	}
 	switch c.Compression {
 	case "", "gzip", "none":
 	default:
-		return fmt.Errorf("telemetry.compression: %q is not gzip or none", c.Compression)
+		return fmt.Errorf("export.compression: %q is not gzip or none", c.Compression)
 	}
 	for k := range c.Headers {
 		if k == "" || strings.ContainsAny(k, " \t\r\n:") {
-			return fmt.Errorf("telemetry.headers: %q is not a valid header name", k)
+			return fmt.Errorf("export.headers: %q is not a valid header name", k)
 		}
 	}
-	for key, pats := range map[string][]string{"label_allowlist": c.LabelAllowlist, "include_images": c.IncludeImages, "exclude_images": c.ExcludeImages} {
+	for key, pats := range map[string][]string{"labels.allowlist": c.LabelAllowlist, "filters.include_images": c.IncludeImages, "filters.exclude_images": c.ExcludeImages} {
 		for _, p := range pats {
 			if _, err := path.Match(p, ""); err != nil || p == "" {
-				return fmt.Errorf("telemetry.%s: %q is not a valid pattern", key, p)
+				return fmt.Errorf("%s: %q is not a valid pattern", key, p)
 			}
 		}
 	}
 	known := map[model.EngineType]bool{model.Docker: true, model.Containerd: true, model.CRI: true, model.CRIO: true, model.Podman: true}
-	for key, ts := range map[string][]model.EngineType{"include_engines": c.IncludeEngines, "exclude_engines": c.ExcludeEngines} {
+	for key, ts := range map[string][]model.EngineType{"filters.include_engines": c.IncludeEngines, "filters.exclude_engines": c.ExcludeEngines} {
 		for _, t := range ts {
 			if !known[t] {
-				return fmt.Errorf("telemetry.%s: %q is not an engine type (docker, containerd, cri, cri-o, podman)", key, t)
+				return fmt.Errorf("%s: %q is not an engine type (docker, containerd, cri, cri-o, podman)", key, t)
 			}
 		}
 	}
 	if c.StatsWorkers < 1 {
-		return fmt.Errorf("telemetry.stats_workers: %d must be at least 1", c.StatsWorkers)
+		return fmt.Errorf("telemetry.Config.StatsWorkers: %d must be at least 1", c.StatsWorkers)
 	}
 	if c.ResourcesPerRequest < 0 {
-		return fmt.Errorf("telemetry.resources_per_request: %d must not be negative", c.ResourcesPerRequest)
+		return fmt.Errorf("telemetry.Config.ResourcesPerRequest: %d must not be negative", c.ResourcesPerRequest)
 	}
 	return nil
 }
