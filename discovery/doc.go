@@ -8,18 +8,21 @@
 // ancestors. The endpoints: for each candidate its listening unix stream sockets,
 // found by matching socket:[INODE] links in /proc/PID/fd with the rows of
 // /proc/PID/net/unix, reached from the host through /proc/PID/root with symlinks
-// resolved inside that root. The probes: each socket is asked, with the engine's
-// real client, who it is (Docker, containerd and its CRI plugin, CRI-O, podman);
-// the answers become model.Engine values, and the hierarchy (Prefix,
-// ParentContainerID, ParentEngineID) comes from matching each engine's ancestor
-// processes against the init PIDs of the other engines' containers, translated
-// between PID namespaces with NSpid.
+// resolved inside that root. The probes: each socket is asked by the engine
+// families whose process names matched (an explicit engine.Families list;
+// containerd's socket is asked by the containerd and the cri family) who it
+// is; the answers become model.Engine values. The hierarchy (Prefix,
+// ParentContainerID, ParentEngineID) comes from matching each engine's
+// ancestor processes against the host PIDs of the other engines' containers,
+// which the workload model holds (Containers); discovery asks no engine for
+// its containers.
 //
 // The Discoverer rescans on an interval, probes only new processes, retries
 // failed probes with backoff, prunes engines whose process is gone and publishes
 // found/lost/updated changes to subscribers without ever blocking.
 //
-// It does not watch containers (package watch does), activate socket units
+// It knows no engine API (the engine packages do), does not watch containers
+// (package watch does), activate socket units
 // (package activation hands such engines in through Discoverer.Add), or read
 // container statistics.
 package discovery

@@ -6,8 +6,8 @@
 // and net/dev files (with a clear error naming a malformed file), turning
 // cumulative CPU time into a CPU usage rate between two samples, and falling
 // back to an engine's one-shot stats API where the cgroup cannot be read
-// (Fallback, wired per engine type by the caller; DockerFallback is the Docker
-// one). It does not know engines, the workload model's bookkeeping, or OTLP.
+// (Fallback, which the engine packages implement and the caller wires per
+// engine). It does not know engines, the workload model's bookkeeping, or OTLP.
 //
 // # Locating the cgroup
 //

@@ -1,8 +1,9 @@
 // Package watch keeps the workload model (model.Store) in step with the
 // container engines: one Watcher per engine, run by a Supervisor.
 //
-// A Watcher is engine-independent. It talks to its engine through an Adapter
-// (Docker, podman, containerd, CRI): it subscribes to the engine's events first,
+// A Watcher is engine-independent. It talks to its engine through an
+// engine.Adapter that the engine's family builds (package engine and its
+// docker, podman, containerd and cri packages): it subscribes to the engine's events first,
 // then lists the containers and reconciles the model with the list, so that no
 // change between the list and the events is lost; then it applies each event,
 // inspecting the container where the event alone is not enough, and emits
@@ -10,8 +11,7 @@
 // reconnects with capped exponential backoff and resyncs by listing again,
 // emitting exactly the transitions it missed.
 //
-// The package owns the watchers, their reconnect/resync logic, the Docker and
-// podman adapters and the translation of container PIDs reported by a nested
+// The package owns the watchers, their reconnect/resync logic and the translation of container PIDs reported by a nested
 // engine into the host PID namespace (hostpid.go). It does not discover engines
 // (discovery does), activate sockets through systemd (activation does; a
 // socket-activated engine is simply reconnected to, which makes systemd start
