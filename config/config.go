@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -252,14 +253,19 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	for _, p := range c.Filters.IncludeImages {
-		if _, err := path.Match(p, ""); err != nil {
-			bad("filters.include_images", p, "bad glob pattern")
+	for _, list := range []struct {
+		key  string
+		pats []string
+	}{{"filters.include_images", c.Filters.IncludeImages}, {"filters.exclude_images", c.Filters.ExcludeImages}, {"labels.allowlist", c.Labels.Allowlist}} {
+		for _, p := range list.pats {
+			if _, err := path.Match(p, ""); err != nil || p == "" {
+				bad(list.key, strconv.Quote(p), "bad glob pattern")
+			}
 		}
 	}
-	for _, p := range c.Filters.ExcludeImages {
-		if _, err := path.Match(p, ""); err != nil {
-			bad("filters.exclude_images", p, "bad glob pattern")
+	for k := range c.Export.Headers {
+		if k == "" || strings.ContainsAny(k, " \t\r\n:") {
+			bad("export.headers", strconv.Quote(k), "not a valid header name")
 		}
 	}
 	switch c.Log.Level {

@@ -63,47 +63,21 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first bad setting, naming its key and value.
+// Validate reports the first setting the pipeline cannot work with. The
+// values from the configuration file were validated by config.Config, with
+// file, line and key; this catches a Config built in code.
 func (c *Config) Validate() error {
-	if c.ExportInterval < 100*time.Millisecond {
-		return fmt.Errorf("export.interval: %v is below the minimum 100ms", c.ExportInterval)
-	}
-	if c.EventFlushInterval <= 0 || c.EventFlushInterval > time.Minute {
-		return fmt.Errorf("events.flush_interval: %v must be positive and at most 1m", c.EventFlushInterval)
-	}
-	if c.ShutdownTimeout <= 0 {
-		return fmt.Errorf("telemetry.Config.ShutdownTimeout: %v must be positive", c.ShutdownTimeout)
-	}
-	switch c.Compression {
-	case "", "gzip", "none":
-	default:
-		return fmt.Errorf("export.compression: %q is not gzip or none", c.Compression)
-	}
-	for k := range c.Headers {
-		if k == "" || strings.ContainsAny(k, " \t\r\n:") {
-			return fmt.Errorf("export.headers: %q is not a valid header name", k)
-		}
-	}
-	for key, pats := range map[string][]string{"labels.allowlist": c.LabelAllowlist, "filters.include_images": c.IncludeImages, "filters.exclude_images": c.ExcludeImages} {
-		for _, p := range pats {
-			if _, err := path.Match(p, ""); err != nil || p == "" {
-				return fmt.Errorf("%s: %q is not a valid pattern", key, p)
-			}
-		}
-	}
-	known := map[model.EngineType]bool{model.Docker: true, model.Containerd: true, model.CRI: true, model.CRIO: true, model.Podman: true}
-	for key, ts := range map[string][]model.EngineType{"filters.include_engines": c.IncludeEngines, "filters.exclude_engines": c.ExcludeEngines} {
-		for _, t := range ts {
-			if !known[t] {
-				return fmt.Errorf("%s: %q is not an engine type (docker, containerd, cri, cri-o, podman)", key, t)
-			}
-		}
-	}
-	if c.StatsWorkers < 1 {
-		return fmt.Errorf("telemetry.Config.StatsWorkers: %d must be at least 1", c.StatsWorkers)
-	}
-	if c.ResourcesPerRequest < 0 {
-		return fmt.Errorf("telemetry.Config.ResourcesPerRequest: %d must not be negative", c.ResourcesPerRequest)
+	switch {
+	case c.ExportInterval <= 0:
+		return fmt.Errorf("telemetry: ExportInterval %v must be positive", c.ExportInterval)
+	case c.EventFlushInterval <= 0:
+		return fmt.Errorf("telemetry: EventFlushInterval %v must be positive", c.EventFlushInterval)
+	case c.ShutdownTimeout <= 0:
+		return fmt.Errorf("telemetry: ShutdownTimeout %v must be positive", c.ShutdownTimeout)
+	case c.StatsWorkers < 1:
+		return fmt.Errorf("telemetry: StatsWorkers %d must be at least 1", c.StatsWorkers)
+	case c.ResourcesPerRequest < 0:
+		return fmt.Errorf("telemetry: ResourcesPerRequest %d must not be negative", c.ResourcesPerRequest)
 	}
 	return nil
 }
