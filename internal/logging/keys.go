@@ -3,6 +3,8 @@ package logging
 import (
 	"log/slog"
 	"strings"
+
+	"github.com/agentd-dev/agentd/model"
 )
 
 // The slog attribute keys agentd uses for structured fields. Loggers scoped
@@ -18,6 +20,10 @@ const (
 	KeyEnginePrefix = "engine_prefix"
 	// KeyContainerID is a container ID. Journal field CONTAINER_ID.
 	KeyContainerID = "container_id"
+	// KeyContainerName is a container's name. Journal field CONTAINER_NAME.
+	KeyContainerName = "container_name"
+	// KeyEndpoint is the engine socket as reached from the host. Journal field ENDPOINT.
+	KeyEndpoint = "endpoint"
 	// KeyUnit is a systemd unit name such as podman.socket. Journal field UNIT.
 	KeyUnit = "unit"
 	// KeyErr is an error. Journal field ERROR.
@@ -28,13 +34,15 @@ const (
 
 // fieldNames maps the well-known attribute keys to their journald fields.
 var fieldNames = map[string]string{
-	KeyEngineType:   "ENGINE_TYPE",
-	KeyEngineID:     "ENGINE_ID",
-	KeyEnginePrefix: "ENGINE_PREFIX",
-	KeyContainerID:  "CONTAINER_ID",
-	KeyUnit:         "UNIT",
-	KeyErr:          "ERROR",
-	KeyMessageID:    "MESSAGE_ID",
+	KeyEngineType:    "ENGINE_TYPE",
+	KeyEngineID:      "ENGINE_ID",
+	KeyEnginePrefix:  "ENGINE_PREFIX",
+	KeyContainerID:   "CONTAINER_ID",
+	KeyContainerName: "CONTAINER_NAME",
+	KeyEndpoint:      "ENDPOINT",
+	KeyUnit:          "UNIT",
+	KeyErr:           "ERROR",
+	KeyMessageID:     "MESSAGE_ID",
 }
 
 // identityKeys are the attributes that, with the message and level, make two
@@ -66,6 +74,26 @@ const (
 	// MessageIDSuppressed marks the summary the repeat suppressor writes.
 	MessageIDSuppressed = "946671a832e0483fbc957671634bbfea"
 )
+
+// Engine returns the attributes of every record about engine e, whichever
+// package logs it: ENGINE_TYPE, ENGINE_ID, ENGINE_PREFIX (when nested) and
+// ENDPOINT, for logger.With(logging.Engine(e)...).
+func Engine(e model.Engine) []any {
+	attrs := []any{KeyEngineType, string(e.Type), KeyEngineID, e.ID}
+	if e.Prefix != "" {
+		attrs = append(attrs, KeyEnginePrefix, e.Prefix)
+	}
+	return append(attrs, KeyEndpoint, e.Endpoint)
+}
+
+// Container returns the attributes of a record about container c:
+// CONTAINER_ID and, when known, CONTAINER_NAME.
+func Container(c model.Container) []any {
+	if c.Name == "" {
+		return []any{KeyContainerID, c.ID}
+	}
+	return []any{KeyContainerID, c.ID, KeyContainerName, c.Name}
+}
 
 // MessageID returns the attribute that tags a record with a MESSAGE_ID, e.g.
 // logger.Info("engine found", logging.MessageID(logging.MessageIDEngineFound)).
