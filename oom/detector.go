@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -290,7 +291,7 @@ func (d *Detector) onKill(k Kill, now time.Time) {
 		c = stored
 	}
 	c.OOMKilled = true
-	log.Info("container OOM-killed (from the kernel log)", "engine", c.EngineID, "container", c.ID,
+	log.Info("container OOM-killed (from the kernel log)", logging.KeyEngineID, c.EngineID, logging.KeyContainerID, c.ID, logging.KeyContainerName, c.Name,
 		"name", c.Name, "matched_by", matchNames[how])
 	if l, ok := d.last[key]; ok && absDur(k.Time.Sub(l.at)) < d.cfg.Window && l.started.Equal(c.StartedAt) {
 		d.coalesced.Add(1)
@@ -317,7 +318,7 @@ func (d *Detector) onEvent(ev model.Event, now time.Time) {
 		l, ok := d.last[key]
 		if ok && !ev.Container.OOMKilled && now.Sub(l.seen) < d.cfg.Window {
 			if _, ok := d.store.MarkOOMKilled(key); ok {
-				d.log.Debug("die of an OOM-killed container arrived without the flag: set it again", "container", key.ID)
+				d.log.Debug("die of an OOM-killed container arrived without the flag: set it again", logging.KeyContainerID, key.ID)
 			}
 		}
 	case model.EventDestroy:
@@ -340,7 +341,7 @@ func (d *Detector) flush(now time.Time) {
 		key := p.c.Key()
 		if t, ok := d.engine[key]; ok && absDur(t.Sub(p.due.Add(-d.cfg.Grace))) < d.cfg.Window {
 			d.dedup.Add(1)
-			d.log.Debug("the engine reported this OOM itself", "container", key.ID)
+			d.log.Debug("the engine reported this OOM itself", logging.KeyContainerID, key.ID)
 			continue
 		}
 		c := p.c

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -287,7 +288,7 @@ func (s *Sampler) sampleOne(ctx context.Context, c *model.Container, st *contain
 		}
 	}
 	if st.source != out.Source {
-		s.log.Debug("container stats source", "container", c.ID, "source", out.Source, "cgroup_error", st.cgErr)
+		s.log.Debug("container stats source", logging.KeyContainerID, c.ID, "source", out.Source, "cgroup_error", st.cgErr)
 		st.source = out.Source
 	}
 	if out.Has&FieldCPUTotal != 0 {

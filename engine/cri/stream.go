@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/engine/containerd"
+	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -64,9 +65,9 @@ func (a *Adapter) setMode(m criEventMode) {
 	}
 	switch m {
 	case criModePolling:
-		a.log.Info("cri runtime does not implement GetContainerEvents, polling the container list", "endpoint", a.endpoint, "interval", a.pollInterval)
+		a.log.Info("cri runtime does not implement GetContainerEvents, polling the container list", "interval", a.pollInterval)
 	case criModeStreaming:
-		a.log.Info("cri runtime streams container events (GetContainerEvents)", "endpoint", a.endpoint)
+		a.log.Info("cri runtime streams container events (GetContainerEvents)")
 	}
 }
 
@@ -276,7 +277,7 @@ func (a *Adapter) subscribePoll(ctx context.Context) (*criPollStream, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		a.log.Debug("no containerd events next to the CRI runtime: listing every interval", "endpoint", a.endpoint, "error", err)
+		a.log.Debug("no containerd events next to the CRI runtime: listing every interval", logging.Err(err))
 	} else {
 		s.trigger, s.events = trig, trig.Received()
 	}
@@ -338,7 +339,7 @@ func (s *criPollStream) Next(ctx context.Context) (engine.Change, error) {
 			case r := <-s.events:
 				t.Stop()
 				if r.Err() != nil {
-					s.a.log.Debug("containerd event stream next to the CRI runtime failed: listing every interval", "endpoint", s.a.endpoint, "error", r.Err())
+					s.a.log.Debug("containerd event stream next to the CRI runtime failed: listing every interval", logging.Err(r.Err()))
 					s.events, s.eventAt = nil, time.Time{}
 				} else {
 					s.eventAt, s.followUp = time.Now(), 0
