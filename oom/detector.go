@@ -292,7 +292,7 @@ func (d *Detector) onKill(k Kill, now time.Time) {
 	}
 	c.OOMKilled = true
 	log.Info("container OOM-killed (from the kernel log)", logging.KeyEngineID, c.EngineID, logging.KeyContainerID, c.ID, logging.KeyContainerName, c.Name,
-		"name", c.Name, "matched_by", matchNames[how])
+		"matched_by", matchNames[how])
 	if l, ok := d.last[key]; ok && absDur(k.Time.Sub(l.at)) < d.cfg.Window && l.started.Equal(c.StartedAt) {
 		d.coalesced.Add(1)
 		return
