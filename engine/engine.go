@@ -95,9 +95,10 @@ type Family struct {
 	// ctx's deadline; a socket that answers as something else gives an
 	// error wrapping ErrNotEngine.
 	Probe func(ctx context.Context, endpoint string) ([]model.Engine, error)
-	// NewAdapter builds the watcher's adapter for an engine of one of Types.
-	// It must not block on the engine: connecting is the watcher's job.
-	NewAdapter func(ctx context.Context, e model.Engine, log *slog.Logger) (Adapter, error)
+	// NewAdapter builds the watcher's adapter for an engine of one of Types;
+	// the adapter logs to log. It does not connect: connecting is the
+	// watcher's job, so that an engine that is down is retried, not refused.
+	NewAdapter func(e model.Engine, log *slog.Logger) (Adapter, error)
 	// Sockets are the final parts of the paths systemd socket units of the
 	// family listen on ("docker.sock", "podman/podman.sock").
 	Sockets []string

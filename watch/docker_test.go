@@ -27,7 +27,7 @@ import (
 func hostDocker(t *testing.T) (model.Engine, engine.Adapter) {
 	t.Helper()
 	e := model.Engine{ID: "docker-host-test", Type: model.Docker, Endpoint: testbed.DockerSocket}
-	a, err := docker.NewAdapter(context.Background(), e, testLogger(t))
+	a, err := docker.NewAdapter(e, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +332,7 @@ func TestDockerResyncAfterSIGKILL(t *testing.T) {
 	d.docker("import", filepath.Join(testbed.CacheDir(), "busybox.tar"), testbed.BusyboxImage)
 
 	e := model.Engine{ID: "docker-private-" + ns, Type: model.Docker, Endpoint: d.sock}
-	a, err := docker.NewAdapter(context.Background(), e, testLogger(t))
+	a, err := docker.NewAdapter(e, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func nestedPodman(t *testing.T) (model.Engine, engine.Adapter) {
 		ID: "podman-th-test", Type: model.Podman, PID: th, Prefix: testbed.SystemdHostName(),
 		Endpoint: filepath.Join("/proc", strconv.Itoa(th), "root/run/podman/podman.sock"),
 	}
-	a, err := podman.NewAdapter(context.Background(), e, testLogger(t))
+	a, err := podman.NewAdapter(e, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

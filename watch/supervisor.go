@@ -75,7 +75,7 @@ func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
 	s.Remove(e.ID)
 
 	log := s.log.With("engine", e.ID)
-	a, err := fam.NewAdapter(ctx, e, log)
+	a, err := fam.NewAdapter(e, log)
 	if err != nil {
 		return fmt.Errorf("%s engine %s at %s: %w", e.Type, e.ID, e.Endpoint, err)
 	}

@@ -23,7 +23,7 @@ func Family() engine.Family {
 		Types: []model.EngineType{model.Containerd},
 		Comms: []string{"containerd"},
 		Probe: Probe,
-		NewAdapter: func(_ context.Context, e model.Engine, log *slog.Logger) (engine.Adapter, error) {
+		NewAdapter: func(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
 			return New(e, log)
 		},
 	}

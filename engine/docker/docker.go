@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	cerrdefs "github.com/containerd/errdefs"
 	"log/slog"
 	"path"
 	"strconv"
@@ -12,12 +11,15 @@ import (
 	"sync"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
+
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 
 	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/stats"
 )
@@ -27,6 +29,7 @@ type Adapter struct {
 	endpoint    string
 	cli         *client.Client
 	concurrency int
+	log         *slog.Logger
 
 	driverOnce sync.Mutex
 	driver     string // cgroup driver, "" until known
@@ -40,12 +43,12 @@ var (
 // NewAdapter returns an adapter for the Docker engine e (e.Endpoint is
 // the socket path as reached from the host). It does not connect yet. Close
 // releases its connections.
-func NewAdapter(_ context.Context, e model.Engine, _ *slog.Logger) (engine.Adapter, error) {
+func NewAdapter(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
 	cli, err := newClient(e.Endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("docker at %s: %w", e.Endpoint, err)
 	}
-	return &Adapter{endpoint: e.Endpoint, cli: cli, concurrency: 8}, nil
+	return &Adapter{endpoint: e.Endpoint, cli: cli, concurrency: 8, log: log}, nil
 }
 
 // Close releases the adapter's connections.
@@ -222,6 +225,8 @@ func (d *Adapter) cgroupPath(ctx context.Context, r container.InspectResponse) s
 	if d.driver == "" {
 		if info, err := d.cli.Info(ctx); err == nil {
 			d.driver = info.CgroupDriver
+		} else {
+			d.log.Debug("cgroup driver unknown, the container's cgroup is read from its process", logging.Err(err))
 		}
 	}
 	driver := d.driver

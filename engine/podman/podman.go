@@ -34,6 +34,7 @@ type Adapter struct {
 	endpoint    string
 	http        *http.Client
 	concurrency int
+	log         *slog.Logger
 }
 
 var (
@@ -43,7 +44,7 @@ var (
 
 // NewAdapter returns an adapter for the podman engine e (e.Endpoint is
 // the socket path as reached from the host). It does not connect yet.
-func NewAdapter(_ context.Context, e model.Engine, _ *slog.Logger) (engine.Adapter, error) {
+func NewAdapter(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
 	if e.Endpoint == "" {
 		return nil, errors.New("podman: engine without an endpoint")
 	}
@@ -51,7 +52,7 @@ func NewAdapter(_ context.Context, e model.Engine, _ *slog.Logger) (engine.Adapt
 	tr := unixhttp.NewTransport(endpoint)
 	tr.MaxIdleConnsPerHost = 4
 	tr.IdleConnTimeout = 30 * time.Second
-	return &Adapter{endpoint: endpoint, http: &http.Client{Transport: tr}, concurrency: 8}, nil
+	return &Adapter{endpoint: endpoint, http: &http.Client{Transport: tr}, concurrency: 8, log: log}, nil
 }
 
 // Close releases idle connections.
@@ -106,6 +107,7 @@ func (p *Adapter) Subscribe(ctx context.Context) (engine.Stream, error) {
 	if err := p.getPing(ctx, &ping); err != nil {
 		return nil, fmt.Errorf("podman at %s: ping: %w", p.endpoint, err)
 	}
+	p.log.Debug("podman answers, subscribing to its events", "ping", ping)
 	q := url.Values{}
 	q.Set("stream", "true")
 	q.Set("since", strconv.FormatInt(since.Unix(), 10)+"."+fmt.Sprintf("%09d", since.Nanosecond()))
