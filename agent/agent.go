@@ -147,8 +147,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		ProcRoot:   a.cfg.Discovery.ProcRoot,
 		CgroupRoot: "/sys/fs/cgroup",
 		Fallback:   a.sup.Fallback,
-		Logger:     a.log.With("part", "stats"),
-	})
+	}, a.log.With("part", "stats"))
 	// Closed when Run returns, after every part (the pipeline) has stopped.
 	defer func() { _ = sampler.Close() }()
 	events := a.store.Subscribe(4096)
@@ -206,8 +205,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	goRun("oom", oom.New(a.store, oom.Config{
 		Path:     a.opts.KernelLog,
 		ProcRoot: a.cfg.Discovery.ProcRoot,
-		Log:      a.log.With("part", "oom"),
-	}).Run)
+	}, a.log.With("part", "oom")).Run)
 
 	// The first pass decides what the agent sees at start; READY follows it.
 	if _, err := a.disc.Scan(ctx); err != nil && ctx.Err() == nil {

@@ -41,8 +41,6 @@ type Config struct {
 	// means now minus CLOCK_MONOTONIC, computed at each kill (the printk clock
 	// is monotonic and stops during suspend, like CLOCK_MONOTONIC).
 	BootTime time.Time
-	// Log receives the Detector's logs; nil discards them.
-	Log *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -60,9 +58,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Window <= 0 {
 		c.Window = 5 * time.Second
-	}
-	if c.Log == nil {
-		c.Log = slog.New(slog.DiscardHandler)
 	}
 	return c
 }
@@ -158,13 +153,17 @@ const (
 	subBuffer = 1024
 )
 
-// New returns a Detector that matches kills against store's containers.
-func New(store *model.Store, cfg Config) *Detector {
+// New returns a Detector that matches kills against store's containers and
+// logs to log (nil discards).
+func New(store *model.Store, cfg Config, log *slog.Logger) *Detector {
 	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Detector{
 		store:  store,
 		cfg:    cfg,
-		log:    cfg.Log,
+		log:    log,
 		open:   openKmsg,
 		ours:   map[model.ContainerKey]time.Time{},
 		engine: map[model.ContainerKey]time.Time{},

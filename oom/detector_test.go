@@ -103,12 +103,11 @@ func start(t *testing.T, src io.ReadCloser, openErr error, c model.Container, cf
 	if c.ID != "" {
 		store.Upsert(c)
 	}
-	cfg.Log = log
 	cfg.BootTime = bootTime
 	if cfg.Grace == 0 {
 		cfg.Grace = 50 * time.Millisecond
 	}
-	det := New(store, cfg)
+	det := New(store, cfg, log)
 	det.open = func(string, bool) (io.ReadCloser, error) { return src, openErr }
 	sub := store.Subscribe(64)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -396,7 +395,7 @@ func TestOpenKmsg(t *testing.T) {
 		store.Upsert(c)
 		sub := store.Subscribe(8)
 		defer sub.Close()
-		d := New(store, Config{Path: p, Grace: -1, BootTime: bootTime})
+		d := New(store, Config{Path: p, Grace: -1, BootTime: bootTime}, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- d.Run(ctx) }()

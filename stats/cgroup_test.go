@@ -139,7 +139,7 @@ func (f *fakeFallback) Stats(ctx context.Context, c model.Container) (Stats, err
 
 func TestSampler(t *testing.T) {
 	t.Run("containers with one ID in two containerd namespaces keep their own CPU history", func(t *testing.T) {
-		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup", Workers: 2})
+		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup", Workers: 2}, nil)
 		cs := []model.Container{{EngineID: "e", Namespace: "a", ID: "web", PID: 777}, {EngineID: "e", Namespace: "b", ID: "web", PID: 778}}
 		if _, err := s.Sample(context.Background(), cs, nil); err != nil {
 			t.Fatal(err)
@@ -149,7 +149,7 @@ func TestSampler(t *testing.T) {
 		}
 	})
 	t.Run("CPU usage is the delta of CPU time over wall time and absent on the first sample", func(t *testing.T) {
-		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup", Workers: 2})
+		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup", Workers: 2}, nil)
 		cs := []model.Container{{ID: "a", PID: 777}, {ID: "b", PID: 778}}
 		out, err := s.Sample(context.Background(), cs, nil)
 		if err != nil {
@@ -173,7 +173,7 @@ func TestSampler(t *testing.T) {
 	t.Run("a container whose cgroup cannot be read goes to the engine fallback", func(t *testing.T) {
 		fb := &fakeFallback{s: Stats{Has: FieldMemoryUsage, MemoryUsage: 7}}
 		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup",
-			Fallback: func(string) Fallback { return fb }})
+			Fallback: func(string) Fallback { return fb }}, nil)
 		out, err := s.Sample(context.Background(), []model.Container{{ID: "gone", PID: 12345}, {ID: "ok", PID: 777}}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -183,7 +183,7 @@ func TestSampler(t *testing.T) {
 		}
 	})
 	t.Run("a container whose cgroup cannot be read and has no fallback is an error naming it", func(t *testing.T) {
-		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup"})
+		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup"}, nil)
 		out, err := s.Sample(context.Background(), []model.Container{{ID: "gone", PID: 12345}, {ID: "ok", PID: 777}}, nil)
 		if err == nil || !strings.Contains(err.Error(), "gone") {
 			t.Fatalf("got %v", err)
@@ -193,7 +193,7 @@ func TestSampler(t *testing.T) {
 		}
 	})
 	t.Run("containers absent from a call are forgotten", func(t *testing.T) {
-		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup"})
+		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup"}, nil)
 		_, _ = s.Sample(context.Background(), []model.Container{{ID: "a", PID: 777}}, nil)
 		_, _ = s.Sample(context.Background(), []model.Container{{ID: "b", PID: 778}}, nil)
 		if _, ok := s.state[model.ContainerKey{ID: "a"}]; ok || len(s.state) != 1 {

@@ -63,7 +63,7 @@ func TestReaderKeepsFilesOpen(t *testing.T) {
 		}
 	})
 	t.Run("the sampler releases the files of containers it forgets and on Close", func(t *testing.T) {
-		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup"})
+		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup"}, nil)
 		a, b := model.Container{ID: "a", PID: 777}, model.Container{ID: "b", PID: 778}
 		if _, err := s.Sample(t.Context(), []model.Container{a, b}, nil); err != nil && !strings.Contains(err.Error(), "b") {
 			t.Fatal(err)

@@ -97,8 +97,6 @@ type SamplerConfig struct {
 	// Fallback returns the engine fallback for the engine with this ID, or nil
 	// for none. Nil means no fallbacks.
 	Fallback func(engineID string) Fallback
-	// Logger receives debug logs on the source used; nil discards them.
-	Logger *slog.Logger
 	// MaxOpenFiles bounds the cgroup and procfs files kept open between
 	// samples (see Reader): 0 means DefaultMaxOpenFiles, negative keeps none.
 	MaxOpenFiles int
@@ -141,13 +139,13 @@ func newReader(cfg SamplerConfig) *Reader {
 	return r
 }
 
-// NewSampler returns a Sampler.
-func NewSampler(cfg SamplerConfig) *Sampler {
+// NewSampler returns a Sampler that logs the stats source of each container
+// at debug level to log (nil discards).
+func NewSampler(cfg SamplerConfig, log *slog.Logger) *Sampler {
 	w := cfg.Workers
 	if w <= 0 {
 		w = min(4, runtime.GOMAXPROCS(0))
 	}
-	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -51,7 +51,7 @@ func TestStatsFallbackThroughEngineAPI(t *testing.T) {
 			s := stats.NewSampler(stats.SamplerConfig{
 				CgroupRoot: t.TempDir(), // nothing to read: the fallback must answer
 				Fallback:   func(string) stats.Fallback { return fb },
-			})
+			}, nil)
 			c := model.Container{EngineID: e.ID, ID: id, PID: pid, State: model.StateRunning}
 			// The engine's own view decides what to expect: Docker reports
 			// empty stats where its shim cannot read the cgroup either (this
