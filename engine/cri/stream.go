@@ -349,8 +349,9 @@ func (s *criPollStream) Next(ctx context.Context) (engine.Change, error) {
 			}
 		}
 		if err := s.poll(ctx); err != nil {
-			if ctx.Err() != nil {
-				return engine.Change{}, ctx.Err()
+			if err := callerDone(ctx); err != nil {
+				// The caller's deadline, not the runtime: the stream goes on.
+				return engine.Change{}, err
 			}
 			s.failed = err
 		}
@@ -470,5 +471,18 @@ func (s *criPollStream) Close() error {
 			_ = s.trigger.Close()
 		}
 	})
+	return nil
+}
+
+// callerDone returns ctx's error once ctx is done or its deadline has passed.
+// gRPC fails a call with DeadlineExceeded on its own timer, which can fire a
+// moment before ctx reports it.
+func callerDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
 	return nil
 }
