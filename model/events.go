@@ -4,6 +4,8 @@ import (
 	"math/bits"
 	"slices"
 	"sync/atomic"
+
+	"github.com/agentd-dev/agentd/internal/logging"
 )
 
 // DefaultSubscriptionBuffer is the buffer Subscribe uses for a size of 0 or less.
@@ -82,8 +84,8 @@ func (s *Store) Emit(ev Event) {
 			n := sub.dropped.Add(1)
 			s.dropped.Add(1)
 			if bits.OnesCount64(n) == 1 {
-				s.log.Warn("event subscriber too slow, dropping events",
-					"event", string(ev.Type), "engine", ev.EngineID, "dropped", n)
+				s.log.Warn("event subscriber too slow, dropping events", logging.MessageID(logging.MessageIDQueueDrop),
+					"event", string(ev.Type), logging.KeyEngineID, ev.EngineID, "dropped", n)
 			}
 		}
 	}

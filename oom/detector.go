@@ -290,8 +290,8 @@ func (d *Detector) onKill(k Kill, now time.Time) {
 		c = stored
 	}
 	c.OOMKilled = true
-	log.Info("container OOM-killed (from the kernel log)", logging.KeyEngineID, c.EngineID, logging.KeyContainerID, c.ID, logging.KeyContainerName, c.Name,
-		"matched_by", matchNames[how])
+	log.Info("container OOM-killed (from the kernel log)", append(c.LogAttrs(),
+		"matched_by", matchNames[how])...)
 	if l, ok := d.last[key]; ok && absDur(k.Time.Sub(l.at)) < d.cfg.Window && l.started.Equal(c.StartedAt) {
 		d.coalesced.Add(1)
 		return

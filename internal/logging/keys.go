@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/agentd-dev/agentd/model"
 )
 
 // The slog attribute keys agentd uses for structured fields. Loggers scoped
@@ -73,27 +72,9 @@ const (
 	MessageIDConfigReload = "f452f70066d9445f83173f51b88b9adb"
 	// MessageIDSuppressed marks the summary the repeat suppressor writes.
 	MessageIDSuppressed = "946671a832e0483fbc957671634bbfea"
+	// MessageIDQueueDrop marks lines about data dropped because a queue was full.
+	MessageIDQueueDrop = "3d1f6c1e9b2a4f0e8a7c5b4d2e1f0a9c"
 )
-
-// Engine returns the attributes of every record about engine e, whichever
-// package logs it: ENGINE_TYPE, ENGINE_ID, ENGINE_PREFIX (when nested) and
-// ENDPOINT, for logger.With(logging.Engine(e)...).
-func Engine(e model.Engine) []any {
-	attrs := []any{KeyEngineType, string(e.Type), KeyEngineID, e.ID}
-	if e.Prefix != "" {
-		attrs = append(attrs, KeyEnginePrefix, e.Prefix)
-	}
-	return append(attrs, KeyEndpoint, e.Endpoint)
-}
-
-// Container returns the attributes of a record about container c:
-// CONTAINER_ID and, when known, CONTAINER_NAME.
-func Container(c model.Container) []any {
-	if c.Name == "" {
-		return []any{KeyContainerID, c.ID}
-	}
-	return []any{KeyContainerID, c.ID, KeyContainerName, c.Name}
-}
 
 // MessageID returns the attribute that tags a record with a MESSAGE_ID, e.g.
 // logger.Info("engine found", logging.MessageID(logging.MessageIDEngineFound)).
