@@ -378,6 +378,15 @@ func TestDebLifecycleOnSystemdHost(t *testing.T) {
 		}
 	})
 
+	t.Run("journalctl -x explains the engine found entry from the packaged catalog", func(t *testing.T) {
+		out := h.must(t, "journalctl -x -u agentd.service --no-pager -n 400")
+		for _, want := range []string{"agentd watches a container engine: podman", "To see everything agentd logs about this engine"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("journalctl -x lacks %q:\n%s", want, out)
+			}
+		}
+	})
+
 	t.Run("under the hardened unit agentd logs no permission errors", func(t *testing.T) {
 		// Discovery (/proc/*/fd, /proc/*/root), D-Bus and the engines have
 		// all run by now: the engine found entry above needs each of them.
@@ -680,7 +689,7 @@ func TestRPMLayoutAndScratchInstall(t *testing.T) {
 	}
 	for _, want := range []string{
 		"/usr/bin/agentd", "/usr/lib/systemd/system/agentd.service", "/usr/lib/systemd/system/agentd.socket",
-		"/etc/agentd/agentd.yaml", "/etc/sysconfig/agentd",
+		"/usr/lib/systemd/catalog/agentd.catalog", "/etc/agentd/agentd.yaml", "/etc/sysconfig/agentd",
 		"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet",
 		`if [ "$1" -eq 1 ]`, `if [ "$1" -eq 0 ]`, "systemctl try-restart agentd.service",
 	} {

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"log/slog"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -300,4 +304,44 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 func ExampleFieldName() {
 	fmt.Println(FieldName(KeyEngineID), FieldName(KeyErr), FieldName("stats_cpu.mode"), FieldName("_secret"))
 	// Output: ENGINE_ID ERROR STATS_CPU_MODE SECRET
+}
+
+// TestEveryMessageIDHasACatalogEntry: journalctl -x explains every
+// MESSAGE_ID agentd logs, from packaging/agentd.catalog.
+func TestEveryMessageIDHasACatalogEntry(t *testing.T) {
+	catalog, err := os.ReadFile("../../packaging/agentd.catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := parser.ParseFile(token.NewFileSet(), "keys.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := 0
+	for _, d := range f.Decls {
+		gd, ok := d.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if !strings.HasPrefix(name.Name, "MessageID") || i >= len(vs.Values) {
+					continue
+				}
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok {
+					continue
+				}
+				ids++
+				id := strings.Trim(lit.Value, `"`)
+				if !bytes.Contains(catalog, []byte("\n-- "+id+"\n")) {
+					t.Errorf("%s (%s) has no entry in packaging/agentd.catalog", name.Name, id)
+				}
+			}
+		}
+	}
+	if ids < 7 {
+		t.Fatalf("found %d MESSAGE_IDs in keys.go, want at least 7", ids)
+	}
 }
