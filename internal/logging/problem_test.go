@@ -1,0 +1,56 @@
+package logging
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestProblemLogsStartRepeatsAndEnd: a failure that repeats every second
+// for ten minutes is one line at the start, one a minute, one at the end.
+func TestProblemLogsStartRepeatsAndEnd(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	p := NewProblem(log, "export failing", time.Minute)
+	now := time.Unix(1_000_000, 0)
+	p.now = func() time.Time { return now }
+
+	p.OK() // no problem: nothing to say
+	for i := 0; i < 600; i++ {
+		p.Fail(errors.New("connection refused"), MessageID(MessageIDExportFailure))
+		now = now.Add(time.Second)
+	}
+	if !p.Failing() {
+		t.Fatal("Failing() = false during the problem")
+	}
+	p.OK()
+	p.OK()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	// start, then one line a minute for minutes 1..9, then the end.
+	if len(lines) != 11 {
+		t.Fatalf("%d lines, want 11:\n%s", len(lines), buf.String())
+	}
+	tests := []struct {
+		name, line string
+		want       []string
+	}{
+		{"the first line says what failed", lines[0], []string{"level=WARN", `msg="export failing"`, `err="connection refused"`, "message_id=" + MessageIDExportFailure}},
+		{"a repeat counts the failures since the last line", lines[1], []string{"level=WARN", "failures=60", "failing_for=1m0s"}},
+		{"the end says how long and how often", lines[10], []string{"level=INFO", `msg="export failing: resolved"`, "failures=600", "failed_for=10m0s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, w := range tt.want {
+				if !strings.Contains(tt.line, w) {
+					t.Errorf("%q lacks %q", tt.line, w)
+				}
+			}
+		})
+	}
+	if p.Failing() {
+		t.Error("Failing() = true after OK")
+	}
+}
