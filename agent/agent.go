@@ -34,7 +34,9 @@ import (
 type Options struct {
 	// Log receives the agent's logs. Required.
 	Log *slog.Logger
-	// Stdout receives the human-readable output when no OTLP endpoint is configured.
+	// Stdout receives the human-readable output when no OTLP endpoint is
+	// configured; nil (a service whose stdout is the journal) prints nothing
+	// and says once, at WARN, how to configure an endpoint.
 	Stdout io.Writer
 	// Version is agentd's version.
 	Version string
@@ -73,9 +75,6 @@ type Agent struct {
 func New(cfg config.Config, opts Options) (*Agent, error) {
 	if opts.Log == nil {
 		return nil, errors.New("agent: Options.Log is required")
-	}
-	if opts.Stdout == nil {
-		opts.Stdout = os.Stdout
 	}
 	if opts.Families == nil {
 		opts.Families = Families()
@@ -410,6 +409,12 @@ func (a *Agent) engineIncluded(t model.EngineType) bool {
 // configured in the file, on the command line or in OTEL_EXPORTER_OTLP_*.
 func (a *Agent) sinks(ctx context.Context) (telemetry.MetricSink, sdklog.Exporter, error) {
 	if a.cfg.Export.Endpoint == "" && !otlpEnvSet() {
+		if a.opts.Stdout == nil {
+			a.log.Warn("no OTLP endpoint configured, nothing is exported: set export.endpoint in "+config.DefaultPath+
+				" and systemctl reload agentd, or OTEL_EXPORTER_OTLP_ENDPOINT in /etc/default/agentd (/etc/sysconfig/agentd) and restart it; `agentd status` shows what agentd sees",
+				"config", a.cfg.File())
+			return telemetry.Discard{}, telemetry.Discard{}, nil
+		}
 		a.log.Info("no OTLP endpoint configured: printing what agentd sees on stdout")
 		c := telemetry.NewConsole(a.opts.Stdout)
 		return c, c, nil

@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/journal"
+	"golang.org/x/sys/unix"
+
 	"github.com/agentd-dev/agentd/agent"
 	"github.com/agentd-dev/agentd/config"
 	"github.com/agentd-dev/agentd/internal/logging"
@@ -74,7 +77,7 @@ func run(ctx context.Context, cfg config.Config, level *slog.LevelVar, log *slog
 
 	for {
 		a, err := agent.New(cfg, agent.Options{
-			Log: log, Stdout: stdout, Version: version,
+			Log: log, Stdout: console(stdout), Version: version,
 			Ready: func() {
 				if err := sdnotify.Ready("watching engines"); err != nil {
 					log.Warn("sd_notify READY", logging.Err(err))
@@ -140,4 +143,23 @@ func (currentSource) Status(ctx context.Context) status.Report {
 		return a.Status(ctx)
 	}
 	return status.Report{Version: version, Problems: []string{"starting"}}
+}
+
+// console returns where the readable tables of an agent without an OTLP
+// endpoint go: stdout, unless agentd runs as a service, whose stdout is the
+// journal or, under systemd (INVOCATION_ID set), no terminal. A service says
+// once how to configure an endpoint instead of writing tables to the journal
+// every round.
+func console(stdout io.Writer) io.Writer {
+	f, ok := stdout.(*os.File)
+	if !ok {
+		return stdout
+	}
+	if isJournal, err := journal.StdoutIsJournalStream(); err == nil && isJournal && f == os.Stdout {
+		return nil
+	}
+	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil && os.Getenv("INVOCATION_ID") != "" {
+		return nil
+	}
+	return stdout
 }
