@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/agentd-dev/agentd/internal/unixsock"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -215,4 +219,17 @@ func InspectAll(ctx context.Context, limit int, ids []string, inspect func(conte
 		}
 	}
 	return res, errors.Join(errs...)
+}
+
+// DialGRPC returns a lazily connecting gRPC client connection to the unix
+// socket at endpoint, for containerd and CRI runtimes. Every (re)connect
+// dials through unixsock.Dial, so an endpoint under /proc/PID/root is
+// resolved inside that root each time.
+func DialGRPC(endpoint string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	dial := func(ctx context.Context, _ string) (net.Conn, error) { return unixsock.Dial(ctx, endpoint) }
+	opts = append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(dial),
+	}, opts...)
+	return grpc.NewClient("unix://"+endpoint, opts...)
 }

@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -43,7 +42,6 @@ func dialOptions() []grpc.DialOption {
 	bo := backoff.DefaultConfig
 	bo.MaxDelay = 3 * time.Second
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: 5 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(containerdMaxMsgSize), grpc.MaxCallSendMsgSize(containerdMaxMsgSize)),
 	}
@@ -111,7 +109,7 @@ func New(e model.Engine, log *slog.Logger) (*Adapter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	conn, err := grpc.NewClient("unix://"+e.Endpoint, dialOptions()...)
+	conn, err := engine.DialGRPC(e.Endpoint, dialOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: connect: %w", e.Endpoint, err)
 	}

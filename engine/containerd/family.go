@@ -7,7 +7,6 @@ import (
 
 	introspectionapi "github.com/containerd/containerd/api/services/introspection/v1"
 	versionapi "github.com/containerd/containerd/api/services/version/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/agentd-dev/agentd/engine"
@@ -32,7 +31,7 @@ func Family() engine.Family {
 // Probe asks the containerd at endpoint for its version and server UUID (the
 // engine's ID; "containerd:"+endpoint when it has none).
 func Probe(ctx context.Context, endpoint string) ([]model.Engine, error) {
-	conn, err := grpc.NewClient("unix://"+endpoint, dialOptions()...)
+	conn, err := engine.DialGRPC(endpoint, dialOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: %w", endpoint, err)
 	}

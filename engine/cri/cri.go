@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/agentd-dev/agentd/engine"
@@ -122,8 +121,7 @@ func New(e model.Engine, log *slog.Logger, opts ...Option) (*Adapter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	conn, err := grpc.NewClient("unix://"+e.Endpoint,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := engine.DialGRPC(e.Endpoint,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(criMaxMsgSize)))
 	if err != nil {
 		return nil, fmt.Errorf("cri at %s: connect: %w", e.Endpoint, err)

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"strings"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/agentd-dev/agentd/engine"
@@ -33,7 +31,7 @@ func Family() engine.Family {
 // Probe asks the CRI runtime service at endpoint for its name and version:
 // a runtime naming itself cri-o is CRI-O, any other is reported as CRI.
 func Probe(ctx context.Context, endpoint string) ([]model.Engine, error) {
-	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := engine.DialGRPC(endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("cri at %s: %w", endpoint, err)
 	}

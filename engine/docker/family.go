@@ -3,10 +3,12 @@ package docker
 import (
 	"context"
 	"fmt"
+	"net"
 
 	"github.com/docker/docker/client"
 
 	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/unixsock"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -24,10 +26,13 @@ func Family() engine.Family {
 }
 
 // newClient returns an Engine API client for the unix socket at endpoint that
-// keeps its connections alive and negotiates the API version on its first
-// request. Close releases its connections.
+// keeps its connections alive, dials through unixsock.Dial (an endpoint
+// under /proc/PID/root is resolved inside that root at every dial) and
+// negotiates the API version on its first request. Close releases its
+// connections.
 func newClient(endpoint string) (*client.Client, error) {
-	return client.NewClientWithOpts(client.WithHost("unix://"+endpoint), client.WithAPIVersionNegotiation())
+	return client.NewClientWithOpts(client.WithHost("unix://"+endpoint), client.WithAPIVersionNegotiation(),
+		client.WithDialContext(func(ctx context.Context, _, _ string) (net.Conn, error) { return unixsock.Dial(ctx, endpoint) }))
 }
 
 // Probe asks the Engine API at endpoint for the daemon's ID and version.

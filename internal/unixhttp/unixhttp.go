@@ -5,18 +5,20 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/agentd-dev/agentd/internal/unixsock"
 )
 
 // NewTransport returns an HTTP transport whose connections all go to the unix
-// socket at socket, whatever the request URL's host. Keep-alives are on with
+// socket at socket, whatever the request URL's host, dialled through
+// unixsock.Dial. Keep-alives are on with
 // net/http's defaults: a caller that keeps the transport for many requests may
 // tune its pool (MaxIdleConnsPerHost, IdleConnTimeout) and must call
 // CloseIdleConnections when done with it. It is safe for concurrent use.
 func NewTransport(socket string) *http.Transport {
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return unixsock.Dial(ctx, socket)
 		},
 	}
 }
