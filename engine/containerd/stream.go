@@ -5,10 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"google.golang.org/grpc"
 	"log/slog"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc"
 
 	apievents "github.com/containerd/containerd/api/events"
 	eventsapi "github.com/containerd/containerd/api/services/events/v1"
