@@ -100,13 +100,17 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if *endpoint != "" {
-		cfg.Export.Endpoint = *endpoint
-		cfg.Export.Insecure = cfg.Export.Insecure || *insecure
+	// The command line wins over the file, on every reload too.
+	override := func(c *config.Config) {
+		if *endpoint != "" {
+			c.Export.Endpoint = *endpoint
+			c.Export.Insecure = c.Export.Insecure || *insecure
+		}
 	}
+	override(&cfg)
 	level := new(slog.LevelVar)
 	log := newLogger(stderr, cfg.Log.Level, level)
-	return run(ctx, cfg, level, log, stdout)
+	return run(ctx, cfg, override, level, log, stdout)
 }
 
 // newLogger builds the process logger (journald fields when stderr is the

@@ -22,10 +22,11 @@ import (
 	"github.com/agentd-dev/agentd/status"
 )
 
-// run runs the agent until ctx ends. SIGHUP re-reads the configuration file:
-// a valid one restarts the agent's parts with it (the status socket stays
-// open), an invalid one is logged and the running configuration kept.
-func run(ctx context.Context, cfg config.Config, level *slog.LevelVar, log *slog.Logger, stdout io.Writer) error {
+// run runs the agent until ctx ends. SIGHUP re-reads the configuration file
+// and applies override (the command line's settings) to it: a valid one
+// restarts the agent's parts with it (the status socket stays open), an
+// invalid one is logged and the running configuration kept.
+func run(ctx context.Context, cfg config.Config, override func(*config.Config), level *slog.LevelVar, log *slog.Logger, stdout io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -117,6 +118,7 @@ func run(ctx context.Context, cfg config.Config, level *slog.LevelVar, log *slog
 					_ = sdnotify.Ready("reload refused: " + err.Error())
 					continue
 				}
+				override(&c)
 				next = &c
 			}
 		}
