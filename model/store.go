@@ -122,10 +122,13 @@ func NewStore(log *slog.Logger) *Store {
 }
 
 // PutEngine adds or updates an engine. It reports whether the engine is new.
+// It ignores e.Connected: an engine already in the Store keeps its state and a
+// new one starts disconnected (see SetConnected).
 func (s *Store) PutEngine(e Engine) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, ok := s.engines[e.ID]
+	e.Connected = ok && old.Connected
 	if ok && old.Type == Docker {
 		for k := range s.byEngine[e.ID] {
 			s.unindexDocker(old.Prefix, k.ID, false)
@@ -159,6 +162,23 @@ func (s *Store) DeleteEngine(id string) (e Engine, pruned int, ok bool) {
 	delete(s.engines, id)
 	s.changed()
 	return e, pruned, true
+}
+
+// SetConnected records whether the watcher of the engine with id has a session
+// established; the watcher calls it when a session is listed and when it
+// ends, so that Snapshots (and agentd.engine.up) follow the connection. It
+// reports whether the engine is in the Store: an engine that is not (removed
+// before its watcher stopped) is not added back.
+func (s *Store) SetConnected(id string, connected bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.engines[id]
+	if ok && e.Connected != connected {
+		e.Connected = connected
+		s.engines[id] = e
+		s.changed()
+	}
+	return ok
 }
 
 // Engine returns the engine with id.

@@ -166,6 +166,39 @@ func TestSnapshotIsCachedAndSortedAndPruned(t *testing.T) {
 	}
 }
 
+func TestConnectedIsSetOnlyBySetConnected(t *testing.T) {
+	s := newTestStore()
+	connected := func() bool { e, _ := s.Snapshot().Engine("e"); return e.Connected }
+	steps := []struct {
+		name string
+		do   func()
+		want bool
+	}{
+		{"a new engine starts disconnected, whatever PutEngine is given", func() { s.PutEngine(Engine{ID: "e", Connected: true}) }, false},
+		{"SetConnected connects it", func() { s.SetConnected("e", true) }, true},
+		{"PutEngine of an update keeps the state", func() { s.PutEngine(Engine{ID: "e", Version: "2"}) }, true},
+		{"SetConnected disconnects it", func() { s.SetConnected("e", false) }, false},
+		{"SetConnected of a removed engine does not add it back", func() {
+			s.DeleteEngine("e")
+			if s.SetConnected("e", true) {
+				t.Error("SetConnected reported a removed engine as present")
+			}
+		}, false},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			v := s.Snapshot().Version
+			st.do()
+			if got := connected(); got != st.want {
+				t.Fatalf("connected %v, want %v", got, st.want)
+			}
+			if s.Snapshot().Version == v {
+				t.Error("the Snapshot version did not move")
+			}
+		})
+	}
+}
+
 func BenchmarkSnapshot500(b *testing.B) {
 	s := newTestStore()
 	s.PutEngine(Engine{ID: "e", Type: Docker})

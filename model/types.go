@@ -47,6 +47,10 @@ type Engine struct {
 	ParentEngineID string `json:"parent_engine_id,omitempty"`
 	// Unit is the systemd socket unit that activates the engine, if any.
 	Unit string `json:"unit,omitempty"`
+	// Connected is true while the engine's watcher has a session established
+	// (subscribed and listed), false before its first list and while it
+	// reconnects. Only Store.SetConnected changes it in the Store.
+	Connected bool `json:"connected"`
 }
 
 // ContainerState is the lifecycle state of a container, normalised across engines.

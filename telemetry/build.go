@@ -166,7 +166,6 @@ type sampled struct {
 // engineCount is one engine with its containers counted by state.
 type engineCount struct {
 	engine *model.Engine
-	up     bool
 	counts map[model.ContainerState]int64
 }
 
@@ -272,7 +271,7 @@ func (b *builder) engineMetrics(st *engineState, ec *engineCount, now time.Time)
 		pts[i] = metricdata.DataPoint[int64]{Attributes: engineStateSet[s], Time: now, Value: ec.counts[s]}
 	}
 	var up int64
-	if ec.up {
+	if ec.engine.Connected {
 		up = 1
 	}
 	gaugeOf(o.int(mEngineUp, 1), up, now)

@@ -30,7 +30,7 @@ func TestMetricsDoc(t *testing.T) {
 }
 
 func fixedWorkload(n int) ([]sampled, []engineCount) {
-	e := &model.Engine{ID: "e1", Type: model.Docker, Version: "20.10.24", Endpoint: "/run/docker.sock", PID: 100}
+	e := &model.Engine{ID: "e1", Type: model.Docker, Version: "20.10.24", Endpoint: "/run/docker.sock", PID: 100, Connected: true}
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	cs := make([]sampled, n)
 	for i := range cs {
@@ -42,7 +42,7 @@ func fixedWorkload(n int) ([]sampled, []engineCount) {
 			Pids: 3, Networks: []stats.Interface{{Name: "eth0", RxBytes: 10, TxBytes: 20}}}
 		cs[i] = sampled{engine: e, container: c, stats: s}
 	}
-	return cs, []engineCount{{engine: e, up: true, counts: map[model.ContainerState]int64{model.StateRunning: int64(n)}}}
+	return cs, []engineCount{{engine: e, counts: map[model.ContainerState]int64{model.StateRunning: int64(n)}}}
 }
 
 // BenchmarkBuild500 builds the export batch of 500 containers and an engine.

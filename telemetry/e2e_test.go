@@ -124,7 +124,7 @@ func TestPipelineExportsDockerContainersToCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	events := make(chan model.Event, 16)
-	p, err := NewPipeline(cfg, Options{Workload: w, Events: events, Sampler: stats.NewSampler(stats.SamplerConfig{}),
+	p, err := NewPipeline(cfg, Options{Workload: w, Events: events, Sampler: stats.NewSampler(stats.SamplerConfig{}, nil),
 		Metrics: msink, Logs: lexp, Host: DetectHost(""), Version: "test"})
 	if err != nil {
 		t.Fatal(err)

@@ -15,16 +15,12 @@ import (
 )
 
 // Workload is the view of the workload model the pipeline reads each round.
-// Implementations return snapshots the pipeline may keep for the round.
+// Implementations return snapshots the pipeline may keep for the round; an
+// engine's Connected gives its agentd.engine.up. Rounds and event forwarding
+// call it from two goroutines: it must be safe for concurrent use.
 type Workload interface {
 	Engines() []model.Engine
 	Containers() []model.Container
-}
-
-// EngineStatus is an optional ability of a Workload: whether agentd is
-// connected to an engine right now. Without it every listed engine is up.
-type EngineStatus interface {
-	EngineUp(engineID string) bool
 }
 
 // ContainerLookup is an optional ability of a Workload: the current state of
@@ -259,11 +255,9 @@ func (p *Pipeline) round(ctx context.Context, b *builder, samples []stats.Stats)
 	all := p.opts.Workload.Containers()
 	byID := make(map[string]*model.Engine, len(engines))
 	counts := make([]engineCount, len(engines))
-	status, _ := p.opts.Workload.(EngineStatus)
 	for i := range engines {
 		byID[engines[i].ID] = &engines[i]
-		counts[i] = engineCount{engine: &engines[i], up: status == nil || status.EngineUp(engines[i].ID),
-			counts: make(map[model.ContainerState]int64, len(engineStates))}
+		counts[i] = engineCount{engine: &engines[i], counts: make(map[model.ContainerState]int64, len(engineStates))}
 	}
 	running := make([]model.Container, 0, len(all))
 	for i := range all {

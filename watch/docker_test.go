@@ -307,9 +307,10 @@ func (d *privateDockerd) docker(args ...string) string {
 	return testbed.Run(d.t, "docker", append([]string{"-H", "unix://" + d.sock}, args...)...)
 }
 
-func TestDockerResyncAfterSIGKILL(t *testing.T) {
-	testbed.Require(t, testbed.Docker, testbed.Containerd, testbed.Root)
-	label := testLabel(t)
+// testDockerd starts a private dockerd for the test, removed with all its
+// state when the test ends, and a watcher of it with a MaxBackoff of 1 s.
+func testDockerd(t *testing.T, label string) (*privateDockerd, *harness) {
+	t.Helper()
 	dir, err := os.MkdirTemp("/var/tmp", "agentd-dockerd-")
 	if err != nil {
 		t.Fatal(err)
@@ -329,14 +330,19 @@ func TestDockerResyncAfterSIGKILL(t *testing.T) {
 			t.Logf("removing %s: %v", dir, err)
 		}
 	})
-	d.docker("import", filepath.Join(testbed.CacheDir(), "busybox.tar"), testbed.BusyboxImage)
-
 	e := model.Engine{ID: "docker-private-" + ns, Type: model.Docker, Endpoint: d.sock}
 	a, err := docker.NewAdapter(e, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := startWatcher(t, e, a, label, Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second})
+	return d, startWatcher(t, e, a, label, Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second})
+}
+
+func TestDockerResyncAfterSIGKILL(t *testing.T) {
+	testbed.Require(t, testbed.Docker, testbed.Containerd, testbed.Root)
+	label := testLabel(t)
+	d, h := testDockerd(t, label)
+	d.docker("import", filepath.Join(testbed.CacheDir(), "busybox.tar"), testbed.BusyboxImage)
 	const n = 3
 	var ids []string
 	for i := range n {
@@ -377,4 +383,39 @@ func TestDockerResyncAfterSIGKILL(t *testing.T) {
 	if s := h.state("", stopped); s != model.StateCreated {
 		t.Errorf("never started container: model state %q", s)
 	}
+}
+
+// TestEngineConnectedFollowsADockerdOutage checks the state behind
+// agentd.engine.up against a private dockerd (needs Docker, containerd, root)
+// that is stopped for several times the watcher's MaxBackoff.
+func TestEngineConnectedFollowsADockerdOutage(t *testing.T) {
+	testbed.Require(t, testbed.Docker, testbed.Containerd, testbed.Root)
+	d, h := testDockerd(t, testLabel(t))
+	connected := func() bool { e, _ := h.store.Engine(h.w.engine.ID); return e.Connected }
+	t.Run("a listed engine is connected", func(t *testing.T) {
+		if !connected() {
+			t.Fatal("not connected after the first list")
+		}
+	})
+	t.Run("a stopped engine is disconnected for as long as it is stopped", func(t *testing.T) {
+		d.stop()
+		eventually(t, 30*time.Second, "the engine is disconnected", func() bool { return !connected() })
+		reconnects := h.w.Stats().Reconnects
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if connected() {
+				t.Fatal("connected while the engine is stopped")
+			}
+		}
+		if n := h.w.Stats().Reconnects - reconnects; n < 2 {
+			t.Errorf("%d retries during the outage, want several", n)
+		}
+	})
+	t.Run("a restarted engine is connected again", func(t *testing.T) {
+		syncs := h.w.Stats().Syncs
+		d.start()
+		h.waitSyncs(syncs + 1)
+		if !connected() {
+			t.Fatal("not connected after the resync")
+		}
+	})
 }

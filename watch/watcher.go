@@ -105,10 +105,16 @@ func (w *Watcher) Stats() Stats {
 // logged and followed by a reconnect after a backoff that doubles from
 // MinBackoff up to MaxBackoff and resets after the first event received on a
 // new stream.
+//
+// Run records the connection in the Store (Store.SetConnected, read as
+// model.Engine.Connected): true once a session has subscribed and listed,
+// false as soon as it ends, so false while it reconnects and after Run
+// returns. Put the engine in the Store before Run; Run does not add it.
 func (w *Watcher) Run(ctx context.Context) error {
 	backoff := w.opts.MinBackoff
 	for {
 		err := w.session(ctx, func() { backoff = w.opts.MinBackoff })
+		w.store.SetConnected(w.engine.ID, false)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -138,6 +144,7 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 		return err
 	}
 	w.reconcile(list, w.syncs.Load() > 0)
+	w.store.SetConnected(w.engine.ID, true)
 	w.syncs.Add(1)
 	for {
 		ch, err := st.Next(ctx)

@@ -1,0 +1,67 @@
+package telemetry
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// storeWorkload reads a Store the way agentd's wiring does.
+type storeWorkload struct{ s *model.Store }
+
+func (w storeWorkload) Engines() []model.Engine       { return w.s.Snapshot().Engines }
+func (w storeWorkload) Containers() []model.Container { return w.s.Snapshot().Containers }
+
+// upSink keeps the agentd.engine.up point of the last export.
+type upSink struct {
+	noMetrics
+	up []int64
+}
+
+func (s *upSink) ExportMetrics(_ context.Context, rms []*metricdata.ResourceMetrics) error {
+	s.up = s.up[:0]
+	for _, rm := range rms {
+		for _, m := range rm.ScopeMetrics[0].Metrics {
+			if m.Name == Metrics[mEngineUp].Name {
+				s.up = append(s.up, m.Data.(metricdata.Gauge[int64]).DataPoints[0].Value)
+			}
+		}
+	}
+	return nil
+}
+
+func TestEngineUpFollowsTheModelsConnectedState(t *testing.T) {
+	store := model.NewStore(slog.New(slog.DiscardHandler))
+	store.PutEngine(model.Engine{ID: "e", Type: model.Docker})
+	sink := &upSink{}
+	p, err := NewPipeline(DefaultConfig(), Options{Workload: storeWorkload{store}, Sampler: noStats{}, Metrics: sink, Logs: &memLogs{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBuilder(&p.cfg, Host{}, "test")
+	for _, step := range []struct {
+		name string
+		set  func()
+		want int64
+	}{
+		{"an engine not listed yet is down", func() {}, 0},
+		{"an engine whose watcher is connected is up", func() { store.SetConnected("e", true) }, 1},
+		{"an engine whose watcher reconnects is down", func() { store.SetConnected("e", false) }, 0},
+		{"a rediscovered engine keeps its state", func() {
+			store.SetConnected("e", true)
+			store.PutEngine(model.Engine{ID: "e", Type: model.Docker, Version: "2"})
+		}, 1},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			step.set()
+			p.round(context.Background(), b, nil)
+			if len(sink.up) != 1 || sink.up[0] != step.want {
+				t.Fatalf("agentd.engine.up points %v, want [%d]", sink.up, step.want)
+			}
+		})
+	}
+}
