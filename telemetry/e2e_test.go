@@ -31,6 +31,14 @@ func (w *dockerWorkload) Containers() []model.Container {
 	defer w.mu.Unlock()
 	return append([]model.Container(nil), w.containers...)
 }
+func (w *dockerWorkload) Container(k model.ContainerKey) (model.Container, bool) {
+	for _, c := range w.Containers() {
+		if c.Key() == k {
+			return c, true
+		}
+	}
+	return model.Container{}, false
+}
 func (w *dockerWorkload) set(cs []model.Container) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

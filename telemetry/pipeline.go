@@ -10,6 +10,7 @@ import (
 
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 
+	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/stats"
 )
@@ -21,12 +22,9 @@ import (
 type Workload interface {
 	Engines() []model.Engine
 	Containers() []model.Container
-}
-
-// ContainerLookup is an optional ability of a Workload: the current state of
-// one container, hidden ones included. With it, the die of a SIGKILLed
-// container waits up to dieHold for an OOM flag (see forwardEvents).
-type ContainerLookup interface {
+	// Container is the current state of one container, hidden ones
+	// included: the die of a SIGKILLed container waits up to dieHold for
+	// its OOM flag there (see forwardEvents).
 	Container(k model.ContainerKey) (model.Container, bool)
 }
 
@@ -65,9 +63,53 @@ type Options struct {
 // Pipeline samples, exports metrics and forwards events until its context
 // ends. Build it with NewPipeline and call Run once.
 type Pipeline struct {
-	cfg  Config
-	opts Options
-	log  *slog.Logger
+	cfg    Config
+	opts   Options
+	log    *slog.Logger
+	health *exportHealth
+}
+
+// exportHealth follows the outcome of the exports, metrics and events alike:
+// the journal says when they start failing, once a minute while they fail
+// (with a count) and when they recover; LastExport reads the last outcome.
+type exportHealth struct {
+	problem *logging.Problem
+	mu      sync.Mutex
+	at      time.Time
+	err     error
+}
+
+func (h *exportHealth) record(err error, attrs ...any) {
+	h.mu.Lock()
+	h.at, h.err = time.Now(), err
+	h.mu.Unlock()
+	if err != nil {
+		h.problem.Fail(err, attrs...)
+		return
+	}
+	h.problem.OK()
+}
+
+// healthLogs is the events' exporter with its outcomes recorded.
+type healthLogs struct {
+	sdklog.Exporter
+	h *exportHealth
+}
+
+func (l healthLogs) Export(ctx context.Context, records []sdklog.Record) error {
+	err := l.Exporter.Export(ctx, records)
+	if ctx.Err() == nil {
+		l.h.record(err, "signal", "events", "records", len(records))
+	}
+	return err
+}
+
+// LastExport returns when the last export (metrics or events) ended and its
+// error; the zero time before the first. Safe for concurrent use with Run.
+func (p *Pipeline) LastExport() (time.Time, error) {
+	p.health.mu.Lock()
+	defer p.health.mu.Unlock()
+	return p.health.at, p.health.err
 }
 
 // NewPipeline validates cfg and checks opts.
@@ -82,7 +124,8 @@ func NewPipeline(cfg Config, opts Options) (*Pipeline, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pipeline{cfg: cfg, opts: opts, log: log}, nil
+	problem := logging.NewProblem(log.With(logging.MessageID(logging.MessageIDExportFailure)), "export to the collector failing", time.Minute)
+	return &Pipeline{cfg: cfg, opts: opts, log: log, health: &exportHealth{problem: problem}}, nil
 }
 
 // eventQueue is how many log records wait for the next flush at most.
@@ -98,7 +141,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// A queue of eventQueue records holds a burst of several hundred
 	// containers' lifecycles between flushes; the SDK's default of 2048
 	// preallocates 2 MB for it.
-	proc := sdklog.NewBatchProcessor(p.opts.Logs, sdklog.WithExportInterval(p.cfg.EventFlushInterval),
+	proc := sdklog.NewBatchProcessor(healthLogs{p.opts.Logs, p.health}, sdklog.WithExportInterval(p.cfg.EventFlushInterval),
 		sdklog.WithMaxQueueSize(eventQueue), sdklog.WithExportMaxBatchSize(eventQueue/2))
 	em := newEventEmitter(&p.cfg, p.opts.Host, p.opts.Version, proc)
 
@@ -169,14 +212,14 @@ func (p *Pipeline) forwardEvents(ctx context.Context, em *eventEmitter) {
 	// held keeps the events that wait behind a held die, in order; the
 	// first is that die. A die is held from its arrival, so a burst of kills
 	// waits dieHold once, not once per kill.
-	lookup, _ := p.opts.Workload.(ContainerLookup)
+	lookup := p.opts.Workload
 	type heldEvent struct {
 		ev  model.Event
 		due time.Time // zero: not a held die
 	}
 	var held []heldEvent
 	mustHold := func(ev *model.Event) bool {
-		return lookup != nil && ev.Type == model.EventDie && ev.Container != nil &&
+		return ev.Type == model.EventDie && ev.Container != nil &&
 			ev.ExitCode == 137 && !ev.Container.OOMKilled && !ev.Resync
 	}
 	release := func(ctx context.Context, now time.Time, all bool) {
@@ -280,7 +323,7 @@ func (p *Pipeline) round(ctx context.Context, b *builder, samples []stats.Stats)
 		if ctx.Err() != nil {
 			return samples
 		}
-		p.log.Warn("container stats", "error", err)
+		p.log.Warn("container stats", logging.Err(err))
 	}
 	batch := make([]sampled, 0, len(running))
 	for i := range running {
@@ -292,8 +335,8 @@ func (p *Pipeline) round(ctx context.Context, b *builder, samples []stats.Stats)
 	now := time.Now()
 	rms := b.build(now, batch, counts)
 	start := time.Now()
-	if err := p.opts.Metrics.ExportMetrics(ctx, rms); err != nil && ctx.Err() == nil {
-		p.log.Warn("export metrics", "resources", len(rms), "error", err)
+	if err := p.opts.Metrics.ExportMetrics(ctx, rms); ctx.Err() == nil {
+		p.health.record(err, "signal", "metrics", "resources", len(rms))
 	}
 	p.log.Debug("exported metrics", "containers", len(batch), "resources", len(rms), "duration", time.Since(start))
 	return samples

@@ -1,12 +1,16 @@
 package telemetry
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -15,6 +19,9 @@ type storeWorkload struct{ s *model.Store }
 
 func (w storeWorkload) Engines() []model.Engine       { return w.s.Snapshot().Engines }
 func (w storeWorkload) Containers() []model.Container { return w.s.Snapshot().Containers }
+func (w storeWorkload) Container(k model.ContainerKey) (model.Container, bool) {
+	return w.s.Container(k)
+}
 
 // upSink keeps the agentd.engine.up point of the last export.
 type upSink struct {
@@ -63,5 +70,50 @@ func TestEngineUpFollowsTheModelsConnectedState(t *testing.T) {
 				t.Fatalf("agentd.engine.up points %v, want [%d]", sink.up, step.want)
 			}
 		})
+	}
+}
+
+// failingSink fails its exports while down is set.
+type failingSink struct {
+	noMetrics
+	down bool
+}
+
+func (s *failingSink) ExportMetrics(context.Context, []*metricdata.ResourceMetrics) error {
+	if s.down {
+		return errors.New("connection refused")
+	}
+	return nil
+}
+
+// TestExportFailuresAreOneProblem: a collector that is down for many rounds
+// is one journal line when it starts and one when it ends (the repeats in
+// between are once a minute), and LastExport says how the last one went.
+func TestExportFailuresAreOneProblem(t *testing.T) {
+	var logs bytes.Buffer
+	store := model.NewStore(slog.New(slog.DiscardHandler))
+	store.PutEngine(model.Engine{ID: "e", Type: model.Docker})
+	sink := &failingSink{down: true}
+	p, err := NewPipeline(DefaultConfig(), Options{Workload: storeWorkload{store}, Sampler: noStats{}, Metrics: sink, Logs: &memLogs{},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBuilder(&p.cfg, Host{}, "test")
+	for range 20 {
+		p.round(context.Background(), b, nil)
+	}
+	if at, err := p.LastExport(); at.IsZero() || err == nil {
+		t.Fatalf("LastExport() = %v, %v during the outage", at, err)
+	}
+	sink.down = false
+	p.round(context.Background(), b, nil)
+	if _, err := p.LastExport(); err != nil {
+		t.Fatalf("LastExport() error %v after recovery", err)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], "connection refused") ||
+		!strings.Contains(lines[0], "message_id="+logging.MessageIDExportFailure) || !strings.Contains(lines[1], "resolved") || !strings.Contains(lines[1], "failures=20") {
+		t.Fatalf("log lines:\n%s", logs.String())
 	}
 }
