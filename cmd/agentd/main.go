@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentd-dev/agentd/config"
 	"github.com/agentd-dev/agentd/internal/logging"
+	"go.opentelemetry.io/otel"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -110,6 +111,10 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	override(&cfg)
 	level := new(slog.LevelVar)
 	log := newLogger(stderr, cfg.Log.Level, level)
+	// The OpenTelemetry SDK also reports failed exports to its global error
+	// handler, which writes to stderr; telemetry logs them already, as one
+	// problem for the whole outage.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Debug("opentelemetry sdk", logging.Err(err)) }))
 	return run(ctx, cfg, override, level, log, stdout)
 }
 
