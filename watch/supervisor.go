@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/stats"
 )
@@ -74,7 +75,7 @@ func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
 	s.mu.Unlock()
 	s.Remove(e.ID)
 
-	log := s.log.With("engine", e.ID)
+	log := s.log.With(e.LogAttrs()...)
 	a, err := fam.NewAdapter(e, log)
 	if err != nil {
 		return fmt.Errorf("%s engine %s at %s: %w", e.Type, e.ID, e.Endpoint, err)
@@ -105,7 +106,7 @@ func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
 	s.store.PutEngine(e)
 	eng := e
 	s.store.Emit(model.Event{Type: model.EventEngineFound, Time: time.Now(), EngineID: e.ID, Engine: &eng})
-	log.Info("watching engine", "type", string(e.Type), "endpoint", e.Endpoint, "prefix", e.Prefix)
+	log.Debug("watcher started")
 	go func() {
 		defer close(r.done)
 		defer closeAdapter(a, log)
@@ -117,7 +118,7 @@ func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
 func closeAdapter(a engine.Adapter, log *slog.Logger) {
 	if c, ok := a.(io.Closer); ok {
 		if err := c.Close(); err != nil {
-			log.Debug("closing engine adapter", "err", err)
+			log.Debug("closing engine adapter", logging.Err(err))
 		}
 	}
 }
@@ -144,7 +145,7 @@ func (s *Supervisor) stop(r *supervised) {
 		e = r.engine
 	}
 	s.store.Emit(model.Event{Type: model.EventEngineLost, Time: time.Now(), EngineID: e.ID, Engine: &e})
-	s.log.Info("engine lost", "engine", e.ID, "endpoint", e.Endpoint, "pruned_containers", pruned)
+	s.log.Debug("watcher stopped", append(e.LogAttrs(), "pruned_containers", pruned)...)
 }
 
 // Watcher returns the watcher of the engine with id, for its Stats.

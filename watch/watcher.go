@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/internal/procfs"
 	"github.com/agentd-dev/agentd/internal/wait"
 	"github.com/agentd-dev/agentd/model"
@@ -72,6 +73,9 @@ type Watcher struct {
 	store   *model.Store
 	opts    Options
 	log     *slog.Logger
+	// down is the engine being unreachable, as the journal tells it: once
+	// when it starts, once a minute while it lasts, once when it ends.
+	down *logging.Problem
 
 	events, malformed, ignored, reconnects, syncs atomic.Uint64
 }
@@ -85,7 +89,7 @@ func NewWatcher(e model.Engine, a engine.Adapter, store *model.Store, opts Optio
 		adapter: a,
 		store:   store,
 		opts:    opts,
-		log:     opts.Log.With("engine", e.ID),
+		log:     opts.Log.With(e.LogAttrs()...),
 	}
 }
 
@@ -112,6 +116,7 @@ func (w *Watcher) Stats() Stats {
 // returns. Put the engine in the Store before Run; Run does not add it.
 func (w *Watcher) Run(ctx context.Context) error {
 	backoff := w.opts.MinBackoff
+	w.down = logging.NewProblem(w.log, "engine unreachable, reconnecting", time.Minute)
 	for {
 		err := w.session(ctx, func() { backoff = w.opts.MinBackoff })
 		w.store.SetConnected(w.engine.ID, false)
@@ -119,7 +124,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return nil
 		}
 		w.reconnects.Add(1)
-		w.log.Warn("engine watch interrupted, reconnecting", "endpoint", w.engine.Endpoint, "err", err, "backoff", backoff)
+		w.down.Fail(err, "backoff", backoff)
 		if !wait.Sleep(ctx, backoff) {
 			return nil
 		}
@@ -136,7 +141,7 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 	}
 	defer func() {
 		if err := st.Close(); err != nil {
-			w.log.Debug("closing event stream", "err", err)
+			w.log.Debug("closing event stream", logging.Err(err))
 		}
 	}()
 	list, err := w.adapter.List(ctx)
@@ -145,6 +150,7 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 	}
 	w.reconcile(list, w.syncs.Load() > 0)
 	w.store.SetConnected(w.engine.ID, true)
+	w.down.OK()
 	w.syncs.Add(1)
 	for {
 		ch, err := st.Next(ctx)
@@ -156,7 +162,7 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 			continue
 		case errors.Is(err, engine.ErrMalformed):
 			w.malformed.Add(1)
-			w.log.Warn("skipping malformed engine event", "err", err)
+			w.log.Warn("skipping malformed engine event", logging.Err(err))
 			continue
 		default:
 			return err
@@ -168,7 +174,7 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 				return ctx.Err()
 			}
 			w.malformed.Add(1)
-			w.log.Warn("skipping engine event", "event", string(ch.Type), "container", ch.ContainerID, "err", err)
+			w.log.Warn("skipping engine event", "event", string(ch.Type), logging.KeyContainerID, ch.ContainerID, logging.Err(err))
 		}
 	}
 }
@@ -188,7 +194,7 @@ func (w *Watcher) normalise(c *model.Container) {
 	anchor := nsAnchor(w.opts.ProcRoot, w.engine.PID, w.engine.Endpoint)
 	p, err := hostPID(w.opts.ProcRoot, anchor, c.PID)
 	if err != nil {
-		w.log.Debug("translating container pid", "container", c.ID, "pid", c.PID, "err", err)
+		w.log.Debug("translating container pid", logging.KeyContainerID, c.ID, "pid", c.PID, logging.Err(err))
 		p = 0
 	}
 	c.PID = p
@@ -392,7 +398,7 @@ func (w *Watcher) apply(ctx context.Context, ch engine.Change) error {
 		if !known {
 			return fmt.Errorf("inspect: %w", err)
 		}
-		w.log.Debug("inspect after event failed, using the model's state", "container", ch.ContainerID, "err", err)
+		w.log.Debug("inspect after event failed, using the model's state", logging.KeyContainerID, ch.ContainerID, logging.Err(err))
 		c = cur
 	}
 	switch ch.Type {
