@@ -30,7 +30,7 @@ func TestOneSocketReachedByTwoPathsIsOneEngine(t *testing.T) {
 	path1 := fmt.Sprintf("/proc/%d/root/run/podman/podman.sock", th)
 	path2 := fmt.Sprintf("/proc/%d/root/run/podman/podman.sock", other)
 
-	d, err := New(Config{}, slog.New(slog.DiscardHandler))
+	d, err := New(Config{}, realFamilies(), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,9 @@ import (
 )
 
 // BenchmarkRescan measures a steady-state rescan of a 2,000-process fake procfs
-// with three engines already probed: one stat read per process, no probes.
+// with three engines already probed and placed by a model that knows their
+// containers: one stat read per process, no probes, the hierarchy recomputed
+// from the table without I/O.
 func BenchmarkRescan(b *testing.B) {
 	root := b.TempDir()
 	writeNestedTree(b, root)
@@ -18,14 +20,17 @@ func BenchmarkRescan(b *testing.B) {
 		procs = append(procs, fakeProc{pid: pid, ppid: 1, comm: "worker proc", start: uint64(pid), noDetail: true})
 	}
 	writeFakeProc(b, root, procs)
-	fe := &fakeEngines{probes: map[string]int{}, lists: map[string][]EngineContainer{}}
-	d, _, _ := newFakeDiscoverer(b, root, fe)
+	fe := newFakeEngines()
+	d, _, _ := newFakeDiscoverer(b, root, fe, nestedModel(root))
 	ctx := context.Background()
 	if _, err := d.Scan(ctx); err != nil {
 		b.Fatal(err)
 	}
 	if n := d.procs.Len(); n < 2000 {
 		b.Fatalf("table holds %d processes, want 2000", n)
+	}
+	if es := d.Engines(); len(es) != 3 || es[2].Prefix != "th/inner" {
+		b.Fatalf("engines %+v, want three, the last under th/inner", es)
 	}
 	calls := fe.calls()
 	b.ReportAllocs()
@@ -52,8 +57,7 @@ func BenchmarkFirstScan(b *testing.B) {
 	writeFakeProc(b, root, procs)
 	b.ReportAllocs()
 	for b.Loop() {
-		fe := &fakeEngines{probes: map[string]int{}, lists: map[string][]EngineContainer{}}
-		d, _, _ := newFakeDiscoverer(b, root, fe)
+		d, _, _ := newFakeDiscoverer(b, root, newFakeEngines(), nestedModel(root))
 		if _, err := d.Scan(context.Background()); err != nil {
 			b.Fatal(err)
 		}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/podman"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -134,18 +136,36 @@ func writeNestedTree(t testing.TB, root string) {
 	}
 }
 
+// nestedModel is the workload model of nestedTree (written under root) as
+// the watchers keep it, engines named by the fake families: th's init is host
+// PID 201 (podman's ancestor), inner's 501 (the inner dockerd's parent);
+// other and deep hold no engine, and a stopped container holds nothing.
+func nestedModel(root string) *fakeModel {
+	fm := &fakeModel{}
+	fm.set("docker:"+filepath.Join(root, "1/root/run/docker.sock"), running("c-th", "th", 201),
+		running("c-other", "other", 9999), model.Container{ID: "c-stopped", Name: "stopped", State: model.StateExited})
+	fm.set("podman:"+filepath.Join(root, "201/root/run/podman/podman.sock"), running("c-inner", "inner", 501))
+	fm.set("docker:"+filepath.Join(root, "501/root/run/docker.sock"), running("c-deep", "deep", 9998))
+	return fm
+}
+
 func mknodSocket(path string) error {
 	return syscall.Mknod(path, syscall.S_IFSOCK|0o600, 0)
 }
 
-// fakeEngines stands in for the probes and listings of engine APIs.
+// fakeEngines stands in for the engine families: every family's probe answers
+// on any socket with one engine named after its type and the endpoint, and
+// counts its calls.
 type fakeEngines struct {
 	mu     sync.Mutex
 	probes map[string]int // endpoint -> probe calls
-	lists  map[string][]EngineContainer
 }
 
-func (f *fakeEngines) probe(typ model.EngineType) probeFunc {
+func newFakeEngines() *fakeEngines {
+	return &fakeEngines{probes: map[string]int{}}
+}
+
+func (f *fakeEngines) probe(typ model.EngineType) func(context.Context, string) ([]model.Engine, error) {
 	return func(_ context.Context, endpoint string) ([]model.Engine, error) {
 		f.mu.Lock()
 		f.probes[endpoint]++
@@ -154,8 +174,17 @@ func (f *fakeEngines) probe(typ model.EngineType) probeFunc {
 	}
 }
 
-func (f *fakeEngines) list(_ context.Context, e model.Engine) ([]EngineContainer, error) {
-	return f.lists[e.Endpoint], nil
+// families returns fake families shaped like agentd's real list: the same
+// order, process names and podman's command-line rule, with counting probes
+// and no adapters.
+func (f *fakeEngines) families() engine.Families {
+	fam := func(name string, typ model.EngineType, comms ...string) engine.Family {
+		return engine.Family{Name: name, Types: []model.EngineType{typ}, Comms: comms, Probe: f.probe(typ)}
+	}
+	pm := fam("podman", model.Podman, "podman")
+	pm.Match = podman.IsService
+	return engine.Families{pm, fam("docker", model.Docker, "dockerd"),
+		fam("containerd", model.Containerd, "containerd"), fam("cri", model.CRI, "containerd", "crio")}
 }
 
 func (f *fakeEngines) calls() int {
@@ -168,32 +197,50 @@ func (f *fakeEngines) calls() int {
 	return n
 }
 
-// newFakeDiscoverer returns a Discoverer over a fake procfs whose probes and
-// listings are fakes, with a controllable clock and a captured log.
-func newFakeDiscoverer(t testing.TB, root string, fe *fakeEngines) (*Discoverer, *time.Time, *bytes.Buffer) {
+// fakeModel stands in for the workload model: each engine's containers as
+// its watcher would have stored them, init PIDs on the host.
+type fakeModel struct {
+	mu       sync.Mutex
+	byEngine map[string][]model.Container
+}
+
+var _ Containers = (*fakeModel)(nil)
+
+func (m *fakeModel) EngineContainers(engineID string) []model.Container {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.byEngine[engineID])
+}
+
+// set replaces the containers of engine id.
+func (m *fakeModel) set(id string, cs ...model.Container) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.byEngine == nil {
+		m.byEngine = map[string][]model.Container{}
+	}
+	m.byEngine[id] = cs
+}
+
+// running is a running container whose init process has host PID pid.
+func running(id, name string, pid int) model.Container {
+	return model.Container{ID: id, Name: name, PID: pid, State: model.StateRunning}
+}
+
+// newFakeDiscoverer returns a Discoverer over a fake procfs with fe's
+// families and containers as its model (nil: none), a controllable clock and
+// a captured log.
+func newFakeDiscoverer(t testing.TB, root string, fe *fakeEngines, containers Containers) (*Discoverer, *time.Time, *bytes.Buffer) {
 	t.Helper()
 	var logBuf bytes.Buffer
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logBuf, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	d, err := New(Config{ProcRoot: root, RetryBackoff: time.Minute}, log)
+	d, err := New(Config{ProcRoot: root, RetryBackoff: time.Minute}, fe.families(), containers, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range d.dets {
-		switch d.dets[i].comm {
-		case "dockerd":
-			d.dets[i].probe = fe.probe(model.Docker)
-		case "podman":
-			d.dets[i].probe = fe.probe(model.Podman)
-		case "containerd":
-			d.dets[i].probe = fe.probe(model.Containerd)
-		case "crio":
-			d.dets[i].probe = fe.probe(model.CRIO)
-		}
-	}
 	now := time.Unix(1_000_000, 0)
 	d.now = func() time.Time { return now }
-	d.list = fe.list
 	return d, &now, &logBuf
 }
 
@@ -214,12 +261,8 @@ func TestDiscovererOnFakeTree(t *testing.T) {
 	hostDocker := filepath.Join(root, "1/root/run/docker.sock")
 	podman := filepath.Join(root, "201/root/run/podman/podman.sock")
 	innerDocker := filepath.Join(root, "501/root/run/docker.sock")
-	fe := &fakeEngines{probes: map[string]int{}, lists: map[string][]EngineContainer{
-		hostDocker:  {{ID: "c-th", Name: "th", PID: 201}, {ID: "c-other", Name: "other", PID: 9999}},
-		podman:      {{ID: "c-inner", Name: "inner", PID: 41}},
-		innerDocker: {{ID: "c-deep", Name: "deep", PID: 1}},
-	}}
-	d, now, _ := newFakeDiscoverer(t, root, fe)
+	fe := newFakeEngines()
+	d, now, _ := newFakeDiscoverer(t, root, fe, nestedModel(root))
 	sub := d.Subscribe()
 	defer sub.Close()
 	ctx := context.Background()
@@ -330,8 +373,7 @@ func TestDiscovererOnFakeTree(t *testing.T) {
 func TestSubscribersNeverBlock(t *testing.T) {
 	root := t.TempDir()
 	writeNestedTree(t, root)
-	fe := &fakeEngines{probes: map[string]int{}, lists: map[string][]EngineContainer{}}
-	d, _, _ := newFakeDiscoverer(t, root, fe)
+	d, _, _ := newFakeDiscoverer(t, root, newFakeEngines(), nil)
 	d.cfg.SubscriberBuffer = 1
 	sub := d.Subscribe()
 	defer sub.Close()
@@ -346,8 +388,7 @@ func TestSubscribersNeverBlock(t *testing.T) {
 func TestUnreadableFDDirectoryIsReportedOncePerProcess(t *testing.T) {
 	root := t.TempDir()
 	writeNestedTree(t, root)
-	fe := &fakeEngines{probes: map[string]int{}, lists: map[string][]EngineContainer{}}
-	d, now, logBuf := newFakeDiscoverer(t, root, fe)
+	d, now, logBuf := newFakeDiscoverer(t, root, newFakeEngines(), nil)
 	fdDir := filepath.Join(root, "100", "fd")
 	d.procs.open = func(name string) (*os.File, error) {
 		if name == fdDir {
@@ -379,15 +420,12 @@ func TestUnreadableFDDirectoryIsReportedOncePerProcess(t *testing.T) {
 func TestAddKeepsAnEngineWhoseProcessIsGone(t *testing.T) {
 	root := t.TempDir()
 	writeNestedTree(t, root)
-	fe := &fakeEngines{probes: map[string]int{}, lists: map[string][]EngineContainer{
-		filepath.Join(root, "1/root/run/docker.sock"): {{ID: "c-th", Name: "th", PID: 201}},
-	}}
-	d, _, _ := newFakeDiscoverer(t, root, fe)
+	d, _, _ := newFakeDiscoverer(t, root, newFakeEngines(), nestedModel(root))
 	ctx := context.Background()
 	d.Scan(ctx)
 	podman := filepath.Join(root, "201/root/run/podman/podman.sock")
-	// Add probes the endpoint with the real libpod client; stand in for it here
-	// by adding what the scan already found.
+	// Stand in for Add (whose probe activates the service) by marking what
+	// the scan already found as added.
 	d.mu.Lock()
 	r := d.engines["podman:"+podman]
 	r.added, r.e.Unit = true, "podman.socket"
@@ -417,8 +455,7 @@ func TestAddKeepsAnEngineWhoseProcessIsGone(t *testing.T) {
 func TestRunStopsWithItsContext(t *testing.T) {
 	root := t.TempDir()
 	writeNestedTree(t, root)
-	fe := &fakeEngines{probes: map[string]int{}, lists: map[string][]EngineContainer{}}
-	d, _, _ := newFakeDiscoverer(t, root, fe)
+	d, _, _ := newFakeDiscoverer(t, root, newFakeEngines(), nil)
 	d.cfg.Interval = 10 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -435,6 +472,61 @@ func TestRunStopsWithItsContext(t *testing.T) {
 	}
 	if len(d.Engines()) != 3 {
 		t.Fatalf("%d engines, want 3", len(d.Engines()))
+	}
+}
+
+func TestDetectorsGroupFamiliesByProcessName(t *testing.T) {
+	fams := newFakeEngines().families()
+	got := map[string][]string{}
+	var comms []string
+	for _, det := range detectors(fams) {
+		comms = append(comms, det.comm)
+		for _, f := range det.fams {
+			got[det.comm] = append(got[det.comm], f.Name)
+		}
+	}
+	if want := []string{"podman", "dockerd", "containerd", "crio"}; !slices.Equal(comms, want) {
+		t.Fatalf("detectors for %q, want %q in the families' order", comms, want)
+	}
+	if want := []string{"containerd", "cri"}; !slices.Equal(got["containerd"], want) {
+		t.Errorf("containerd processes asked by %q, want %q", got["containerd"], want)
+	}
+	if want := []string{"cri"}; !slices.Equal(got["crio"], want) {
+		t.Errorf("crio processes asked by %q, want %q", got["crio"], want)
+	}
+}
+
+// TestOnlyAPodmanServiceIsACandidate: the podman family's Match keeps one-off
+// podman commands from being probed (and retried with backoff forever).
+func TestOnlyAPodmanServiceIsACandidate(t *testing.T) {
+	tests := []struct {
+		cmd  []string
+		want bool
+	}{
+		{[]string{"/usr/bin/podman", "--log-level=info", "system", "service"}, true},
+		{[]string{"podman", "system", "service", "--time=5"}, true},
+		{[]string{"podman", "system", "service", "--time=0", "unix:///run/podman/podman.sock"}, true},
+		{[]string{"podman", "run", "busybox"}, false},
+		{[]string{"podman", "system", "prune"}, false},
+		{[]string{"podman"}, false},
+	}
+	root := t.TempDir()
+	var procs []fakeProc
+	for i, tt := range tests {
+		procs = append(procs, fakeProc{pid: 10 + i, ppid: 1, comm: "podman", start: 4, cmdline: tt.cmd})
+	}
+	writeFakeProc(t, root, procs)
+	d, err := New(Config{ProcRoot: root}, engine.Families{podman.Family()}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, d.procs.Refresh(nil))
+	for i, tt := range tests {
+		t.Run(strings.Join(tt.cmd, " "), func(t *testing.T) {
+			if got := d.detect(10+i, "podman") != nil; got != tt.want {
+				t.Fatalf("candidate = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
 

@@ -12,10 +12,55 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/containerd"
+	"github.com/agentd-dev/agentd/engine/cri"
+	"github.com/agentd-dev/agentd/engine/docker"
+	"github.com/agentd-dev/agentd/engine/podman"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/internal/unixhttp"
+	"github.com/agentd-dev/agentd/internal/wait"
 	"github.com/agentd-dev/agentd/model"
+	"github.com/agentd-dev/agentd/watch"
 )
+
+// realFamilies is agentd's list of engine families, in its order (package
+// agent's Families, which imports this package).
+func realFamilies() engine.Families {
+	return engine.Families{podman.Family(), docker.Family(), containerd.Family(), cri.Family()}
+}
+
+// watchUntilListed gives discovery the model it places nested engines by, as
+// the agent does: a watcher per engine (the families' real adapters) writing
+// to store, until each has listed its engine's containers once. The watchers
+// stop at cleanup.
+func watchUntilListed(ctx context.Context, t *testing.T, store *model.Store, fams engine.Families, engines []model.Engine, log *slog.Logger) {
+	t.Helper()
+	sup := watch.NewSupervisor(store, fams, watch.Options{Log: log})
+	t.Cleanup(func() { _ = sup.Close() })
+	for _, e := range engines {
+		if err := sup.Add(ctx, e); err != nil {
+			t.Fatalf("watch engine %s: %v", e.ID, err)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var unlisted []string
+		for _, id := range sup.EngineIDs() {
+			if w, ok := sup.Watcher(id); ok && w.Stats().Syncs == 0 {
+				unlisted = append(unlisted, id)
+			}
+		}
+		if len(unlisted) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("engines %q did not list their containers within 30 s", unlisted)
+		}
+		if !wait.Sleep(ctx, 50*time.Millisecond) {
+			t.Fatal(ctx.Err())
+		}
+	}
+}
 
 // keepPodmanAlive activates the podman.service of the systemd host through its
 // socket and holds a libpod event stream open so that podman (--time=5) does not
@@ -63,13 +108,15 @@ func TestDiscoversTestbedEngines(t *testing.T) {
 	var logBuf strings.Builder
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(&syncWriter{w: &logBuf, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := New(Config{Interval: 200 * time.Millisecond}, log)
+	store := model.NewStore(log)
+	fams := realFamilies()
+	d, err := New(Config{Interval: 200 * time.Millisecond}, fams, store, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sub := d.Subscribe()
 	defer sub.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
 	// podman may take a moment to listen after activation: scan until it shows.
@@ -84,6 +131,12 @@ func TestDiscoversTestbedEngines(t *testing.T) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+	// The first pass knows no containers: the nested engines are placed by
+	// the next pass, once the watchers have listed the containers.
+	watchUntilListed(ctx, t, store, fams, engines, log)
+	if engines, err = d.Scan(ctx); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("engines: %+v", engines)
 
@@ -169,12 +222,23 @@ func TestAddProbesAnEndpointFromOutside(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.Docker, testbed.SystemdHost)
 	thPID := testbed.SystemdHostPID(t)
 	podmanSock := filepath.Join("/proc", fmt.Sprint(thPID), "root/run/podman/podman.sock")
-	d, err := New(Config{ProbeTimeout: 10 * time.Second}, nil)
+	log := slog.New(slog.DiscardHandler)
+	store := model.NewStore(log)
+	fams := realFamilies()
+	d, err := New(Config{ProbeTimeout: 10 * time.Second}, fams, store, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The hierarchy of an added engine comes from the engines a scan found.
-	if _, err := d.Scan(context.Background()); err != nil {
+	// The hierarchy of an added engine comes from the engines a scan found
+	// and the containers their watchers listed.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	engines, err := d.Scan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watchUntilListed(ctx, t, store, fams, engines, log)
+	if _, err := d.Scan(ctx); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -186,7 +250,7 @@ func TestAddProbesAnEndpointFromOutside(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			es, err := d.Add(context.Background(), podmanSock, tt.hint, "podman.socket")
+			es, err := d.Add(ctx, podmanSock, tt.hint, "podman.socket")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -196,7 +260,7 @@ func TestAddProbesAnEndpointFromOutside(t *testing.T) {
 		})
 	}
 	t.Run("a Docker socket without a hint is Docker, not podman", func(t *testing.T) {
-		es, err := d.Add(context.Background(), testbed.DockerSocket, "", "")
+		es, err := d.Add(ctx, testbed.DockerSocket, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -206,7 +270,7 @@ func TestAddProbesAnEndpointFromOutside(t *testing.T) {
 	})
 	t.Run("a socket that is no engine is an error", func(t *testing.T) {
 		bus := filepath.Join("/proc", fmt.Sprint(thPID), "root/run/dbus/system_bus_socket")
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		if _, err := d.Add(ctx, bus, model.Docker, ""); err == nil {
 			t.Fatal("D-Bus socket accepted as Docker")

@@ -22,27 +22,6 @@ func TestCgroupPath(t *testing.T) {
 	}
 }
 
-func TestIsPodmanService(t *testing.T) {
-	tests := []struct {
-		cmd  []string
-		want bool
-	}{
-		{[]string{"/usr/bin/podman", "--log-level=info", "system", "service"}, true},
-		{[]string{"podman", "system", "service", "--time=5"}, true},
-		{[]string{"podman", "system", "service", "--time=0", "unix:///run/podman/podman.sock"}, true},
-		{[]string{"podman", "run", "busybox"}, false},
-		{[]string{"podman", "system", "prune"}, false},
-		{[]string{"podman"}, false},
-	}
-	for _, tt := range tests {
-		t.Run(strings.Join(tt.cmd, " "), func(t *testing.T) {
-			if got := isPodmanService(tt.cmd); got != tt.want {
-				t.Fatalf("isPodmanService = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
 func FuzzCgroupPath(f *testing.F) {
 	f.Add([]byte("12:cpu,cpuacct:/docker/abc\n1:name=systemd:/docker/abc\n0::/system.slice/x.scope\n"))
 	f.Add([]byte("::"))
