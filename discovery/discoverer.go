@@ -492,7 +492,7 @@ func (d *Discoverer) runProbes(ctx context.Context, jobs []*probeJob) {
 			defer func() { <-sem }()
 			pctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
 			defer cancel()
-			j.engines, j.err = probeAll(j.det.fams, false)(pctx, j.endpoint)
+			j.engines, j.err = probeAll(j.det.fams)(pctx, j.endpoint)
 		}()
 	}
 	wg.Wait()
@@ -655,6 +655,16 @@ func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.Engine
 	if err != nil {
 		return nil, err
 	}
+	return d.AddEngines(endpoint, unit, es), nil
+}
+
+// AddEngines is Add for engines that answered at endpoint to someone else's
+// probe (activation confirms a socket unit's engine with its family's probe
+// as it activates it): they are recorded as Add records them, without
+// connecting to endpoint again. es is not modified.
+func (d *Discoverer) AddEngines(endpoint, unit string, es []model.Engine) []model.Engine {
+	endpoint = filepath.Clean(endpoint)
+	es = slices.Clone(es)
 	d.scanMu.Lock()
 	defer d.scanMu.Unlock()
 	d.mu.Lock()
@@ -695,7 +705,7 @@ func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.Engine
 			out = append(out, r.e)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Remove forgets that the engines at endpoint were handed in through Add: an

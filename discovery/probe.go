@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/agentd-dev/agentd/engine"
@@ -41,12 +42,10 @@ func detectors(fams engine.Families) []detector {
 	return dets
 }
 
-// probeAll asks every family in fams, in order, and returns what answered:
-// all answers when any did (a containerd socket also serves CRI), else the
-// joined errors. With first, it returns the first answer only (an endpoint
-// handed in without a type: podman also answers Docker's API, so the family
-// order decides).
-func probeAll(fams engine.Families, first bool) probeFunc {
+// probeAll asks every family in fams, in order, and returns all answers
+// when any family answered (a containerd socket also serves CRI), else the
+// joined errors.
+func probeAll(fams engine.Families) probeFunc {
 	return func(ctx context.Context, endpoint string) ([]model.Engine, error) {
 		var out []model.Engine
 		var errs []error
@@ -60,9 +59,6 @@ func probeAll(fams engine.Families, first bool) probeFunc {
 				continue
 			}
 			out = append(out, es...)
-			if first {
-				break
-			}
 		}
 		if len(out) > 0 {
 			return out, nil
@@ -74,15 +70,42 @@ func probeAll(fams engine.Families, first bool) probeFunc {
 	}
 }
 
-// probeFor returns the probe for an engine type hint; "" asks every family
-// and takes the first that answers.
+// probeFor returns the probe of an endpoint handed in from outside: the
+// family of type t and the families sharing its process (containerd's socket
+// also serves CRI). Without a type, the families are asked in order and the
+// first that answers decides, with those sharing its process (podman also
+// answers Docker's API, so the order matters).
 func (d *Discoverer) probeFor(t model.EngineType) probeFunc {
-	if t != "" {
-		if f, ok := d.fams.ForType(t); ok {
-			return probeAll(engine.Families{f}, false)
+	if f, ok := d.fams.ForType(t); ok {
+		return probeAll(d.sharingProcess(f))
+	}
+	return func(ctx context.Context, endpoint string) ([]model.Engine, error) {
+		var errs []error
+		for _, f := range d.fams {
+			es, err := f.Probe(ctx, endpoint)
+			if err == nil {
+				rest, _ := probeAll(d.sharingProcess(f)[1:])(ctx, endpoint)
+				return append(es, rest...), nil
+			}
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return nil, errors.Join(errs...)
+	}
+}
+
+// sharingProcess returns f first, then the other families that recognise
+// one of f's process names.
+func (d *Discoverer) sharingProcess(f engine.Family) engine.Families {
+	out := engine.Families{f}
+	for _, g := range d.fams {
+		if g.Name != f.Name && slices.ContainsFunc(g.Comms, func(c string) bool { return slices.Contains(f.Comms, c) }) {
+			out = append(out, g)
 		}
 	}
-	return probeAll(d.fams, true)
+	return out
 }
 
 // endpointAnchorPID returns N for an endpoint of the form ROOT/N/root/..., the
