@@ -34,13 +34,14 @@ func runEngines(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	asJSON := fs.Bool("json", false, "print JSON for machines")
 	procRoot := fs.String("proc", discovery.DefaultProcRoot, "procfs root to scan")
 	timeout := fs.Duration("timeout", 2*time.Second, "time limit of each engine probe")
+	waitFor := fs.Duration("wait", 10*time.Second, "how long to wait for the engines to list their containers")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: engines: unexpected argument %q", errUsage, fs.Arg(0))
 	}
-	views, err := listEngines(ctx, *procRoot, *timeout, log)
+	views, err := listEngines(ctx, *procRoot, *timeout, *waitFor, log)
 	if err != nil {
 		return err
 	}
@@ -140,9 +141,9 @@ func orDash(s string) string {
 
 // listEngines finds the engines under procRoot as the agent does: a discovery
 // pass, one watcher per engine until each has listed its containers (or
-// timeout passed), then a second pass that places nested engines in the
+// listWait passed), then a second pass that places nested engines in the
 // containers the watchers listed.
-func listEngines(ctx context.Context, procRoot string, timeout time.Duration, log *slog.Logger) ([]engineView, error) {
+func listEngines(ctx context.Context, procRoot string, timeout, listWait time.Duration, log *slog.Logger) ([]engineView, error) {
 	store := model.NewStore(log)
 	fams := agent.Families()
 	d, err := discovery.New(discovery.Config{ProcRoot: procRoot, ProbeTimeout: timeout}, fams, store, log)
@@ -160,7 +161,7 @@ func listEngines(ctx context.Context, procRoot string, timeout time.Duration, lo
 			log.Warn("cannot watch engine", "engine", e.ID, "err", err)
 		}
 	}
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(listWait)
 	for time.Now().Before(deadline) && !allSynced(sup) {
 		if !wait.Sleep(ctx, 50*time.Millisecond) {
 			return nil, ctx.Err()
