@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -247,6 +249,23 @@ func New(cfg Config, fams engine.Families, containers Containers, log *slog.Logg
 	}, nil
 }
 
+// logFound and logLost say that an engine was found or lost: each once, with
+// the engine's journal fields, whichever way it came (process scan or a
+// systemd socket unit).
+func (d *Discoverer) logFound(e model.Engine) {
+	d.log.Info("engine found", append(e.LogAttrs(), logging.MessageID(logging.MessageIDEngineFound),
+		"version", e.Version, "pid", e.PID, logging.KeyUnit, e.Unit)...)
+}
+
+func (d *Discoverer) logLost(e model.Engine) {
+	d.log.Info("engine lost", append(e.LogAttrs(), logging.MessageID(logging.MessageIDEngineLost))...)
+}
+
+// lastSegment is the innermost container name of a hierarchy prefix.
+func lastSegment(prefix string) string {
+	return prefix[strings.LastIndexByte(prefix, '/')+1:]
+}
+
 // noContainers knows no containers.
 type noContainers struct{}
 
@@ -298,7 +317,7 @@ func (d *Discoverer) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		if _, err := d.Scan(ctx); err != nil && ctx.Err() == nil {
-			d.log.Warn("engine discovery scan failed", "err", err)
+			d.log.Warn("engine discovery scan failed", logging.Err(err))
 		}
 	}
 }
@@ -454,7 +473,7 @@ func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 	for _, p := range paths {
 		ep, err := socketEndpoint(root, p)
 		if err != nil {
-			d.log.Debug("engine socket not reachable", "pid", key.pid, "socket", p, "err", err)
+			d.log.Debug("engine socket not reachable", "pid", key.pid, "socket", p, logging.Err(err))
 			continue
 		}
 		jobs = append(jobs, &probeJob{key: key, det: c.det, endpoint: ep})
@@ -471,7 +490,7 @@ func (d *Discoverer) probeFailed(key candKey, c *candidate, now time.Time, err e
 	wait = min(wait, d.cfg.MaxRetryBackoff)
 	c.nextTry = now.Add(wait)
 	c.lastError = err
-	d.log.Debug("engine process did not answer; will retry", "pid", key.pid, "engine", c.det.comm, "retry_in", wait, "err", err)
+	d.log.Debug("engine process did not answer; will retry", "pid", key.pid, "process", c.det.comm, "retry_in", wait, logging.Err(err))
 }
 
 // runProbes runs the jobs with at most ProbeConcurrency in flight, each bounded
@@ -540,7 +559,7 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 	}
 	d.mu.Unlock()
 	for _, e := range lostEngines {
-		d.log.Info("engine lost", "engine", e.ID, "type", e.Type, "endpoint", e.Endpoint)
+		d.logLost(e)
 	}
 	for id := range d.refreshHierarchy() {
 		updated[id] = true
@@ -558,8 +577,7 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 		if r, ok := d.engines[id]; ok {
 			delete(updated, id)
 			changes = append(changes, Change{Kind: EngineFound, Engine: r.e})
-			d.log.Info("engine found", "engine", id, "type", r.e.Type, "version", r.e.Version,
-				"endpoint", r.e.Endpoint, "pid", r.e.PID, "prefix", r.e.Prefix)
+			d.logFound(r.e)
 		}
 	}
 	for _, id := range slices.Sorted(mapKeys(updated)) {
@@ -627,7 +645,19 @@ func (d *Discoverer) refreshHierarchy() map[string]bool {
 		ppid, _, _, ok := d.procs.Lookup(pid)
 		return ppid, ok && ppid != pid
 	}
-	applyHierarchy(next, resolveHierarchy(snap, locate, parent, d.containers))
+	places := resolveHierarchy(snap, locate, parent, d.containers)
+	for id, r := range d.engines {
+		if _, ok := places[id]; ok || r.e.ParentEngineID == "" {
+			continue
+		}
+		// Keep a placement the model cannot confirm or deny: the parent
+		// engine's watcher has not listed (yet, or again), or the parent
+		// engine is gone while the engine inside its container lives on.
+		if _, known := d.engines[r.e.ParentEngineID]; !known || len(d.containers.EngineContainers(r.e.ParentEngineID)) == 0 {
+			places[id] = placement{engine: r.e.ParentEngineID, container: model.Container{ID: r.e.ParentContainerID, Name: lastSegment(r.e.Prefix)}}
+		}
+	}
+	applyHierarchy(next, places)
 	changed := make(map[string]bool)
 	for id, r := range d.engines {
 		n := next[id]
@@ -668,8 +698,8 @@ func (d *Discoverer) AddEngines(endpoint, unit string, es []model.Engine) []mode
 	d.scanMu.Lock()
 	defer d.scanMu.Unlock()
 	d.mu.Lock()
-	var changes []Change
 	var found []string
+	updated := make(map[string]bool)
 	for i, e := range es {
 		e.Unit = unit
 		if r, ok := d.aliasLocked(e); ok {
@@ -679,7 +709,7 @@ func (d *Discoverer) AddEngines(endpoint, unit string, es []model.Engine) []mode
 		if r, ok := d.engines[e.ID]; ok {
 			if !r.added || r.e.Unit != unit {
 				r.added, r.e.Unit = true, unit
-				changes = append(changes, Change{Kind: EngineUpdated, Engine: r.e})
+				updated[e.ID] = true
 			}
 			continue
 		}
@@ -687,15 +717,22 @@ func (d *Discoverer) AddEngines(endpoint, unit string, es []model.Engine) []mode
 		found = append(found, e.ID)
 	}
 	d.mu.Unlock()
-	if len(found) > 0 {
-		d.refreshHierarchy()
+	for id := range d.refreshHierarchy() {
+		updated[id] = true
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	var changes []Change
 	for _, id := range found {
 		if r, ok := d.engines[id]; ok {
+			delete(updated, id)
 			changes = append(changes, Change{Kind: EngineFound, Engine: r.e})
-			d.log.Info("engine added", "engine", id, "type", r.e.Type, "endpoint", endpoint, "unit", unit, "prefix", r.e.Prefix)
+			d.logFound(r.e)
+		}
+	}
+	for _, id := range slices.Sorted(mapKeys(updated)) {
+		if r, ok := d.engines[id]; ok {
+			changes = append(changes, Change{Kind: EngineUpdated, Engine: r.e})
 		}
 	}
 	d.publishLocked(changes)
@@ -723,6 +760,7 @@ func (d *Discoverer) Remove(endpoint string) {
 		if r.proc == (candKey{}) {
 			delete(d.engines, id)
 			changes = append(changes, Change{Kind: EngineLost, Engine: r.e})
+			d.logLost(r.e)
 		} else {
 			changes = append(changes, Change{Kind: EngineUpdated, Engine: r.e})
 		}

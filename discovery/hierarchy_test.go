@@ -202,6 +202,32 @@ func TestHierarchyFollowsTheModel(t *testing.T) {
 			t.Fatalf("%d changes, want none", len(sub.C))
 		}
 	})
+	hostDocker := "docker:" + filepath.Join(root, "1/root/run/docker.sock")
+	t.Run("a parent whose containers the model lost (its watcher relists) keeps its nested engines in place", func(t *testing.T) {
+		saved := fm.EngineContainers(hostDocker)
+		fm.set(hostDocker)
+		if _, err := d.Scan(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(sub.C) != 0 {
+			t.Fatalf("%d changes (%+v), want none: the placements stand", len(sub.C), nextChange(t, sub))
+		}
+		fm.set(hostDocker, saved...)
+	})
+	t.Run("a parent that lists without the enclosing container moves its nested engines out", func(t *testing.T) {
+		fm.set(hostDocker, model.Container{ID: "other", Name: "other", PID: 999, State: model.StateRunning})
+		if _, err := d.Scan(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for len(sub.C) > 0 {
+			c := nextChange(t, sub)
+			got[c.Engine.ID] = c.Engine.Prefix
+		}
+		if p, ok := got["podman:"+filepath.Join(root, "201/root/run/podman/podman.sock")]; !ok || p != "" {
+			t.Fatalf("changes %v: want podman moved to the host", got)
+		}
+	})
 }
 
 // TestDockerWinsATieWithContainerd runs the nested tree with a host
