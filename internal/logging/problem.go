@@ -7,8 +7,9 @@ import (
 )
 
 // Problem logs one recurring failure the way an operator reads it in the
-// journal: once when it starts, at most once per interval while it lasts
-// (with how often it failed meanwhile), and once when it ends. Use one
+// journal: once when it starts, then while it lasts after one interval, two,
+// four and so on up to an hour between lines (each with how often it failed
+// meanwhile), and once when it ends. A ten-minute outage is five lines. Use one
 // Problem per thing that can fail on its own (an exporter, an engine's
 // watch); the logger should carry that thing's attributes.
 //
@@ -22,9 +23,13 @@ type Problem struct {
 	mu       sync.Mutex
 	since    time.Time // zero: no problem now
 	lastLog  time.Time
-	failures int // since the problem started
+	gap      time.Duration // until the next repeat may be logged
+	failures int           // since the problem started
 	unlogged int // failures since the last line
 }
+
+// maxRepeatGap is the longest a going problem stays unmentioned.
+const maxRepeatGap = time.Hour
 
 // NewProblem returns a Problem that logs msg to log at WARN when it starts
 // and repeats, and "<msg>: resolved" at INFO when it ends. interval <= 0
@@ -37,20 +42,22 @@ func NewProblem(log *slog.Logger, msg string, interval time.Duration) *Problem {
 }
 
 // Fail records one failure: the first of a problem is logged with err and
-// attrs, later ones at most once per interval with the count of failures
-// since the last line and the problem's duration so far.
+// attrs, later ones when the gap since the last line has passed, with the
+// count of failures since the last line and the problem's duration so far.
 func (p *Problem) Fail(err error, attrs ...any) {
 	p.mu.Lock()
 	now := p.now()
 	p.failures++
 	p.unlogged++
 	first := p.since.IsZero()
-	if first {
-		p.since = now
-	}
-	if !first && now.Sub(p.lastLog) < p.interval {
+	switch {
+	case first:
+		p.since, p.gap = now, p.interval
+	case now.Sub(p.lastLog) < p.gap:
 		p.mu.Unlock()
 		return
+	default:
+		p.gap = min(2*p.gap, maxRepeatGap)
 	}
 	n, since := p.unlogged, p.since
 	p.lastLog, p.unlogged = now, 0

@@ -10,7 +10,8 @@ import (
 )
 
 // TestProblemLogsStartRepeatsAndEnd: a failure that repeats every second
-// for ten minutes is one line at the start, one a minute, one at the end.
+// for ten minutes is one line at the start, repeats after 1, 3 and 7
+// minutes (gaps doubling from a minute), and one at the end.
 func TestProblemLogsStartRepeatsAndEnd(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
@@ -29,9 +30,8 @@ func TestProblemLogsStartRepeatsAndEnd(t *testing.T) {
 	p.OK()
 	p.OK()
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	// start, then one line a minute for minutes 1..9, then the end.
-	if len(lines) != 11 {
-		t.Fatalf("%d lines, want 11:\n%s", len(lines), buf.String())
+	if len(lines) != 5 {
+		t.Fatalf("%d lines, want 5:\n%s", len(lines), buf.String())
 	}
 	tests := []struct {
 		name, line string
@@ -39,7 +39,9 @@ func TestProblemLogsStartRepeatsAndEnd(t *testing.T) {
 	}{
 		{"the first line says what failed", lines[0], []string{"level=WARN", `msg="export failing"`, `err="connection refused"`, "message_id=" + MessageIDExportFailure}},
 		{"a repeat counts the failures since the last line", lines[1], []string{"level=WARN", "failures=60", "failing_for=1m0s"}},
-		{"the end says how long and how often", lines[10], []string{"level=INFO", `msg="export failing: resolved"`, "failures=600", "failed_for=10m0s"}},
+		{"the gap doubles", lines[2], []string{"level=WARN", "failures=120", "failing_for=3m0s"}},
+		{"and doubles again", lines[3], []string{"level=WARN", "failures=240", "failing_for=7m0s"}},
+		{"the end says how long and how often", lines[4], []string{"level=INFO", `msg="export failing: resolved"`, "failures=600", "failed_for=10m0s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
