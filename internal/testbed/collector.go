@@ -351,3 +351,27 @@ func dialTCP(addr string) error {
 	}
 	return conn.Close()
 }
+
+// Down stops the collector, as a collector that goes away does, and returns
+// the function that starts it again on the same endpoint (waiting until it
+// is ready). Its output files keep what it received before.
+func (c *Otelcol) Down(t testing.TB) (up func()) {
+	t.Helper()
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(10 * time.Second):
+		c.kill()
+	}
+	return func() {
+		t.Helper()
+		if c.unix {
+			if err := removeStaleSocket(c.endpoint); err != nil {
+				t.Fatalf("collector: %v", err)
+			}
+		}
+		if err := c.start(); err != nil {
+			t.Fatalf("collector back on %s: %v", c.endpoint, err)
+		}
+	}
+}
