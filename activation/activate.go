@@ -4,41 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 
-	"github.com/agentd-dev/agentd/internal/unixhttp"
+	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/internal/wait"
+	"github.com/agentd-dev/agentd/model"
 )
 
 // ErrMasked is returned (wrapped) when an activation is refused because the
 // socket unit or its service is masked.
 var ErrMasked = errors.New("unit is masked")
-
-// Ping sends HTTP GET /_ping over the unix socket at endpoint and returns nil
-// when the engine answers 200 (Docker and podman both answer "OK"). A connect
-// to a listening socket unit starts its service: Ping is also how an engine
-// is activated.
-func Ping(ctx context.Context, endpoint string) error {
-	c := unixhttp.NewClient(endpoint, 0)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://engine/_ping", nil)
-	if err != nil {
-		return fmt.Errorf("ping %s: %w", endpoint, err)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("ping %s: %w", endpoint, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("ping %s: status %d: %q", endpoint, resp.StatusCode, body)
-	}
-	return nil
-}
 
 // unitStates are the load, unit file and active states of one unit.
 type unitStates struct {
@@ -51,7 +28,7 @@ func (s unitStates) masked() bool {
 }
 
 // readUnitStates reads LoadState, UnitFileState and ActiveState of unit.
-func readUnitStates(ctx context.Context, sd *sddbus.Conn, unit string) (unitStates, error) {
+func readUnitStates(ctx context.Context, sd unitReader, unit string) (unitStates, error) {
 	props, err := sd.GetUnitPropertiesContext(ctx, unit)
 	if err != nil {
 		return unitStates{}, fmt.Errorf("unit %s: get properties: %w", unit, err)
@@ -91,21 +68,66 @@ func statesFromProps(unit string, props map[string]any) (unitStates, error) {
 	return st, errors.Join(errs...)
 }
 
-// activation is what one activation needs to know.
-type activation struct {
-	socket, service string
-	endpoint        string
+// target is one engine socket of a unit to confirm.
+type target struct {
+	path     string // listen path inside the systemd's root
+	endpoint string // the same socket as reached from here
+	family   engine.Family
 }
 
-// activateEngine starts the engine behind a socket unit and confirms it:
-// it refuses when the socket or the service is masked (ErrMasked), connects
-// to the socket with GET /_ping (the connect itself triggers the socket
-// activation), falls back to StartUnit of the service ("replace", waiting for
-// the job's result) when the ping fails, and then requires ActiveState
-// "active" of the service and a /_ping answered OK.
-func activateEngine(ctx context.Context, sd *sddbus.Conn, a activation, pingTimeout time.Duration) error {
+// attempt is one activation (start the service, then confirm) or
+// confirmation (the service runs already: only confirm) of a socket unit.
+type attempt struct {
+	id              uint64
+	socket, service string
+	start           bool
+	targets         []target
+}
+
+// timeouts are the deadlines of one attempt.
+type timeouts struct {
+	call, start, answer time.Duration
+}
+
+// run performs the attempt. An activation refuses a masked socket unit or
+// service (ErrMasked), starts the service with StartUnit ("replace") and
+// follows it: the job's result, then ActiveState until "active", within
+// t.start. Then, for activations and confirmations alike, each target's
+// family probe is asked until the engine answers, within t.answer. It
+// returns the engines that answered by listen path, whether the service was
+// up (active) when they were asked, and the joined errors of the targets
+// that did not answer (or the error that kept the service from coming up).
+func (a attempt) run(ctx context.Context, sd systemd, t timeouts) (map[string][]model.Engine, bool, error) {
+	if a.start {
+		if err := startService(ctx, sd, a, t); err != nil {
+			return nil, false, err
+		}
+	}
+	actx, cancel := context.WithTimeout(ctx, t.answer)
+	defer cancel()
+	out := map[string][]model.Engine{}
+	var errs []error
+	for _, tg := range a.targets {
+		es, err := probeUntil(actx, tg.family.Probe, tg.endpoint)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s does not answer as %s: %w", a.socket, tg.family.Name, err))
+			continue
+		}
+		for i := range es {
+			es[i].Unit = a.socket
+		}
+		out[tg.path] = es
+	}
+	return out, true, errors.Join(errs...)
+}
+
+// startService refuses a masked unit, starts the service and waits until it
+// is active.
+func startService(ctx context.Context, sd systemd, a attempt, t timeouts) error {
 	for _, u := range []string{a.socket, a.service} {
-		st, err := readUnitStates(ctx, sd, u)
+		cctx, cancel := context.WithTimeout(ctx, t.call)
+		st, err := readUnitStates(cctx, sd, u)
+		cancel()
 		if err != nil {
 			return err
 		}
@@ -113,37 +135,19 @@ func activateEngine(ctx context.Context, sd *sddbus.Conn, a activation, pingTime
 			return fmt.Errorf("unit %s (LoadState %s, UnitFileState %s): %w", u, st.Load, st.File, ErrMasked)
 		}
 	}
-	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
-	perr := Ping(pctx, a.endpoint)
-	cancel()
-	if perr != nil {
-		if err := startUnit(ctx, sd, a.service); err != nil {
-			return errors.Join(perr, err)
-		}
-		if err := pingUntil(ctx, a.endpoint); err != nil {
-			return fmt.Errorf("after starting %s: %w", a.service, err)
-		}
+	sctx, cancel := context.WithTimeout(ctx, t.start)
+	defer cancel()
+	if err := startUnit(sctx, sd, a.service); err != nil {
+		return err
 	}
-	return waitActive(ctx, sd, a.service)
-}
-
-// pingUntil pings endpoint until it answers or ctx is done: a service
-// started without its socket's file descriptors binds the path itself, a
-// moment after its start job is done.
-func pingUntil(ctx context.Context, endpoint string) error {
-	for {
-		err := Ping(ctx, endpoint)
-		if err == nil {
-			return nil
-		}
-		if !wait.Sleep(ctx, activeWaitStep) {
-			return err
-		}
-	}
+	return waitActive(sctx, sd, a.service, t.call)
 }
 
 // startUnit starts unit in "replace" mode and waits for its job's result.
-func startUnit(ctx context.Context, sd *sddbus.Conn, unit string) error {
+// A start job ends "done" once the unit is up (a Type=notify service such as
+// dockerd: when it said READY); "failed", "timeout" (systemd's own start
+// timeout), "dependency" and the rest are errors.
+func startUnit(ctx context.Context, sd unitStarter, unit string) error {
 	// go-systemd sends the result while holding its job lock: the channel
 	// must have room so that its dispatcher never blocks on us.
 	ch := make(chan string, 1)
@@ -161,38 +165,80 @@ func startUnit(ctx context.Context, sd *sddbus.Conn, unit string) error {
 	}
 }
 
-// activeWaitStep is the pause between two reads of ActiveState while an
-// activation is being confirmed.
+// activeWaitStep is the pause between two reads of ActiveState while a
+// started service is still coming up.
 const activeWaitStep = 100 * time.Millisecond
 
-// waitActive waits until unit's ActiveState is "active". A service that
-// answers on its socket is normally active already; a Type=notify service
-// may still be "activating" for a moment.
-func waitActive(ctx context.Context, sd *sddbus.Conn, unit string) error {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	last := ""
+// waitActive waits until unit's ActiveState is "active" (or "reloading").
+// After a start job's "done" it normally is at the first read; a service
+// still "activating" is read again until ctx ends; one that is "failed",
+// "inactive" or "deactivating" exited right after its start.
+func waitActive(ctx context.Context, sd unitReader, unit string, call time.Duration) error {
 	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("unit %s: still %q: %w", unit, last, ctx.Err())
-		case <-t.C:
-		}
-		p, err := sd.GetUnitPropertyContext(ctx, unit, "ActiveState")
-		if err != nil {
-			return fmt.Errorf("unit %s: get ActiveState: %w", unit, err)
-		}
-		s, err := decodeString(unit, "ActiveState", p.Value)
+		cctx, cancel := context.WithTimeout(ctx, call)
+		st, err := readUnitStates(cctx, sd, unit)
+		cancel()
 		if err != nil {
 			return err
 		}
-		switch s {
+		switch st.Active {
 		case "active", "reloading":
 			return nil
-		case "failed":
-			return fmt.Errorf("unit %s: failed", unit)
+		case "activating":
+		default:
+			return fmt.Errorf("unit %s: %s after its start job was done", unit, st.Active)
 		}
-		last = s
-		t.Reset(activeWaitStep)
+		if !wait.Sleep(ctx, activeWaitStep) {
+			return fmt.Errorf("unit %s: still %s: %w", unit, st.Active, ctx.Err())
+		}
 	}
+}
+
+// probeUntil asks probe until the socket at endpoint answers as an engine,
+// ctx ends, or it answers as something else (engine.ErrNotEngine, not worth
+// asking again). A service started without its socket unit's file
+// descriptors binds the path itself a moment after it is active: failed
+// connects are retried with a growing pause.
+func probeUntil(ctx context.Context, probe func(context.Context, string) ([]model.Engine, error), endpoint string) ([]model.Engine, error) {
+	step := 100 * time.Millisecond
+	for {
+		es, err := probe(ctx, endpoint)
+		if err == nil && len(es) == 0 {
+			err = fmt.Errorf("%s: no engine in the answer: %w", endpoint, engine.ErrNotEngine)
+		}
+		if err == nil {
+			return es, nil
+		}
+		if errors.Is(err, engine.ErrNotEngine) || !wait.Sleep(ctx, step) {
+			return nil, err
+		}
+		step = min(2*step, 2*time.Second)
+	}
+}
+
+// unitLister lists a systemd's socket units and unit files.
+type unitLister interface {
+	ListUnitsByPatternsContext(ctx context.Context, states, patterns []string) ([]sddbus.UnitStatus, error)
+	ListUnitFilesByPatternsContext(ctx context.Context, states, patterns []string) ([]sddbus.UnitFile, error)
+}
+
+// unitReader reads a unit's properties: all of the Unit interface, or one
+// of a unit type's interface (Socket's Listen).
+type unitReader interface {
+	GetUnitPropertiesContext(ctx context.Context, unit string) (map[string]any, error)
+	GetUnitTypePropertyContext(ctx context.Context, unit, unitType, propertyName string) (*sddbus.Property, error)
+}
+
+// unitStarter starts a unit and sends its job's result on ch.
+type unitStarter interface {
+	StartUnitContext(ctx context.Context, name, mode string, ch chan<- string) (int, error)
+}
+
+// systemd is what an instance asks of one systemd's manager: go-systemd's
+// *dbus.Conn, or a fake bus in tests. Unit state changes come as signals on
+// the session, never from polling.
+type systemd interface {
+	unitLister
+	unitReader
+	unitStarter
 }

@@ -89,14 +89,19 @@ func dialRaw(ctx context.Context, a busAddr, timeout time.Duration) (*dbus.Conn,
 }
 
 // session is a live connection to one systemd: go-systemd's Conn for method
-// calls and job results, and a raw godbus connection subscribed to the
-// manager's signals.
+// calls and job results (sd), and the manager's signals. A test stands in a
+// fake bus for both.
 type session struct {
 	addr    busAddr
-	sd      *sddbus.Conn
-	sig     *dbus.Conn
-	signals chan *dbus.Signal
+	sd      systemd
+	signals <-chan *dbus.Signal
+	close   func()
 }
+
+// dialFunc opens a session to a, bounded by ctx; timeout bounds each step.
+type dialFunc func(ctx context.Context, a busAddr, timeout time.Duration) (*session, error)
+
+var _ systemd = (*sddbus.Conn)(nil)
 
 // signalBuffer is the depth of the signal channel. godbus never blocks its
 // reader on a full channel (it parks each extra signal in a goroutine), so
@@ -119,32 +124,36 @@ func openSession(ctx context.Context, a busAddr, timeout time.Duration) (*sessio
 		sd.Close()
 		return nil, err
 	}
-	s := &session{addr: a, sd: sd, sig: sig, signals: make(chan *dbus.Signal, signalBuffer)}
-	if err := s.subscribe(ctx, timeout); err != nil {
-		s.close()
+	signals := make(chan *dbus.Signal, signalBuffer)
+	closeAll := func() {
+		sig.Close()
+		sd.Close()
+	}
+	if err := subscribe(ctx, a, sd, sig, signals, timeout); err != nil {
+		closeAll()
 		return nil, err
 	}
-	return s, nil
+	return &session{addr: a, sd: sd, signals: signals, close: closeAll}, nil
 }
 
-// subscribe routes signals to s.signals, adds the bus match rules (not on
+// subscribe routes the signals of sig to signals, adds the bus match rules (not on
 // systemd's private socket, where systemd sends to every subscribed peer
 // directly) and calls the manager's Subscribe, without which systemd sends
 // most signals to nobody.
-func (s *session) subscribe(ctx context.Context, timeout time.Duration) error {
+func subscribe(ctx context.Context, a busAddr, sd *sddbus.Conn, sig *dbus.Conn, signals chan<- *dbus.Signal, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	s.sig.Signal(s.signals)
-	if !s.addr.direct {
+	sig.Signal(signals)
+	if !a.direct {
 		for _, m := range managerSignals {
-			if err := s.sig.AddMatchSignalContext(ctx,
+			if err := sig.AddMatchSignalContext(ctx,
 				dbus.WithMatchSender(systemdDest),
 				dbus.WithMatchInterface(managerIface),
 				dbus.WithMatchMember(m)); err != nil {
 				return fmt.Errorf("add match %s: %w", m, err)
 			}
 		}
-		if err := s.sig.AddMatchSignalContext(ctx,
+		if err := sig.AddMatchSignalContext(ctx,
 			dbus.WithMatchSender(systemdDest),
 			dbus.WithMatchInterface(propertiesIface),
 			dbus.WithMatchMember("PropertiesChanged"),
@@ -152,23 +161,18 @@ func (s *session) subscribe(ctx context.Context, timeout time.Duration) error {
 			return fmt.Errorf("add match PropertiesChanged: %w", err)
 		}
 	}
-	if err := s.sig.Object(systemdDest, systemdPath).CallWithContext(ctx, managerIface+".Subscribe", 0).Store(); err != nil {
+	if err := sig.Object(systemdDest, systemdPath).CallWithContext(ctx, managerIface+".Subscribe", 0).Store(); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	if s.addr.direct {
+	if a.direct {
 		// go-systemd learns job results from JobRemoved on its own signal
 		// connection; on the private socket systemd sends it only to
 		// subscribed peers.
-		if err := s.sd.Subscribe(); err != nil {
+		if err := sd.Subscribe(); err != nil {
 			return fmt.Errorf("subscribe job results: %w", err)
 		}
 	}
 	return nil
-}
-
-func (s *session) close() {
-	s.sig.Close()
-	s.sd.Close()
 }
 
 // unitPath is the object path systemd gives the unit name.

@@ -2,6 +2,7 @@ package activation
 
 import (
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/agentd-dev/agentd/model"
@@ -28,7 +29,9 @@ const (
 
 // SocketEngine is one engine socket that a systemd socket unit listens on.
 type SocketEngine struct {
-	// Type is the engine family matched by the socket's path.
+	// Type is the engine type the socket's path stands for (the families'
+	// Sockets, Config.ExtraSockets); the Engines that answered carry their
+	// exact type.
 	Type model.EngineType `json:"type"`
 	// Unit is the socket unit, e.g. "podman.socket".
 	Unit string `json:"unit"`
@@ -51,6 +54,21 @@ type SocketEngine struct {
 	Masked bool `json:"masked,omitempty"`
 	// Excluded is set when the config excludes the unit from activation.
 	Excluded bool `json:"excluded,omitempty"`
+	// Engines are the engines that answered the family's probe on Endpoint
+	// when the Manager activated the unit (or confirmed its running
+	// service). They are set once per period in which the socket listens
+	// and kept while the service idles out and comes back; nil before, when
+	// the Manager does not activate (Config.Activate off) and once retired.
+	// A caller hands these to its model as they are: probing the Endpoint
+	// again would be a second connect.
+	Engines []model.Engine `json:"engines,omitempty"`
+}
+
+// Equal reports whether e and o are the same update.
+func (e SocketEngine) Equal(o SocketEngine) bool {
+	return e.Type == o.Type && e.Unit == o.Unit && e.Service == o.Service && e.ListenPath == o.ListenPath &&
+		e.Endpoint == o.Endpoint && e.SystemdPID == o.SystemdPID && e.State == o.State &&
+		e.Masked == o.Masked && e.Excluded == o.Excluded && slices.Equal(e.Engines, o.Engines)
 }
 
 // Key identifies the engine socket across updates: systemd PID, unit and

@@ -51,10 +51,20 @@ func newTestLogger(t testing.TB) (*slog.Logger, *logBuffer) {
 // runManager starts a Manager for cfg and stops it at the end of the test.
 func runManager(t *testing.T, cfg Config) (*Manager, <-chan SocketEngine, *logBuffer) {
 	t.Helper()
+	return runManagerOn(t, cfg, nil)
+}
+
+// runManagerOn is runManager with the Manager's sessions opened by dial (nil:
+// the real D-Bus).
+func runManagerOn(t *testing.T, cfg Config, dial dialFunc) (*Manager, <-chan SocketEngine, *logBuffer) {
+	t.Helper()
 	log, lb := newTestLogger(t)
 	m, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if dial != nil {
+		m.dial = dial
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := m.Subscribe(ctx)

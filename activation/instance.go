@@ -11,9 +11,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/godbus/dbus/v5"
+
+	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/internal/wait"
 	"github.com/agentd-dev/agentd/model"
-	"github.com/godbus/dbus/v5"
 )
 
 // resyncDelay coalesces the bursts of Reloading and UnitFilesChanged signals
@@ -27,6 +29,7 @@ type instance struct {
 	cfg   Config
 	pid   int
 	addrs []busAddr
+	dial  dialFunc
 	log   *slog.Logger
 
 	units     map[string]*unit            // engine socket units by name
@@ -34,6 +37,8 @@ type instance struct {
 	paths     map[dbus.ObjectPath]pathRef // object paths of tracked sockets and services
 	results   chan activationResult
 	actWG     sync.WaitGroup
+	attempts  uint64      // attempts started, the last one's ID
+	retry     *time.Timer // fires at the earliest retryAt of a failed unit
 	// reloading is set between Reloading(true) and Reloading(false): systemd
 	// drops and re-creates every unit object then, which is no change.
 	reloading bool
@@ -50,9 +55,32 @@ type pathRef struct {
 
 // listenEntry is one engine socket of a unit.
 type listenEntry struct {
-	typ  model.EngineType
-	path string
+	typ    model.EngineType
+	family engine.Family
+	path   string
 }
+
+// actState is where agentd's own activation of a unit stands within one
+// period in which its socket listens. A unit is activated (or, when its
+// service already runs, confirmed) once per period: the state goes back to
+// actNone only when the socket stops listening (the engine is retired).
+//
+//	actNone ──listening──► actRunning (StartUnit, job result, ActiveState, probe)
+//	actNone ───active────► actRunning (probe only)
+//	actRunning ──answered──► actConfirmed ──socket stops──► actNone
+//	actRunning ──failed────► actFailed ──retryAt, or the service came up──► actRunning
+//
+// An idle-exited service (StateInactive) of a confirmed unit is not
+// activated again: the engine's watcher reconnects through the socket, which
+// starts it when there is work.
+type actState int
+
+const (
+	actNone      actState = iota // nothing tried since the socket started listening
+	actRunning                   // an attempt is running
+	actConfirmed                 // the engines answered
+	actFailed                    // the last attempt failed: retried at retryAt
+)
 
 // unit is what an instance knows of one engine socket unit.
 type unit struct {
@@ -62,21 +90,30 @@ type unit struct {
 	wasActive     bool // the service was active since the socket last started listening
 	published     map[string]SocketEngine
 
-	activating     bool
-	lastActivation time.Time
-	maskLogged     bool
-	excludeLogged  bool
-	rateLogged     bool
+	act        actState
+	attempt    uint64                    // the ID of the running or last attempt
+	cancel     context.CancelFunc        // ends the running attempt
+	engines    map[string][]model.Engine // by listen path, what answered
+	failures   int                       // consecutive failed attempts
+	failedDown bool                      // the last failed attempt did not get the service up
+	retryAt    time.Time
+
+	maskLogged    bool
+	excludeLogged bool
 }
 
-// activationResult reports the end of one activation.
+// activationResult reports the end of one attempt.
 type activationResult struct {
 	unit    string
+	id      uint64
+	start   bool // the attempt started the service (else it only confirmed)
+	up      bool // the service was up when the engines were asked
+	engines map[string][]model.Engine
 	err     error
 	elapsed time.Duration
 }
 
-func newInstance(m *Manager, pid int, addrs []busAddr) *instance {
+func newInstance(m *Manager, pid int, addrs []busAddr, dial dialFunc) *instance {
 	log := m.log.With("systemd_pid", pid)
 	if pid == 0 {
 		log = m.log.With("systemd", "host")
@@ -86,6 +123,7 @@ func newInstance(m *Manager, pid int, addrs []busAddr) *instance {
 		cfg:     m.cfg,
 		pid:     pid,
 		addrs:   addrs,
+		dial:    dial,
 		log:     log,
 		units:   map[string]*unit{},
 		paths:   map[dbus.ObjectPath]pathRef{},
@@ -98,7 +136,7 @@ func newInstance(m *Manager, pid int, addrs []busAddr) *instance {
 // logged once per outage, with every address tried and its error; retries
 // back off up to cfg.MaxBackoff.
 func (in *instance) run(ctx context.Context) {
-	backoff := time.Second
+	backoff := min(time.Second, in.cfg.MaxBackoff)
 	downLogged := false
 	for {
 		if in.pid != 0 && !systemdAlive(in.cfg.ProcRoot, in.pid) {
@@ -136,7 +174,7 @@ func (in *instance) run(ctx context.Context) {
 		// A bus that accepts and then drops the connection must not make a
 		// hot loop: only a session that lasted resets the backoff.
 		if time.Since(connected) >= stableSession {
-			backoff = time.Second
+			backoff = min(time.Second, in.cfg.MaxBackoff)
 			continue
 		}
 		if !wait.Sleep(ctx, backoff) {
@@ -163,7 +201,7 @@ func addrList(addrs []busAddr) string {
 func (in *instance) connect(ctx context.Context) (*session, error) {
 	var errs []error
 	for _, a := range in.addrs {
-		s, err := openSession(ctx, a, in.cfg.CallTimeout)
+		s, err := in.dial(ctx, a, in.cfg.CallTimeout)
 		if err == nil {
 			return s, nil
 		}
@@ -180,6 +218,9 @@ func (in *instance) serve(ctx context.Context, s *session) error {
 	defer cancel()
 	in.serveCtx = ctx
 	in.reloading = false
+	in.retry = time.NewTimer(time.Hour)
+	in.retry.Stop()
+	defer in.retry.Stop()
 	in.resync(ctx, s)
 	resync := time.NewTimer(time.Hour)
 	resync.Stop()
@@ -199,6 +240,8 @@ func (in *instance) serve(ctx context.Context, s *session) error {
 			in.resync(ctx, s)
 		case r := <-in.results:
 			in.handleResult(ctx, s, r)
+		case <-in.retry.C:
+			in.retryDue(s)
 		}
 	}
 }
@@ -408,8 +451,8 @@ func (in *instance) inspect(ctx context.Context, s *session, name string) {
 			continue
 		}
 		p := cleanListenPath(l.Address)
-		if typ, ok := in.cfg.engineType(p); ok {
-			entries = append(entries, listenEntry{typ: typ, path: p})
+		if typ, fam, ok := in.cfg.socketFamily(p); ok {
+			entries = append(entries, listenEntry{typ: typ, family: fam, path: p})
 		}
 	}
 	if len(entries) == 0 {
@@ -459,9 +502,10 @@ func (in *instance) inspect(ctx context.Context, s *session, name string) {
 	// Engine paths the unit no longer listens on are retired.
 	for p, e := range u.published {
 		if !slices.ContainsFunc(entries, func(l listenEntry) bool { return l.path == p }) {
-			e.State = StateRetired
+			e.State, e.Engines = StateRetired, nil
 			in.m.publish(e)
 			delete(u.published, p)
+			delete(u.engines, p)
 		}
 	}
 	u.listens = entries
@@ -478,10 +522,12 @@ func (in *instance) root() string {
 	return hostPath(in.cfg.ProcRoot, in.pid, "/")
 }
 
-// refresh rereads the states of a tracked unit and its service.
+// refresh rereads the states of a tracked unit and its service, then
+// updates it (with the states known before when they cannot be read).
 func (in *instance) refresh(ctx context.Context, s *session, u *unit) {
 	ctx, cancel := context.WithTimeout(ctx, in.cfg.CallTimeout)
 	defer cancel()
+	defer in.update(s, u)
 	sockSt, err := readUnitStates(ctx, s.sd, u.name)
 	if err != nil {
 		in.warn("refresh socket unit", "unit", u.name, "error", err)
@@ -493,7 +539,6 @@ func (in *instance) refresh(ctx context.Context, s *session, u *unit) {
 		return
 	}
 	u.socket, u.svc = sockSt, svcSt
-	in.update(s, u)
 }
 
 // forget stops following u (after it was retired).
@@ -526,10 +571,12 @@ func (u *unit) state() State {
 }
 
 // update publishes the unit's engines whose state changed and starts an
-// activation when one is due.
+// attempt when one is due (see actState).
 func (in *instance) update(s *session, u *unit) {
-	ctx := in.serveCtx
 	st := u.state()
+	if st == StateRetired {
+		in.resetActivation(u)
+	}
 	masked := u.socket.masked() || u.svc.masked()
 	excluded := in.cfg.excluded(u.name)
 	for _, l := range u.listens {
@@ -543,12 +590,13 @@ func (in *instance) update(s *session, u *unit) {
 			State:      st,
 			Masked:     masked,
 			Excluded:   excluded,
+			Engines:    u.engines[l.path],
 		}
 		prev, seen := u.published[l.path]
 		if !seen && st == StateRetired {
 			continue
 		}
-		if seen && prev == e {
+		if seen && prev.Equal(e) {
 			continue
 		}
 		in.m.publish(e)
@@ -561,70 +609,168 @@ func (in *instance) update(s *session, u *unit) {
 	if !masked {
 		u.maskLogged = false
 	}
-	if st != StateListening || !in.cfg.Activate || u.activating || len(u.listens) == 0 {
+	if !excluded {
+		u.excludeLogged = false
+	}
+	in.maybeAttempt(s, u, st, masked, excluded)
+}
+
+// maybeAttempt starts the activation or confirmation of u when one is due:
+// never twice in one listening period once the engines answered, never
+// while one runs, and after a failure only at retryAt (but a service that
+// came up after an activation that could not start it is confirmed at once:
+// it was only slower than the start timeout).
+func (in *instance) maybeAttempt(s *session, u *unit, st State, masked, excluded bool) {
+	if !in.cfg.Activate || len(u.listens) == 0 || u.act == actRunning || u.act == actConfirmed {
 		return
 	}
-	switch {
-	case masked:
-		if !u.maskLogged {
-			in.log.Warn("not activating engine socket: unit is masked", "unit", u.name, "service", u.service,
-				"socket_load_state", u.socket.Load, "socket_unit_file_state", u.socket.File,
-				"service_load_state", u.svc.Load, "service_unit_file_state", u.svc.File)
-			u.maskLogged = true
+	start := false
+	switch st {
+	case StateActive:
+		// The service runs: a probe connects, which starts nothing, masked
+		// or excluded alike.
+	case StateListening, StateInactive:
+		switch {
+		case masked:
+			if !u.maskLogged {
+				in.log.Warn("not activating engine socket: unit is masked", "unit", u.name, "service", u.service,
+					"socket_load_state", u.socket.Load, "socket_unit_file_state", u.socket.File,
+					"service_load_state", u.svc.Load, "service_unit_file_state", u.svc.File)
+				u.maskLogged = true
+			}
+			return
+		case excluded:
+			if !u.excludeLogged {
+				in.log.Info("not activating engine socket: unit excluded from activation", "unit", u.name)
+				u.excludeLogged = true
+			}
+			return
 		}
-		return
-	case excluded:
-		if !u.excludeLogged {
-			in.log.Info("not activating engine socket: excluded by activation.exclude_units", "unit", u.name)
-			u.excludeLogged = true
-		}
+		start = true
+	default:
 		return
 	}
-	if !u.lastActivation.IsZero() && time.Since(u.lastActivation) < in.cfg.ActivationInterval {
-		if !u.rateLogged {
-			in.log.Warn("not activating engine socket: activated less than activation_interval ago",
-				"unit", u.name, "activation_interval", in.cfg.ActivationInterval)
-			u.rateLogged = true
-		}
+	if u.act == actFailed && time.Now().Before(u.retryAt) && (st != StateActive || !u.failedDown) {
 		return
 	}
-	u.rateLogged = false
-	u.activating = true
-	u.lastActivation = time.Now()
-	a := activation{socket: u.name, service: u.service, endpoint: hostPath(in.cfg.ProcRoot, in.pid, u.listens[0].path)}
+	in.startAttempt(s, u, start)
+}
+
+// startAttempt runs one attempt for u in a goroutine of its own, under the
+// session's context; its result comes back to the serve loop.
+func (in *instance) startAttempt(s *session, u *unit, start bool) {
+	ctx := in.serveCtx
+	in.attempts++
+	a := attempt{id: in.attempts, socket: u.name, service: u.service, start: start}
+	for _, l := range u.listens {
+		a.targets = append(a.targets, target{path: l.path, endpoint: hostPath(in.cfg.ProcRoot, in.pid, l.path), family: l.family})
+	}
+	actx, cancel := context.WithCancel(ctx)
+	u.act, u.attempt, u.cancel = actRunning, a.id, cancel
+	t := timeouts{call: in.cfg.CallTimeout, start: in.cfg.StartTimeout, answer: in.cfg.AnswerTimeout}
 	in.actWG.Add(1)
 	go func() {
 		defer in.actWG.Done()
-		start := time.Now()
-		actx, cancel := context.WithTimeout(ctx, in.cfg.ActivationTimeout)
-		err := activateEngine(actx, s.sd, a, min(in.cfg.ActivationTimeout, 10*time.Second))
-		cancel()
+		defer cancel()
+		began := time.Now()
+		engines, up, err := a.run(actx, s.sd, t)
 		select {
-		case in.results <- activationResult{unit: a.socket, err: err, elapsed: time.Since(start)}:
+		case in.results <- activationResult{unit: a.socket, id: a.id, start: start, up: up, engines: engines, err: err, elapsed: time.Since(began)}:
 		case <-ctx.Done():
 		}
 	}()
 }
 
-// handleResult records the end of an activation.
+// resetActivation ends a running attempt and forgets what the last
+// listening period of u's socket learnt: its socket no longer listens.
+func (in *instance) resetActivation(u *unit) {
+	if u.cancel != nil {
+		u.cancel()
+	}
+	u.act, u.cancel, u.engines, u.failures, u.retryAt = actNone, nil, nil, 0, time.Time{}
+}
+
+// handleResult records the end of an attempt. A result of an attempt that
+// was ended (the socket stopped meanwhile) is dropped.
 func (in *instance) handleResult(ctx context.Context, s *session, r activationResult) {
 	u := in.units[r.unit]
-	if u != nil {
-		u.activating = false
+	if u == nil || u.act != actRunning || u.attempt != r.id {
+		in.log.Debug("dropping the result of an ended activation", "unit", r.unit, "error", r.err)
+		return
 	}
-	switch {
-	case r.err == nil:
-		in.log.Info("activated engine socket", "unit", r.unit, "elapsed", r.elapsed.Round(time.Millisecond))
-		if u != nil {
-			in.refresh(ctx, s, u)
-		}
-	case errors.Is(r.err, ErrMasked):
-		if u != nil && !u.maskLogged {
+	u.cancel = nil
+	if len(r.engines) > 0 {
+		u.engines = r.engines
+	}
+	what := "confirmed engine socket"
+	if r.start {
+		what = "activated engine socket"
+	}
+	elapsed := r.elapsed.Round(time.Millisecond)
+	if r.err == nil {
+		u.act, u.failures = actConfirmed, 0
+		in.log.Info(what, "unit", u.name, "service", u.service, "elapsed", elapsed, "engines", engineIDs(r.engines))
+		in.refresh(ctx, s, u)
+		return
+	}
+	u.act, u.failedDown = actFailed, !r.up
+	u.failures++
+	delay := in.cfg.RetryInterval * time.Duration(min(1<<min(u.failures-1, 30), maxRetryFactor))
+	u.retryAt = time.Now().Add(delay)
+	if errors.Is(r.err, ErrMasked) {
+		if !u.maskLogged {
 			in.log.Warn("not activating engine socket: unit is masked", "unit", r.unit, "error", r.err)
 			u.maskLogged = true
 		}
-	default:
-		in.log.Warn("activation failed", "unit", r.unit, "elapsed", r.elapsed.Round(time.Millisecond), "error", r.err)
+	} else {
+		in.log.Warn("activation failed", "unit", u.name, "service", u.service, "start", r.start,
+			"elapsed", elapsed, "retry_in", delay, "error", r.err)
+	}
+	in.update(s, u)
+	in.armRetry()
+}
+
+// engineIDs lists the IDs of engines by listen path, for logs.
+func engineIDs(m map[string][]model.Engine) []string {
+	var ids []string
+	for _, es := range m {
+		for _, e := range es {
+			ids = append(ids, e.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// retryDue updates every unit whose failed attempt may be retried now.
+func (in *instance) retryDue(s *session) {
+	now := time.Now()
+	names := make([]string, 0, len(in.units))
+	for n, u := range in.units {
+		if u.act == actFailed && !now.Before(u.retryAt) {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if u := in.units[n]; u != nil {
+			in.update(s, u)
+		}
+	}
+	in.armRetry()
+}
+
+// armRetry sets the retry timer to the earliest retryAt of a failed unit.
+func (in *instance) armRetry() {
+	var next time.Time
+	for _, u := range in.units {
+		if u.act == actFailed && (next.IsZero() || u.retryAt.Before(next)) {
+			next = u.retryAt
+		}
+	}
+	in.retry.Stop()
+	if !next.IsZero() {
+		in.retry.Reset(max(time.Until(next), time.Millisecond))
 	}
 }
 
@@ -632,8 +778,9 @@ func (in *instance) handleResult(ctx context.Context, s *session, r activationRe
 // gone) and forgets the units.
 func (in *instance) retireAll() {
 	for _, u := range in.units {
+		in.resetActivation(u)
 		for p, e := range u.published {
-			e.State = StateRetired
+			e.State, e.Engines = StateRetired, nil
 			in.m.publish(e)
 			delete(u.published, p)
 		}

@@ -14,6 +14,13 @@ import (
 // and follows their units through D-Bus signals, on the host's systemd and on
 // every nested systemd it is given or finds.
 //
+// Each engine socket unit is activated once per period in which its socket
+// listens: the Manager starts the service (StartUnit), follows it until it is
+// active, confirms that the engine answers with its family's probe and
+// reports the engines that answered (SocketEngine.Engines). A service that
+// runs already is only confirmed; one that idles out afterwards is not
+// started again (its watcher's connect does that when there is work).
+//
 // Concurrency: all methods are safe for concurrent use. Run owns one
 // goroutine per followed systemd and one per running activation; Subscribe
 // owns one goroutine per subscription; Close stops all of them and returns
@@ -22,8 +29,9 @@ import (
 // subscriber may see intermediate states coalesced but always sees the last
 // one.
 type Manager struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	dial dialFunc // openSession; a fake bus in tests
 
 	closeCtx    context.Context
 	closeCancel context.CancelFunc
@@ -58,6 +66,7 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 	return &Manager{
 		cfg:         cfg,
 		log:         log,
+		dial:        openSession,
 		closeCtx:    ctx,
 		closeCancel: cancel,
 		engines:     map[string]SocketEngine{},
@@ -180,7 +189,7 @@ func (m *Manager) startLocked(pid int, addrs []busAddr) {
 	go func() {
 		defer m.instWG.Done()
 		defer cancel()
-		newInstance(m, pid, addrs).run(ctx)
+		newInstance(m, pid, addrs, m.dial).run(ctx)
 		m.mu.Lock()
 		if m.instances[pid] == h {
 			delete(m.instances, pid)
@@ -259,7 +268,8 @@ func (m *Manager) Subscribe(ctx context.Context) <-chan SocketEngine {
 // publish records e and hands it to every subscription without blocking.
 func (m *Manager) publish(e SocketEngine) {
 	m.log.Info("engine socket", "type", e.Type, "unit", e.Unit, "state", e.State,
-		"endpoint", e.Endpoint, "systemd_pid", e.SystemdPID, "masked", e.Masked, "excluded", e.Excluded)
+		"endpoint", e.Endpoint, "systemd_pid", e.SystemdPID, "masked", e.Masked, "excluded", e.Excluded,
+		"engines", len(e.Engines))
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if e.State == StateRetired {
@@ -337,6 +347,10 @@ func (s *subscriber) pump(ctx, closed context.Context, out chan<- SocketEngine) 
 
 // String describes the engine socket for logs and test failures.
 func (e SocketEngine) String() string {
-	return fmt.Sprintf("%s %s (%s) at %s [%s]%s%s", e.Type, e.Unit, e.Service, e.Endpoint, e.State,
+	s := fmt.Sprintf("%s %s (%s) at %s [%s]%s%s", e.Type, e.Unit, e.Service, e.Endpoint, e.State,
 		map[bool]string{true: " masked"}[e.Masked], map[bool]string{true: " excluded"}[e.Excluded])
+	for _, en := range e.Engines {
+		s += " engine " + en.ID
+	}
+	return s
 }

@@ -3,12 +3,26 @@ package activation
 import (
 	"context"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/containerd"
+	"github.com/agentd-dev/agentd/engine/cri"
+	"github.com/agentd-dev/agentd/engine/docker"
+	"github.com/agentd-dev/agentd/engine/podman"
 	"github.com/agentd-dev/agentd/model"
 )
+
+// testConfig is DefaultConfig with agentd's engine families.
+func testConfig() Config {
+	c := DefaultConfig()
+	c.Families = engine.Families{podman.Family(), docker.Family(), containerd.Family(), cri.Family()}
+	return c
+}
 
 func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
@@ -16,15 +30,19 @@ func TestConfigValidate(t *testing.T) {
 		change  func(*Config)
 		wantErr string
 	}{
-		{name: "the defaults are valid", change: func(*Config) {}},
-		{name: "an empty suffix is named", change: func(c *Config) { c.Sockets = []SocketSuffix{{Suffix: "/", Type: model.Podman}} }, wantErr: "activation.sockets[0].suffix"},
-		{name: "a bad exclude pattern is named", change: func(c *Config) { c.ExcludeUnits = []string{"[x"} }, wantErr: "activation.exclude_units[0]"},
-		{name: "a relative proc root is named", change: func(c *Config) { c.ProcRoot = "proc" }, wantErr: "activation.proc_root"},
-		{name: "a tcp bus address is named", change: func(c *Config) { c.HostBusAddresses = []string{"tcp:host=x"} }, wantErr: "activation.host_bus_addresses[0]"},
-		{name: "PID 1 is not a nested systemd", change: func(c *Config) { c.SystemdPIDs = []int{1} }, wantErr: "activation.systemd_pids[0]"},
+		{name: "the defaults with the families are valid", change: func(*Config) {}},
+		{name: "no families is named", change: func(c *Config) { c.Families = nil }, wantErr: "activation.Config.Families: empty"},
+		{name: "an empty extra suffix is named", change: func(c *Config) { c.ExtraSockets = []SocketSuffix{{Suffix: "/", Type: model.Podman}} }, wantErr: "activation.Config.ExtraSockets[0].Suffix"},
+		{name: "an extra suffix of a type no family watches is named", change: func(c *Config) { c.ExtraSockets = []SocketSuffix{{Suffix: "x.sock", Type: "rkt"}} }, wantErr: `activation.Config.ExtraSockets[0].Type: no engine family watches type "rkt"`},
+		{name: "a bad exclude pattern is named", change: func(c *Config) { c.ExcludeUnits = []string{"[x"} }, wantErr: "activation.Config.ExcludeUnits[0]"},
+		{name: "a relative proc root is named", change: func(c *Config) { c.ProcRoot = "proc" }, wantErr: "activation.Config.ProcRoot"},
+		{name: "a tcp bus address is named", change: func(c *Config) { c.HostBusAddresses = []string{"tcp:host=x"} }, wantErr: "activation.Config.HostBusAddresses[0]"},
+		{name: "PID 1 is not a nested systemd", change: func(c *Config) { c.SystemdPIDs = []int{1} }, wantErr: "activation.Config.SystemdPIDs[0]"},
+		{name: "a zero backoff is named by its field", change: func(c *Config) { c.MaxBackoff = 0 }, wantErr: "activation.Config.MaxBackoff: 0s is below 1ms"},
+		{name: "a zero answer timeout is named by its field", change: func(c *Config) { c.AnswerTimeout = 0 }, wantErr: "activation.Config.AnswerTimeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := DefaultConfig()
+			c := testConfig()
 			tc.change(&c)
 			err := c.Validate()
 			if tc.wantErr == "" && err != nil {
@@ -37,20 +55,66 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestEngineTypeMatchesSuffixes(t *testing.T) {
-	c := DefaultConfig()
-	for path, want := range map[string]model.EngineType{
-		"/run/podman/podman.sock":           model.Podman,
-		"/run/user/1000/podman/podman.sock": model.Podman,
-		"/run/docker.sock":                  model.Docker,
-		"/var/run/docker.sock":              model.Docker,
-		"/run/notdocker.sock":               "",
-		"/run/containerd/containerd.sock":   "",
-	} {
-		got, _ := c.engineType(path)
-		if got != want {
-			t.Errorf("%s: got %q, want %q", path, got, want)
+func TestConfigHasNoFileKeys(t *testing.T) {
+	// The configuration file's schema is config.Config alone.
+	typ := reflect.TypeFor[Config]()
+	for i := range typ.NumField() {
+		if tag := typ.Field(i).Tag; tag != "" {
+			t.Errorf("Config.%s has the tag %s", typ.Field(i).Name, tag)
 		}
+	}
+}
+
+func TestSocketTypeComesFromTheFamiliesAndExtraSockets(t *testing.T) {
+	c := testConfig()
+	c.ExtraSockets = []SocketSuffix{{Suffix: "custom/engine.sock", Type: model.Docker}, {Suffix: "podman/docker.sock", Type: model.Podman}}
+	for path, want := range map[string]struct {
+		typ    model.EngineType
+		family string
+	}{
+		"/run/podman/podman.sock":           {model.Podman, "podman"},
+		"/run/user/1000/podman/podman.sock": {model.Podman, "podman"},
+		"/run/docker.sock":                  {model.Docker, "docker"},
+		"/var/run/docker.sock":              {model.Docker, "docker"},
+		"/run/crio/crio.sock":               {model.CRI, "cri"},
+		"/run/custom/engine.sock":           {model.Docker, "docker"},
+		"/run/podman/docker.sock":           {model.Podman, "podman"},
+		"/run/notdocker.sock":               {},
+		"/run/engine.sock":                  {},
+		"/run/containerd/containerd.sock":   {},
+	} {
+		typ, f, ok := c.socketFamily(path)
+		if typ != want.typ || f.Name != want.family || ok != (want.typ != "") {
+			t.Errorf("%s: got %q of family %q (%v), want %q of %q", path, typ, f.Name, ok, want.typ, want.family)
+		}
+	}
+}
+
+func TestSocketEngineEqualComparesEveryField(t *testing.T) {
+	base := SocketEngine{Engines: []model.Engine{{ID: "a"}}}
+	v := reflect.ValueOf(&base).Elem()
+	for i := range v.NumField() {
+		other := base
+		other.Engines = slices.Clone(base.Engines)
+		f := reflect.ValueOf(&other).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("x")
+		case reflect.Int:
+			f.SetInt(7)
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Slice:
+			other.Engines[0].ID = "b"
+		default:
+			t.Fatalf("field %s of kind %s: teach this test", v.Type().Field(i).Name, f.Kind())
+		}
+		if base.Equal(other) {
+			t.Errorf("Equal ignores %s", v.Type().Field(i).Name)
+		}
+	}
+	if !base.Equal(SocketEngine{Engines: []model.Engine{{ID: "a"}}}) {
+		t.Error("equal values are not Equal")
 	}
 }
 
@@ -85,7 +149,7 @@ func TestHostPath(t *testing.T) {
 
 func TestUnreachableHostBusIsLoggedOnceAndRunCarriesOn(t *testing.T) {
 	dir := t.TempDir()
-	cfg := DefaultConfig()
+	cfg := testConfig()
 	cfg.FindNested = false
 	cfg.MaxBackoff = 50 * time.Millisecond
 	cfg.HostBusAddresses = []string{
@@ -103,7 +167,7 @@ func TestUnreachableHostBusIsLoggedOnceAndRunCarriesOn(t *testing.T) {
 }
 
 func TestSubscriberCoalescesAndNeverBlocksThePublisher(t *testing.T) {
-	m, err := New(DefaultConfig(), nil)
+	m, err := New(testConfig(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,9 +191,23 @@ func TestSubscriberCoalescesAndNeverBlocksThePublisher(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("publish blocked on a subscriber that does not read")
 	}
-	first, second := <-ch, <-ch
-	if first.State != StateInactive || first.Unit != "podman.socket" || second != other {
-		t.Fatalf("got %s then %s, want the last podman state then docker", first, second)
+	// The subscription's pump may have taken the first update before the
+	// others came: that one is in flight, and the rest coalesce behind it.
+	var got []SocketEngine
+	for len(got) < 2 || !got[len(got)-1].Equal(other) {
+		select {
+		case u := <-ch:
+			got = append(got, u)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got %v, then nothing", got)
+		}
+	}
+	podmanStates := []State{}
+	for _, u := range got[:len(got)-1] {
+		podmanStates = append(podmanStates, u.State)
+	}
+	if n := len(podmanStates); n == 0 || n > 2 || podmanStates[n-1] != StateInactive {
+		t.Fatalf("podman went %v before docker, want inactive (after at most one update in flight)", podmanStates)
 	}
 	late := m.Subscribe(ctx)
 	if got := []SocketEngine{<-late, <-late}; got[0].Unit != "docker.socket" || got[1].State != StateInactive {

@@ -1,17 +1,16 @@
 package activation
 
 import (
-	"encoding/json"
-	"io"
-	"net/http"
+	"context"
+	"log/slog"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentd-dev/agentd/internal/testbed"
-	"github.com/agentd-dev/agentd/internal/unixhttp"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -26,29 +25,39 @@ func restoreSocketsListening(t *testing.T) {
 
 // nestedConfig follows only the systemd host container's systemd.
 func nestedConfig(pid int) Config {
-	cfg := DefaultConfig()
+	cfg := testConfig()
 	cfg.Host = false
 	cfg.FindNested = false
 	cfg.SystemdPIDs = []int{pid}
 	return cfg
 }
 
-// getJSON does a GET over the unix socket at endpoint and decodes the JSON
-// answer into v.
-func getJSON(t *testing.T, endpoint, path string, v any) {
+// listNames lists the containers of e through its family's adapter, the
+// way a watcher does, and returns their names.
+func listNames(t *testing.T, e model.Engine) []string {
 	t.Helper()
-	resp, err := unixhttp.NewClient(endpoint, 30*time.Second).Get("http://engine" + path)
+	f, ok := testConfig().Families.ForType(e.Type)
+	if !ok {
+		t.Fatalf("no family for %s", e.Type)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := f.NewAdapter(e, slog.New(slog.DiscardHandler))
 	if err != nil {
-		t.Fatalf("GET %s on %s: %v", path, endpoint, err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s on %s: status %d, %v: %s", path, endpoint, resp.StatusCode, err, body)
+	if c, ok := a.(interface{ Close() error }); ok {
+		defer c.Close()
 	}
-	if err := json.Unmarshal(body, v); err != nil {
-		t.Fatalf("GET %s on %s: %v: %s", path, endpoint, err, body)
+	cs, err := a.List(ctx)
+	if err != nil {
+		t.Fatalf("list containers of %s: %v", e.ID, err)
 	}
+	var names []string
+	for _, c := range cs {
+		names = append(names, strings.TrimPrefix(c.Name, "/"))
+	}
+	return names
 }
 
 func isUnit(pid int, unit string) func(SocketEngine) bool {
@@ -61,32 +70,20 @@ func TestActivatesSocketEnginesOfSystemdHost(t *testing.T) {
 	restoreSocketsListening(t)
 
 	for _, tc := range []struct {
-		name      string
-		engine    string
-		socket    string
-		service   string
-		typ       model.EngineType
-		listen    string
-		listPath  string
-		nameField func(map[string]any) []string
+		name    string
+		engine  string
+		socket  string
+		service string
+		typ     model.EngineType
+		listen  string
 	}{
 		{
-			name: "podman behind podman.socket is activated and lists a container", engine: "podman",
+			name: "podman behind podman.socket is activated once and the engine that answered lists a container", engine: "podman",
 			socket: "podman.socket", service: "podman.service", typ: model.Podman, listen: "/run/podman/podman.sock",
-			listPath:  "/v4.0.0/libpod/containers/json?all=true",
-			nameField: func(c map[string]any) []string { return anyStrings(c["Names"]) },
 		},
 		{
-			name: "docker behind docker.socket is activated and lists a container", engine: "docker",
+			name: "docker behind docker.socket is activated once and the engine that answered lists a container", engine: "docker",
 			socket: "docker.socket", service: "docker.service", typ: model.Docker, listen: "/run/docker.sock",
-			listPath: "/containers/json?all=1",
-			nameField: func(c map[string]any) []string {
-				var out []string
-				for _, n := range anyStrings(c["Names"]) {
-					out = append(out, strings.TrimPrefix(n, "/"))
-				}
-				return out
-			},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,57 +105,52 @@ func TestActivatesSocketEnginesOfSystemdHost(t *testing.T) {
 
 			start := time.Now()
 			_, ch, logs := runManager(t, nestedConfig(pid))
-			e := waitFor(t, ch, 60*time.Second, tc.socket+" active", func(e SocketEngine) bool {
-				return isUnit(pid, tc.socket)(e) && e.State == StateActive
+			e := waitFor(t, ch, 120*time.Second, tc.socket+" active with its engine", func(e SocketEngine) bool {
+				return isUnit(pid, tc.socket)(e) && e.State == StateActive && len(e.Engines) > 0
 			})
 			t.Logf("%s reported active %v after start", e, time.Since(start).Round(time.Millisecond))
 			want := SocketEngine{
 				Type: tc.typ, Unit: tc.socket, Service: tc.service, ListenPath: tc.listen,
 				Endpoint:   filepath.Join("/proc", strconv.Itoa(pid), "root", tc.listen),
-				SystemdPID: pid, State: StateActive,
+				SystemdPID: pid, State: StateActive, Engines: e.Engines,
 			}
-			if e != want {
+			if !e.Equal(want) {
 				t.Fatalf("got %+v, want %+v", e, want)
 			}
-			if n := logs.waitCount(10*time.Second, 1, "activated engine socket", "unit="+tc.socket); n != 1 {
+			if len(e.Engines) != 1 || e.Engines[0].Type != tc.typ || e.Engines[0].Endpoint != want.Endpoint ||
+				e.Engines[0].Unit != tc.socket || e.Engines[0].Version == "" {
+				t.Fatalf("engines %+v, want one %s at %s of %s with its version", e.Engines, tc.typ, want.Endpoint, tc.socket)
+			}
+			// Anything more the Manager did would come within a few seconds.
+			time.Sleep(2 * time.Second)
+			if n := logs.count("activated engine socket", "unit="+tc.socket); n != 1 {
 				t.Errorf("%d log lines say %s was activated, want 1", n, tc.socket)
 			}
-			var list []map[string]any
-			getJSON(t, e.Endpoint, tc.listPath, &list)
-			found := false
-			for _, c := range list {
-				for _, n := range tc.nameField(c) {
-					found = found || n == cname
-				}
+			if n := logs.count("activation failed", "unit="+tc.socket); n != 0 {
+				t.Errorf("%d failed activations of %s", n, tc.socket)
 			}
-			if !found {
-				t.Fatalf("container %s not listed through %s (%d containers)", cname, e.Endpoint, len(list))
+			if names := listNames(t, e.Engines[0]); !slices.Contains(names, cname) {
+				t.Fatalf("container %s not listed through %s: %v", cname, e.Endpoint, names)
 			}
 		})
 	}
 }
 
-func anyStrings(v any) []string {
-	a, _ := v.([]any)
-	var out []string
-	for _, e := range a {
-		if s, ok := e.(string); ok {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func TestPodmanIdleExitIsReportedInactive(t *testing.T) {
+// TestPodmanIdleExitIsNotActivatedAgain activates podman.socket, lets podman
+// exit after its idle time, and checks that the Manager reports it inactive,
+// still connectable and with its engine, and does not start it again: that
+// is the watcher's reconnect, when there is work.
+func TestPodmanIdleExitIsNotActivatedAgain(t *testing.T) {
 	testbed.Require(t, testbed.SystemdHost)
 	pid := testbed.SystemdHostPID(t)
 	restoreSocketsListening(t)
+	testbed.RunInSystemdHost(t, "systemctl", "stop", "podman.service")
 	if st := testbed.RunInSystemdHost(t, "systemctl", "show", "-p", "ActiveState", "--value", "podman.socket"); st != "active" {
 		testbed.RunInSystemdHost(t, "systemctl", "start", "podman.socket")
 	}
-	_, ch, _ := runManager(t, nestedConfig(pid))
-	waitFor(t, ch, 60*time.Second, "podman.socket active", func(e SocketEngine) bool {
-		return isUnit(pid, "podman.socket")(e) && e.State == StateActive
+	_, ch, logs := runManager(t, nestedConfig(pid))
+	active := waitFor(t, ch, 120*time.Second, "podman.socket active with its engine", func(e SocketEngine) bool {
+		return isUnit(pid, "podman.socket")(e) && e.State == StateActive && len(e.Engines) > 0
 	})
 	// podman system service exits after 5 s without a client.
 	e := waitFor(t, ch, 60*time.Second, "podman.socket inactive after podman's idle exit", func(e SocketEngine) bool {
@@ -169,6 +161,19 @@ func TestPodmanIdleExitIsReportedInactive(t *testing.T) {
 	}
 	if !e.MayConnect() {
 		t.Fatalf("an inactive engine must stay connectable: %s", e)
+	}
+	if !slices.Equal(e.Engines, active.Engines) {
+		t.Fatalf("the idle-exited engine lost its engines: %v, had %v", e.Engines, active.Engines)
+	}
+	time.Sleep(3 * time.Second)
+	if st := testbed.RunInSystemdHost(t, "systemctl", "show", "-p", "ActiveState", "--value", "podman.service"); st == "active" {
+		t.Errorf("podman.service was started again after its idle exit")
+	}
+	if n := logs.count("activated engine socket", "unit=podman.socket"); n != 1 {
+		t.Errorf("%d log lines say podman.socket was activated, want 1", n)
+	}
+	if n := logs.count("confirmed engine socket", "unit=podman.socket"); n != 0 {
+		t.Errorf("podman.socket was probed again: %d confirmations", n)
 	}
 }
 

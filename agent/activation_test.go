@@ -1,20 +1,105 @@
 package agent_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/agentd-dev/agentd/agent"
+	"github.com/agentd-dev/agentd/config"
 	"github.com/agentd-dev/agentd/internal/testbed"
 )
 
+// agentLog keeps an agent's log lines for counting, and echoes them to the
+// test log.
+type agentLog struct {
+	t  *testing.T
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *agentLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return l.b.Write(p)
+}
+
+// count returns how many lines contain every one of subs.
+func (l *agentLog) count(subs ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range strings.Split(l.b.String(), "\n") {
+		ok := line != ""
+		for _, s := range subs {
+			ok = ok && strings.Contains(line, s)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// startLoggedAgent is startAgent with the agent's log kept for counting.
+func startLoggedAgent(t *testing.T, col *testbed.Otelcol, label string) *agentLog {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Export.Endpoint = col.Endpoint()
+	cfg.Export.Insecure = true
+	cfg.Export.Interval = config.Duration(time.Second)
+	cfg.Events.FlushInterval = config.Duration(200 * time.Millisecond)
+	cfg.Discovery.Interval = config.Duration(time.Second)
+	cfg.Labels.Allowlist = []string{label}
+	cfg.Status.Socket = ""
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	lb := &agentLog{t: t}
+	a, err := agent.New(cfg, agent.Options{Log: slog.New(slog.NewTextHandler(lb, nil)), Stdout: io.Discard, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("agent Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("agent did not stop within 10 s of its context ending")
+		}
+	})
+	return lb
+}
+
+// activations counts the agent's activations of unit, and the engines it
+// took in from them.
+func activations(l *agentLog, unit string) (activated, confirmed, taken int) {
+	u := "unit=" + unit
+	return l.count(`msg="activated engine socket"`, u), l.count(`msg="confirmed engine socket"`, u),
+		l.count(`msg="socket-activated engine"`, u)
+}
+
 // TestAgentFollowsSocketUnitsOfTheSystemdHost runs agentd while the systemd
 // host's podman exists only as a listening podman.socket: agentd must find it
-// through D-Bus, activate it and export its containers with the systemd host's
-// name as prefix; then follow `systemctl stop` (engine lost) and `systemctl
-// start` (engine watched again within 2 s) of the socket unit.
+// through D-Bus, activate it once (one StartUnit, one probe, the engine that
+// answered taken in as it is) and export its containers with the systemd
+// host's name as prefix; then follow `systemctl stop` (engine lost) and
+// `systemctl start` (activated once more, engine watched again within 2 s) of
+// the socket unit.
 func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.SystemdHost, testbed.Collector)
 	th := testbed.SystemdHostName()
@@ -31,8 +116,19 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 	}
 
 	col := testbed.StartCollector(t)
-	startAgent(t, col, "agentd.test")
+	logs := startLoggedAgent(t, col, "agentd.test")
 	podmanEngine := map[string]string{"container.runtime.name": "podman", "agentd.engine.prefix": th}
+	wantActivations := func(t *testing.T, want int) {
+		t.Helper()
+		activated, confirmed, taken := activations(logs, "podman.socket")
+		if activated != want || confirmed != 0 || taken != want {
+			t.Errorf("podman.socket: %d activations, %d confirmations, %d engines taken in; want %d, 0, %d",
+				activated, confirmed, taken, want, want)
+		}
+		if n := logs.count("activation failed", "unit=podman.socket"); n != 0 {
+			t.Errorf("%d failed activations of podman.socket", n)
+		}
+	}
 
 	t.Run("podman behind podman.socket is activated and its container exported with the prefix", func(t *testing.T) {
 		col.WaitMetrics(t, 30*time.Second, func(m *testbed.Metrics) bool {
@@ -43,6 +139,7 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 				return r.EventName == "agentd.engine.found" && r.HasResource(podmanEngine)
 			})) > 0
 		})
+		wantActivations(t, 1)
 	})
 
 	t.Run("stopping podman.socket and podman.service retires the engine", func(t *testing.T) {
@@ -74,6 +171,7 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 		} else {
 			t.Logf("engine found again %v after systemctl start", d)
 		}
+		wantActivations(t, 2)
 	})
 
 	t.Run("the engine's containers are exported again", func(t *testing.T) {
@@ -117,7 +215,7 @@ func TestAgentActivatesDockerSocketOfTheSystemdHost(t *testing.T) {
 	thID := testbed.Run(t, "docker", "inspect", "-f", "{{.Id}}", th)
 
 	col := testbed.StartCollector(t)
-	startAgent(t, col, "agentd.test")
+	logs := startLoggedAgent(t, col, "agentd.test")
 	want := map[string]string{"container.id": id, "container.runtime.name": "docker",
 		"agentd.engine.prefix": th, "agentd.engine.parent.container.id": thID}
 	col.WaitMetrics(t, 60*time.Second, func(m *testbed.Metrics) bool {
@@ -125,5 +223,8 @@ func TestAgentActivatesDockerSocketOfTheSystemdHost(t *testing.T) {
 	})
 	if out := testbed.RunInSystemdHost(t, "systemctl", "is-active", "docker.service"); strings.TrimSpace(out) != "active" {
 		t.Errorf("docker.service is %q after agentd started", out)
+	}
+	if activated, confirmed, taken := activations(logs, "docker.socket"); activated != 1 || confirmed != 0 || taken != 1 {
+		t.Errorf("docker.socket: %d activations, %d confirmations, %d engines taken in; want 1, 0, 1", activated, confirmed, taken)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,11 +91,12 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	if cfg.Activation.Enabled {
 		acfg := activation.DefaultConfig()
+		acfg.Families = opts.Families
 		acfg.ProcRoot = cfg.Discovery.ProcRoot
 		acfg.ExcludeUnits = cfg.Activation.ExcludeUnits
 		acfg.Activate = true
-		if len(cfg.Activation.SocketSuffixes) > 0 {
-			acfg.Sockets = suffixes(cfg.Activation.SocketSuffixes)
+		for _, s := range cfg.Activation.SocketSuffixes {
+			acfg.ExtraSockets = append(acfg.ExtraSockets, activation.SocketSuffix{Suffix: s.Suffix, Type: model.EngineType(s.Type)})
 		}
 		a.act, err = activation.New(acfg, opts.Log.With("part", "activation"))
 		if err != nil {
@@ -108,20 +108,6 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		ProcRoot: cfg.Discovery.ProcRoot,
 	})
 	return a, nil
-}
-
-// suffixes maps configured socket suffixes to engine types by their names:
-// a suffix naming podman or docker selects that family.
-func suffixes(list []string) []activation.SocketSuffix {
-	out := make([]activation.SocketSuffix, 0, len(list))
-	for _, s := range list {
-		t := model.Docker
-		if strings.Contains(strings.ToLower(s), "podman") {
-			t = model.Podman
-		}
-		out = append(out, activation.SocketSuffix{Suffix: s, Type: t})
-	}
-	return out
 }
 
 // Families returns the engine families agentd knows, in the order an
@@ -309,9 +295,13 @@ func (a *Agent) applyDiscovery(ctx context.Context, ch discovery.Change) {
 	}
 }
 
-// followUnits turns socket units reported by activation into engines:
-// listening or active units are probed through discovery (a probe connects,
-// which activates the service), retired ones are removed.
+// followUnits turns socket units reported by activation into engines. The
+// activation Manager owns the activation: it starts the service once and
+// confirms the engine with its family's probe; the engines that answered
+// (SocketEngine.Engines) are handed to discovery as they are, without another
+// connect. Retired units are removed. An idle-exited service keeps its
+// engines: its watcher reconnects through the socket, which starts it again
+// when there is work.
 func (a *Agent) followUnits(ctx context.Context, ch <-chan activation.SocketEngine) error {
 	for {
 		select {
@@ -323,27 +313,18 @@ func (a *Agent) followUnits(ctx context.Context, ch <-chan activation.SocketEngi
 			}
 			a.mu.Lock()
 			prev, seen := a.units[se.Key()]
-			a.units[se.Key()] = se
+			if se.State == activation.StateRetired {
+				delete(a.units, se.Key())
+			} else {
+				a.units[se.Key()] = se
+			}
 			a.mu.Unlock()
-			log := a.log.With(logging.KeyEngineType, string(se.Type), logging.KeyUnit, se.Unit, "endpoint", se.Endpoint)
 			switch {
 			case se.State == activation.StateRetired:
 				a.disc.Remove(se.Endpoint)
-			case !se.MayConnect():
-				// Masked or excluded: activation logged why, once. A probe
-				// would connect, and a connect activates the service.
-			case se.State == activation.StateInactive && seen && prev.State != activation.StateRetired:
-				// An idle-exited service: its watcher reconnects through the
-				// socket, which activates it again when there is work.
-			default:
-				pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				engines, err := a.disc.Add(pctx, se.Endpoint, se.Type, se.Unit)
-				cancel()
-				if err != nil {
-					log.Warn("socket unit does not answer as an engine", logging.MessageID(logging.MessageIDActivation), logging.Err(err))
-					continue
-				}
-				for _, e := range engines {
+			case len(se.Engines) > 0 && (!seen || !slices.Equal(prev.Engines, se.Engines)):
+				log := a.log.With(logging.KeyEngineType, string(se.Type), logging.KeyUnit, se.Unit, "endpoint", se.Endpoint)
+				for _, e := range a.disc.AddEngines(se.Endpoint, se.Unit, se.Engines) {
 					log.Info("socket-activated engine", logging.MessageID(logging.MessageIDActivation), logging.KeyEngineID, e.ID)
 				}
 			}
@@ -469,4 +450,4 @@ func (w workload) Container(k model.ContainerKey) (model.Container, bool) {
 	return w.s.Container(k)
 }
 
-var _ telemetry.ContainerLookup = workload{}
+var _ telemetry.Workload = workload{}

@@ -70,10 +70,20 @@ type Discovery struct {
 type Activation struct {
 	// Enabled turns D-Bus socket-unit discovery and activation on.
 	Enabled bool `yaml:"enabled"`
-	// SocketSuffixes are the Listen paths (by suffix) that mark an engine socket.
-	SocketSuffixes []string `yaml:"socket_suffixes"`
-	// ExcludeUnits are socket units never activated.
+	// SocketSuffixes are engine sockets beyond the ones agentd knows
+	// (docker.sock, podman.sock, crio.sock): socket units listening on a path
+	// that ends in Suffix hold an engine of Type.
+	SocketSuffixes []SocketSuffix `yaml:"socket_suffixes"`
+	// ExcludeUnits are socket units never activated (path.Match patterns).
 	ExcludeUnits []string `yaml:"exclude_units"`
+}
+
+// SocketSuffix is one entry of activation.socket_suffixes.
+type SocketSuffix struct {
+	// Suffix is the end of the Listen path, e.g. "custom/engine.sock".
+	Suffix string `yaml:"suffix"`
+	// Type is the engine type listening there (see engineTypes).
+	Type string `yaml:"type"`
 }
 
 // Labels configures which container labels are exported.
@@ -138,8 +148,7 @@ func Default() Config {
 		Events:    Events{FlushInterval: Duration(time.Second)},
 		Discovery: Discovery{Interval: Duration(5 * time.Second), ProcRoot: "/proc"},
 		Activation: Activation{
-			Enabled:        true,
-			SocketSuffixes: []string{"podman.sock", "docker.sock"},
+			Enabled: true,
 		},
 		Status: Status{Socket: "/run/agentd/agentd.sock"},
 		Log:    Log{Level: "info"},
@@ -239,8 +248,16 @@ func (c Config) Validate() error {
 		bad("export.compression", c.Export.Compression, `must be "gzip" or "none"`)
 	}
 	for i, s := range c.Activation.SocketSuffixes {
-		if s == "" {
-			bad(fmt.Sprintf("activation.socket_suffixes[%d]", i), `""`, "must not be empty")
+		if strings.Trim(s.Suffix, "/") == "" {
+			bad(fmt.Sprintf("activation.socket_suffixes[%d].suffix", i), fmt.Sprintf("%q", s.Suffix), "must name the end of a socket path")
+		}
+		if !slices.Contains(engineTypes, s.Type) {
+			bad(fmt.Sprintf("activation.socket_suffixes[%d].type", i), fmt.Sprintf("%q", s.Type), "unknown engine type (want one of "+strings.Join(engineTypes, ", ")+")")
+		}
+	}
+	for i, p := range c.Activation.ExcludeUnits {
+		if _, err := path.Match(p, ""); err != nil {
+			bad(fmt.Sprintf("activation.exclude_units[%d]", i), p, "bad glob pattern")
 		}
 	}
 	for _, list := range []struct {

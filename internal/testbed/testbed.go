@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,6 +82,9 @@ func Require(t testing.TB, parts ...Part) {
 		}
 	}
 	if len(missing) == 0 {
+		if slices.Contains(parts, SystemdHost) {
+			lockSystemdHost(t)
+		}
 		return
 	}
 	Unavailable(t, "testbed part missing (run `make testbed`): %s", strings.Join(missing, "; "))
