@@ -35,6 +35,11 @@ type Config struct {
 	MaxRetryBackoff time.Duration
 	// SubscriberBuffer is each subscription's channel capacity (default 64).
 	SubscriberBuffer int
+	// GracePeriod is how long an engine whose process went away stays known
+	// (with PID 0, its watcher reconnecting) before it is lost (default
+	// 5 min): an engine that comes back within it, under any PID, is the
+	// same engine, and its containers' missed transitions are reported.
+	GracePeriod time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -59,6 +64,9 @@ func (c Config) withDefaults() Config {
 	if c.SubscriberBuffer == 0 {
 		c.SubscriberBuffer = 64
 	}
+	if c.GracePeriod == 0 {
+		c.GracePeriod = 5 * time.Minute
+	}
 	return c
 }
 
@@ -73,6 +81,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("discovery: probe_concurrency %d: must not be negative", c.ProbeConcurrency)
 	case c.RetryBackoff < 0 || c.MaxRetryBackoff < 0:
 		return fmt.Errorf("discovery: retry backoff %s/%s: must not be negative", c.RetryBackoff, c.MaxRetryBackoff)
+	case c.GracePeriod < 0:
+		return fmt.Errorf("discovery: GracePeriod %s: must not be negative", c.GracePeriod)
 	case c.SubscriberBuffer < 0:
 		return fmt.Errorf("discovery: subscriber_buffer %d: must not be negative", c.SubscriberBuffer)
 	}
@@ -141,6 +151,9 @@ type engineRec struct {
 	e     model.Engine
 	proc  candKey // the process serving it; zero when known only through Add
 	added bool    // handed in through Add: kept while its process is gone
+	// goneSince is when the serving process of an engine not added went
+	// away; the engine is lost GracePeriod later unless it comes back.
+	goneSince time.Time
 	// sock identifies the socket file behind e.Endpoint; aliases are other
 	// paths that reached the same socket (see aliasLocked).
 	sock    socketID
@@ -520,6 +533,7 @@ func (d *Discoverer) runProbes(ctx context.Context, jobs []*probeJob) {
 // merge folds probe results into the engine set, prunes engines whose process
 // is gone, recomputes the hierarchy when anything changed and publishes.
 func (d *Discoverer) merge(results map[candKey][]model.Engine) {
+	now := d.now()
 	d.mu.Lock()
 	var found, lost []string
 	var lostEngines []model.Engine
@@ -531,7 +545,10 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 			}
 			if r, ok := d.engines[e.ID]; ok {
 				if r.proc != key || r.e.PID != e.PID {
-					r.proc, r.e.PID = key, e.PID
+					if !r.goneSince.IsZero() {
+						d.log.Info("engine back", append(r.e.LogAttrs(), "pid", e.PID, "gone_for", now.Sub(r.goneSince).Round(time.Second))...)
+					}
+					r.proc, r.e.PID, r.goneSince = key, e.PID, time.Time{}
 					r.e.Version, r.e.APIVersion = e.Version, e.APIVersion
 					updated[e.ID] = true
 				}
@@ -542,15 +559,22 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 		}
 	}
 	for id, r := range d.engines {
-		if r.proc == (candKey{}) {
-			continue
-		}
-		if _, _, start, ok := d.procs.Lookup(r.proc.pid); ok && start == r.proc.start {
-			continue
-		}
-		if r.added {
+		if r.proc != (candKey{}) {
+			if _, _, start, ok := d.procs.Lookup(r.proc.pid); ok && start == r.proc.start {
+				continue
+			}
+			// The process is gone. A socket unit keeps an added engine;
+			// any other is kept for the grace period, so that an engine
+			// that restarts is the same engine and its watcher resyncs.
 			r.proc, r.e.PID = candKey{}, 0
 			updated[id] = true
+			if !r.added {
+				r.goneSince = now
+				d.log.Info("engine process gone, waiting for it to come back", append(r.e.LogAttrs(), "grace_period", d.cfg.GracePeriod)...)
+			}
+			continue
+		}
+		if r.added || r.goneSince.IsZero() || now.Sub(r.goneSince) < d.cfg.GracePeriod {
 			continue
 		}
 		lost = append(lost, id)

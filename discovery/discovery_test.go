@@ -337,8 +337,19 @@ func TestDiscovererOnFakeTree(t *testing.T) {
 			t.Fatalf("change %+v, want found for PID 600", c)
 		}
 	})
-	t.Run("an engine whose process exits is lost", func(t *testing.T) {
+	t.Run("an engine whose process exits stays known, without a PID, for the grace period", func(t *testing.T) {
 		must(t, os.RemoveAll(filepath.Join(root, "502")))
+		es, _ := d.Scan(ctx)
+		if len(es) != 4 {
+			t.Fatalf("%d engines, want 4", len(es))
+		}
+		c := nextChange(t, sub)
+		if c.Kind != EngineUpdated || c.Engine.ID != "docker:"+innerDocker || c.Engine.PID != 0 {
+			t.Fatalf("change %+v, want the inner docker updated to PID 0", c)
+		}
+	})
+	t.Run("and is lost when the grace period is over", func(t *testing.T) {
+		*now = now.Add(5*time.Minute + time.Second)
 		es, _ := d.Scan(ctx)
 		if len(es) != 3 {
 			t.Fatalf("%d engines, want 3", len(es))
@@ -348,6 +359,7 @@ func TestDiscovererOnFakeTree(t *testing.T) {
 			t.Fatalf("change %+v, want the inner docker lost", c)
 		}
 	})
+	late := filepath.Join(root, "1/root/run/late.sock")
 	t.Run("a reused PID is a new process and is probed again", func(t *testing.T) {
 		must(t, os.RemoveAll(filepath.Join(root, "600")))
 		writeFakeProc(t, root, []fakeProc{{pid: 600, ppid: 1, comm: "dockerd", start: 61,
@@ -359,10 +371,27 @@ func TestDiscovererOnFakeTree(t *testing.T) {
 		if fe.calls() != before+1 {
 			t.Fatalf("probe calls %d, want %d", fe.calls(), before+1)
 		}
-		kinds := []ChangeKind{nextChange(t, sub).Kind, nextChange(t, sub).Kind}
-		slices.Sort(kinds)
-		if !slices.Equal(kinds, []ChangeKind{EngineFound, EngineLost}) {
-			t.Fatalf("changes %v, want found and lost", kinds)
+		got := map[ChangeKind]string{}
+		for range 2 {
+			c := nextChange(t, sub)
+			got[c.Kind] = c.Engine.Endpoint
+		}
+		if got[EngineFound] != filepath.Join(root, "1/root/run/late2.sock") || got[EngineUpdated] != late {
+			t.Fatalf("changes %v, want late2 found and late (its process gone) updated", got)
+		}
+	})
+	t.Run("an engine back within the grace period under a new PID is the same engine", func(t *testing.T) {
+		writeFakeProc(t, root, []fakeProc{{pid: 610, ppid: 1, comm: "dockerd", start: 70,
+			cmdline: []string{"dockerd"}, fds: map[int]string{3: "socket:[63]"},
+			netUnix: unixRow(63, "/run/late.sock")}})
+		*now = now.Add(time.Minute)
+		es, _ := d.Scan(ctx)
+		c := nextChange(t, sub)
+		if c.Kind != EngineUpdated || c.Engine.Endpoint != late || c.Engine.PID != 610 {
+			t.Fatalf("change %+v, want late updated to PID 610", c)
+		}
+		if len(es) != 4 || len(sub.C) != 0 {
+			t.Fatalf("%d engines and %d more changes, want 4 and none", len(es), len(sub.C))
 		}
 	})
 	if sub.Dropped() != 0 {

@@ -53,8 +53,9 @@ func NewSupervisor(store *model.Store, fams engine.Families, opts Options) *Supe
 
 // Add starts watching e, records it in the Store and emits agentd.engine.found.
 // Adding an engine that is already watched at the same endpoint only updates
-// its record (version, PID, hierarchy); at another endpoint the old watcher is
-// replaced. The watcher runs until Remove or Close, not until ctx ends: ctx
+// its record (version, PID, hierarchy) and tells its watcher (an engine back
+// under a new PID is reconnected to at once, and resynced); at another
+// endpoint the old watcher is replaced. The watcher runs until Remove or Close, not until ctx ends: ctx
 // only bounds the adapter's construction.
 func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
 	fam, ok := s.fams.ForType(e.Type)
@@ -70,6 +71,7 @@ func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
 		r.engine = e
 		s.mu.Unlock()
 		s.store.PutEngine(e)
+		r.watcher.Update(e)
 		return nil
 	}
 	s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -14,7 +15,6 @@ import (
 	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/internal/procfs"
-	"github.com/agentd-dev/agentd/internal/wait"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -73,6 +73,12 @@ type Watcher struct {
 	store   *model.Store
 	opts    Options
 	log     *slog.Logger
+	// mu guards enginePID, the engine's current PID (it changes when the
+	// engine restarts; ID and endpoint do not).
+	mu        sync.Mutex
+	enginePID int
+	// wake cuts a reconnect wait short (see Update).
+	wake chan struct{}
 	// down is the engine being unreachable, as the journal tells it: once
 	// when it starts, once a minute while it lasts, once when it ends.
 	down *logging.Problem
@@ -85,11 +91,30 @@ type Watcher struct {
 func NewWatcher(e model.Engine, a engine.Adapter, store *model.Store, opts Options) *Watcher {
 	opts = opts.withDefaults()
 	return &Watcher{
-		engine:  e,
-		adapter: a,
-		store:   store,
-		opts:    opts,
-		log:     opts.Log.With(e.LogAttrs()...),
+		engine:    e,
+		adapter:   a,
+		store:     store,
+		opts:      opts,
+		log:       opts.Log.With(e.LogAttrs()...),
+		enginePID: e.PID,
+		wake:      make(chan struct{}, 1),
+	}
+}
+
+// Update tells the watcher that its engine's record changed, typically a new
+// PID after the engine restarted: container PIDs are translated through the
+// new one, and a watcher waiting to reconnect tries at once. Safe to call
+// concurrently with Run.
+func (w *Watcher) Update(e model.Engine) {
+	w.mu.Lock()
+	changed := w.enginePID != e.PID
+	w.enginePID = e.PID
+	w.mu.Unlock()
+	if changed {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -125,8 +150,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		w.reconnects.Add(1)
 		w.down.Fail(err, "backoff", backoff)
-		if !wait.Sleep(ctx, backoff) {
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return nil
+		case <-w.wake:
+			t.Stop()
+			backoff = w.opts.MinBackoff
+			continue
+		case <-t.C:
 		}
 		backoff = min(2*backoff, w.opts.MaxBackoff)
 	}
@@ -191,7 +224,10 @@ func (w *Watcher) normalise(c *model.Container) {
 		c.PID = 0
 		return
 	}
-	anchor := nsAnchor(w.opts.ProcRoot, w.engine.PID, w.engine.Endpoint)
+	w.mu.Lock()
+	pid := w.enginePID
+	w.mu.Unlock()
+	anchor := nsAnchor(w.opts.ProcRoot, pid, w.engine.Endpoint)
 	p, err := hostPID(w.opts.ProcRoot, anchor, c.PID)
 	if err != nil {
 		w.log.Debug("translating container pid", logging.KeyContainerID, c.ID, "pid", c.PID, logging.Err(err))
