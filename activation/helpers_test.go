@@ -67,7 +67,7 @@ func runManagerOn(t *testing.T, cfg Config, dial dialFunc) (*Manager, <-chan Soc
 		m.dial = dial
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ch := m.Subscribe(ctx)
+	ch := m.Subscribe(ctx).C()
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
 	t.Cleanup(func() {

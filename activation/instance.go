@@ -14,6 +14,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/internal/wait"
 	"github.com/agentd-dev/agentd/model"
 )
@@ -102,6 +103,16 @@ type unit struct {
 	excludeLogged bool
 }
 
+// logAttrs are the journal fields of a log line about u: UNIT, the service
+// and the ENGINE_TYPE of its first engine socket.
+func (u *unit) logAttrs(more ...any) []any {
+	attrs := []any{logging.KeyUnit, u.name, "service", u.service}
+	if len(u.listens) > 0 {
+		attrs = append(attrs, logging.KeyEngineType, string(u.listens[0].typ))
+	}
+	return append(attrs, more...)
+}
+
 // activationResult reports the end of one attempt.
 type activationResult struct {
 	unit    string
@@ -151,7 +162,7 @@ func (in *instance) run(ctx context.Context) {
 		if err != nil {
 			if !downLogged {
 				in.log.Warn("systemd D-Bus not reachable, carrying on without it; retrying quietly",
-					"addresses", addrList(in.addrs), "error", err)
+					"addresses", addrList(in.addrs), logging.Err(err))
 				downLogged = true
 			}
 			if !wait.Sleep(ctx, backoff) {
@@ -169,7 +180,7 @@ func (in *instance) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		in.log.Warn("lost systemd D-Bus connection", "address", sess.addr.address, "error", err)
+		in.log.Warn("lost systemd D-Bus connection", "address", sess.addr.address, logging.Err(err))
 		in.retireAll()
 		// A bus that accepts and then drops the connection must not make a
 		// hot loop: only a session that lasted resets the backoff.
@@ -255,7 +266,7 @@ func (in *instance) handleSignal(ctx context.Context, s *session, sig *dbus.Sign
 		var id string
 		var p dbus.ObjectPath
 		if err := dbus.Store(sig.Body, &id, &p); err != nil {
-			in.log.Debug("malformed UnitNew signal", "error", err)
+			in.log.Debug("malformed UnitNew signal", logging.Err(err))
 			return false
 		}
 		// Only a socket unit never seen before is read: reading a unit that
@@ -269,7 +280,7 @@ func (in *instance) handleSignal(ctx context.Context, s *session, sig *dbus.Sign
 		var id string
 		var p dbus.ObjectPath
 		if err := dbus.Store(sig.Body, &id, &p); err != nil {
-			in.log.Debug("malformed UnitRemoved signal", "error", err)
+			in.log.Debug("malformed UnitRemoved signal", logging.Err(err))
 			return false
 		}
 		ref, ok := in.paths[unitPath(id)]
@@ -288,7 +299,7 @@ func (in *instance) handleSignal(ctx context.Context, s *session, sig *dbus.Sign
 		var job dbus.ObjectPath
 		var name, result string
 		if err := dbus.Store(sig.Body, &id, &job, &name, &result); err != nil {
-			in.log.Debug("malformed JobRemoved signal", "error", err)
+			in.log.Debug("malformed JobRemoved signal", logging.Err(err))
 			return false
 		}
 		if ref, ok := in.paths[unitPath(name)]; ok {
@@ -297,7 +308,7 @@ func (in *instance) handleSignal(ctx context.Context, s *session, sig *dbus.Sign
 	case managerIface + ".Reloading":
 		var active bool
 		if err := dbus.Store(sig.Body, &active); err != nil {
-			in.log.Debug("malformed Reloading signal", "error", err)
+			in.log.Debug("malformed Reloading signal", logging.Err(err))
 			return false
 		}
 		in.reloading = active
@@ -312,7 +323,7 @@ func (in *instance) handleSignal(ctx context.Context, s *session, sig *dbus.Sign
 		u := in.units[ref.socket]
 		iface, active, invalidated, err := decodePropertiesChanged(u.name, sig.Body)
 		if err != nil {
-			in.log.Debug("malformed PropertiesChanged signal", "path", sig.Path, "error", err)
+			in.log.Debug("malformed PropertiesChanged signal", "path", sig.Path, logging.Err(err))
 			return false
 		}
 		if iface != unitIface {
@@ -367,7 +378,7 @@ func decodePropertiesChanged(unit string, body []any) (iface, active string, inv
 func (in *instance) resync(ctx context.Context, s *session) {
 	names, err := listSocketUnits(ctx, s, in.cfg.CallTimeout)
 	if err != nil {
-		in.warn("list socket units", "error", err)
+		in.warn("list socket units", logging.Err(err))
 		return
 	}
 	in.inspected = map[string]bool{}
@@ -424,12 +435,12 @@ func (in *instance) inspect(ctx context.Context, s *session, name string) {
 	defer cancel()
 	prop, err := s.sd.GetUnitTypePropertyContext(ctx, name, "Socket", "Listen")
 	if err != nil {
-		in.log.Debug("read Listen", "unit", name, "error", err)
+		in.log.Debug("read Listen", logging.KeyUnit, name, logging.Err(err))
 		return
 	}
 	listens, err := decodeListen(name, prop.Value)
 	if err != nil {
-		in.warn("socket unit with an unreadable Listen property", "unit", name, "error", err)
+		in.warn("socket unit with an unreadable Listen property", logging.KeyUnit, name, logging.Err(err))
 		return
 	}
 	u := in.units[name]
@@ -465,19 +476,19 @@ func (in *instance) inspect(ctx context.Context, s *session, name string) {
 	}
 	props, err := s.sd.GetUnitPropertiesContext(ctx, name)
 	if err != nil {
-		in.warn("read socket unit", "unit", name, "error", err)
+		in.warn("read socket unit", logging.KeyUnit, name, logging.Err(err))
 		return
 	}
 	sockSt, err := statesFromProps(name, props)
 	if err != nil {
-		in.warn("read socket unit", "unit", name, "error", err)
+		in.warn("read socket unit", logging.KeyUnit, name, logging.Err(err))
 		return
 	}
 	service := strings.TrimSuffix(name, ".socket") + ".service"
 	if v, ok := props["Triggers"]; ok {
 		trig, err := decodeStrings(name, "Triggers", v)
 		if err != nil {
-			in.warn("read socket unit", "unit", name, "error", err)
+			in.warn("read socket unit", logging.KeyUnit, name, logging.Err(err))
 		}
 		for _, t := range trig {
 			if strings.HasSuffix(t, ".service") {
@@ -488,7 +499,7 @@ func (in *instance) inspect(ctx context.Context, s *session, name string) {
 	}
 	svcSt, err := readUnitStates(ctx, s.sd, service)
 	if err != nil {
-		in.warn("read service of socket unit", "unit", name, "error", err)
+		in.warn("read service of socket unit", logging.KeyUnit, name, logging.Err(err))
 		return
 	}
 	if u == nil {
@@ -530,12 +541,12 @@ func (in *instance) refresh(ctx context.Context, s *session, u *unit) {
 	defer in.update(s, u)
 	sockSt, err := readUnitStates(ctx, s.sd, u.name)
 	if err != nil {
-		in.warn("refresh socket unit", "unit", u.name, "error", err)
+		in.warn("refresh socket unit", logging.KeyUnit, u.name, logging.Err(err))
 		return
 	}
 	svcSt, err := readUnitStates(ctx, s.sd, u.service)
 	if err != nil {
-		in.warn("refresh service", "unit", u.name, "service", u.service, "error", err)
+		in.warn("refresh service", logging.KeyUnit, u.name, "service", u.service, logging.Err(err))
 		return
 	}
 	u.socket, u.svc = sockSt, svcSt
@@ -633,15 +644,15 @@ func (in *instance) maybeAttempt(s *session, u *unit, st State, masked, excluded
 		switch {
 		case masked:
 			if !u.maskLogged {
-				in.log.Warn("not activating engine socket: unit is masked", "unit", u.name, "service", u.service,
+				in.log.Warn("not activating engine socket: unit is masked", u.logAttrs(logging.MessageID(logging.MessageIDActivation),
 					"socket_load_state", u.socket.Load, "socket_unit_file_state", u.socket.File,
-					"service_load_state", u.svc.Load, "service_unit_file_state", u.svc.File)
+					"service_load_state", u.svc.Load, "service_unit_file_state", u.svc.File)...)
 				u.maskLogged = true
 			}
 			return
 		case excluded:
 			if !u.excludeLogged {
-				in.log.Info("not activating engine socket: unit excluded from activation", "unit", u.name)
+				in.log.Info("not activating engine socket: unit excluded from activation", u.logAttrs(logging.MessageID(logging.MessageIDActivation))...)
 				u.excludeLogged = true
 			}
 			return
@@ -695,7 +706,7 @@ func (in *instance) resetActivation(u *unit) {
 func (in *instance) handleResult(ctx context.Context, s *session, r activationResult) {
 	u := in.units[r.unit]
 	if u == nil || u.act != actRunning || u.attempt != r.id {
-		in.log.Debug("dropping the result of an ended activation", "unit", r.unit, "error", r.err)
+		in.log.Debug("dropping the result of an ended activation", logging.KeyUnit, r.unit, logging.Err(r.err))
 		return
 	}
 	u.cancel = nil
@@ -709,7 +720,7 @@ func (in *instance) handleResult(ctx context.Context, s *session, r activationRe
 	elapsed := r.elapsed.Round(time.Millisecond)
 	if r.err == nil {
 		u.act, u.failures = actConfirmed, 0
-		in.log.Info(what, "unit", u.name, "service", u.service, "elapsed", elapsed, "engines", engineIDs(r.engines))
+		in.log.Info(what, u.logAttrs(logging.MessageID(logging.MessageIDActivation), "elapsed", elapsed, "engines", engineIDs(r.engines))...)
 		in.refresh(ctx, s, u)
 		return
 	}
@@ -719,12 +730,12 @@ func (in *instance) handleResult(ctx context.Context, s *session, r activationRe
 	u.retryAt = time.Now().Add(delay)
 	if errors.Is(r.err, ErrMasked) {
 		if !u.maskLogged {
-			in.log.Warn("not activating engine socket: unit is masked", "unit", r.unit, "error", r.err)
+			in.log.Warn("not activating engine socket: unit is masked", u.logAttrs(logging.MessageID(logging.MessageIDActivation), logging.Err(r.err))...)
 			u.maskLogged = true
 		}
 	} else {
-		in.log.Warn("activation failed", "unit", u.name, "service", u.service, "start", r.start,
-			"elapsed", elapsed, "retry_in", delay, "error", r.err)
+		in.log.Warn("activation failed", u.logAttrs(logging.MessageID(logging.MessageIDActivation), "start", r.start,
+			"elapsed", elapsed, "retry_in", delay, logging.Err(r.err))...)
 	}
 	in.update(s, u)
 	in.armRetry()

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/agentd-dev/agentd/internal/logging"
 )
 
 // Manager finds engine sockets held by systemd socket units, activates them
@@ -130,7 +132,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		pids, err := FindNestedSystemd(m.cfg.ProcRoot)
 		if err != nil {
 			if !scanLogged {
-				m.log.Warn("cannot look for nested systemd instances", "error", err)
+				m.log.Warn("cannot look for nested systemd instances", logging.Err(err))
 				scanLogged = true
 			}
 			return
@@ -234,19 +236,33 @@ func (m *Manager) snapshotLocked() []SocketEngine {
 	return out
 }
 
-// Subscribe returns a channel that first receives every engine socket known
-// now, then every update (retired engines included). The channel is closed
-// when ctx is done or the Manager is closed. Updates are never dropped and
-// never block the Manager: per engine, an update not yet received is replaced
-// by the next one.
-func (m *Manager) Subscribe(ctx context.Context) <-chan SocketEngine {
+// Subscription receives engine sockets on C until it is closed.
+type Subscription struct {
+	c      <-chan SocketEngine
+	cancel context.CancelFunc
+}
+
+// C first receives every engine socket known when the subscription began,
+// then every update (retired engines included). It is closed after Close,
+// when the Subscribe ctx is done or when the Manager is closed.
+func (s *Subscription) C() <-chan SocketEngine { return s.c }
+
+// Close ends the subscription. It is safe to call more than once.
+func (s *Subscription) Close() { s.cancel() }
+
+// Subscribe returns a subscription to the engine sockets (see C). Updates
+// are never dropped and never block the Manager: per engine, an update not
+// yet received is replaced by the next one.
+func (m *Manager) Subscribe(ctx context.Context) *Subscription {
+	ctx, cancel := context.WithCancel(ctx)
 	out := make(chan SocketEngine)
+	sub := &Subscription{c: out, cancel: cancel}
 	s := &subscriber{pending: map[string]SocketEngine{}, notify: make(chan struct{}, 1)}
 	m.mu.Lock()
 	if m.closeCtx.Err() != nil {
 		m.mu.Unlock()
 		close(out)
-		return out
+		return sub
 	}
 	for _, e := range m.snapshotLocked() {
 		s.offer(e)
@@ -262,13 +278,13 @@ func (m *Manager) Subscribe(ctx context.Context) <-chan SocketEngine {
 		delete(m.subs, s)
 		m.mu.Unlock()
 	}()
-	return out
+	return sub
 }
 
 // publish records e and hands it to every subscription without blocking.
 func (m *Manager) publish(e SocketEngine) {
-	m.log.Info("engine socket", "type", e.Type, "unit", e.Unit, "state", e.State,
-		"endpoint", e.Endpoint, "systemd_pid", e.SystemdPID, "masked", e.Masked, "excluded", e.Excluded,
+	m.log.Info("engine socket", logging.KeyEngineType, string(e.Type), logging.KeyUnit, e.Unit, "state", e.State,
+		logging.KeyEndpoint, e.Endpoint, "systemd_pid", e.SystemdPID, "masked", e.Masked, "excluded", e.Excluded,
 		"engines", len(e.Engines))
 	m.mu.Lock()
 	defer m.mu.Unlock()

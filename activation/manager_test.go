@@ -174,7 +174,7 @@ func TestSubscriberCoalescesAndNeverBlocksThePublisher(t *testing.T) {
 	defer m.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ch := m.Subscribe(ctx) // never read until all is published
+	ch := m.Subscribe(ctx).C() // never read until all is published
 	e := SocketEngine{Type: model.Podman, Unit: "podman.socket", ListenPath: "/run/podman/podman.sock"}
 	other := SocketEngine{Type: model.Docker, Unit: "docker.socket", ListenPath: "/run/docker.sock", State: StateListening}
 	done := make(chan struct{})
@@ -209,7 +209,7 @@ func TestSubscriberCoalescesAndNeverBlocksThePublisher(t *testing.T) {
 	if n := len(podmanStates); n == 0 || n > 2 || podmanStates[n-1] != StateInactive {
 		t.Fatalf("podman went %v before docker, want inactive (after at most one update in flight)", podmanStates)
 	}
-	late := m.Subscribe(ctx)
+	late := m.Subscribe(ctx).C()
 	if got := []SocketEngine{<-late, <-late}; got[0].Unit != "docker.socket" || got[1].State != StateInactive {
 		t.Fatalf("a late subscriber got %v", got)
 	}

@@ -86,11 +86,13 @@ func startLoggedAgent(t *testing.T, col *testbed.Otelcol, label string) *agentLo
 }
 
 // activations counts the agent's activations of unit, and the engines it
-// took in from them.
-func activations(l *agentLog, unit string) (activated, confirmed, taken int) {
+// took in at the unit's socket, which ends in sock (discovery's "engine
+// found": said once per engine, whether the socket unit or the process
+// table showed it first).
+func activations(l *agentLog, unit, sock string) (activated, confirmed, taken int) {
 	u := "unit=" + unit
 	return l.count(`msg="activated engine socket"`, u), l.count(`msg="confirmed engine socket"`, u),
-		l.count(`msg="socket-activated engine"`, u)
+		l.count(`msg="engine found"`, "root"+sock+" ")
 }
 
 // TestAgentFollowsSocketUnitsOfTheSystemdHost runs agentd while the systemd
@@ -120,7 +122,7 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 	podmanEngine := map[string]string{"container.runtime.name": "podman", "agentd.engine.prefix": th}
 	wantActivations := func(t *testing.T, want int) {
 		t.Helper()
-		activated, confirmed, taken := activations(logs, "podman.socket")
+		activated, confirmed, taken := activations(logs, "podman.socket", "/run/podman/podman.sock")
 		if activated != want || confirmed != 0 || taken != want {
 			t.Errorf("podman.socket: %d activations, %d confirmations, %d engines taken in; want %d, 0, %d",
 				activated, confirmed, taken, want, want)
@@ -224,7 +226,7 @@ func TestAgentActivatesDockerSocketOfTheSystemdHost(t *testing.T) {
 	if out := testbed.RunInSystemdHost(t, "systemctl", "is-active", "docker.service"); strings.TrimSpace(out) != "active" {
 		t.Errorf("docker.service is %q after agentd started", out)
 	}
-	if activated, confirmed, taken := activations(logs, "docker.socket"); activated != 1 || confirmed != 0 || taken != 1 {
+	if activated, confirmed, taken := activations(logs, "docker.socket", "/run/docker.sock"); activated != 1 || confirmed != 0 || taken != 1 {
 		t.Errorf("docker.socket: %d activations, %d confirmations, %d engines taken in; want 1, 0, 1", activated, confirmed, taken)
 	}
 }

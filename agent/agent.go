@@ -42,6 +42,10 @@ type Options struct {
 	// Ready is called once, when the first discovery pass is done and the
 	// exporters are built (sd_notify READY=1). Optional.
 	Ready func()
+	// Status is called from the main loop with StatusLine whenever it
+	// changes (sd_notify STATUS=), the first time right after Ready.
+	// Optional.
+	Status func(line string)
 	// Families are the engine families agentd discovers and watches; nil
 	// means Families().
 	Families engine.Families
@@ -61,6 +65,8 @@ type Agent struct {
 	sup   *watch.Supervisor
 	start time.Time
 
+	// pipe is the running telemetry pipeline, for StatusLine.
+	pipe atomic.Pointer[telemetry.Pipeline]
 	// lastProgress is the unix nano time the main loop last made progress, read by Healthy.
 	lastProgress atomic.Int64
 	stalled      atomic.Bool
@@ -151,6 +157,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: telemetry: %w", config.ErrInvalid, err)
 	}
+	a.pipe.Store(pipe)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -172,9 +179,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	goRun("discovery", a.disc.Run)
 	goRun("engines", func(ctx context.Context) error { return a.followDiscovery(ctx, discSub) })
 	if a.act != nil {
-		unitCh := a.act.Subscribe(ctx)
+		units := a.act.Subscribe(ctx)
+		defer units.Close()
 		goRun("activation", a.act.Run)
-		goRun("socket units", func(ctx context.Context) error { return a.followUnits(ctx, unitCh) })
+		goRun("socket units", func(ctx context.Context) error { return a.followUnits(ctx, units.C()) })
 	}
 	goRun("telemetry", func(ctx context.Context) error {
 		err := pipe.Run(ctx)
@@ -229,7 +237,7 @@ func (a *Agent) followDiscovery(ctx context.Context, sub *discovery.Subscription
 		select {
 		case <-ctx.Done():
 			return nil
-		case ch, ok := <-sub.C:
+		case ch, ok := <-sub.C():
 			if !ok {
 				return nil
 			}
@@ -257,41 +265,32 @@ func (a *Agent) reconcileEngines(ctx context.Context) {
 	}
 	for _, id := range a.sup.EngineIDs() {
 		if !known[id] {
-			a.sup.Remove(id)
-			a.log.Info("engine lost", logging.MessageID(logging.MessageIDEngineLost), logging.KeyEngineID, id)
+			a.sup.Remove(id) // discovery said it was lost
 		}
 	}
 }
 
 func (a *Agent) applyDiscovery(ctx context.Context, ch discovery.Change) {
 	e := ch.Engine
-	log := a.log.With(logging.KeyEngineType, string(e.Type), logging.KeyEngineID, e.ID, logging.KeyEnginePrefix, e.Prefix)
+	log := a.log.With(e.LogAttrs()...)
 	switch ch.Kind {
 	case discovery.EngineFound, discovery.EngineUpdated:
 		if !a.engineIncluded(e.Type) {
-			log.Debug("engine excluded by filters", "endpoint", e.Endpoint)
+			log.Debug("engine excluded by filters")
 			return
 		}
-		// The journal's "engine found" goes with the start of a watcher, by
-		// whichever path the engine came (found, updated, a reconcile).
-		_, watched := a.sup.Watcher(e.ID)
 		if err := a.sup.Add(ctx, e); err != nil {
 			if errors.Is(err, watch.ErrUnsupported) {
-				log.Debug("no watcher for this engine type", "endpoint", e.Endpoint)
+				log.Debug("no watcher for this engine type")
 				return
 			}
 			if !errors.Is(err, watch.ErrClosed) {
-				log.Warn("cannot watch engine", "endpoint", e.Endpoint, logging.Err(err))
+				log.Warn("cannot watch engine", logging.Err(err))
 			}
 			return
 		}
-		if !watched {
-			log.Info("engine found", logging.MessageID(logging.MessageIDEngineFound),
-				"endpoint", e.Endpoint, "pid", e.PID, "version", e.Version)
-		}
 	case discovery.EngineLost:
-		a.sup.Remove(e.ID)
-		log.Info("engine lost", logging.MessageID(logging.MessageIDEngineLost), "endpoint", e.Endpoint)
+		a.sup.Remove(e.ID) // discovery said it was lost
 	}
 }
 
@@ -323,22 +322,27 @@ func (a *Agent) followUnits(ctx context.Context, ch <-chan activation.SocketEngi
 			case se.State == activation.StateRetired:
 				a.disc.Remove(se.Endpoint)
 			case len(se.Engines) > 0 && (!seen || !slices.Equal(prev.Engines, se.Engines)):
-				log := a.log.With(logging.KeyEngineType, string(se.Type), logging.KeyUnit, se.Unit, "endpoint", se.Endpoint)
-				for _, e := range a.disc.AddEngines(se.Endpoint, se.Unit, se.Engines) {
-					log.Info("socket-activated engine", logging.MessageID(logging.MessageIDActivation), logging.KeyEngineID, e.ID)
-				}
+				// Activation said it activated them, discovery says it
+				// found them.
+				a.disc.AddEngines(se.Endpoint, se.Unit, se.Engines)
 			}
 		}
 	}
 }
 
-// mainLoop runs until ctx ends. Every second it takes a snapshot of the
-// model, which proves the model is not wedged, and records the progress that
-// Healthy (and so the systemd watchdog) reads.
+// mainLoop runs until ctx ends. Every second it builds the status line from
+// a snapshot of the model, which proves the model is not wedged, hands it to
+// Options.Status when it changed, and records the progress that Healthy (and
+// so the systemd watchdog) reads.
 func (a *Agent) mainLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var last string
 	for {
+		if line := a.StatusLine(); line != last && a.opts.Status != nil {
+			a.opts.Status(line)
+			last = line
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -346,7 +350,6 @@ func (a *Agent) mainLoop(ctx context.Context) {
 			if a.stalled.Load() {
 				continue
 			}
-			a.store.Snapshot()
 			a.lastProgress.Store(time.Now().UnixNano())
 		}
 	}

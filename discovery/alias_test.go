@@ -59,8 +59,8 @@ func TestOneSocketReachedByTwoPathsIsOneEngine(t *testing.T) {
 		t.Errorf("%d podman engines known, want 1: %+v", podmans, d.Engines())
 	}
 	found := 0
-	for len(sub.C) > 0 {
-		if c := <-sub.C; c.Kind == EngineFound {
+	for len(sub.C()) > 0 {
+		if c := <-sub.C(); c.Kind == EngineFound {
 			found++
 		}
 	}

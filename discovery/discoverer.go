@@ -109,16 +109,18 @@ type Change struct {
 	Engine model.Engine
 }
 
-// Subscription receives a Discoverer's changes on C. C is never closed by the
-// Discoverer; a reader stops when its own context ends and calls Close.
+// Subscription receives a Discoverer's changes on C(). The channel is never
+// closed by the Discoverer; a reader stops when its own context ends and
+// calls Close.
 type Subscription struct {
-	// C delivers changes in order. When the reader falls behind by more than
-	// the buffer, further changes are dropped and counted (Dropped).
-	C       <-chan Change
 	ch      chan Change
 	d       *Discoverer
 	dropped atomic.Uint64
 }
+
+// C delivers changes in order. When the reader falls behind by more than the
+// buffer, further changes are dropped and counted (Dropped).
+func (s *Subscription) C() <-chan Change { return s.ch }
 
 // Dropped is how many changes this subscription lost to a full buffer.
 func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
@@ -154,6 +156,9 @@ type engineRec struct {
 	// goneSince is when the serving process of an engine not added went
 	// away; the engine is lost GracePeriod later unless it comes back.
 	goneSince time.Time
+	// retired: its socket unit was stopped (Remove), so the engine is lost
+	// as soon as its process is gone, without a grace period.
+	retired bool
 	// sock identifies the socket file behind e.Endpoint; aliases are other
 	// paths that reached the same socket (see aliasLocked).
 	sock    socketID
@@ -288,7 +293,7 @@ func (noContainers) EngineContainers(string) []model.Container { return nil }
 // never blocks: a subscriber that falls behind loses changes (counted).
 func (d *Discoverer) Subscribe() *Subscription {
 	ch := make(chan Change, d.cfg.SubscriberBuffer)
-	s := &Subscription{C: ch, ch: ch, d: d}
+	s := &Subscription{ch: ch, d: d}
 	d.mu.Lock()
 	d.subs[s] = struct{}{}
 	d.mu.Unlock()
@@ -568,6 +573,12 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 			// that restarts is the same engine and its watcher resyncs.
 			r.proc, r.e.PID = candKey{}, 0
 			updated[id] = true
+			if r.retired {
+				lost = append(lost, id)
+				lostEngines = append(lostEngines, r.e)
+				delete(d.engines, id)
+				continue
+			}
 			if !r.added {
 				r.goneSince = now
 				d.log.Info("engine process gone, waiting for it to come back", append(r.e.LogAttrs(), "grace_period", d.cfg.GracePeriod)...)
@@ -732,7 +743,7 @@ func (d *Discoverer) AddEngines(endpoint, unit string, es []model.Engine) []mode
 		}
 		if r, ok := d.engines[e.ID]; ok {
 			if !r.added || r.e.Unit != unit {
-				r.added, r.e.Unit = true, unit
+				r.added, r.e.Unit, r.retired = true, unit, false
 				updated[e.ID] = true
 			}
 			continue
@@ -780,7 +791,7 @@ func (d *Discoverer) Remove(endpoint string) {
 		if !r.added || (r.e.Endpoint != endpoint && !slices.Contains(r.aliases, endpoint)) {
 			continue
 		}
-		r.added, r.e.Unit = false, ""
+		r.added, r.e.Unit, r.retired = false, "", true
 		if r.proc == (candKey{}) {
 			delete(d.engines, id)
 			changes = append(changes, Change{Kind: EngineLost, Engine: r.e})

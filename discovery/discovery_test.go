@@ -308,8 +308,8 @@ func TestDiscovererOnFakeTree(t *testing.T) {
 		if got := fe.calls(); got != probesAfterFirst {
 			t.Fatalf("probe calls %d after rescan, want %d", got, probesAfterFirst)
 		}
-		if len(sub.C) != 0 {
-			t.Fatalf("a rescan without changes published %d changes", len(sub.C))
+		if len(sub.C()) != 0 {
+			t.Fatalf("a rescan without changes published %d changes", len(sub.C()))
 		}
 	})
 	t.Run("a failed process is retried once its backoff has passed", func(t *testing.T) {
@@ -390,8 +390,8 @@ func TestDiscovererOnFakeTree(t *testing.T) {
 		if c.Kind != EngineUpdated || c.Engine.Endpoint != late || c.Engine.PID != 610 {
 			t.Fatalf("change %+v, want late updated to PID 610", c)
 		}
-		if len(es) != 4 || len(sub.C) != 0 {
-			t.Fatalf("%d engines and %d more changes, want 4 and none", len(es), len(sub.C))
+		if len(es) != 4 || len(sub.C()) != 0 {
+			t.Fatalf("%d engines and %d more changes, want 4 and none", len(es), len(sub.C()))
 		}
 	})
 	if sub.Dropped() != 0 {
@@ -409,8 +409,8 @@ func TestSubscribersNeverBlock(t *testing.T) {
 	if _, err := d.Scan(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if len(sub.C) != 1 || sub.Dropped() != 2 {
-		t.Fatalf("buffered %d, dropped %d; want 1 and 2", len(sub.C), sub.Dropped())
+	if len(sub.C()) != 1 || sub.Dropped() != 2 {
+		t.Fatalf("buffered %d, dropped %d; want 1 and 2", len(sub.C()), sub.Dropped())
 	}
 }
 
@@ -582,7 +582,7 @@ func TestEndpointAnchorPID(t *testing.T) {
 func nextChange(t *testing.T, sub *Subscription) Change {
 	t.Helper()
 	select {
-	case c := <-sub.C:
+	case c := <-sub.C():
 		return c
 	case <-time.After(5 * time.Second):
 		t.Fatal("no change published")

@@ -190,16 +190,16 @@ func TestHierarchyFollowsTheModel(t *testing.T) {
 				t.Errorf("engine %s updated to prefix %q, want %q", id, got[id], p)
 			}
 		}
-		if len(sub.C) != 0 {
-			t.Fatalf("%d more changes, want none (the host Docker did not move)", len(sub.C))
+		if len(sub.C()) != 0 {
+			t.Fatalf("%d more changes, want none (the host Docker did not move)", len(sub.C()))
 		}
 	})
 	t.Run("a pass that changes nothing publishes nothing", func(t *testing.T) {
 		if _, err := d.Scan(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if len(sub.C) != 0 {
-			t.Fatalf("%d changes, want none", len(sub.C))
+		if len(sub.C()) != 0 {
+			t.Fatalf("%d changes, want none", len(sub.C()))
 		}
 	})
 	hostDocker := "docker:" + filepath.Join(root, "1/root/run/docker.sock")
@@ -209,8 +209,8 @@ func TestHierarchyFollowsTheModel(t *testing.T) {
 		if _, err := d.Scan(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if len(sub.C) != 0 {
-			t.Fatalf("%d changes (%+v), want none: the placements stand", len(sub.C), nextChange(t, sub))
+		if len(sub.C()) != 0 {
+			t.Fatalf("%d changes (%+v), want none: the placements stand", len(sub.C()), nextChange(t, sub))
 		}
 		fm.set(hostDocker, saved...)
 	})
@@ -220,7 +220,7 @@ func TestHierarchyFollowsTheModel(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := map[string]string{}
-		for len(sub.C) > 0 {
+		for len(sub.C()) > 0 {
 			c := nextChange(t, sub)
 			got[c.Engine.ID] = c.Engine.Prefix
 		}

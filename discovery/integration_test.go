@@ -177,8 +177,8 @@ func TestDiscoversTestbedEngines(t *testing.T) {
 	}
 
 	t.Run("Run publishes nothing new and probes nothing again in steady state", func(t *testing.T) {
-		for len(sub.C) > 0 {
-			<-sub.C
+		for len(sub.C()) > 0 {
+			<-sub.C()
 		}
 		rctx, rcancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -188,8 +188,8 @@ func TestDiscoversTestbedEngines(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		for len(sub.C) > 0 {
-			c := <-sub.C
+		for len(sub.C()) > 0 {
+			c := <-sub.C()
 			// Another test may start or stop an engine meanwhile; ours must stay.
 			if c.Kind == EngineLost && (c.Engine.ID == hostDockerID || c.Engine.Endpoint == podmanSock) {
 				t.Errorf("unexpected change %+v", c)

@@ -339,9 +339,7 @@ func TestDebLifecycleOnSystemdHost(t *testing.T) {
 		}
 		props := h.must(t, "systemctl show -p Type,NRestarts,WatchdogUSec,Restart,RestartPreventExitStatus,UnitFileState,NotifyAccess,StatusText agentd.service")
 		for _, want := range []string{"Type=notify", "NRestarts=0", "WatchdogUSec=30s", "Restart=on-failure",
-			"RestartPreventExitStatus=2", "UnitFileState=enabled", "NotifyAccess=main",
-			// STATUS= of agentd's READY=1 notification.
-			"StatusText=watching engines"} {
+			"RestartPreventExitStatus=2", "UnitFileState=enabled", "NotifyAccess=main"} {
 			if !strings.Contains(props, want) {
 				t.Errorf("missing %s in\n%s", want, props)
 			}
@@ -376,6 +374,43 @@ func TestDebLifecycleOnSystemdHost(t *testing.T) {
 		if id := field(found, "ENGINE_ID"); !strings.HasPrefix(id, "podman:") || !strings.HasSuffix(id, "/run/podman/podman.sock") {
 			t.Errorf("ENGINE_ID = %q, want the podman socket of the systemd host", id)
 		}
+	})
+
+	t.Run("as a service without a collector agentd says once what to set, prints no tables and sums up in its status line", func(t *testing.T) {
+		line := regexp.MustCompile(`^[0-9]+ engines? up(, [0-9]+ down)?, [0-9]+ running containers?; not exporting \(no OTLP endpoint configured\)$`)
+		h.waitFor(t, 30*time.Second, "the status line to sum up the engines", func() bool {
+			return line.MatchString(h.show(t, "StatusText"))
+		})
+		var warned int
+		for _, e := range h.journal(t, installed) {
+			msg := field(e, "MESSAGE")
+			if strings.Contains(msg, "RUNNING") && strings.Contains(msg, "ENDPOINT") {
+				t.Errorf("a table in the journal: %q", msg)
+			}
+			if strings.Contains(msg, "no OTLP endpoint configured") {
+				warned++
+				if !strings.Contains(msg, "export.endpoint") || field(e, "PRIORITY") != "4" {
+					t.Errorf("the no-endpoint entry (PRIORITY %s) does not say what to set: %q", field(e, "PRIORITY"), msg)
+				}
+			}
+		}
+		if warned != 1 {
+			t.Errorf("%d entries say no endpoint is configured, want 1", warned)
+		}
+	})
+
+	t.Run("journalctl ENGINE_TYPE=podman has the entries of discovery, activation and watch", func(t *testing.T) {
+		h.waitFor(t, 30*time.Second, "entries of all three packages", func() bool {
+			files := map[string]bool{}
+			for _, e := range h.journal(t, installed, "ENGINE_TYPE=podman") {
+				for _, pkg := range []string{"/discovery/", "/activation/", "/watch/"} {
+					if strings.Contains(field(e, "CODE_FILE"), pkg) {
+						files[pkg] = true
+					}
+				}
+			}
+			return len(files) == 3
+		})
 	})
 
 	t.Run("journalctl -x explains the engine found entry from the packaged catalog", func(t *testing.T) {
@@ -462,6 +497,20 @@ func TestDebLifecycleOnSystemdHost(t *testing.T) {
 		exported = want
 	})
 
+	t.Run("the status line says where agentd exports and changes when an engine stops", func(t *testing.T) {
+		var before string
+		h.waitFor(t, 30*time.Second, "the status line to name the collector", func() bool {
+			before = h.show(t, "StatusText")
+			return strings.HasSuffix(before, "; exporting to unix:///run/agentd-otel.sock, last export ok")
+		})
+		t.Cleanup(func() { _, _ = h.run("systemctl start docker.socket") })
+		h.must(t, "systemctl stop docker.socket docker.service")
+		h.waitFor(t, 30*time.Second, "the status line to change", func() bool {
+			return h.show(t, "StatusText") != before
+		})
+		t.Logf("status line %q, with Docker stopped %q", before, h.show(t, "StatusText"))
+	})
+
 	t.Run("that container is exported as one resource, not one per path to its engine", func(t *testing.T) {
 		if exported == nil {
 			testbed.Unavailable(t, "the export subtest failed")
@@ -478,6 +527,31 @@ func TestDebLifecycleOnSystemdHost(t *testing.T) {
 		}
 		if len(res) != 1 {
 			t.Errorf("%d resources for container %s, want 1; engines %q", len(res), exported["container.name"], engines)
+		}
+	})
+
+	t.Run("a ten-minute collector outage with container churn leaves at most a dozen journal lines", func(t *testing.T) {
+		if exported == nil {
+			testbed.Unavailable(t, "the export subtest failed")
+		}
+		outage := h.mark(t)
+		up := col.Down(t)
+		for end := time.Now().Add(10 * time.Minute); time.Now().Before(end); time.Sleep(30 * time.Second) {
+			h.must(t, "podman run --rm "+testbed.BusyboxImage+" true")
+		}
+		up()
+		h.waitFor(t, 60*time.Second, "the end of the export problem in the journal", func() bool {
+			for _, e := range h.journal(t, outage) {
+				if strings.HasSuffix(field(e, "MESSAGE"), "failing: resolved") {
+					return true
+				}
+			}
+			return false
+		})
+		entries := h.journal(t, outage)
+		t.Logf("%d journal lines for the outage:\n%s", len(entries), messages(entries))
+		if len(entries) > 12 {
+			t.Errorf("%d journal lines, want at most 12", len(entries))
 		}
 	})
 

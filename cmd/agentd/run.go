@@ -84,6 +84,7 @@ func run(ctx context.Context, cfg config.Config, override func(*config.Config), 
 					log.Warn("sd_notify READY", logging.Err(err))
 				}
 			},
+			Status: func(line string) { _ = sdnotify.Status(line) },
 		})
 		if err != nil {
 			return err
