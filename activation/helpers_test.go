@@ -110,16 +110,3 @@ func randomSuffix(t testing.TB) string {
 	}
 	return hex.EncodeToString(b)
 }
-
-// waitCount waits until want lines contain every one of subs, and returns
-// the count it saw last.
-func (l *logBuffer) waitCount(timeout time.Duration, want int, subs ...string) int {
-	deadline := time.Now().Add(timeout)
-	for {
-		n := l.count(subs...)
-		if n >= want || time.Now().After(deadline) {
-			return n
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}

@@ -324,7 +324,7 @@ func (a *Agent) followUnits(ctx context.Context, ch <-chan activation.SocketEngi
 			case len(se.Engines) > 0 && (!seen || !slices.Equal(prev.Engines, se.Engines)):
 				// Activation said it activated them, discovery says it
 				// found them.
-				a.disc.AddEngines(se.Endpoint, se.Unit, se.Engines)
+				a.disc.AddEngines(se.Unit, se.Engines)
 			}
 		}
 	}

@@ -720,15 +720,14 @@ func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.Engine
 	if err != nil {
 		return nil, err
 	}
-	return d.AddEngines(endpoint, unit, es), nil
+	return d.AddEngines(unit, es), nil
 }
 
-// AddEngines is Add for engines that answered at endpoint to someone else's
-// probe (activation confirms a socket unit's engine with its family's probe
-// as it activates it): they are recorded as Add records them, without
-// connecting to endpoint again. es is not modified.
-func (d *Discoverer) AddEngines(endpoint, unit string, es []model.Engine) []model.Engine {
-	endpoint = filepath.Clean(endpoint)
+// AddEngines is Add for engines that answered someone else's probe at their
+// endpoint (activation confirms a socket unit's engine with its family's
+// probe as it activates it): they are recorded as Add records them, without
+// connecting again. es is not modified.
+func (d *Discoverer) AddEngines(unit string, es []model.Engine) []model.Engine {
 	es = slices.Clone(es)
 	d.scanMu.Lock()
 	defer d.scanMu.Unlock()
