@@ -3,7 +3,6 @@ package logging
 import (
 	"log/slog"
 	"strings"
-
 )
 
 // The slog attribute keys agentd uses for structured fields. Loggers scoped

@@ -25,7 +25,7 @@ type Problem struct {
 	lastLog  time.Time
 	gap      time.Duration // until the next repeat may be logged
 	failures int           // since the problem started
-	unlogged int // failures since the last line
+	unlogged int           // failures since the last line
 }
 
 // maxRepeatGap is the longest a going problem stays unmentioned.
