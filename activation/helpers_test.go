@@ -1,62 +1,30 @@
 package activation
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentd-dev/agentd/internal/testbed"
 )
 
-// logBuffer collects log lines for assertions and echoes them to the test log.
-type logBuffer struct {
-	t  testing.TB
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.t.Log(strings.TrimRight(string(p), "\n"))
-	return l.b.Write(p)
-}
-
-// count returns how many lines contain every one of subs.
-func (l *logBuffer) count(subs ...string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		ok := line != ""
-		for _, s := range subs {
-			ok = ok && strings.Contains(line, s)
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
-}
-
-func newTestLogger(t testing.TB) (*slog.Logger, *logBuffer) {
-	lb := &logBuffer{t: t}
+func newTestLogger(t testing.TB) (*slog.Logger, *testbed.LogBuffer) {
+	lb := testbed.NewLogBuffer(t)
 	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
 }
 
 // runManager starts a Manager for cfg and stops it at the end of the test.
-func runManager(t *testing.T, cfg Config) (*Manager, <-chan SocketEngine, *logBuffer) {
+func runManager(t *testing.T, cfg Config) (*Manager, <-chan SocketEngine, *testbed.LogBuffer) {
 	t.Helper()
 	return runManagerOn(t, cfg, nil)
 }
 
 // runManagerOn is runManager with the Manager's sessions opened by dial (nil:
 // the real D-Bus).
-func runManagerOn(t *testing.T, cfg Config, dial dialFunc) (*Manager, <-chan SocketEngine, *logBuffer) {
+func runManagerOn(t *testing.T, cfg Config, dial dialFunc) (*Manager, <-chan SocketEngine, *testbed.LogBuffer) {
 	t.Helper()
 	log, lb := newTestLogger(t)
 	m, err := New(cfg, log)

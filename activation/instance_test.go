@@ -277,10 +277,10 @@ func TestFailedActivationWaitsTheRetryInterval(t *testing.T) {
 			t.Errorf("retry %d after %v, want at least %v", i+1, d, want)
 		}
 	}
-	if n := logs.count("activation failed", "unit=podman.socket", "start job"); n != 2 {
+	if n := logs.Count("activation failed", "unit=podman.socket", "start job"); n != 2 {
 		t.Errorf("%d log lines about failed activations, want 2", n)
 	}
-	if n := logs.count("activated engine socket", "unit=podman.socket"); n != 1 {
+	if n := logs.Count("activated engine socket", "unit=podman.socket"); n != 1 {
 		t.Errorf("%d log lines about the activation, want 1", n)
 	}
 }

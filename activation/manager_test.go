@@ -158,7 +158,7 @@ func TestUnreachableHostBusIsLoggedOnceAndRunCarriesOn(t *testing.T) {
 	}
 	m, _, logs := runManager(t, cfg)
 	time.Sleep(time.Second) // several retries
-	if n := logs.count("systemd D-Bus not reachable", "system_bus_socket", "no such file or directory"); n != 1 {
+	if n := logs.Count("systemd D-Bus not reachable", "system_bus_socket", "no such file or directory"); n != 1 {
 		t.Fatalf("%d log lines about the unreachable bus, want 1", n)
 	}
 	if len(m.Engines()) != 0 {

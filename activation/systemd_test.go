@@ -123,10 +123,10 @@ func TestActivatesSocketEnginesOfSystemdHost(t *testing.T) {
 			}
 			// Anything more the Manager did would come within a few seconds.
 			time.Sleep(2 * time.Second)
-			if n := logs.count("activated engine socket", "unit="+tc.socket); n != 1 {
+			if n := logs.Count("activated engine socket", "unit="+tc.socket); n != 1 {
 				t.Errorf("%d log lines say %s was activated, want 1", n, tc.socket)
 			}
-			if n := logs.count("activation failed", "unit="+tc.socket); n != 0 {
+			if n := logs.Count("activation failed", "unit="+tc.socket); n != 0 {
 				t.Errorf("%d failed activations of %s", n, tc.socket)
 			}
 			if names := listNames(t, e.Engines[0]); !slices.Contains(names, cname) {
@@ -169,10 +169,10 @@ func TestPodmanIdleExitIsNotActivatedAgain(t *testing.T) {
 	if st := testbed.RunInSystemdHost(t, "systemctl", "show", "-p", "ActiveState", "--value", "podman.service"); st == "active" {
 		t.Errorf("podman.service was started again after its idle exit")
 	}
-	if n := logs.count("activated engine socket", "unit=podman.socket"); n != 1 {
+	if n := logs.Count("activated engine socket", "unit=podman.socket"); n != 1 {
 		t.Errorf("%d log lines say podman.socket was activated, want 1", n)
 	}
-	if n := logs.count("confirmed engine socket", "unit=podman.socket"); n != 0 {
+	if n := logs.Count("confirmed engine socket", "unit=podman.socket"); n != 0 {
 		t.Errorf("podman.socket was probed again: %d confirmations", n)
 	}
 }
@@ -245,13 +245,13 @@ func TestMaskedSocketIsNotActivated(t *testing.T) {
 			t.Errorf("after daemon-reload: %s", e)
 		}
 	}
-	if n := logs.count("not activating engine socket: unit is masked", "unit=podman.socket"); n != 1 {
+	if n := logs.Count("not activating engine socket: unit is masked", "unit=podman.socket"); n != 1 {
 		t.Errorf("%d log lines say why podman.socket is not activated, want 1", n)
 	}
-	if n := logs.count("activated engine socket", "unit=podman.socket"); n != 0 {
+	if n := logs.Count("activated engine socket", "unit=podman.socket"); n != 0 {
 		t.Errorf("masked podman.socket was activated")
 	}
-	if n := logs.count("activation failed", "unit=podman.socket"); n != 0 {
+	if n := logs.Count("activation failed", "unit=podman.socket"); n != 0 {
 		t.Errorf("masked podman.socket: activation was tried")
 	}
 }

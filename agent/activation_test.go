@@ -1,14 +1,12 @@
 package agent_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,40 +15,8 @@ import (
 	"github.com/agentd-dev/agentd/internal/testbed"
 )
 
-// agentLog keeps an agent's log lines for counting, and echoes them to the
-// test log.
-type agentLog struct {
-	t  *testing.T
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *agentLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.t.Log(strings.TrimRight(string(p), "\n"))
-	return l.b.Write(p)
-}
-
-// count returns how many lines contain every one of subs.
-func (l *agentLog) count(subs ...string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		ok := line != ""
-		for _, s := range subs {
-			ok = ok && strings.Contains(line, s)
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
-}
-
 // startLoggedAgent is startAgent with the agent's log kept for counting.
-func startLoggedAgent(t *testing.T, col *testbed.Otelcol, label string) *agentLog {
+func startLoggedAgent(t *testing.T, col *testbed.Otelcol, label string) *testbed.LogBuffer {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Export.Endpoint = col.Endpoint()
@@ -63,7 +29,7 @@ func startLoggedAgent(t *testing.T, col *testbed.Otelcol, label string) *agentLo
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	lb := &agentLog{t: t}
+	lb := testbed.NewLogBuffer(t)
 	a, err := agent.New(cfg, agent.Options{Log: slog.New(slog.NewTextHandler(lb, nil)), Stdout: io.Discard, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -89,10 +55,10 @@ func startLoggedAgent(t *testing.T, col *testbed.Otelcol, label string) *agentLo
 // took in at the unit's socket, which ends in sock (discovery's "engine
 // found": said once per engine, whether the socket unit or the process
 // table showed it first).
-func activations(l *agentLog, unit, sock string) (activated, confirmed, taken int) {
+func activations(l *testbed.LogBuffer, unit, sock string) (activated, confirmed, taken int) {
 	u := "unit=" + unit
-	return l.count(`msg="activated engine socket"`, u), l.count(`msg="confirmed engine socket"`, u),
-		l.count(`msg="engine found"`, "root"+sock+" ")
+	return l.Count(`msg="activated engine socket"`, u), l.Count(`msg="confirmed engine socket"`, u),
+		l.Count(`msg="engine found"`, "root"+sock+" ")
 }
 
 // TestAgentFollowsSocketUnitsOfTheSystemdHost runs agentd while the systemd
@@ -127,7 +93,7 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 			t.Errorf("podman.socket: %d activations, %d confirmations, %d engines taken in; want %d, 0, %d",
 				activated, confirmed, taken, want, want)
 		}
-		if n := logs.count("activation failed", "unit=podman.socket"); n != 0 {
+		if n := logs.Count("activation failed", "unit=podman.socket"); n != 0 {
 			t.Errorf("%d failed activations of podman.socket", n)
 		}
 	}
