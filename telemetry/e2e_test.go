@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os/exec"
 	"strconv"
@@ -300,4 +301,62 @@ func parseDockerSize(t *testing.T, s string) float64 {
 	}
 	t.Fatalf("docker size %q has no known unit", s)
 	return 0
+}
+
+// TestExportReachesACollectorBackWithinSeconds: after a collector outage
+// long enough for gRPC's own reconnect backoff to grow past 15 s, the
+// first export after the collector is back succeeds within seconds.
+func TestExportReachesACollectorBackWithinSeconds(t *testing.T) {
+	testbed.Require(t, testbed.Collector)
+	col := testbed.StartCollector(t)
+	store := model.NewStore(slog.New(slog.DiscardHandler))
+	store.PutEngine(model.Engine{ID: "e", Type: model.Docker})
+	cfg := DefaultConfig()
+	cfg.ExportInterval = time.Second
+	cfg.Endpoint = col.Endpoint()
+	insecure := true
+	cfg.Insecure = &insecure
+	ctx, cancel := context.WithCancel(context.Background())
+	msink, lexp, err := NewOTLP(ctx, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPipeline(cfg, Options{Workload: storeWorkload{store}, Sampler: noStats{}, Metrics: msink, Logs: lexp, Host: DetectHost(""), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	exportedSince := func(since time.Time) bool {
+		at, err := p.LastExport()
+		return err == nil && at.After(since)
+	}
+	waitUntil(t, 20*time.Second, "a first export", func() bool { return exportedSince(time.Time{}) })
+
+	up := col.Down(t)
+	time.Sleep(60 * time.Second) // gRPC's default backoff: 1 s, growing 1.6x, past 15 s by now
+	if _, err := p.LastExport(); err == nil {
+		t.Fatal("exports still succeed with the collector down")
+	}
+	up()
+	back := time.Now()
+	waitUntil(t, 30*time.Second, "an export after the collector is back", func() bool { return exportedSince(back) })
+	d := time.Since(back)
+	t.Logf("first successful export %v after the collector was back", d.Round(100*time.Millisecond))
+	if d > 8*time.Second {
+		t.Errorf("first successful export %v after the collector was back, want within 5 s (plus one export interval)", d)
+	}
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %v", what, d)
+		}
+	}
 }

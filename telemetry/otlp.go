@@ -16,6 +16,7 @@ import (
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
@@ -356,6 +357,11 @@ func (exactCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // Name is the content subtype: the same as gRPC's protobuf codec.
 func (exactCodec) Name() string { return "proto" }
 
+// reconnectMaxDelay caps the wait between two attempts to reach the
+// collector; with gRPC's 20 % jitter a collector that is back is reached
+// within 5 s.
+const reconnectMaxDelay = 4 * time.Second
+
 // NewOTLP builds the OTLP/gRPC metric sink (one SDK exporter whose requests
 // OTLPMetrics batches) and log exporter. Settings left empty in cfg fall to the standard
 // OTEL_EXPORTER_OTLP_* environment variables, which the exporters read.
@@ -388,7 +394,14 @@ func NewOTLP(ctx context.Context, cfg *Config) (MetricSink, sdklog.Exporter, err
 		mopts = append(mopts, otlpmetricgrpc.WithCompressor(cfg.Compression))
 		lopts = append(lopts, otlploggrpc.WithCompressor(cfg.Compression))
 	}
-	mopts = append(mopts, otlpmetricgrpc.WithDialOption(grpc.WithChainUnaryInterceptor(captureInterceptor)))
+	// A collector that comes back is reached within seconds: gRPC's own
+	// reconnect backoff grows to two minutes, so after a long outage
+	// exports kept failing long after the collector was up again.
+	bo := backoff.DefaultConfig
+	bo.MaxDelay = reconnectMaxDelay
+	reconnect := grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: 5 * time.Second})
+	mopts = append(mopts, otlpmetricgrpc.WithDialOption(grpc.WithChainUnaryInterceptor(captureInterceptor), reconnect))
+	lopts = append(lopts, otlploggrpc.WithDialOption(reconnect))
 	mex, err := otlpmetricgrpc.New(ctx, mopts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("OTLP metric exporter: %w", err)
