@@ -109,10 +109,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("%w: activation: %w", config.ErrInvalid, err)
 		}
 	}
-	a.sup = watch.NewSupervisor(a.store, opts.Families, watch.Options{
-		Log:      opts.Log.With("part", "watch"),
-		ProcRoot: cfg.Discovery.ProcRoot,
-	})
+	a.sup = watch.NewSupervisor(a.store, opts.Families, watch.Options{ProcRoot: cfg.Discovery.ProcRoot}, opts.Log.With("part", "watch"))
 	return a, nil
 }
 
@@ -152,8 +149,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Logs:     logs,
 		Host:     host,
 		Version:  a.opts.Version,
-		Logger:   a.log.With("part", "telemetry"),
-	})
+	}, a.log.With("part", "telemetry"))
 	if err != nil {
 		return fmt.Errorf("%w: telemetry: %w", config.ErrInvalid, err)
 	}

@@ -36,7 +36,7 @@ func realFamilies() engine.Families {
 // stop at cleanup.
 func watchUntilListed(ctx context.Context, t *testing.T, store *model.Store, fams engine.Families, engines []model.Engine, log *slog.Logger) {
 	t.Helper()
-	sup := watch.NewSupervisor(store, fams, watch.Options{Log: log})
+	sup := watch.NewSupervisor(store, fams, watch.Options{}, log)
 	t.Cleanup(func() { _ = sup.Close() })
 	for _, e := range engines {
 		if err := sup.Add(ctx, e); err != nil {

@@ -134,7 +134,7 @@ func TestPipelineExportsDockerContainersToCollector(t *testing.T) {
 	}
 	events := make(chan model.Event, 16)
 	p, err := NewPipeline(cfg, Options{Workload: w, Events: events, Sampler: stats.NewSampler(stats.SamplerConfig{}, nil),
-		Metrics: msink, Logs: lexp, Host: DetectHost(""), Version: "test"})
+		Metrics: msink, Logs: lexp, Host: DetectHost(""), Version: "test"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestExportReachesACollectorBackWithinSeconds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := NewPipeline(cfg, Options{Workload: storeWorkload{store}, Sampler: noStats{}, Metrics: msink, Logs: lexp, Host: DetectHost(""), Version: "test"})
+	p, err := NewPipeline(cfg, Options{Workload: storeWorkload{store}, Sampler: noStats{}, Metrics: msink, Logs: lexp, Host: DetectHost(""), Version: "test"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func TestSIGKILLedDieWaitsForTheOOMFlag(t *testing.T) {
 		logs := &memLogs{}
 		cfg := DefaultConfig()
 		cfg.EventFlushInterval = 20 * time.Millisecond
-		p, err := NewPipeline(cfg, Options{Workload: w, Events: events, Sampler: noStats{}, Metrics: noMetrics{}, Logs: logs})
+		p, err := NewPipeline(cfg, Options{Workload: w, Events: events, Sampler: noStats{}, Metrics: noMetrics{}, Logs: logs}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

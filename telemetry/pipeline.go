@@ -56,8 +56,6 @@ type Options struct {
 	Host Host
 	// Version is agentd's version, the instrumentation scope version.
 	Version string
-	// Logger; nil discards.
-	Logger *slog.Logger
 }
 
 // Pipeline samples, exports metrics and forwards events until its context
@@ -112,15 +110,15 @@ func (p *Pipeline) LastExport() (time.Time, error) {
 	return p.health.at, p.health.err
 }
 
-// NewPipeline validates cfg and checks opts.
-func NewPipeline(cfg Config, opts Options) (*Pipeline, error) {
+// NewPipeline validates cfg and checks opts; the pipeline logs to log (nil
+// discards).
+func NewPipeline(cfg Config, opts Options, log *slog.Logger) (*Pipeline, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if opts.Workload == nil || opts.Sampler == nil || opts.Metrics == nil || opts.Logs == nil {
 		return nil, errors.New("telemetry pipeline: Workload, Sampler, Metrics and Logs are required")
 	}
-	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

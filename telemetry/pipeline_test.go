@@ -45,7 +45,7 @@ func TestEngineUpFollowsTheModelsConnectedState(t *testing.T) {
 	store := model.NewStore(slog.New(slog.DiscardHandler))
 	store.PutEngine(model.Engine{ID: "e", Type: model.Docker})
 	sink := &upSink{}
-	p, err := NewPipeline(DefaultConfig(), Options{Workload: storeWorkload{store}, Sampler: noStats{}, Metrics: sink, Logs: &memLogs{}})
+	p, err := NewPipeline(DefaultConfig(), Options{Workload: storeWorkload{store}, Sampler: noStats{}, Metrics: sink, Logs: &memLogs{}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +94,7 @@ func TestExportFailuresAreOneProblem(t *testing.T) {
 	store := model.NewStore(slog.New(slog.DiscardHandler))
 	store.PutEngine(model.Engine{ID: "e", Type: model.Docker})
 	sink := &failingSink{down: true}
-	p, err := NewPipeline(DefaultConfig(), Options{Workload: storeWorkload{store}, Sampler: noStats{}, Metrics: sink, Logs: &memLogs{},
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	p, err := NewPipeline(DefaultConfig(), Options{Workload: storeWorkload{store}, Sampler: noStats{}, Metrics: sink, Logs: &memLogs{}}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

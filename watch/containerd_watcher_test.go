@@ -35,15 +35,15 @@ type watchedEngine struct {
 // completed its first list when it returns.
 func startSharedWatchers(t *testing.T, label string, keep func(model.Event) bool, opts Options, engines ...watchedEngine) (*harness, []*Watcher) {
 	t.Helper()
-	opts.Log = testLogger(t)
-	h := &harness{t: t, store: model.NewStore(opts.Log), label: label}
+	log := testLogger(t)
+	h := &harness{t: t, store: model.NewStore(log), label: label}
 	for _, we := range engines {
 		h.store.PutEngine(we.engine)
 	}
 	sub := h.store.Subscribe(100000)
 	ws := make([]*Watcher, len(engines))
 	for i, we := range engines {
-		ws[i] = NewWatcher(we.engine, we.adapter, h.store, opts)
+		ws[i] = NewWatcher(we.engine, we.adapter, h.store, opts, log)
 	}
 	h.w = ws[0]
 	ctx, cancel := context.WithCancel(context.Background())

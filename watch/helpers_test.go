@@ -56,11 +56,11 @@ type harness struct {
 
 func startWatcher(t *testing.T, e model.Engine, a engine.Adapter, label string, opts Options) *harness {
 	t.Helper()
-	opts.Log = testLogger(t)
-	h := &harness{t: t, store: model.NewStore(opts.Log), label: label}
+	log := testLogger(t)
+	h := &harness{t: t, store: model.NewStore(log), label: label}
 	h.store.PutEngine(e)
 	sub := h.store.Subscribe(100000)
-	h.w = NewWatcher(e, a, h.store, opts)
+	h.w = NewWatcher(e, a, h.store, opts, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)

@@ -21,7 +21,7 @@ func TestEngineDownWhenFoundIsWatchedOnceItAnswers(t *testing.T) {
 	// The endpoint is a symlink that points nowhere until containerd runs.
 	endpoint := filepath.Join(t.TempDir(), "late.sock")
 	store := model.NewStore(testLogger(t))
-	sup := NewSupervisor(store, testFamilies(), Options{Log: testLogger(t), MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+	sup := NewSupervisor(store, testFamilies(), Options{MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond}, testLogger(t))
 	t.Cleanup(func() { _ = sup.Close() })
 	engines := []model.Engine{
 		{ID: "late-containerd", Type: model.Containerd, Endpoint: endpoint},

@@ -45,10 +45,13 @@ type supervised struct {
 
 // NewSupervisor returns a Supervisor that writes to store and builds each
 // engine's adapter with the family of its type in fams; opts is passed to
-// every Watcher.
-func NewSupervisor(store *model.Store, fams engine.Families, opts Options) *Supervisor {
+// every Watcher, and every watcher and adapter logs to log (nil discards).
+func NewSupervisor(store *model.Store, fams engine.Families, opts Options, log *slog.Logger) *Supervisor {
 	opts = opts.withDefaults()
-	return &Supervisor{store: store, fams: fams, opts: opts, log: opts.Log, watchers: map[string]*supervised{}}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Supervisor{store: store, fams: fams, opts: opts, log: log, watchers: map[string]*supervised{}}
 }
 
 // Add starts watching e, records it in the Store and emits agentd.engine.found.
@@ -82,9 +85,7 @@ func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
 	if err != nil {
 		return fmt.Errorf("%s engine %s at %s: %w", e.Type, e.ID, e.Endpoint, err)
 	}
-	opts := s.opts
-	opts.Log = s.log
-	w := NewWatcher(e, a, s.store, opts)
+	w := NewWatcher(e, a, s.store, s.opts, s.log)
 	wctx, cancel := context.WithCancel(context.Background())
 	r := &supervised{engine: e, watcher: w, adapter: a, cancel: cancel, done: make(chan struct{})}
 

@@ -17,7 +17,7 @@ func TestSupervisorAddRemoveClose(t *testing.T) {
 	store := model.NewStore(testLogger(t))
 	sub := store.Subscribe(100000)
 	defer sub.Close()
-	sup := NewSupervisor(store, testFamilies(), Options{Log: testLogger(t)})
+	sup := NewSupervisor(store, testFamilies(), Options{}, testLogger(t))
 	ctx := context.Background()
 
 	t.Run("an engine type without a constructor is refused", func(t *testing.T) {

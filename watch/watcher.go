@@ -20,8 +20,6 @@ import (
 
 // Options tune a Watcher. The zero value is usable.
 type Options struct {
-	// Log receives the watcher's logs; nil discards them.
-	Log *slog.Logger
 	// ProcRoot is the procfs used to translate PIDs of nested engines (default /proc).
 	ProcRoot string
 	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 250ms and 30s).
@@ -31,9 +29,6 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
 	if o.ProcRoot == "" {
 		o.ProcRoot = "/proc"
 	}
@@ -86,16 +81,19 @@ type Watcher struct {
 	events, malformed, ignored, reconnects, syncs atomic.Uint64
 }
 
-// NewWatcher returns a Watcher of engine e that talks to it through a and
-// writes to store.
-func NewWatcher(e model.Engine, a engine.Adapter, store *model.Store, opts Options) *Watcher {
+// NewWatcher returns a Watcher of engine e that talks to it through a,
+// writes to store and logs to log (nil discards).
+func NewWatcher(e model.Engine, a engine.Adapter, store *model.Store, opts Options, log *slog.Logger) *Watcher {
 	opts = opts.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Watcher{
 		engine:    e,
 		adapter:   a,
 		store:     store,
 		opts:      opts,
-		log:       opts.Log.With(e.LogAttrs()...),
+		log:       log.With(e.LogAttrs()...),
 		enginePID: e.PID,
 		wake:      make(chan struct{}, 1),
 	}

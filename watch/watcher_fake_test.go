@@ -335,7 +335,7 @@ func TestWatcherAgainstAFakeEngine(t *testing.T) {
 			if tc.outage == nil {
 				f.atList = tc.atList
 			}
-			w := NewWatcher(e, f, store, Options{Log: log, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+			w := NewWatcher(e, f, store, Options{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}, log)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() {

@@ -154,7 +154,7 @@ func listEngines(ctx context.Context, procRoot string, timeout, listWait time.Du
 	if err != nil {
 		return nil, err
 	}
-	sup := watch.NewSupervisor(store, fams, watch.Options{Log: log, ProcRoot: procRoot})
+	sup := watch.NewSupervisor(store, fams, watch.Options{ProcRoot: procRoot}, log)
 	defer sup.Close()
 	for _, e := range engines {
 		if err := sup.Add(ctx, e); err != nil {
