@@ -1,55 +1,14 @@
 package agent_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/agentd-dev/agentd/agent"
-	"github.com/agentd-dev/agentd/config"
 	"github.com/agentd-dev/agentd/internal/testbed"
 )
-
-// startLoggedAgent is startAgent with the agent's log kept for counting.
-func startLoggedAgent(t *testing.T, col *testbed.Otelcol, label string) *testbed.LogBuffer {
-	t.Helper()
-	cfg := config.Default()
-	cfg.Export.Endpoint = col.Endpoint()
-	cfg.Export.Insecure = true
-	cfg.Export.Interval = config.Duration(time.Second)
-	cfg.Events.FlushInterval = config.Duration(200 * time.Millisecond)
-	cfg.Discovery.Interval = config.Duration(time.Second)
-	cfg.Labels.Allowlist = []string{label}
-	cfg.Status.Socket = ""
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	lb := testbed.NewLogBuffer(t)
-	a, err := agent.New(cfg, agent.Options{Log: slog.New(slog.NewTextHandler(lb, nil)), Stdout: io.Discard, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("agent Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("agent did not stop within 10 s of its context ending")
-		}
-	})
-	return lb
-}
 
 // activations counts the agent's activations of unit, and the engines it
 // took in at the unit's socket, which ends in sock (discovery's "engine
@@ -84,7 +43,7 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 	}
 
 	col := testbed.StartCollector(t)
-	logs := startLoggedAgent(t, col, "agentd.test")
+	_, logs := startAgent(t, col, "agentd.test")
 	podmanEngine := map[string]string{"container.runtime.name": "podman", "agentd.engine.prefix": th}
 	wantActivations := func(t *testing.T, want int) {
 		t.Helper()
@@ -183,7 +142,7 @@ func TestAgentActivatesDockerSocketOfTheSystemdHost(t *testing.T) {
 	thID := testbed.Run(t, "docker", "inspect", "-f", "{{.Id}}", th)
 
 	col := testbed.StartCollector(t)
-	logs := startLoggedAgent(t, col, "agentd.test")
+	_, logs := startAgent(t, col, "agentd.test")
 	want := map[string]string{"container.id": id, "container.runtime.name": "docker",
 		"agentd.engine.prefix": th, "agentd.engine.parent.container.id": thID}
 	col.WaitMetrics(t, 60*time.Second, func(m *testbed.Metrics) bool {

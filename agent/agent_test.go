@@ -29,8 +29,9 @@ func TestMain(m *testing.M) {
 }
 
 // startAgent runs a real agent against this host's engines, exporting to col,
-// and stops it when the test ends.
-func startAgent(t *testing.T, col *testbed.Otelcol, label string) *agent.Agent {
+// and stops it when the test ends. Its log goes to the test log and is kept
+// for counting.
+func startAgent(t *testing.T, col *testbed.Otelcol, label string) (*agent.Agent, *testbed.LogBuffer) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Export.Endpoint = col.Endpoint()
@@ -43,8 +44,8 @@ func startAgent(t *testing.T, col *testbed.Otelcol, label string) *agent.Agent {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	a, err := agent.New(cfg, agent.Options{Log: log, Stdout: io.Discard, Version: "test"})
+	lb := testbed.NewLogBuffer(t)
+	a, err := agent.New(cfg, agent.Options{Log: slog.New(slog.NewTextHandler(lb, nil)), Stdout: io.Discard, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,14 +63,7 @@ func startAgent(t *testing.T, col *testbed.Otelcol, label string) *agent.Agent {
 			t.Errorf("agent did not stop within 10 s of its context ending")
 		}
 	})
-	return a
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+	return a, lb
 }
 
 // TestAgentExportsEveryEngineOfTheTestbed runs agentd against the whole

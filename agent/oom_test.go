@@ -27,7 +27,7 @@ func TestAgentReportsOOMKillsFromTheKernelLog(t *testing.T) {
 	label := "agentd.test"
 
 	col := testbed.StartCollector(t)
-	a := startAgent(t, col, label)
+	a, _ := startAgent(t, col, label)
 
 	id := testbed.Run(t, "docker", "create", "--name", "agentd-"+tag, "--label", label+"="+tag,
 		"--memory", "8m", "--memory-swap", "8m", testbed.BusyboxImage, "sh", "-c", oomScript)
@@ -115,7 +115,7 @@ func TestAgentDoesNotDuplicateAnOOMTheEngineReports(t *testing.T) {
 	label := "agentd.test"
 
 	col := testbed.StartCollector(t)
-	a := startAgent(t, col, label)
+	a, _ := startAgent(t, col, label)
 
 	id := testbed.Run(t, "docker", "exec", th, "docker", "create", "--name", "agentd-"+tag, "--label", label+"="+tag,
 		"--memory", "8m", "--memory-swap", "8m", testbed.BusyboxImage, "sh", "-c", oomScript)

@@ -122,30 +122,9 @@ func TestPipelineExportsDockerContainersToCollector(t *testing.T) {
 	w.set(cs)
 
 	cfg := DefaultConfig()
-	cfg.ExportInterval = time.Second
-	cfg.Endpoint = col.Endpoint()
-	insecure := true
-	cfg.Insecure = &insecure
 	cfg.LabelAllowlist = []string{"agentd.test"}
-	ctx, cancel := context.WithCancel(context.Background())
-	msink, lexp, err := NewOTLP(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	events := make(chan model.Event, 16)
-	p, err := NewPipeline(cfg, Options{Workload: w, Events: events, Sampler: stats.NewSampler(stats.SamplerConfig{}, nil),
-		Metrics: msink, Logs: lexp, Host: DetectHost(""), Version: "test"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	runToCollector(t, col, cfg, Options{Workload: w, Events: events, Sampler: stats.NewSampler(stats.SamplerConfig{}, nil)})
 
 	byID := func(id string) map[string]string { return map[string]string{"container.id": id} }
 	// Wait for a CPU usage point of every container (the second round).
@@ -311,26 +290,7 @@ func TestExportReachesACollectorBackWithinSeconds(t *testing.T) {
 	col := testbed.StartCollector(t)
 	store := model.NewStore(slog.New(slog.DiscardHandler))
 	store.PutEngine(model.Engine{ID: "e", Type: model.Docker})
-	cfg := DefaultConfig()
-	cfg.ExportInterval = time.Second
-	cfg.Endpoint = col.Endpoint()
-	insecure := true
-	cfg.Insecure = &insecure
-	ctx, cancel := context.WithCancel(context.Background())
-	msink, lexp, err := NewOTLP(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := NewPipeline(cfg, Options{Workload: storeWorkload{store}, Sampler: noStats{}, Metrics: msink, Logs: lexp, Host: DetectHost(""), Version: "test"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	p := runToCollector(t, col, DefaultConfig(), Options{Workload: storeWorkload{store}, Sampler: noStats{}})
 	exportedSince := func(since time.Time) bool {
 		at, err := p.LastExport()
 		return err == nil && at.After(since)
@@ -359,4 +319,35 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("no %s within %v", what, d)
 		}
 	}
+}
+
+// runToCollector runs a pipeline of cfg and opts, exporting every second to
+// col over OTLP/gRPC, until the test ends; Run must then return nil.
+func runToCollector(t *testing.T, col *testbed.Otelcol, cfg Config, opts Options) *Pipeline {
+	t.Helper()
+	cfg.ExportInterval = time.Second
+	cfg.Endpoint = col.Endpoint()
+	insecure := true
+	cfg.Insecure = &insecure
+	ctx, cancel := context.WithCancel(context.Background())
+	var err error
+	if opts.Metrics, opts.Logs, err = NewOTLP(ctx, &cfg); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	opts.Host, opts.Version = DetectHost(""), "test"
+	p, err := NewPipeline(cfg, opts, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return p
 }
