@@ -19,12 +19,25 @@ COLLECTOR_VERSION=0.165.0
 BUILDER_VERSION=v0.165.0
 COLLECTOR_BIN=$TESTBED_CACHE/otelcol/otelcol-agentd
 
-DEBIAN_MIRROR=${AGENTD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-
 mkdir -p "$TESTBED_DIR" "$TESTBED_CACHE" "$TESTBED_LOG"
 
 log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+# apt_mirror prints the first Debian archive this machine's apt uses (deb822
+# .sources files, then one-line .list files), security archives left out.
+apt_mirror() {
+	local uri
+	uri=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null |
+		grep -v -- '-security' | head -n 1)
+	if [ -z "$uri" ]; then
+		uri=$(awk '$1 == "deb" && $2 !~ /-security/ { print $2; exit }' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null)
+	fi
+	printf '%s' "$uri"
+}
+
+# The mirror debootstrap uses: AGENTD_DEBIAN_MIRROR, else apt's own.
+DEBIAN_MIRROR=${AGENTD_DEBIAN_MIRROR:-$(apt_mirror)}
 
 # wait_for SECONDS DESCRIPTION COMMAND...: retry COMMAND every 0.5 s until it succeeds.
 wait_for() {

@@ -146,6 +146,7 @@ part_systemd_host() {
 	if ! docker image inspect "$SYSTEMD_HOST_IMAGE" >/dev/null 2>&1; then
 		if [ ! -s "$tarball" ]; then
 			log "debootstrap of the systemd host rootfs (about 2 minutes)"
+			[ -n "$DEBIAN_MIRROR" ] || die "no Debian archive in apt's sources (/etc/apt/sources.list.d): set AGENTD_DEBIAN_MIRROR"
 			rm -rf "$rootfs"
 			debootstrap --variant=minbase \
 				--include=systemd,systemd-sysv,dbus,podman,runc,containernetworking-plugins,ca-certificates,docker.io,iptables,busybox-static,procps,uidmap \
