@@ -29,9 +29,9 @@ die() { log "ERROR: $*"; exit 1; }
 apt_mirror() {
 	local uri
 	uri=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null |
-		grep -v -- '-security' | head -n 1)
+		grep -v -- '-security' | head -n 1 || true)
 	if [ -z "$uri" ]; then
-		uri=$(awk '$1 == "deb" && $2 !~ /-security/ { print $2; exit }' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null)
+		uri=$(awk '$1 == "deb" && $2 !~ /-security/ { print $2; exit }' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
 	fi
 	printf '%s' "$uri"
 }
