@@ -103,11 +103,16 @@ const (
 	ctrlPids   = "pids"
 )
 
-// Locate finds the cgroup of the process pid (in the host PID namespace) from
-// /proc/<pid>/cgroup. It returns an error wrapping fs.ErrNotExist when the
-// process is gone, ErrMalformed for a bad file, ErrCgroupOutsideNamespace, or
+// Locate finds the cgroup of container id, whose process pid (in the host
+// PID namespace) is read from /proc/<pid>/cgroup. The process may have moved
+// into a cgroup below the container's own: systemd as a container's PID 1
+// moves itself to init.scope, and the container's other processes live in
+// its sibling slices. So the path is cut back to the deepest part that names
+// the container (see ownCgroup); a path that names no part of it is taken as
+// it is. It returns an error wrapping fs.ErrNotExist when the process is
+// gone, ErrMalformed for a bad file, ErrCgroupOutsideNamespace, or
 // ErrNoCgroup when no controller directory exists under the cgroupfs root.
-func (r *Reader) Locate(pid int) (Cgroup, error) {
+func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 	file := filepath.Join(r.procRoot, strconv.Itoa(pid), "cgroup")
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -121,6 +126,7 @@ func (r *Reader) Locate(pid int) (Cgroup, error) {
 	var v2path string
 	hasV1 := false
 	for _, l := range lines {
+		l.Path = ownCgroup(l.Path, id)
 		if l.Controllers == "" {
 			v2path = l.Path
 			continue
@@ -186,6 +192,55 @@ func (r *Reader) Locate(pid int) (Cgroup, error) {
 	cg.io = filepath.Join(dir, "io.stat")
 	cg.pids = filepath.Join(dir, "pids.current")
 	return cg, nil
+}
+
+// ownCgroup cuts path back to the container's own cgroup: the deepest part
+// equal to id or, failing that, the deepest part holding id between
+// separators, as engines name their cgroups ("/docker/<id>",
+// "docker-<id>.scope", "libpod-<id>.scope", "cri-containerd-<id>.scope",
+// "crio-<id>.scope", "/kubepods/.../<id>"). A nested container's deeper part
+// is found first, so its outer container's part is never taken for it.
+func ownCgroup(path, id string) string {
+	if id == "" {
+		return path
+	}
+	parts := strings.Split(path, "/")
+	cut := -1
+	for i := len(parts) - 1; i >= 0 && cut < 0; i-- {
+		if parts[i] == id {
+			cut = i
+		}
+	}
+	for i := len(parts) - 1; i >= 0 && cut < 0; i-- {
+		if namesID(parts[i], id) {
+			cut = i
+		}
+	}
+	if cut < 0 || cut == len(parts)-1 {
+		return path
+	}
+	return strings.Join(parts[:cut+1], "/")
+}
+
+// namesID reports whether id occurs in part with a separator (not a letter
+// or digit) or the end of part on each side.
+func namesID(part, id string) bool {
+	for off := 0; ; {
+		i := strings.Index(part[off:], id)
+		if i < 0 {
+			return false
+		}
+		i += off
+		end := i + len(id)
+		if (i == 0 || !alnum(part[i-1])) && (end == len(part) || !alnum(part[end])) {
+			return true
+		}
+		off = i + 1
+	}
+}
+
+func alnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 // v1Dir finds the directory of controller c whose hierarchy line lists

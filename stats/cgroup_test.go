@@ -63,7 +63,7 @@ func TestReaderReadsTestdataTrees(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := tree(tt.tree)
-			cg, err := r.Locate(tt.pid)
+			cg, err := r.Locate(tt.pid, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,7 +99,7 @@ func equalStats(a, b Stats) bool {
 func TestReaderErrors(t *testing.T) {
 	t.Run("a malformed memory.stat is an error naming the file and the rest is still read", func(t *testing.T) {
 		r := tree("bad")
-		cg, err := r.Locate(10)
+		cg, err := r.Locate(10, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,13 +114,13 @@ func TestReaderErrors(t *testing.T) {
 		}
 	})
 	t.Run("a cgroup path outside the reader's namespace is ErrCgroupOutsideNamespace", func(t *testing.T) {
-		_, err := tree("bad").Locate(11)
+		_, err := tree("bad").Locate(11, "")
 		if !errors.Is(err, ErrCgroupOutsideNamespace) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("a process that is gone is fs.ErrNotExist", func(t *testing.T) {
-		_, err := tree("v1").Locate(99999)
+		_, err := tree("v1").Locate(99999, "")
 		if !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("got %v", err)
 		}
@@ -200,4 +200,35 @@ func TestSampler(t *testing.T) {
 			t.Errorf("state %v", s.state)
 		}
 	})
+}
+
+func TestOwnCgroup(t *testing.T) {
+	const id = "3f2a9c0d1e4b5a6978c0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6"
+	tests := []struct {
+		name, path, id, want string
+	}{
+		{"systemd as PID 1 of a Docker container (cgroupfs driver) moved to init.scope",
+			"/docker/" + id + "/init.scope", id, "/docker/" + id},
+		{"systemd driver scope with a sub-cgroup",
+			"/system.slice/docker-" + id + ".scope/init.scope", id, "/system.slice/docker-" + id + ".scope"},
+		{"podman's payload cgroup below its scope",
+			"/machine.slice/libpod-" + id + ".scope/container", id, "/machine.slice/libpod-" + id + ".scope"},
+		{"a kubelet pod container", "/kubepods/burstable/pod1234/" + id + "/init.scope", id, "/kubepods/burstable/pod1234/" + id},
+		{"a container already in its own cgroup is kept", "/docker/" + id, id, "/docker/" + id},
+		{"a nested container's deeper part wins over its outer container's",
+			"/docker/" + id + "/docker/abc123/init.scope", "abc123", "/docker/" + id + "/docker/abc123"},
+		{"a named containerd container", "/agentd-ns/web/init.scope", "web", "/agentd-ns/web"},
+		{"an id that is only part of a word is not a match", "/docker/xweb/sub", "web", "/docker/xweb/sub"},
+		{"an exact part wins over a part holding the id", "/web/web-1.scope/init.scope", "web", "/web"},
+		{"a path naming no part of the container is kept", "/system.slice/something.service", id, "/system.slice/something.service"},
+		{"no id keeps the path", "/docker/" + id + "/init.scope", "", "/docker/" + id + "/init.scope"},
+		{"the root", "/", id, "/"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ownCgroup(tt.path, tt.id); got != tt.want {
+				t.Errorf("ownCgroup(%q, %q) = %q, want %q", tt.path, tt.id, got, tt.want)
+			}
+		})
+	}
 }

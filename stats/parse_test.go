@@ -91,7 +91,7 @@ func FuzzParseNetDev(f *testing.F) {
 
 func BenchmarkReadCgroupV1(b *testing.B) {
 	r := tree("v1")
-	cg, err := r.Locate(4242)
+	cg, err := r.Locate(4242, "")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func BenchmarkReadHostCgroup(b *testing.B) {
 			r := NewReader("/proc", "/sys/fs/cgroup")
 			r.SetMaxOpenFiles(bc.maxOpen)
 			pid := os.Getpid()
-			cg, err := r.Locate(pid)
+			cg, err := r.Locate(pid, "")
 			if err != nil {
 				testbed.Unavailable(b, "no readable cgroup here: %v", err)
 			}

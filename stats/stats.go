@@ -243,7 +243,7 @@ func (s *Sampler) sampleOne(ctx context.Context, c *model.Container, st *contain
 		st.pid = c.PID
 		st.hasPrev = false
 		s.reader.Release(&st.cg)
-		st.cg, st.cgErr = s.reader.Locate(c.PID)
+		st.cg, st.cgErr = s.reader.Locate(c.PID, c.ID)
 	}
 	var cgErr error
 	if c.PID > 0 && st.cgErr == nil {
