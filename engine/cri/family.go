@@ -47,8 +47,20 @@ func Probe(ctx context.Context, endpoint string) ([]model.Engine, error) {
 	return []model.Engine{{
 		ID:         string(typ) + ":" + endpoint,
 		Type:       typ,
+		Runtime:    runtimeName(v.RuntimeName),
 		Version:    v.RuntimeVersion,
 		APIVersion: v.RuntimeApiVersion,
 		Endpoint:   endpoint,
 	}}, nil
+}
+
+// runtimeName is the container.runtime.name of a CRI runtime naming itself
+// name in its Version answer: lower case, CRI-O spelt as the semantic
+// conventions' examples spell it ("cri-o"), "" when it names nothing.
+func runtimeName(name string) string {
+	name = strings.ToLower(strings.TrimSpace(name))
+	if name == "crio" {
+		return "cri-o"
+	}
+	return name
 }

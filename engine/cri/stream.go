@@ -2,7 +2,9 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"time"
@@ -25,7 +27,9 @@ import (
 // that it is registered: Subscribe waits a short window (500 ms the first
 // time, when it also learns whether the RPC is implemented; 100 ms later) for
 // an early error, and otherwise returns the stream. A runtime that answers
-// Unimplemented (containerd 1.6) switches the adapter to polling for good.
+// Unimplemented (containerd 1.6), or that ends the stream at once without an
+// event (CRI-O with its default enable_pod_events = false), switches the
+// adapter to polling for good.
 //
 // When polling, Subscribe lists the containers once as the baseline, and every
 // change after that list is found by a later poll, so nothing is missed.
@@ -44,18 +48,34 @@ func (a *Adapter) Subscribe(ctx context.Context) (engine.Stream, error) {
 		st, err := a.subscribeEvents(ctx, window)
 		switch {
 		case err == nil:
-			a.setMode(criModeStreaming)
+			a.setMode(criModeStreaming, "")
 			return st, nil
-		case status.Code(err) != codes.Unimplemented:
+		case errors.Is(err, io.EOF):
+			a.setMode(criModePolling, reasonEnded)
+		case status.Code(err) == codes.Unimplemented:
+			a.setMode(criModePolling, reasonUnimplemented)
+		default:
 			return nil, fmt.Errorf("cri at %s: get container events: %w", a.endpoint, err)
 		}
-		a.setMode(criModePolling)
 	}
 	return a.subscribePoll(ctx)
 }
 
-// setMode records the event source and logs it when it changes.
-func (a *Adapter) setMode(m criEventMode) {
+// Why a runtime is polled.
+const (
+	reasonUnimplemented = "the runtime does not implement GetContainerEvents"
+	// CRI-O with its default enable_pod_events = false answers
+	// GetContainerEvents by ending the stream at once.
+	reasonEnded = "the runtime ends its GetContainerEvents stream at once (CRI-O with enable_pod_events = false)"
+)
+
+// endedAtOnce is how soon after it opened an event stream that ends without
+// an event counts as a runtime that does not stream events (reasonEnded),
+// rather than one that went away.
+const endedAtOnce = 2 * time.Second
+
+// setMode records the event source and logs it, with why, when it changes.
+func (a *Adapter) setMode(m criEventMode, why string) {
 	a.mu.Lock()
 	old := a.mode
 	a.mode = m
@@ -65,7 +85,7 @@ func (a *Adapter) setMode(m criEventMode) {
 	}
 	switch m {
 	case criModePolling:
-		a.log.Info("cri runtime does not implement GetContainerEvents, polling the container list", "interval", a.pollInterval)
+		a.log.Info("cri runtime polled for its containers", "reason", why, "interval", a.pollInterval)
 	case criModeStreaming:
 		a.log.Info("cri runtime streams container events (GetContainerEvents)")
 	}
@@ -82,6 +102,7 @@ func (a *Adapter) subscribeEvents(ctx context.Context, window time.Duration) (*c
 	}
 	s := &criEventStream{
 		a:      a,
+		opened: time.Now(),
 		cancel: cancel,
 		recv:   make(chan criRecv),
 		stop:   make(chan struct{}),
@@ -116,6 +137,8 @@ type criRecv struct {
 // waits for it.
 type criEventStream struct {
 	a         *Adapter
+	opened    time.Time
+	delivered int // events Next returned
 	cancel    context.CancelFunc
 	recv      chan criRecv
 	stop      chan struct{}
@@ -161,8 +184,11 @@ func (s *criEventStream) Next(ctx context.Context) (engine.Change, error) {
 			return engine.Change{}, s.failed
 		case r := <-s.recv:
 			if r.err != nil {
-				if status.Code(r.err) == codes.Unimplemented {
-					s.a.setMode(criModePolling)
+				switch {
+				case status.Code(r.err) == codes.Unimplemented:
+					s.a.setMode(criModePolling, reasonUnimplemented)
+				case errors.Is(r.err, io.EOF) && s.delivered == 0 && time.Since(s.opened) < endedAtOnce:
+					s.a.setMode(criModePolling, reasonEnded)
 				}
 				s.failed = fmt.Errorf("cri at %s: event stream: %w", s.a.endpoint, r.err)
 				return engine.Change{}, s.failed
@@ -170,6 +196,7 @@ func (s *criEventStream) Next(ctx context.Context) (engine.Change, error) {
 			ev = r.ev
 		}
 	}
+	s.delivered++
 	ch, err := decodeCRIEvent(ev)
 	if err != nil {
 		return engine.Change{}, fmt.Errorf("cri at %s: event %s of container %s: %w", s.a.endpoint, ev.GetContainerEventType(), ev.GetContainerId(), err)
