@@ -79,8 +79,9 @@ func TestAgentExportsEveryEngineOfTheTestbed(t *testing.T) {
 	label := "agentd.test"
 
 	type want struct {
-		runtime, prefix, namespace string
-		id                         string
+		runtime, engineType, prefix, namespace string
+		id                                     string
+		extra                                  map[string]string // more attributes
 		// noNetwork: the container has no interface of its own besides lo
 		// (ctr's default), or shares the host's network (a host-network pod).
 		noNetwork bool
@@ -110,7 +111,11 @@ func TestAgentExportsEveryEngineOfTheTestbed(t *testing.T) {
 
 	// CRI: a pod sandbox and a container through containerd's CRI plugin.
 	criID := runCRIContainer(t, tag, label)
-	wants = append(wants, want{runtime: "cri", id: criID, noNetwork: true})
+	// A CRI service is no runtime: its containers name containerd, and carry
+	// their pod's k8s.* attributes.
+	wants = append(wants, want{runtime: "containerd", engineType: "cri", id: criID, noNetwork: true, extra: map[string]string{
+		"k8s.pod.name": "agentd-" + tag, "k8s.pod.uid": "uid-" + tag, "k8s.namespace.name": "agentd-test", "k8s.container.name": "sleeper",
+	}})
 
 	// podman and Docker inside the systemd host: one level down.
 	podmanID := testbed.Run(t, "docker", "exec", th, "podman", "run", "-d", "--name", "agentd-"+tag,
@@ -197,6 +202,13 @@ func TestAgentExportsEveryEngineOfTheTestbed(t *testing.T) {
 			if w.namespace != "" {
 				checks["containerd.namespace"] = w.namespace
 			}
+			checks["agentd.engine.type"] = w.runtime
+			if w.engineType != "" {
+				checks["agentd.engine.type"] = w.engineType
+			}
+			for k, v := range w.extra {
+				checks[k] = v
+			}
 			for k, v := range checks {
 				if a[k] != v {
 					t.Errorf("%s = %q, want %q", k, a[k], v)
@@ -239,8 +251,8 @@ func TestAgentExportsEveryEngineOfTheTestbed(t *testing.T) {
 	})
 
 	t.Run("every engine is a resource with its container counts", func(t *testing.T) {
-		for _, rt := range []string{"docker", "containerd", "cri", "podman"} {
-			rs := m.ResourcesWith(map[string]string{"container.runtime.name": rt})
+		for _, typ := range []string{"docker", "containerd", "cri", "podman"} {
+			rs := m.ResourcesWith(map[string]string{"agentd.engine.type": typ})
 			found := false
 			for _, r := range rs {
 				if r.Attrs["container.id"] == "" && r.Metric("agentd.engine.containers") != nil && r.Metric("agentd.engine.up") != nil {
@@ -248,7 +260,7 @@ func TestAgentExportsEveryEngineOfTheTestbed(t *testing.T) {
 				}
 			}
 			if !found {
-				t.Errorf("no engine resource for %s with agentd.engine.containers and agentd.engine.up", rt)
+				t.Errorf("no engine resource for %s with agentd.engine.containers and agentd.engine.up", typ)
 			}
 		}
 	})

@@ -17,10 +17,6 @@ const (
 	Podman     EngineType = "podman"
 )
 
-// RuntimeName is the value of the container.runtime.name semantic-convention
-// attribute for containers of this engine type.
-func (t EngineType) RuntimeName() string { return string(t) }
-
 // Engine is one container engine endpoint that agentd found and talks to.
 type Engine struct {
 	// ID identifies the engine across rescans: the engine's own ID where it has
@@ -35,6 +31,10 @@ type Engine struct {
 	// Endpoint is the unix socket path as reached from the host, e.g.
 	// /proc/812/root/run/podman/podman.sock for a nested engine.
 	Endpoint string `json:"endpoint"`
+	// Runtime is the runtime's own name where the engine's API reports one
+	// and it differs from Type: a CRI runtime service names the runtime behind
+	// it ("containerd" for containerd's CRI plugin, "cri-o").
+	Runtime string `json:"runtime,omitempty"`
 	// PID is the engine's process ID in the host PID namespace; 0 for an engine
 	// known only by its socket unit (not running).
 	PID int `json:"pid,omitempty"`
@@ -51,6 +51,16 @@ type Engine struct {
 	// (subscribed and listed), false before its first list and while it
 	// reconnects. Only Store.SetConnected changes it in the Store.
 	Connected bool `json:"connected"`
+}
+
+// RuntimeName is the value of the container.runtime.name semantic-convention
+// attribute for the engine's containers: the runtime's own name when the
+// engine reports one (a CRI service is no runtime), else the engine type.
+func (e *Engine) RuntimeName() string {
+	if e.Runtime != "" {
+		return e.Runtime
+	}
+	return string(e.Type)
 }
 
 // ContainerState is the lifecycle state of a container, normalised across engines.

@@ -17,6 +17,7 @@ import (
 // agentd resource attributes (no semantic convention covers them).
 const (
 	AttrEngineID                = "agentd.engine.id"
+	AttrEngineType              = "agentd.engine.type"
 	AttrEngineEndpoint          = "agentd.engine.endpoint"
 	AttrEnginePID               = "agentd.engine.pid"
 	AttrEnginePrefix            = "agentd.engine.prefix"
@@ -61,7 +62,8 @@ func (h Host) attrs(kv []attribute.KeyValue) []attribute.KeyValue {
 
 func engineAttrs(kv []attribute.KeyValue, e *model.Engine) []attribute.KeyValue {
 	kv = append(kv,
-		semconv.ContainerRuntimeName(e.Type.RuntimeName()),
+		semconv.ContainerRuntimeName(e.RuntimeName()),
+		attribute.String(AttrEngineType, string(e.Type)),
 		attribute.String(AttrEngineID, e.ID),
 		attribute.String(AttrEngineEndpoint, e.Endpoint),
 		attribute.String(AttrEnginePrefix, e.Prefix),
@@ -113,6 +115,7 @@ func ContainerResource(h Host, e *model.Engine, c *model.Container, allow func(s
 	if c.Namespace != "" {
 		kv = append(kv, attribute.String(AttrContainerdNamespace, c.Namespace))
 	}
+	kv = k8sAttrs(kv, e, c)
 	if allow != nil && len(c.Labels) > 0 {
 		keys := make([]string, 0, len(c.Labels))
 		for k := range c.Labels {
@@ -127,6 +130,38 @@ func ContainerResource(h Host, e *model.Engine, c *model.Container, allow func(s
 	}
 	kv = engineAttrs(kv, e)
 	return resource.NewWithAttributes(semconv.SchemaURL, h.attrs(kv)...)
+}
+
+// The labels the kubelet puts on every container of a pod, whatever the
+// runtime (the CRI adapter fills the pod's from its sandbox when a container
+// lacks them).
+const (
+	labelK8sPodName       = "io.kubernetes.pod.name"
+	labelK8sPodUID        = "io.kubernetes.pod.uid"
+	labelK8sNamespace     = "io.kubernetes.pod.namespace"
+	labelK8sContainerName = "io.kubernetes.container.name"
+)
+
+// k8sAttrs adds k8s.pod.name, k8s.pod.uid, k8s.namespace.name and
+// k8s.container.name from a pod container's labels. A CRI container without
+// the container-name label is named by its CRI metadata, which is its name.
+func k8sAttrs(kv []attribute.KeyValue, e *model.Engine, c *model.Container) []attribute.KeyValue {
+	if v := c.Labels[labelK8sPodName]; v != "" {
+		kv = append(kv, semconv.K8SPodName(v))
+	}
+	if v := c.Labels[labelK8sPodUID]; v != "" {
+		kv = append(kv, semconv.K8SPodUID(v))
+	}
+	if v := c.Labels[labelK8sNamespace]; v != "" {
+		kv = append(kv, semconv.K8SNamespaceName(v))
+	}
+	switch v := c.Labels[labelK8sContainerName]; {
+	case v != "":
+		kv = append(kv, semconv.K8SContainerName(v))
+	case (e.Type == model.CRI || e.Type == model.CRIO) && c.Name != "":
+		kv = append(kv, semconv.K8SContainerName(c.Name))
+	}
+	return kv
 }
 
 // resourceKey is what a container resource is built from; an unchanged key
