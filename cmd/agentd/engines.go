@@ -10,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentd-dev/agentd/activation"
 	"github.com/agentd-dev/agentd/agent"
 	"github.com/agentd-dev/agentd/discovery"
+	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/internal/wait"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/watch"
@@ -26,8 +28,10 @@ type engineView struct {
 }
 
 // runEngines implements `agentd engines`: the engines of the procfs root as a
-// tree (nested engines under the container that holds them), or as JSON with
-// --json.
+// tree (nested engines under the container that holds them), then the
+// systemd socket units that would start an engine on their first connection
+// (host and nested systemd instances, read over D-Bus, never connected to),
+// or both as JSON with --json. With nothing found it says what it looked for.
 func runEngines(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("engines", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -35,32 +39,157 @@ func runEngines(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	procRoot := fs.String("proc", discovery.DefaultProcRoot, "procfs root to scan")
 	timeout := fs.Duration("timeout", 2*time.Second, "time limit of each engine probe")
 	waitFor := fs.Duration("wait", 10*time.Second, "how long to wait for the engines to list their containers")
+	units := fs.Bool("units", true, "list systemd socket units that activate engines")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: engines: unexpected argument %q", errUsage, fs.Arg(0))
 	}
+	fams := agent.Families()
+	var sockets func() []activation.SocketEngine
+	if *units {
+		var stop func()
+		var err error
+		if sockets, stop, err = watchSocketUnits(ctx, fams, *procRoot, log); err != nil {
+			return err
+		}
+		defer stop()
+	}
 	views, err := listEngines(ctx, *procRoot, *timeout, *waitFor, log)
 	if err != nil {
 		return err
+	}
+	var socketUnits []activation.SocketEngine
+	if sockets != nil {
+		socketUnits = sockets()
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
-			Engines []engineView `json:"engines"`
-		}{views})
+			Engines     []engineView              `json:"engines"`
+			SocketUnits []activation.SocketEngine `json:"socket_units"`
+		}{views, socketUnits})
+	}
+	if len(views) == 0 && len(socketUnits) == 0 {
+		printNothingFound(stdout, fams)
+		return nil
 	}
 	printEngineTree(stdout, views)
+	printSocketUnits(stdout, socketUnits)
 	return nil
+}
+
+// unitSettle is how long `agentd engines` gives the systemd instances to
+// answer the listing of their socket units (local D-Bus calls, answered in
+// milliseconds; a host without systemd never answers).
+const unitSettle = 2 * time.Second
+
+// watchSocketUnits follows the socket units of the host's systemd and of the
+// nested ones under procRoot, reporting only: it never starts a unit nor
+// connects to an engine socket. The returned func gives the units seen, once
+// at least unitSettle has passed since the start; stop ends the following.
+func watchSocketUnits(ctx context.Context, fams engine.Families, procRoot string, log *slog.Logger) (units func() []activation.SocketEngine, stop func(), err error) {
+	cfg := activation.DefaultConfig()
+	cfg.Families = fams
+	cfg.Activate = false
+	cfg.ProcRoot = procRoot
+	cfg.NestedScanInterval = 0
+	cfg.CallTimeout = unitSettle
+	m, err := activation.New(cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = m.Run(ctx)
+	}()
+	started := time.Now()
+	units = func() []activation.SocketEngine {
+		wait.Sleep(ctx, unitSettle-time.Since(started))
+		var out []activation.SocketEngine
+		for _, e := range m.Engines() {
+			if e.State != activation.StateRetired {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	stop = func() {
+		cancel()
+		<-done
+		_ = m.Close()
+	}
+	return units, stop, nil
+}
+
+// printSocketUnits lists the socket units that start an engine.
+func printSocketUnits(w io.Writer, units []activation.SocketEngine) {
+	if len(units) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nsocket units (the engine starts on the first connection):")
+	for _, u := range units {
+		where := "host systemd"
+		if u.SystemdPID > 0 {
+			where = fmt.Sprintf("systemd pid %d", u.SystemdPID)
+		}
+		var notes []string
+		if u.Masked {
+			notes = append(notes, "masked")
+		}
+		if u.Excluded {
+			notes = append(notes, "excluded by agentd.yaml")
+		}
+		note := ""
+		if len(notes) > 0 {
+			note = "  (" + strings.Join(notes, ", ") + ")"
+		}
+		fmt.Fprintf(w, "  %s %s -> %s  %s  %s  %s%s\n", u.Type, u.Unit, orDash(u.Service), u.Endpoint, u.State, where, note)
+	}
+}
+
+// printNothingFound says what agentd looked for and how to start an engine.
+func printNothingFound(w io.Writer, fams engine.Families) {
+	var comms, sockets []string
+	for _, f := range fams {
+		comms = append(comms, f.Comms...)
+		sockets = append(sockets, f.Sockets...)
+	}
+	fmt.Fprintf(w, `no container engines found.
+agentd looked for:
+  - processes named %s holding a listening unix socket that answers as an engine
+    (on this host and inside its containers, through /proc);
+  - systemd socket units listening on a path ending in %s
+    (the host's systemd and systemd running inside containers).
+Start one, for example:
+  systemctl start docker.socket            # Docker, socket-activated
+  systemctl enable --now podman.socket     # podman as root
+  systemctl --user enable --now podman.socket   # podman rootless
+  systemctl start containerd
+`, strings.Join(uniq(comms), ", "), strings.Join(uniq(sockets), ", "))
+}
+
+func uniq(ss []string) []string {
+	seen := make(map[string]bool, len(ss))
+	var out []string
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // printEngineTree prints host engines first and each nested engine indented
 // under the container (of its parent engine) that holds it.
 func printEngineTree(w io.Writer, views []engineView) {
 	if len(views) == 0 {
-		fmt.Fprintln(w, "no container engines found")
+		fmt.Fprintln(w, "no running container engines found")
 		return
 	}
 	byParent := make(map[string][]engineView) // parent engine ID -> nested engines

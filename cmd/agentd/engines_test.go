@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +50,23 @@ func TestEnginesCommand(t *testing.T) {
 			t.Fatalf("host docker found %v, nested docker found %v in:\n%s", host, nested, out.String())
 		}
 	})
+	t.Run("the socket units of the systemd host are listed, never started", func(t *testing.T) {
+		th := testbed.SystemdHostName()
+		// podman.service exits when idle; stop it so the unit only listens.
+		testbed.Run(t, "docker", "exec", th, "systemctl", "stop", "podman.service")
+		var out, errOut bytes.Buffer
+		if err := runEngines(ctx, nil, &out, &errOut, log); err != nil {
+			t.Fatalf("%v: %s", err, errOut.String())
+		}
+		pid := testbed.SystemdHostPID(t)
+		want := fmt.Sprintf("podman podman.socket -> podman.service  /proc/%d/root/run/podman/podman.sock  ", pid)
+		if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), fmt.Sprintf("systemd pid %d", pid)) {
+			t.Fatalf("no line %q in:\n%s", want, out.String())
+		}
+		if state, _ := exec.Command("docker", "exec", th, "systemctl", "is-active", "podman.service").Output(); strings.TrimSpace(string(state)) == "active" {
+			t.Errorf("listing the socket units started podman.service")
+		}
+	})
 	t.Run("the tree shows the nested Docker indented under its container", func(t *testing.T) {
 		var out, errOut bytes.Buffer
 		if err := runEngines(ctx, nil, &out, &errOut, log); err != nil {
@@ -66,8 +85,11 @@ func TestEnginesCommandOnAnEmptyProcfs(t *testing.T) {
 	if err := runEngines(context.Background(), []string{"--proc", t.TempDir()}, &out, &errOut, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	if got := out.String(); got != "no container engines found\n" {
-		t.Fatalf("output %q", got)
+	got := out.String()
+	for _, want := range []string{"no container engines found.", "dockerd", "podman.sock", "systemctl start docker.socket"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
 	}
 }
 
