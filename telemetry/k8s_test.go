@@ -45,7 +45,7 @@ func TestContainerResourceRuntimeAndK8sAttributes(t *testing.T) {
 			res := ContainerResource(Host{Name: "h"}, &tt.engine, &tt.ctr, nil)
 			got := map[string]string{}
 			for _, kv := range res.Attributes() {
-				got[string(kv.Key)] = kv.Value.Emit()
+				got[string(kv.Key)] = kv.Value.AsString()
 			}
 			for k, v := range tt.want {
 				if got[k] != v {
