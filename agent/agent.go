@@ -60,6 +60,7 @@ type Agent struct {
 	opts  Options
 	log   *slog.Logger
 	store *model.Store
+	host  telemetry.Host // on every resource
 	disc  *discovery.Discoverer
 	act   *activation.Manager
 	sup   *watch.Supervisor
@@ -87,7 +88,12 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	a := &Agent{cfg: cfg, opts: opts, log: opts.Log, start: time.Now(),
 		problems: map[string]string{}, units: map[string]activation.SocketEngine{}}
 	a.store = model.NewStore(opts.Log.With("part", "model"))
+	host := telemetry.DetectHost("/")
+	host.Version = opts.Version
 	var err error
+	if a.host, err = host.WithEnvironment(os.Getenv); err != nil {
+		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	}
 	a.disc, err = discovery.New(discovery.Config{
 		ProcRoot: cfg.Discovery.ProcRoot,
 		Interval: cfg.Discovery.Interval.Std(),
@@ -140,14 +146,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer func() { _ = sampler.Close() }()
 	events := a.store.Subscribe(4096)
 	defer events.Close()
-	host := telemetry.DetectHost("/")
 	pipe, err := telemetry.NewPipeline(tcfg, telemetry.Options{
 		Workload: workload{a.store},
 		Events:   events.C(),
 		Sampler:  sampler,
 		Metrics:  metrics,
 		Logs:     logs,
-		Host:     host,
+		Host:     a.host,
 		Version:  a.opts.Version,
 	}, a.log.With("part", "telemetry"))
 	if err != nil {

@@ -25,10 +25,17 @@ const (
 	AttrContainerdNamespace     = "containerd.namespace"
 )
 
-// Host describes the host every resource carries.
+// Host describes the host, and agentd on it, that every resource carries.
 type Host struct {
 	Name string // host.name
 	ID   string // host.id, from /etc/machine-id
+	// Version is service.version, agentd's version; "" leaves it out.
+	Version string
+	// Service is service.name when not "" (OTEL_SERVICE_NAME); else
+	// ServiceName unless Extra names one.
+	Service string
+	// Extra is OTEL_RESOURCE_ATTRIBUTES (see WithEnvironment).
+	Extra []attribute.KeyValue
 }
 
 // DetectHost reads the host name and /etc/machine-id under root ("" means /).
@@ -48,16 +55,6 @@ func DetectHost(root string) Host {
 		h.ID = strings.TrimSpace(string(b))
 	}
 	return h
-}
-
-func (h Host) attrs(kv []attribute.KeyValue) []attribute.KeyValue {
-	if h.Name != "" {
-		kv = append(kv, semconv.HostName(h.Name))
-	}
-	if h.ID != "" {
-		kv = append(kv, semconv.HostID(h.ID))
-	}
-	return append(kv, semconv.OSTypeLinux)
 }
 
 func engineAttrs(kv []attribute.KeyValue, e *model.Engine) []attribute.KeyValue {
@@ -90,7 +87,7 @@ func withEnginePID(kv []attribute.KeyValue, e *model.Engine) []attribute.KeyValu
 // agentd.engine.* and the host.
 func EngineResource(h Host, e *model.Engine) *resource.Resource {
 	kv := withEnginePID(engineAttrs(make([]attribute.KeyValue, 0, 10), e), e)
-	return resource.NewWithAttributes(semconv.SchemaURL, h.attrs(kv)...)
+	return resource.NewWithAttributes(semconv.SchemaURL, h.with(kv)...)
 }
 
 // ContainerResource is the OTLP resource of a container: container.*, the
@@ -129,7 +126,7 @@ func ContainerResource(h Host, e *model.Engine, c *model.Container, allow func(s
 		}
 	}
 	kv = engineAttrs(kv, e)
-	return resource.NewWithAttributes(semconv.SchemaURL, h.attrs(kv)...)
+	return resource.NewWithAttributes(semconv.SchemaURL, h.with(kv)...)
 }
 
 // The labels the kubelet puts on every container of a pod, whatever the

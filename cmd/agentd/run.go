@@ -49,9 +49,10 @@ func run(ctx context.Context, cfg config.Config, override func(*config.Config), 
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// The status endpoint and the watchdog stop with ctx: cancel before
+	// waiting, or an agent that fails to start would hang agentd.
+	defer func() { cancel(); wg.Wait() }()
 
 	if cfg.Status.Socket != "" {
 		l, passed, err := status.Listen(cfg.Status.Socket)
