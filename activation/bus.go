@@ -31,6 +31,9 @@ type busAddr struct {
 	// direct marks systemd's private socket: a peer-to-peer connection to
 	// systemd itself, where there is no bus daemon to say Hello or AddMatch to.
 	direct bool
+	// as, when set, is the uid and gid to connect and authenticate as (a
+	// user instance's buses accept only their owner).
+	as *credential
 }
 
 func (a busAddr) String() string { return a.address }
@@ -61,14 +64,18 @@ func nestedBusAddrs(procRoot string, pid int) []busAddr {
 // lives until ctx is done or it is closed; the handshake is bounded by
 // timeout.
 func dialRaw(ctx context.Context, a busAddr, timeout time.Duration) (*dbus.Conn, error) {
-	conn, err := dbus.Dial(a.address, dbus.WithContext(ctx))
+	conn, err := dialBus(ctx, a, timeout)
 	if err != nil {
 		return nil, err
 	}
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	stop := context.AfterFunc(hctx, func() { conn.Close() })
-	err = conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))})
+	uid := os.Getuid()
+	if a.as != nil {
+		uid = a.as.uid
+	}
+	err = conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(uid))})
 	if err == nil && !a.direct {
 		err = conn.Hello()
 	}
@@ -84,6 +91,33 @@ func dialRaw(ctx context.Context, a busAddr, timeout time.Duration) (*dbus.Conn,
 	if err != nil {
 		conn.Close()
 		return nil, err
+	}
+	return conn, nil
+}
+
+// dialBus opens the transport of a: godbus's dial, or a connect as a.as.
+func dialBus(ctx context.Context, a busAddr, timeout time.Duration) (*dbus.Conn, error) {
+	if a.as == nil {
+		return dbus.Dial(a.address, dbus.WithContext(ctx))
+	}
+	path, ok := strings.CutPrefix(a.address, "unix:path=")
+	if !ok {
+		return nil, fmt.Errorf("%s: only a unix:path= address can be reached as uid %d", a.address, a.as.uid)
+	}
+	path, err := dbus.UnescapeBusAddressValue(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", a.address, err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	nc, err := dialUnixAs(dctx, path, *a.as)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := dbus.NewConn(nc, dbus.WithContext(ctx))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("%s: %w", a.address, err)
 	}
 	return conn, nil
 }

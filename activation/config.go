@@ -73,8 +73,11 @@ type Config struct {
 	// SystemdPIDs are host PIDs of systemd instances running as PID 1 of a
 	// container, followed in addition to the ones found by FindNested.
 	SystemdPIDs []int
-	// FindNested makes the Manager look for nested systemd instances under
-	// ProcRoot (see FindNestedSystemd) at start and every NestedScanInterval.
+	// FindNested makes the Manager look under ProcRoot, at start and every
+	// NestedScanInterval, for nested systemd instances (see
+	// FindNestedSystemd) and for user instances ("systemd --user", see
+	// FindUserSystemd: rootless podman's podman.socket lives there), which
+	// it reaches over their own buses as their owner.
 	FindNested bool
 	// NestedScanInterval is how often ProcRoot is scanned for new nested
 	// systemd instances; 0 scans only at start.

@@ -141,6 +141,13 @@ func (m *Manager) Run(ctx context.Context) error {
 		for _, pid := range pids {
 			m.AddSystemd(pid)
 		}
+		users, err := FindUserSystemd(m.cfg.ProcRoot)
+		if err != nil {
+			return // said above, were it lasting: the same directory
+		}
+		for _, pid := range users {
+			m.addUserSystemd(pid)
+		}
 	}
 	scan()
 	if m.cfg.NestedScanInterval <= 0 {
@@ -177,6 +184,25 @@ func (m *Manager) AddSystemd(pid int) {
 		return
 	}
 	m.startLocked(pid, nestedBusAddrs(m.cfg.ProcRoot, pid))
+}
+
+// addUserSystemd makes a running Manager follow the user instance of
+// systemd with host PID pid, over its own buses as its owner.
+func (m *Manager) addUserSystemd(pid int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.runCtx == nil {
+		return
+	}
+	if _, ok := m.instances[pid]; ok {
+		return
+	}
+	u, err := readUserSystemd(m.cfg.ProcRoot, pid)
+	if err != nil {
+		m.log.Debug("user systemd instance gone before it was followed", logging.Err(err))
+		return
+	}
+	m.startLocked(pid, userBusAddrs(m.cfg.ProcRoot, u))
 }
 
 // startLocked starts following one systemd; m.mu is held and Run running.

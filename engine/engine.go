@@ -42,6 +42,15 @@ type Adapter interface {
 	Inspect(ctx context.Context, id string) (model.Container, error)
 }
 
+// ForeignEvents is implemented by an Adapter whose event stream may carry
+// events of containers that are not its engine's: podman reads its events
+// back from the journal, where every user's podman writes, so root podman's
+// stream also tells of rootless containers. The watcher adds a container it
+// did not list only when the engine can inspect it.
+type ForeignEvents interface {
+	ForeignEvents() bool
+}
+
 // Stream is an open event subscription.
 type Stream interface {
 	// Next blocks until the next change, ctx ends, or the stream fails. An error

@@ -376,6 +376,18 @@ func TestDebLifecycleOnSystemdHost(t *testing.T) {
 		}
 	})
 
+	t.Run("the hardened unit reaches a rootless user's podman.socket over the user's own bus", func(t *testing.T) {
+		u := testbed.NewRootlessUser(t)
+		h.waitFor(t, 2*time.Minute, "a journal entry engine found for "+u.PodmanSocket(), func() bool {
+			for _, e := range h.journal(t, installed, "ENGINE_TYPE=podman") {
+				if field(e, "MESSAGE") == "engine found" && strings.HasSuffix(field(e, "ENGINE_ID"), u.PodmanSocket()) {
+					return true
+				}
+			}
+			return false
+		})
+	})
+
 	t.Run("as a service without a collector agentd says once what to set, prints no tables and sums up in its status line", func(t *testing.T) {
 		line := regexp.MustCompile(`^[0-9]+ engines? up(, [0-9]+ down)?, [0-9]+ running containers?; not exporting \(no OTLP endpoint configured\)$`)
 		h.waitFor(t, 30*time.Second, "the status line to sum up the engines", func() bool {
@@ -434,7 +446,7 @@ func TestDebLifecycleOnSystemdHost(t *testing.T) {
 			}
 		}
 		caps := h.show(t, "CapabilityBoundingSet")
-		for _, c := range []string{"cap_sys_ptrace", "cap_dac_read_search", "cap_dac_override", "cap_syslog"} {
+		for _, c := range []string{"cap_sys_ptrace", "cap_dac_read_search", "cap_dac_override", "cap_syslog", "cap_setuid", "cap_setgid"} {
 			if !strings.Contains(caps, c) {
 				t.Errorf("CapabilityBoundingSet=%s lacks %s", caps, c)
 			}

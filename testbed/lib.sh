@@ -11,7 +11,7 @@ TESTBED_LOG=$TESTBED_DIR/log
 
 # The Docker container that boots a real systemd (the "systemd host").
 SYSTEMD_HOST=${AGENTD_SYSTEMD_HOST:-agentd-th}
-SYSTEMD_HOST_IMAGE=local/agentd-systemd-host:1
+SYSTEMD_HOST_IMAGE=local/agentd-systemd-host:2
 BUSYBOX_IMAGE=local/busybox:latest
 PAUSE_IMAGE=registry.k8s.io/pause:3.6
 

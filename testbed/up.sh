@@ -142,14 +142,14 @@ part_images() {
 # The systemd host: Debian with systemd, dbus, podman and docker.io, booted as
 # PID 1 in a Docker container. Only podman.socket and docker.socket are enabled.
 part_systemd_host() {
-	local rootfs=$TESTBED_DIR/systemd-host-rootfs tarball=$TESTBED_CACHE/systemd-host.tar
+	local rootfs=$TESTBED_DIR/systemd-host-rootfs tarball=$TESTBED_CACHE/systemd-host-2.tar
 	if ! docker image inspect "$SYSTEMD_HOST_IMAGE" >/dev/null 2>&1; then
 		if [ ! -s "$tarball" ]; then
 			log "debootstrap of the systemd host rootfs (about 2 minutes)"
 			[ -n "$DEBIAN_MIRROR" ] || die "no Debian archive in apt's sources (/etc/apt/sources.list.d): set AGENTD_DEBIAN_MIRROR"
 			rm -rf "$rootfs"
 			debootstrap --variant=minbase \
-				--include=systemd,systemd-sysv,dbus,podman,runc,containernetworking-plugins,ca-certificates,docker.io,iptables,busybox-static,procps,uidmap \
+				--include=systemd,systemd-sysv,dbus,libpam-systemd,dbus-user-session,podman,runc,containernetworking-plugins,ca-certificates,docker.io,iptables,busybox-static,procps,uidmap \
 				bookworm "$rootfs" "$DEBIAN_MIRROR" >"$TESTBED_LOG/debootstrap.log" 2>&1 ||
 				{ tail -20 "$TESTBED_LOG/debootstrap.log" >&2; die "debootstrap failed"; }
 			configure_podman "$rootfs"

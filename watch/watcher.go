@@ -358,6 +358,12 @@ func exitSignal(code int) string {
 	return unix.SignalName(syscall.Signal(code - 128))
 }
 
+// foreign reports whether a's stream may carry other engines' containers.
+func foreign(a engine.Adapter) bool {
+	f, ok := a.(engine.ForeignEvents)
+	return ok && f.ForeignEvents()
+}
+
 // inspect asks the adapter for a container and normalises it.
 func (w *Watcher) inspect(ctx context.Context, ch engine.Change) (model.Container, error) {
 	id := ch.ContainerID
@@ -422,6 +428,12 @@ func (w *Watcher) apply(ctx context.Context, ch engine.Change) error {
 		if !known && ch.Type != model.EventCreate {
 			// Gone before we could look: it was never in the model and its
 			// destroy will be skipped as well.
+			return nil
+		}
+		if !known && foreign(w.adapter) {
+			// Possibly another engine's (podman's journal carries every
+			// user's events): the engine that owns it reports it.
+			w.log.Debug("event of a container the engine does not know, skipped", logging.KeyContainerID, ch.ContainerID, "event", string(ch.Type))
 			return nil
 		}
 		c = cur

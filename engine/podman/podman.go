@@ -55,6 +55,10 @@ func NewAdapter(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
 	return &Adapter{endpoint: endpoint, http: &http.Client{Transport: tr}, concurrency: 8, log: log}, nil
 }
 
+// ForeignEvents is true: podman's events come back from the journal, where
+// every user's podman writes (see engine.ForeignEvents).
+func (p *Adapter) ForeignEvents() bool { return true }
+
 // Close releases idle connections.
 func (p *Adapter) Close() error {
 	p.http.CloseIdleConnections()
