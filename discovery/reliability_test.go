@@ -35,6 +35,11 @@ func serveFakeEngine(mode, sock string) int {
 		return 1
 	}
 	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
 	for {
 		c, err := l.Accept()
 		if err != nil {
