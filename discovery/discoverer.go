@@ -206,6 +206,19 @@ func newRec(e model.Engine, proc candKey, added bool) *engineRec {
 	return &engineRec{e: e, proc: proc, added: added, sock: statSocket(e.Endpoint)}
 }
 
+// otherLiveEngineLocked reports whether r, known under the ID that e answered
+// with, is another engine: served by another process that still runs, on
+// another socket. d.mu must be held.
+func (d *Discoverer) otherLiveEngineLocked(r *engineRec, key candKey, e model.Engine) bool {
+	if r.proc == key || r.proc == (candKey{}) {
+		return false
+	}
+	if _, _, start, ok := d.procs.Lookup(r.proc.pid); !ok || start != r.proc.start {
+		return false // the engine's process is gone: e is the engine, back
+	}
+	return r.sock != statSocket(e.Endpoint)
+}
+
 // aliasLocked finds the engine already known under another path to the same
 // socket. One socket is often reached two ways: a systemd socket unit names
 // /run/podman/podman.sock while the process scan reaches it as
@@ -644,6 +657,16 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 		for _, e := range es {
 			if r, ok := d.aliasLocked(e); ok {
 				e.ID = r.e.ID
+			}
+			if r, ok := d.engines[e.ID]; ok && d.otherLiveEngineLocked(r, key, e) {
+				// Two engine processes, both running, answer with one ID
+				// on two sockets: a second dockerd started with another
+				// --data-root shares /etc/docker/key.json, the source of
+				// Docker's ID. They are two engines: the second is told
+				// apart by its endpoint.
+				d.log.Warn("two engine processes answer with the same engine ID; the later one is named after its endpoint",
+					append(e.LogAttrs(), "pid", e.PID, "other_pid", r.e.PID, "other_endpoint", r.e.Endpoint)...)
+				e.ID += "@" + e.Endpoint
 			}
 			if r, ok := d.engines[e.ID]; ok {
 				if r.proc != key || r.e.PID != e.PID {
