@@ -82,6 +82,10 @@ type attempt struct {
 	socket, service string
 	start           bool
 	targets         []target
+	// changed is signalled (by the instance's serve loop) whenever the
+	// states of the socket unit or its service changed, as told by
+	// systemd's PropertiesChanged and JobRemoved signals; nil: never.
+	changed <-chan struct{}
 }
 
 // timeouts are the deadlines of one attempt.
@@ -140,7 +144,7 @@ func startService(ctx context.Context, sd systemd, a attempt, t timeouts) error 
 	if err := startUnit(sctx, sd, a.service); err != nil {
 		return err
 	}
-	return waitActive(sctx, sd, a.service, t.call)
+	return waitActive(sctx, sd, a.service, t.call, a.changed)
 }
 
 // startUnit starts unit in "replace" mode and waits for its job's result.
@@ -165,15 +169,12 @@ func startUnit(ctx context.Context, sd unitStarter, unit string) error {
 	}
 }
 
-// activeWaitStep is the pause between two reads of ActiveState while a
-// started service is still coming up.
-const activeWaitStep = 100 * time.Millisecond
-
 // waitActive waits until unit's ActiveState is "active" (or "reloading").
 // After a start job's "done" it normally is at the first read; a service
-// still "activating" is read again until ctx ends; one that is "failed",
-// "inactive" or "deactivating" exited right after its start.
-func waitActive(ctx context.Context, sd unitReader, unit string, call time.Duration) error {
+// still "activating" is read again each time changed says systemd signalled
+// a change, until ctx ends; one that is "failed", "inactive" or
+// "deactivating" exited right after its start.
+func waitActive(ctx context.Context, sd unitReader, unit string, call time.Duration, changed <-chan struct{}) error {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, call)
 		st, err := readUnitStates(cctx, sd, unit)
@@ -188,7 +189,9 @@ func waitActive(ctx context.Context, sd unitReader, unit string, call time.Durat
 		default:
 			return fmt.Errorf("unit %s: %s after its start job was done", unit, st.Active)
 		}
-		if !wait.Sleep(ctx, activeWaitStep) {
+		select {
+		case <-changed:
+		case <-ctx.Done():
 			return fmt.Errorf("unit %s: still %s: %w", unit, st.Active, ctx.Err())
 		}
 	}

@@ -101,6 +101,10 @@ type unit struct {
 
 	maskLogged    bool
 	excludeLogged bool
+
+	// changed wakes the running attempt when the unit's or its service's
+	// states changed (see attempt.changed); nil when none runs.
+	changed chan struct{}
 }
 
 // logAttrs are the journal fields of a log line about u: UNIT, the service
@@ -584,6 +588,12 @@ func (u *unit) state() State {
 // update publishes the unit's engines whose state changed and starts an
 // attempt when one is due (see actState).
 func (in *instance) update(s *session, u *unit) {
+	if u.changed != nil {
+		select {
+		case u.changed <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+	}
 	st := u.state()
 	if st == StateRetired {
 		in.resetActivation(u)
@@ -672,7 +682,8 @@ func (in *instance) maybeAttempt(s *session, u *unit, st State, masked, excluded
 func (in *instance) startAttempt(s *session, u *unit, start bool) {
 	ctx := in.serveCtx
 	in.attempts++
-	a := attempt{id: in.attempts, socket: u.name, service: u.service, start: start}
+	u.changed = make(chan struct{}, 1)
+	a := attempt{id: in.attempts, socket: u.name, service: u.service, start: start, changed: u.changed}
 	for _, l := range u.listens {
 		a.targets = append(a.targets, target{path: l.path, endpoint: hostPath(in.cfg.ProcRoot, in.pid, l.path), family: l.family})
 	}

@@ -25,8 +25,15 @@ type Config struct {
 	ProcRoot string
 	// Interval is the time between rescans in Run (default 5 s).
 	Interval time.Duration
-	// ProbeTimeout bounds one probe of one socket and one container listing (default 2 s).
+	// ProbeTimeout bounds one probe of one socket and one container listing
+	// (default 30 s, what a loaded host's engine may need to answer).
 	ProbeTimeout time.Duration
+	// ScanWait is how long a scan of Run waits for the probes it started
+	// (default 2 s). A probe still going then goes on in the background, up
+	// to ProbeTimeout, and a later scan takes its result: a socket that
+	// accepts and never answers delays neither the scans nor the other
+	// engines. Scan itself waits for every probe.
+	ScanWait time.Duration
 	// ProbeConcurrency bounds the probes and listings in flight (default 4).
 	ProbeConcurrency int
 	// RetryBackoff is the wait before re-probing a process none of whose sockets
@@ -50,7 +57,10 @@ func (c Config) withDefaults() Config {
 		c.Interval = 5 * time.Second
 	}
 	if c.ProbeTimeout == 0 {
-		c.ProbeTimeout = 2 * time.Second
+		c.ProbeTimeout = 30 * time.Second
+	}
+	if c.ScanWait == 0 {
+		c.ScanWait = 2 * time.Second
 	}
 	if c.ProbeConcurrency == 0 {
 		c.ProbeConcurrency = 4
@@ -77,6 +87,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("discovery: interval %s: must not be negative", c.Interval)
 	case c.ProbeTimeout < 0:
 		return fmt.Errorf("discovery: probe_timeout %s: must not be negative", c.ProbeTimeout)
+	case c.ScanWait < 0:
+		return fmt.Errorf("discovery: ScanWait %s: must not be negative", c.ScanWait)
 	case c.ProbeConcurrency < 0:
 		return fmt.Errorf("discovery: probe_concurrency %d: must not be negative", c.ProbeConcurrency)
 	case c.RetryBackoff < 0 || c.MaxRetryBackoff < 0:
@@ -146,6 +158,18 @@ type candidate struct {
 	nextTry   time.Time
 	fdWarned  bool
 	lastError error
+	// probing is the candidate's probe batch in flight, nil when none is.
+	probing *probeBatch
+	// warned lists the sockets already reported as not answering as an
+	// engine: each is said once per process, not at every retry.
+	warned []string
+}
+
+// probeBatch is the probes of one candidate's sockets, run in the
+// background; done is closed when every job has its result.
+type probeBatch struct {
+	jobs []*probeJob
+	done chan struct{}
 }
 
 // engineRec is an engine the Discoverer knows.
@@ -180,6 +204,19 @@ func statSocket(path string) socketID {
 // newRec records an engine seen for the first time.
 func newRec(e model.Engine, proc candKey, added bool) *engineRec {
 	return &engineRec{e: e, proc: proc, added: added, sock: statSocket(e.Endpoint)}
+}
+
+// otherLiveEngineLocked reports whether r, known under the ID that e answered
+// with, is another engine: served by another process that still runs, on
+// another socket. d.mu must be held.
+func (d *Discoverer) otherLiveEngineLocked(r *engineRec, key candKey, e model.Engine) bool {
+	if r.proc == key || r.proc == (candKey{}) {
+		return false
+	}
+	if _, _, start, ok := d.procs.Lookup(r.proc.pid); !ok || start != r.proc.start {
+		return false // the engine's process is gone: e is the engine, back
+	}
+	return r.sock != statSocket(e.Endpoint)
 }
 
 // aliasLocked finds the engine already known under another path to the same
@@ -224,6 +261,14 @@ type Discoverer struct {
 	cands  map[candKey]*candidate
 	pidBuf []int
 
+	// probeSem bounds the probes in flight (ProbeConcurrency); probeWG
+	// counts the probe batches running, which Run and Scan wait for.
+	probeSem chan struct{}
+	probeWG  sync.WaitGroup
+
+	// passDone, when set (tests), is called at the end of each pass.
+	passDone func()
+
 	mu      sync.Mutex // guards engines and subs
 	engines map[string]*engineRec
 	subs    map[*Subscription]struct{}
@@ -261,6 +306,7 @@ func New(cfg Config, fams engine.Families, containers Containers, log *slog.Logg
 		containers: containers,
 		procs:      procs,
 		cands:      make(map[candKey]*candidate),
+		probeSem:   make(chan struct{}, cfg.ProbeConcurrency),
 		engines:    make(map[string]*engineRec),
 		subs:       make(map[*Subscription]struct{}),
 		now:        time.Now,
@@ -323,7 +369,9 @@ func sortEngines(es []model.Engine) {
 // goroutine it started is gone. It returns an error only when the procfs root
 // cannot be read at all on the first scan.
 func (d *Discoverer) Run(ctx context.Context) error {
-	if _, err := d.Scan(ctx); err != nil && ctx.Err() == nil {
+	// Probes left in the background by a scan end with ctx at the latest.
+	defer d.probeWG.Wait()
+	if _, err := d.scan(ctx, d.cfg.ScanWait); err != nil && ctx.Err() == nil {
 		return err
 	}
 	t := time.NewTicker(d.cfg.Interval)
@@ -334,7 +382,7 @@ func (d *Discoverer) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if _, err := d.Scan(ctx); err != nil && ctx.Err() == nil {
+		if _, err := d.scan(ctx, d.cfg.ScanWait); err != nil && ctx.Err() == nil {
 			d.log.Warn("engine discovery scan failed", logging.Err(err))
 		}
 	}
@@ -346,12 +394,21 @@ func (d *Discoverer) Run(ctx context.Context) error {
 // changes. It returns the engines known after the pass. The error is about the
 // procfs root; engines that do not answer are not errors.
 func (d *Discoverer) Scan(ctx context.Context) ([]model.Engine, error) {
+	es, err := d.scan(ctx, -1)
+	d.probeWG.Wait()
+	return es, err
+}
+
+// scan is one pass that waits at most wait for the probes in flight (< 0:
+// until they all end).
+func (d *Discoverer) scan(ctx context.Context, wait time.Duration) ([]model.Engine, error) {
 	d.scanMu.Lock()
 	defer d.scanMu.Unlock()
-	if err := d.pass(ctx); err != nil {
-		return d.Engines(), err
+	err := d.pass(ctx, wait)
+	if d.passDone != nil {
+		d.passDone()
 	}
-	return d.Engines(), nil
+	return d.Engines(), err
 }
 
 // probeJob is one socket of one candidate to probe.
@@ -363,7 +420,7 @@ type probeJob struct {
 	err      error
 }
 
-func (d *Discoverer) pass(ctx context.Context) error {
+func (d *Discoverer) pass(ctx context.Context, wait time.Duration) error {
 	d.pidBuf = d.pidBuf[:0]
 	err := d.procs.Refresh(func(pid int, comm []byte) {
 		for i := range d.dets {
@@ -377,8 +434,7 @@ func (d *Discoverer) pass(ctx context.Context) error {
 		return err
 	}
 	now := d.now()
-	var jobs []*probeJob
-	probed := make(map[candKey]bool)
+	var started []*probeBatch
 	for _, pid := range d.pidBuf {
 		_, comm, start, ok := d.procs.Lookup(pid)
 		if !ok {
@@ -390,7 +446,7 @@ func (d *Discoverer) pass(ctx context.Context) error {
 			c = &candidate{det: d.detect(pid, comm)}
 			d.cands[key] = c
 		}
-		if c.det == nil || c.found || now.Before(c.nextTry) {
+		if c.det == nil || c.found || c.probing != nil || now.Before(c.nextTry) {
 			continue
 		}
 		js, err := d.jobsFor(key, c)
@@ -398,33 +454,46 @@ func (d *Discoverer) pass(ctx context.Context) error {
 			d.probeFailed(key, c, now, err)
 			continue
 		}
-		probed[key] = true
-		jobs = append(jobs, js...)
+		c.probing = d.startProbes(ctx, js)
+		started = append(started, c.probing)
 	}
-	d.runProbes(ctx, jobs)
+	waitProbes(ctx, started, wait)
 	if ctx.Err() != nil {
 		return nil
 	}
 
 	results := make(map[candKey][]model.Engine)
-	errs := make(map[candKey][]error)
-	for _, j := range jobs {
-		if j.err != nil {
-			errs[j.key] = append(errs[j.key], j.err)
+	now = d.now()
+	for key, c := range d.cands {
+		b := c.probing
+		if b == nil {
 			continue
 		}
-		for _, e := range j.engines {
-			e.PID = j.key.pid
-			results[j.key] = append(results[j.key], e)
+		select {
+		case <-b.done:
+		default:
+			continue // still probing: a later pass takes its result
 		}
-	}
-	for key := range probed {
-		c := d.cands[key]
+		c.probing = nil
+		var errs []error
+		for _, j := range b.jobs {
+			if j.err != nil {
+				errs = append(errs, j.err)
+				continue
+			}
+			for _, e := range j.engines {
+				e.PID = key.pid
+				results[key] = append(results[key], e)
+			}
+		}
 		if len(results[key]) > 0 {
 			c.found, c.failures = true, 0
 			continue
 		}
-		err := errors.Join(errs[key]...)
+		for _, j := range b.jobs {
+			d.warnNotEngine(key, c, j)
+		}
+		err := errors.Join(errs...)
 		if err == nil {
 			err = errors.New("no listening engine socket")
 		}
@@ -511,28 +580,69 @@ func (d *Discoverer) probeFailed(key candKey, c *candidate, now time.Time, err e
 	d.log.Debug("engine process did not answer; will retry", "pid", key.pid, "process", c.det.comm, "retry_in", wait, logging.Err(err))
 }
 
-// runProbes runs the jobs with at most ProbeConcurrency in flight, each bounded
-// by ProbeTimeout, and returns when all have finished.
-func (d *Discoverer) runProbes(ctx context.Context, jobs []*probeJob) {
-	sem := make(chan struct{}, d.cfg.ProbeConcurrency)
-	var wg sync.WaitGroup
-	for _, j := range jobs {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			j.err = ctx.Err()
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+// startProbes runs the jobs of one candidate in a goroutine of their own,
+// with at most ProbeConcurrency probes in flight across candidates, each
+// bounded by ProbeTimeout. The batch's done is closed when all have
+// finished; ctx ending ends them.
+func (d *Discoverer) startProbes(ctx context.Context, jobs []*probeJob) *probeBatch {
+	b := &probeBatch{jobs: jobs, done: make(chan struct{})}
+	d.probeWG.Add(1)
+	go func() {
+		defer d.probeWG.Done()
+		defer close(b.done)
+		for _, j := range jobs {
+			select {
+			case d.probeSem <- struct{}{}:
+			case <-ctx.Done():
+				j.err = ctx.Err()
+				continue
+			}
 			pctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
-			defer cancel()
 			j.engines, j.err = probeAll(j.det.fams)(pctx, j.endpoint)
-		}()
+			cancel()
+			<-d.probeSem
+		}
+	}()
+	return b
+}
+
+// waitProbes waits until the batches have ended, ctx ends or wait has passed
+// (wait < 0: no limit). Batches of earlier passes are not waited for: a
+// pass takes their results when they are there.
+func waitProbes(ctx context.Context, batches []*probeBatch, wait time.Duration) {
+	var timeout <-chan time.Time
+	if wait >= 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
 	}
-	wg.Wait()
+	for _, b := range batches {
+		select {
+		case <-b.done:
+		case <-ctx.Done():
+			return
+		case <-timeout:
+			return
+		}
+	}
+}
+
+// warnNotEngine says, once per process and socket, that a socket of an
+// engine process did not answer as an engine: it accepted and said nothing
+// within ProbeTimeout, or answered something else (a process named like an
+// engine listening on docker.sock). The retries go on at Debug level.
+func (d *Discoverer) warnNotEngine(key candKey, c *candidate, j *probeJob) {
+	if j.err == nil || errors.Is(j.err, context.Canceled) || slices.Contains(c.warned, j.endpoint) {
+		return
+	}
+	c.warned = append(c.warned, j.endpoint)
+	reason := "answered, but not as an engine"
+	if errors.Is(j.err, context.DeadlineExceeded) || errors.Is(j.err, syscall.ETIMEDOUT) {
+		reason = "accepted and did not answer within the probe timeout"
+	}
+	d.log.Warn("socket of an engine process does not answer as an engine; retrying in the background",
+		"pid", key.pid, "process", c.det.comm, "socket", j.endpoint, "reason", reason,
+		"probe_timeout", d.cfg.ProbeTimeout, logging.Err(j.err))
 }
 
 // merge folds probe results into the engine set, prunes engines whose process
@@ -547,6 +657,16 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 		for _, e := range es {
 			if r, ok := d.aliasLocked(e); ok {
 				e.ID = r.e.ID
+			}
+			if r, ok := d.engines[e.ID]; ok && d.otherLiveEngineLocked(r, key, e) {
+				// Two engine processes, both running, answer with one ID
+				// on two sockets: a second dockerd started with another
+				// --data-root shares /etc/docker/key.json, the source of
+				// Docker's ID. They are two engines: the second is told
+				// apart by its endpoint.
+				d.log.Warn("two engine processes answer with the same engine ID; the later one is named after its endpoint",
+					append(e.LogAttrs(), "pid", e.PID, "other_pid", r.e.PID, "other_endpoint", r.e.Endpoint)...)
+				e.ID += "@" + e.Endpoint
 			}
 			if r, ok := d.engines[e.ID]; ok {
 				if r.proc != key || r.e.PID != e.PID {

@@ -589,3 +589,53 @@ func nextChange(t *testing.T, sub *Subscription) Change {
 	}
 	return Change{}
 }
+
+// TestTwoEnginesAnsweringWithOneIDAreTwoEngines runs the fake tree's two
+// dockerd processes (the host's and the one nested in a container), both
+// answering with one engine ID, as two dockerds sharing
+// /etc/docker/key.json do: both must be known, under two IDs, and a rescan
+// changes nothing.
+func TestTwoEnginesAnsweringWithOneIDAreTwoEngines(t *testing.T) {
+	root := t.TempDir()
+	writeNestedTree(t, root)
+	fe := newFakeEngines()
+	fams := fe.families()
+	for i := range fams {
+		if fams[i].Name == "docker" {
+			fams[i].Probe = func(_ context.Context, endpoint string) ([]model.Engine, error) {
+				return []model.Engine{{ID: "SAME:KEY", Type: model.Docker, Version: "1", Endpoint: endpoint}}, nil
+			}
+		}
+	}
+	d, err := New(Config{ProcRoot: root}, fams, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := d.Subscribe()
+	defer sub.Close()
+	engines, err := d.Scan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range engines {
+		if e.Type == model.Docker {
+			ids = append(ids, e.ID)
+			if e.ID != "SAME:KEY" && e.ID != "SAME:KEY@"+e.Endpoint {
+				t.Errorf("engine ID %q at %s, want SAME:KEY or SAME:KEY@%s", e.ID, e.Endpoint, e.Endpoint)
+			}
+		}
+	}
+	if len(ids) != 2 || ids[0] == ids[1] {
+		t.Fatalf("docker engines %v, want two distinct", ids)
+	}
+	for len(sub.C()) > 0 {
+		<-sub.C()
+	}
+	if _, err := d.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sub.C()); n != 0 {
+		t.Errorf("a rescan published %d changes, want none", n)
+	}
+}

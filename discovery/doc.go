@@ -19,7 +19,14 @@
 //
 // The Discoverer rescans on an interval, probes only new processes, retries
 // failed probes with backoff, prunes engines whose process is gone and publishes
-// found/lost/updated changes to subscribers without ever blocking.
+// found/lost/updated changes to subscribers without ever blocking. Probes run
+// in the background (Config.ProbeTimeout, 30 s): a scan of Run waits at most
+// Config.ScanWait (2 s) for them and a later scan takes the results of the
+// slow ones, so a socket that accepts and never answers stalls neither the
+// scans nor the other engines. A socket of an engine process that does not
+// answer as an engine (it hangs, or something else listens on a docker.sock
+// under an engine's process name) is warned about once per process and
+// socket; its retries are logged at Debug.
 //
 // It knows no engine API (the engine packages do), does not watch containers
 // (package watch does), activate socket units

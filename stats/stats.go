@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -100,7 +101,15 @@ type SamplerConfig struct {
 	// MaxOpenFiles bounds the cgroup and procfs files kept open between
 	// samples (see Reader): 0 means DefaultMaxOpenFiles, negative keeps none.
 	MaxOpenFiles int
+	// FallbackTimeout bounds each Fallback call (default
+	// DefaultFallbackTimeout): an engine that accepts and does not answer
+	// (stopped with SIGSTOP, wedged) costs one worker that long, not the
+	// whole sample.
+	FallbackTimeout time.Duration
 }
+
+// DefaultFallbackTimeout is SamplerConfig.FallbackTimeout's default.
+const DefaultFallbackTimeout = 5 * time.Second
 
 // Sampler samples containers and keeps what it needs between samples (the
 // located cgroup and the previous CPU time, per container). Sample must not be
@@ -108,6 +117,7 @@ type SamplerConfig struct {
 type Sampler struct {
 	reader   *Reader
 	fallback func(string) Fallback
+	fbWait   time.Duration
 	log      *slog.Logger
 	workers  int
 	bufs     sync.Pool
@@ -152,6 +162,7 @@ func NewSampler(cfg SamplerConfig, log *slog.Logger) *Sampler {
 	s := &Sampler{
 		reader:   newReader(cfg),
 		fallback: cfg.Fallback,
+		fbWait:   cmp.Or(max(cfg.FallbackTimeout, 0), DefaultFallbackTimeout),
 		log:      log,
 		workers:  w,
 		state:    make(map[model.ContainerKey]*containerState),
@@ -269,7 +280,9 @@ func (s *Sampler) sampleOne(ctx context.Context, c *model.Container, st *contain
 			}
 			return cgErr
 		}
-		fs, err := fb.Stats(ctx, *c)
+		fctx, cancel := context.WithTimeout(ctx, s.fbWait)
+		fs, err := fb.Stats(fctx, *c)
+		cancel()
 		if err != nil {
 			return errors.Join(fmt.Errorf("container %s: engine stats: %w", c.ID, err), cgErr)
 		}
