@@ -90,7 +90,8 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	var err error
 	a.disc, err = discovery.New(discovery.Config{
 		ProcRoot: cfg.Discovery.ProcRoot,
-		Interval: cfg.Discovery.Interval.Std(),
+		Interval:    cfg.Discovery.Interval.Std(),
+		GracePeriod: cfg.Discovery.GracePeriod.Std(),
 	}, opts.Families, a.store, opts.Log.With("part", "discovery"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: discovery: %w", config.ErrInvalid, err)
