@@ -89,7 +89,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	a.store = model.NewStore(opts.Log.With("part", "model"))
 	var err error
 	a.disc, err = discovery.New(discovery.Config{
-		ProcRoot: cfg.Discovery.ProcRoot,
+		ProcRoot:    cfg.Discovery.ProcRoot,
 		Interval:    cfg.Discovery.Interval.Std(),
 		GracePeriod: cfg.Discovery.GracePeriod.Std(),
 	}, opts.Families, a.store, opts.Log.With("part", "discovery"))
