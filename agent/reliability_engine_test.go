@@ -206,9 +206,10 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 	for _, p := range []*enginetest.Private{docker, ctrd, podman} {
 		waitEngine(t, a, p.Sock, false, time.Second) // still known, not lost
 	}
-	restarted := time.Now()
+	restarted := map[string]time.Time{} // when each engine answered again
 	for _, p := range []*enginetest.Private{docker, ctrd, podman} {
 		p.Start()
+		restarted[p.Kind] = time.Now()
 	}
 	t.Logf("engines down for %s, back after %s", gap, time.Since(down).Round(time.Second))
 
@@ -230,7 +231,7 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 				continue
 			}
 			if _, ok := recovered[c.engine.Kind]; !ok && c.dies {
-				recovered[c.engine.Kind] = time.Since(restarted)
+				recovered[c.engine.Kind] = time.Since(restarted[c.engine.Kind])
 			}
 		}
 		return all
@@ -278,7 +279,7 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 		if n != 1 {
 			t.Errorf("the %s was found %d times, want once", p.Kind, n)
 		}
-		t.Logf("%s: down %s, every missed death exported %s after it came back", p.Kind, gap, recovered[p.Kind].Round(100*time.Millisecond))
+		t.Logf("%s: down %s, every missed death at the collector %s after it answered again (polled every 250 ms)", p.Kind, gap, recovered[p.Kind].Round(100*time.Millisecond))
 	}
 	if n := lb.Count("engine lost"); n != 0 {
 		t.Errorf("agent logged %d engine lost lines", n)

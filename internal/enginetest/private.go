@@ -96,7 +96,16 @@ func StartPrivateDockerd(t testing.TB, containerdSock string) *Private {
 	t.Helper()
 	dir := privateDir(t, "dockerd")
 	sock := filepath.Join(dir, "docker.sock")
+	// Docker 20.10's daemon ID is derived from the trust key, by default
+	// /etc/docker/key.json, shared by every dockerd of the host: a key of
+	// its own gives this one an identity of its own (and keeps the host's
+	// daemon.json out).
+	conf := filepath.Join(dir, "daemon.json")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`{"deprecated-key-path": %q}`, filepath.Join(dir, "key.json"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p := &Private{t: t, Kind: "dockerd", Dir: dir, Sock: sock, netns: true, argv: []string{"dockerd",
+		"--config-file", conf,
 		"--host", "unix://" + sock,
 		"--data-root", filepath.Join(dir, "data"),
 		"--exec-root", filepath.Join(dir, "exec"),
@@ -327,9 +336,16 @@ func (p *Private) cleanup() {
 	if out, err := exec.Command("sh", "-c", "awk '{print $5}' /proc/self/mountinfo | grep '^"+p.Dir+"/' | sort -r | xargs -r umount -l").CombinedOutput(); err != nil {
 		p.t.Logf("unmount under %s: %v: %s", p.Dir, err, out)
 	}
-	if err := os.RemoveAll(p.Dir); err != nil {
-		p.t.Logf("remove private %s dir: %v", p.Kind, err)
+	// podman's conmon runs `podman container cleanup` as a container
+	// ends, which may still be writing under the root for a moment.
+	var err error
+	for range 50 {
+		if err = os.RemoveAll(p.Dir); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
+	p.t.Logf("remove private %s dir: %v", p.Kind, err)
 }
 
 func tail(s string, n int) string {
