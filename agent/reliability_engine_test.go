@@ -224,17 +224,18 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 	}
 	recovered := map[string]time.Duration{}
 	col.WaitLogs(t, 3*time.Minute, func(l *testbed.Logs) bool {
-		all := true
+		missing := map[string]bool{}
 		for _, c := range cs {
 			if c.dies && len(countEvents(l, "container.die", c.id)) == 0 {
-				all = false
-				continue
+				missing[c.engine.Kind] = true
 			}
-			if _, ok := recovered[c.engine.Kind]; !ok && c.dies {
+		}
+		for _, c := range cs {
+			if _, ok := recovered[c.engine.Kind]; !ok && !missing[c.engine.Kind] {
 				recovered[c.engine.Kind] = time.Since(restarted[c.engine.Kind])
 			}
 		}
-		return all
+		return len(missing) == 0
 	})
 	for _, p := range []*enginetest.Private{docker, ctrd, podman} {
 		waitEngine(t, a, p.Sock, true, time.Minute)
@@ -279,7 +280,7 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 		if n != 1 {
 			t.Errorf("the %s was found %d times, want once", p.Kind, n)
 		}
-		t.Logf("%s: down %s, every missed death at the collector %s after it answered again (polled every 250 ms)", p.Kind, gap, recovered[p.Kind].Round(100*time.Millisecond))
+		t.Logf("%s: down %s, every missed death at the collector %s after it answered again (polled every 100 ms)", p.Kind, gap, recovered[p.Kind].Round(100*time.Millisecond))
 	}
 	if n := lb.Count("engine lost"); n != 0 {
 		t.Errorf("agent logged %d engine lost lines", n)
