@@ -95,8 +95,9 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
 	}
 	a.disc, err = discovery.New(discovery.Config{
-		ProcRoot: cfg.Discovery.ProcRoot,
-		Interval: cfg.Discovery.Interval.Std(),
+		ProcRoot:    cfg.Discovery.ProcRoot,
+		Interval:    cfg.Discovery.Interval.Std(),
+		GracePeriod: cfg.Discovery.GracePeriod.Std(),
 	}, opts.Families, a.store, opts.Log.With("part", "discovery"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: discovery: %w", config.ErrInvalid, err)

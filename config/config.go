@@ -64,6 +64,12 @@ type Discovery struct {
 	Interval Duration `yaml:"interval"`
 	// ProcRoot is the procfs mount to read (a host /proc mounted elsewhere works).
 	ProcRoot string `yaml:"proc_root"`
+	// GracePeriod is how long an engine whose process went away stays known
+	// (agentd.engine.up 0, its watcher reconnecting) before it is lost and
+	// its containers are pruned. An engine back within it (same socket, same
+	// identity) is the same engine: its watcher resyncs and reports exactly
+	// the transitions it missed. It must be longer than the scan interval.
+	GracePeriod Duration `yaml:"grace_period"`
 }
 
 // Activation configures systemd socket activation of engines.
@@ -146,7 +152,7 @@ func Default() Config {
 	return Config{
 		Export:    Export{Interval: Duration(10 * time.Second)},
 		Events:    Events{FlushInterval: Duration(time.Second)},
-		Discovery: Discovery{Interval: Duration(5 * time.Second), ProcRoot: "/proc"},
+		Discovery: Discovery{Interval: Duration(5 * time.Second), ProcRoot: "/proc", GracePeriod: Duration(5 * time.Minute)},
 		Activation: Activation{
 			Enabled: true,
 		},
@@ -231,6 +237,9 @@ func (c Config) Validate() error {
 	}
 	if c.Discovery.Interval.Std() < 100*time.Millisecond {
 		bad("discovery.interval", c.Discovery.Interval.Std(), "must be at least 100ms")
+	}
+	if g := c.Discovery.GracePeriod.Std(); g <= c.Discovery.Interval.Std() || g > 24*time.Hour {
+		bad("discovery.grace_period", g, "must be longer than discovery.interval and at most 24h")
 	}
 	if c.Discovery.ProcRoot == "" || !filepath.IsAbs(c.Discovery.ProcRoot) {
 		bad("discovery.proc_root", c.Discovery.ProcRoot, "must be an absolute path")

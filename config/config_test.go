@@ -41,6 +41,12 @@ func TestParse(t *testing.T) {
 		{name: "a unix socket endpoint is accepted", yaml: "export:\n  endpoint: unix:///run/otel.sock\n"},
 		{name: "a unix socket endpoint must be absolute", yaml: "export:\n  endpoint: unix://run/otel.sock\n", wantErr: []string{"export.endpoint", "unix:///absolute/path"}},
 		{name: "an unknown endpoint scheme is refused", yaml: "export:\n  endpoint: grpc://x:4317\n", wantErr: []string{"export.endpoint", "grpc://x:4317"}},
+		{name: "a grace period no longer than the scan interval is refused", yaml: "discovery:\n  interval: 5s\n  grace_period: 5s\n", wantErr: []string{"discovery.grace_period", "5s"}},
+		{name: "a grace period is read", yaml: "discovery:\n  grace_period: 10m\n", check: func(t *testing.T, c Config) {
+			if c.Discovery.GracePeriod.Std() != 10*time.Minute {
+				t.Fatalf("grace period %s, want 10m", c.Discovery.GracePeriod.Std())
+			}
+		}},
 		{name: "a relative proc root is refused", yaml: "discovery:\n  proc_root: proc\n", wantErr: []string{"discovery.proc_root"}},
 	}
 	for _, tt := range tests {

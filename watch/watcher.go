@@ -26,6 +26,11 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// InspectConcurrency bounds concurrent Inspect calls during a list (default 8).
 	InspectConcurrency int
+	// CallTimeout bounds every call a watcher makes to its engine (subscribe,
+	// list, inspect; not the wait for the next event, which may rightly be
+	// long) so that an engine that accepts and never answers cannot wedge the
+	// watcher: the call fails and the watcher reconnects (default 60 s).
+	CallTimeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -40,6 +45,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.InspectConcurrency <= 0 {
 		o.InspectConcurrency = 8
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = 60 * time.Second
 	}
 	return o
 }
@@ -166,7 +174,19 @@ func (w *Watcher) Run(ctx context.Context) error {
 // session subscribes, lists, reconciles and then applies events until the
 // stream fails or ctx ends. good is called after each event received.
 func (w *Watcher) session(ctx context.Context, good func()) error {
+	// The stream lives as long as the session, so Subscribe cannot take a
+	// context with a deadline: a timer cancels the session instead when the
+	// engine does not answer in time.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	t := time.AfterFunc(w.opts.CallTimeout, func() { cancel(errCallTimeout) })
 	st, err := w.adapter.Subscribe(ctx)
+	if !t.Stop() {
+		if err == nil {
+			_ = st.Close()
+		}
+		return fmt.Errorf("subscribe: %w after %s", errCallTimeout, w.opts.CallTimeout)
+	}
 	if err != nil {
 		return err
 	}
@@ -175,8 +195,13 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 			w.log.Debug("closing event stream", logging.Err(err))
 		}
 	}()
-	list, err := w.adapter.List(ctx)
+	lctx, lcancel := context.WithTimeoutCause(ctx, w.opts.CallTimeout, errCallTimeout)
+	list, err := w.adapter.List(lctx)
+	lcancel()
 	if err != nil {
+		if errors.Is(context.Cause(lctx), errCallTimeout) && ctx.Err() == nil {
+			return fmt.Errorf("list: %w after %s: %w", errCallTimeout, w.opts.CallTimeout, err)
+		}
 		return err
 	}
 	w.reconcile(list, w.syncs.Load() > 0)
@@ -209,6 +234,10 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 		}
 	}
 }
+
+// errCallTimeout is the cause of a call to the engine that took longer than
+// Options.CallTimeout.
+var errCallTimeout = errors.New("engine did not answer")
 
 func (w *Watcher) key(ns, id string) model.ContainerKey {
 	return model.ContainerKey{EngineID: w.engine.ID, Namespace: ns, ID: id}
@@ -371,8 +400,13 @@ func (w *Watcher) inspect(ctx context.Context, ch engine.Change) (model.Containe
 		// containerd IDs are unique only within a namespace.
 		id = ch.Namespace + "/" + id
 	}
-	c, err := w.adapter.Inspect(ctx, id)
+	ictx, cancel := context.WithTimeoutCause(ctx, w.opts.CallTimeout, errCallTimeout)
+	defer cancel()
+	c, err := w.adapter.Inspect(ictx, id)
 	if err != nil {
+		if errors.Is(context.Cause(ictx), errCallTimeout) && ctx.Err() == nil {
+			return model.Container{}, fmt.Errorf("inspect %s: %w after %s: %w", id, errCallTimeout, w.opts.CallTimeout, err)
+		}
 		return model.Container{}, err
 	}
 	c.Namespace = ch.Namespace
