@@ -77,7 +77,7 @@ func TestContainerResourceUnderTheTruncationRules(t *testing.T) {
 		},
 		{
 			name: "label values beyond 16 KiB in all are dropped",
-			c: model.Container{ID: "c5", Labels: map[string]string{"a": big, "b": big, "c": big, "d": big, "e": big}},
+			c:    model.Container{ID: "c5", Labels: map[string]string{"a": big, "b": big, "c": big, "d": big, "e": big}},
 			// Four values of 4096 bytes fill 16 KiB exactly; the fifth is dropped.
 			labels:  4,
 			dropped: 1,
