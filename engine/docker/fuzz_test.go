@@ -21,3 +21,7 @@ func FuzzDockerAnswers(f *testing.F) {
 		enginetest.Exercise(t, docker.Family(), sock)
 	})
 }
+
+func TestDockerAdapterRefusesAnswersPastTheBounds(t *testing.T) {
+	enginetest.CheckAnswerBounds(t, docker.Family())
+}

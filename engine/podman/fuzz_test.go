@@ -21,3 +21,7 @@ func FuzzPodmanAnswers(f *testing.F) {
 		enginetest.Exercise(t, podman.Family(), sock)
 	})
 }
+
+func TestPodmanAdapterRefusesAnswersPastTheBounds(t *testing.T) {
+	enginetest.CheckAnswerBounds(t, podman.Family())
+}

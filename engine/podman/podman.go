@@ -164,7 +164,7 @@ func (s *podmanStream) read(ctx context.Context, p *Adapter, pathQuery string) {
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	sc.Buffer(make([]byte, 0, 64<<10), unixhttp.MaxLine)
 	for sc.Scan() {
 		line := sc.Bytes()
 		if len(strings.TrimSpace(string(line))) == 0 {
@@ -179,8 +179,11 @@ func (s *podmanStream) read(ctx context.Context, p *Adapter, pathQuery string) {
 		}
 	}
 	err = sc.Err()
-	if err == nil {
+	switch {
+	case err == nil:
 		err = io.EOF
+	case errors.Is(err, bufio.ErrTooLong):
+		err = fmt.Errorf("event line longer than %d bytes: %w", unixhttp.MaxLine, err)
 	}
 	fail(err)
 }

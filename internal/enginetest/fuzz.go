@@ -204,3 +204,40 @@ func Exercise(t testing.TB, f engine.Family, endpoint string) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// CheckAnswerBounds serves family f's adapter a container list past
+// unixhttp.MaxAnswer and an event line past unixhttp.MaxLine (both JSON
+// that would parse if read whole) and fails t unless List and the event
+// stream fail with an error naming the endpoint and the bound.
+func CheckAnswerBounds(t *testing.T, f engine.Family) {
+	t.Helper()
+	huge := `"` + strings.Repeat("x", 17<<20) + `"`
+	sock := ServeHTTP(t, HTTPAnswers{
+		List:   []byte(`[{"Id":` + huge + `}]`),
+		Events: []byte(`{"Type":"container","Action":"start","Actor":{"ID":` + `"` + strings.Repeat("y", 2<<20) + `"}}` + "\n"),
+	})
+	a, err := f.NewAdapter(model.Engine{ID: "bounds", Type: f.Types[0], Endpoint: sock}, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := a.(io.Closer); ok {
+		defer c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want := func(what string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), sock) || !strings.Contains(err.Error(), "longer than") {
+			t.Errorf("%s %s past the bound: got %v, want an error naming %s and the bound", f.Name, what, err, sock)
+		}
+	}
+	_, err = a.List(ctx)
+	want("list", err)
+	st, err := a.Subscribe(ctx)
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	defer st.Close()
+	_, err = st.Next(ctx)
+	want("event", err)
+}

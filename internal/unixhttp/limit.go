@@ -51,33 +51,43 @@ func (l *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// limitBody counts the bytes read (since the last newline when lines is set)
-// and fails once they pass max.
+// limitBody counts the bytes read (since the last newline when lines is
+// set) and fails the read that passes max, and every read after it.
 type limitBody struct {
-	rc    io.ReadCloser
-	path  string
-	max   int64
-	lines bool
-	n     int64
+	rc     io.ReadCloser
+	path   string
+	max    int64
+	lines  bool
+	n      int64
+	failed bool
 }
 
 func (b *limitBody) Read(p []byte) (int, error) {
-	if b.n > b.max {
+	if b.failed {
 		return 0, b.tooLarge()
 	}
 	n, err := b.rc.Read(p)
-	if b.lines {
-		if i := bytes.LastIndexByte(p[:n], '\n'); i >= 0 {
-			b.n = int64(n - i - 1)
-		} else {
-			b.n += int64(n)
-		}
-	} else {
+	if !b.lines {
 		b.n += int64(n)
+	} else {
+		for rest := p[:n]; ; {
+			i := bytes.IndexByte(rest, '\n')
+			if i < 0 {
+				b.n += int64(len(rest))
+				break
+			}
+			if b.n+int64(i) > b.max {
+				b.n += int64(i)
+				break
+			}
+			b.n, rest = 0, rest[i+1:]
+		}
 	}
 	if b.n > b.max {
-		// Hand over what was read; the next Read fails.
-		return n, nil
+		// Fail this very read: a decoder that already holds a whole value
+		// would not ask again.
+		b.failed = true
+		return 0, b.tooLarge()
 	}
 	return n, err
 }
