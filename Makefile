@@ -16,8 +16,12 @@ GOTEST_FLAGS ?=
 # Integration tests share the testbed's engines and systemd host: packages run
 # one at a time (-p 1) after their test binaries were compiled in parallel.
 TEST_PKGS ?= ./...
+# make fuzz: how long each fuzz target runs, and the flags of each run (one
+# worker: the machine is shared; a short minimisation of new inputs).
+FUZZTIME ?= 30s
+FUZZ_FLAGS ?= -parallel 1 -fuzzminimizetime 10s
 
-.PHONY: help build run test unit testbed testbed-down lint tidy-check bench bench-go package clean
+.PHONY: help build run test unit fuzz testbed testbed-down lint tidy-check bench bench-go package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +38,14 @@ test: testbed lint tidy-check ## provision the testbed if missing, lint, run eve
 
 unit: ## only the tests that need no testbed (integration tests skip outside CI)
 	$(GO) test -race -short ./...
+
+fuzz: ## run every fuzz target (func Fuzz* in *_test.go) for FUZZTIME each (default 30s), one after the other
+	@set -e; for d in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for t in $$(grep -h '^func Fuzz' $$d/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "== $$d $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $(FUZZ_FLAGS) $$d; \
+		done; \
+	done
 
 testbed: ## provision the testbed: engines, images, systemd host, collector (idempotent)
 	bash testbed/up.sh

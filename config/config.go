@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -165,11 +166,15 @@ func Default() Config {
 // callers can map it to exit code 2.
 var ErrInvalid = errors.New("invalid configuration")
 
+// MaxFileSize bounds the configuration file: a larger file is refused
+// before it is read into memory.
+const MaxFileSize = 1 << 20
+
 // Load reads path over the defaults. A missing file at the default path is not
 // an error (the embedded defaults apply); a missing file named explicitly is.
 func Load(path string, explicit bool) (Config, error) {
 	cfg := Default()
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) && !explicit {
 			return cfg, nil
@@ -180,10 +185,30 @@ func Load(path string, explicit bool) (Config, error) {
 	return cfg, err
 }
 
+// readFile reads path, refusing a file of more than MaxFileSize bytes.
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("%s: file larger than %d bytes", path, MaxFileSize)
+	}
+	return data, nil
+}
+
 // Parse decodes data (read from file, used in messages) over the defaults and validates it.
 func Parse(file string, data []byte) (Config, error) {
 	cfg := Default()
 	cfg.file = file
+	if len(data) > MaxFileSize {
+		return cfg, fmt.Errorf("%w: %s: %d bytes, more than %d", ErrInvalid, file, len(data), MaxFileSize)
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return cfg, fmt.Errorf("%w: %s: %v", ErrInvalid, file, err)

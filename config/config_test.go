@@ -99,12 +99,3 @@ func TestLoad(t *testing.T) {
 		}
 	})
 }
-
-func FuzzParse(f *testing.F) {
-	f.Add([]byte("export:\n  interval: 10s\n"))
-	f.Add([]byte("filters: {exclude_images: ['[']}"))
-	f.Add([]byte("- a\n- b\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = Parse("fuzz.yaml", data)
-	})
-}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -241,4 +242,28 @@ func DialGRPC(endpoint string, opts ...grpc.DialOption) (*grpc.ClientConn, error
 		grpc.WithContextDialer(dial),
 	}, opts...)
 	return grpc.NewClient("unix://"+endpoint, opts...)
+}
+
+// ErrBadAnswer is wrapped by an adapter's error for an engine answer that
+// parsed but cannot be right: a container without an ID, a negative PID.
+var ErrBadAnswer = errors.New("bad answer")
+
+// CheckID refuses an empty container ID, to be asked for or received.
+func CheckID(id string) error {
+	if id == "" {
+		return fmt.Errorf("empty container ID: %w", ErrBadAnswer)
+	}
+	return nil
+}
+
+// CheckContainer refuses a container an engine described with an empty ID
+// or a negative PID; the error names the field and its value.
+func CheckContainer(c model.Container) error {
+	if c.ID == "" {
+		return fmt.Errorf("container %q without an ID: %w", c.Name, ErrBadAnswer)
+	}
+	if c.PID < 0 {
+		return fmt.Errorf("container %s: negative PID %d: %w", c.ID, c.PID, ErrBadAnswer)
+	}
+	return nil
 }

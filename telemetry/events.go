@@ -70,7 +70,7 @@ func (em *eventEmitter) emit(ctx context.Context, ev *model.Event, engine *model
 		c := ev.Container
 		key := keyOf(engine, c)
 		l = em.logger("c/"+c.EngineID+"/"+c.Namespace+"/"+c.ID, key, func() *resource.Resource { return ContainerResource(em.host, engine, c, em.cfg.labelAllowed) })
-		name := c.Name
+		name := limitString(c.Name)
 		if name == "" {
 			name = shortID(c.ID)
 		}

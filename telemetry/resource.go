@@ -96,23 +96,24 @@ func EngineResource(h Host, e *model.Engine) *resource.Resource {
 // key is exported.
 func ContainerResource(h Host, e *model.Engine, c *model.Container, allow func(string) bool) *resource.Resource {
 	kv := make([]attribute.KeyValue, 0, 20)
-	kv = append(kv, semconv.ContainerID(c.ID))
-	if c.Name != "" {
-		kv = append(kv, semconv.ContainerName(c.Name))
+	kv = append(kv, semconv.ContainerID(limitString(c.ID)))
+	if v := limitString(c.Name); v != "" {
+		kv = append(kv, semconv.ContainerName(v))
 	}
-	if c.ImageName != "" {
-		kv = append(kv, semconv.ContainerImageName(c.ImageName))
+	if v := limitString(c.ImageName); v != "" {
+		kv = append(kv, semconv.ContainerImageName(v))
 	}
-	if len(c.ImageTags) > 0 {
-		kv = append(kv, semconv.ContainerImageTags(c.ImageTags...))
+	if tags := limitStrings(c.ImageTags); len(tags) > 0 {
+		kv = append(kv, semconv.ContainerImageTags(tags...))
 	}
-	if c.ImageID != "" {
-		kv = append(kv, semconv.ContainerImageID(c.ImageID))
+	if v := limitString(c.ImageID); v != "" {
+		kv = append(kv, semconv.ContainerImageID(v))
 	}
-	if c.Namespace != "" {
-		kv = append(kv, attribute.String(AttrContainerdNamespace, c.Namespace))
+	if v := limitString(c.Namespace); v != "" {
+		kv = append(kv, attribute.String(AttrContainerdNamespace, v))
 	}
 	kv = k8sAttrs(kv, e, c)
+	kv = engineAttrs(kv, e)
 	if allow != nil && len(c.Labels) > 0 {
 		keys := make([]string, 0, len(c.Labels))
 		for k := range c.Labels {
@@ -121,11 +122,12 @@ func ContainerResource(h Host, e *model.Engine, c *model.Container, allow func(s
 			}
 		}
 		sort.Strings(keys)
-		for _, k := range keys {
-			kv = append(kv, semconv.ContainerLabel(k, c.Labels[k]))
+		labels, dropped := limitLabels(keys, c.Labels, len(kv)+len(h.attrs(nil)))
+		kv = append(kv, labels...)
+		if dropped > 0 {
+			kv = append(kv, attribute.Int(AttrLabelsDropped, dropped))
 		}
 	}
-	kv = engineAttrs(kv, e)
 	return resource.NewWithAttributes(semconv.SchemaURL, h.with(kv)...)
 }
 
@@ -144,19 +146,19 @@ const (
 // the container-name label is named by its CRI metadata, which is its name.
 func k8sAttrs(kv []attribute.KeyValue, e *model.Engine, c *model.Container) []attribute.KeyValue {
 	if v := c.Labels[labelK8sPodName]; v != "" {
-		kv = append(kv, semconv.K8SPodName(v))
+		kv = append(kv, semconv.K8SPodName(limitString(v)))
 	}
 	if v := c.Labels[labelK8sPodUID]; v != "" {
-		kv = append(kv, semconv.K8SPodUID(v))
+		kv = append(kv, semconv.K8SPodUID(limitString(v)))
 	}
 	if v := c.Labels[labelK8sNamespace]; v != "" {
-		kv = append(kv, semconv.K8SNamespaceName(v))
+		kv = append(kv, semconv.K8SNamespaceName(limitString(v)))
 	}
 	switch v := c.Labels[labelK8sContainerName]; {
 	case v != "":
-		kv = append(kv, semconv.K8SContainerName(v))
+		kv = append(kv, semconv.K8SContainerName(limitString(v)))
 	case (e.Type == model.CRI || e.Type == model.CRIO) && c.Name != "":
-		kv = append(kv, semconv.K8SContainerName(c.Name))
+		kv = append(kv, semconv.K8SContainerName(limitString(c.Name)))
 	}
 	return kv
 }

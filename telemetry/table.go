@@ -159,5 +159,7 @@ func MetricsDoc() string {
 	}
 	fmt.Fprintf(&b, "\nRecord attributes: `%s` (int, on die/stop), `%s` (string, when known), `%s` (bool, on die and oom), `%s` (bool, event synthesised after a reconnect).\n",
 		AttrExitCode, AttrSignal, AttrOOMKilled, AttrResync)
+	b.WriteString("\n")
+	b.WriteString(truncationDoc())
 	return b.String()
 }

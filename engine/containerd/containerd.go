@@ -150,8 +150,8 @@ func (a *Adapter) List(ctx context.Context) ([]model.Container, error) {
 	for _, ns := range nss {
 		cs, err := a.listNamespace(ctx, ns, nil)
 		if err != nil {
+			// The containers that did answer are kept.
 			errs = append(errs, err)
-			continue
 		}
 		for _, c := range cs {
 			seen[ns+"/"+c.ID] = true
@@ -168,6 +168,9 @@ func (a *Adapter) List(ctx context.Context) ([]model.Container, error) {
 // looked up in every namespace (the first namespace in name order that has it
 // wins).
 func (a *Adapter) Inspect(ctx context.Context, id string) (model.Container, error) {
+	if err := engine.CheckID(id); err != nil {
+		return model.Container{}, fmt.Errorf("containerd at %s: inspect container: %w", a.endpoint, err)
+	}
 	if ns, cid, ok := strings.Cut(id, "/"); ok {
 		return a.InspectNamespaced(ctx, ns, cid)
 	}
@@ -188,8 +191,11 @@ func (a *Adapter) Inspect(ctx context.Context, id string) (model.Container, erro
 // InspectNamespaced returns container id of namespace ns, or an error wrapping
 // engine.ErrNotFound.
 func (a *Adapter) InspectNamespaced(ctx context.Context, ns, id string) (model.Container, error) {
+	if err := engine.CheckID(id); err != nil {
+		return model.Container{}, fmt.Errorf("containerd at %s: inspect container in namespace %s: %w", a.endpoint, ns, err)
+	}
 	cs, err := a.listNamespace(ctx, ns, []string{"id==" + id})
-	if err != nil {
+	if err != nil && len(cs) == 0 {
 		return model.Container{}, err
 	}
 	if len(cs) == 0 {
@@ -274,12 +280,17 @@ func (a *Adapter) listNamespace(ctx context.Context, ns string, filters []string
 	}
 	imageIDs := a.imageDigests(nctx, ns, recs)
 	out := make([]model.Container, 0, len(recs))
+	var errs []error
 	for _, r := range recs {
 		c := containerdContainer(a.engine.ID, ns, r, tasks[r.GetID()], imageIDs[r.GetImage()])
+		if err := engine.CheckContainer(c); err != nil {
+			errs = append(errs, fmt.Errorf("containerd at %s: namespace %s: %w", a.endpoint, ns, err))
+			continue
+		}
 		a.applyExitMemory(&c, tasks[r.GetID()] != nil)
 		out = append(out, c)
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 // imageDigests looks up the image ID of every image the containers use: the

@@ -198,7 +198,12 @@ func (a *Adapter) List(ctx context.Context) ([]model.Container, error) {
 				errs[i] = fmt.Errorf("cri at %s: container %s: status: %w", a.endpoint, c.GetId(), err)
 				st = nil
 			}
-			out[i] = criContainer(a.engine.ID, c, st, pods[c.GetPodSandboxId()])
+			m := criContainer(a.engine.ID, c, st, pods[c.GetPodSandboxId()])
+			if err := engine.CheckContainer(m); err != nil {
+				errs[i] = errors.Join(errs[i], fmt.Errorf("cri at %s: list containers: %w", a.endpoint, err))
+				return
+			}
+			out[i] = m
 			keep[i] = true
 		}()
 	}
@@ -214,6 +219,9 @@ func (a *Adapter) List(ctx context.Context) ([]model.Container, error) {
 
 // Inspect returns one container, or an error wrapping engine.ErrNotFound.
 func (a *Adapter) Inspect(ctx context.Context, id string) (model.Container, error) {
+	if err := engine.CheckID(id); err != nil {
+		return model.Container{}, fmt.Errorf("cri at %s: inspect container: %w", a.endpoint, err)
+	}
 	notFound := fmt.Errorf("cri at %s: container %s: %w", a.endpoint, id, engine.ErrNotFound)
 	cl, err := a.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: id}})
 	if err != nil {
@@ -247,7 +255,11 @@ func (a *Adapter) Inspect(ctx context.Context, id string) (model.Container, erro
 			}
 		}
 	}
-	return criContainer(a.engine.ID, c, st, pod), nil
+	m := criContainer(a.engine.ID, c, st, pod)
+	if err := engine.CheckContainer(m); err != nil {
+		return model.Container{}, fmt.Errorf("cri at %s: container %s: %w", a.endpoint, id, err)
+	}
+	return m, nil
 }
 
 // criContainer builds the model of one CRI container from its list entry, its

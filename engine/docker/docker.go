@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path"
 	"strconv"
 	"strings"
@@ -28,6 +29,7 @@ import (
 type Adapter struct {
 	endpoint    string
 	cli         *client.Client
+	tr          *http.Transport
 	concurrency int
 	log         *slog.Logger
 
@@ -44,15 +46,18 @@ var (
 // the socket path as reached from the host). It does not connect yet. Close
 // releases its connections.
 func NewAdapter(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
-	cli, err := newClient(e.Endpoint)
+	cli, tr, err := newClient(e.Endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("docker at %s: %w", e.Endpoint, err)
 	}
-	return &Adapter{endpoint: e.Endpoint, cli: cli, concurrency: 8, log: log}, nil
+	return &Adapter{endpoint: e.Endpoint, cli: cli, tr: tr, concurrency: 8, log: log}, nil
 }
 
 // Close releases the adapter's connections.
-func (d *Adapter) Close() error { return d.cli.Close() }
+func (d *Adapter) Close() error {
+	d.tr.CloseIdleConnections()
+	return d.cli.Close()
+}
 
 // Subscribe opens the event stream, filtered to container events. It asks for
 // the events since the moment Subscribe was called, so the daemon replays any
@@ -163,6 +168,9 @@ func (d *Adapter) List(ctx context.Context) ([]model.Container, error) {
 
 // Inspect returns one container; the PID is in the engine's PID namespace.
 func (d *Adapter) Inspect(ctx context.Context, id string) (model.Container, error) {
+	if err := engine.CheckID(id); err != nil {
+		return model.Container{}, fmt.Errorf("docker at %s: inspect container: %w", d.endpoint, err)
+	}
 	r, err := d.cli.ContainerInspect(ctx, id)
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
@@ -174,6 +182,9 @@ func (d *Adapter) Inspect(ctx context.Context, id string) (model.Container, erro
 		return model.Container{}, fmt.Errorf("docker at %s: inspect container %s: incomplete answer", d.endpoint, id)
 	}
 	c := dockerContainer(r)
+	if err := engine.CheckContainer(c); err != nil {
+		return model.Container{}, fmt.Errorf("docker at %s: inspect container %s: %w", d.endpoint, id, err)
+	}
 	c.CgroupPath = d.cgroupPath(ctx, r)
 	return c, nil
 }

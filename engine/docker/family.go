@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"time"
 
 	"github.com/docker/docker/client"
 
 	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/unixhttp"
 	"github.com/agentd-dev/agentd/internal/unixsock"
 	"github.com/agentd-dev/agentd/model"
 )
@@ -28,20 +31,33 @@ func Family() engine.Family {
 // newClient returns an Engine API client for the unix socket at endpoint that
 // keeps its connections alive, dials through unixsock.Dial (an endpoint
 // under /proc/PID/root is resolved inside that root at every dial) and
-// negotiates the API version on its first request. Close releases its
-// connections.
-func newClient(endpoint string) (*client.Client, error) {
-	return client.NewClientWithOpts(client.WithHost("unix://"+endpoint), client.WithAPIVersionNegotiation(),
-		client.WithDialContext(func(ctx context.Context, _, _ string) (net.Conn, error) { return unixsock.Dial(ctx, endpoint) }))
+// negotiates the API version on its first request. Answers are bounded
+// (unixhttp.Limit): an event line at 1 MiB, any other answer at 16 MiB. Close
+// releases its connections; the returned transport's idle connections are
+// released with CloseIdleConnections.
+func newClient(endpoint string) (*client.Client, *http.Transport, error) {
+	tr := unixhttp.NewTransport(endpoint)
+	tr.MaxIdleConns = 6
+	tr.IdleConnTimeout = 30 * time.Second
+	cli, err := client.NewClientWithOpts(
+		client.WithHTTPClient(&http.Client{Transport: tr, CheckRedirect: client.CheckRedirect}),
+		client.WithHost("unix://"+endpoint), client.WithAPIVersionNegotiation(),
+		client.WithDialContext(func(ctx context.Context, _, _ string) (net.Conn, error) { return unixsock.Dial(ctx, endpoint) }),
+		// Last: the limit wraps the transport the options above configured.
+		client.WithHTTPClient(&http.Client{Transport: unixhttp.Limit(tr, "/events"), CheckRedirect: client.CheckRedirect}))
+	if err != nil {
+		return nil, nil, err
+	}
+	return cli, tr, nil
 }
 
 // Probe asks the Engine API at endpoint for the daemon's ID and version.
 func Probe(ctx context.Context, endpoint string) ([]model.Engine, error) {
-	cli, err := newClient(endpoint)
+	cli, tr, err := newClient(endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("docker at %s: %w", endpoint, err)
 	}
-	defer cli.Close()
+	defer tr.CloseIdleConnections()
 	info, err := cli.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("docker at %s: info: %w", endpoint, err)

@@ -49,7 +49,9 @@ func Probe(ctx context.Context, endpoint string) ([]model.Engine, error) {
 			Details map[string]string
 		}
 	}
-	a := &Adapter{endpoint: endpoint, http: unixhttp.NewClient(endpoint, 0)}
+	hc := unixhttp.NewClient(endpoint, 0)
+	hc.Transport = unixhttp.Limit(hc.Transport)
+	a := &Adapter{endpoint: endpoint, http: hc}
 	if err := a.getJSON(ctx, "/version", &v); err != nil {
 		if errors.Is(err, engine.ErrNotFound) {
 			// A Docker-compatible endpoint has no libpod paths.

@@ -44,6 +44,8 @@ var (
 
 // NewAdapter returns an adapter for the podman engine e (e.Endpoint is
 // the socket path as reached from the host). It does not connect yet.
+// Answers are bounded (unixhttp.Limit): an event line at 1 MiB, any other
+// answer at 16 MiB.
 func NewAdapter(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
 	if e.Endpoint == "" {
 		return nil, errors.New("podman: engine without an endpoint")
@@ -52,7 +54,7 @@ func NewAdapter(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
 	tr := unixhttp.NewTransport(endpoint)
 	tr.MaxIdleConnsPerHost = 4
 	tr.IdleConnTimeout = 30 * time.Second
-	return &Adapter{endpoint: endpoint, http: &http.Client{Transport: tr}, concurrency: 8, log: log}, nil
+	return &Adapter{endpoint: endpoint, http: &http.Client{Transport: unixhttp.Limit(tr, "/events")}, concurrency: 8, log: log}, nil
 }
 
 // ForeignEvents is true: podman's events come back from the journal, where
@@ -92,7 +94,7 @@ func (p *Adapter) getJSON(ctx context.Context, pathQuery string, v any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(v); err != nil {
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		return fmt.Errorf("decode %s: %w", pathQuery, err)
 	}
 	return nil
@@ -166,7 +168,7 @@ func (s *podmanStream) read(ctx context.Context, p *Adapter, pathQuery string) {
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	sc.Buffer(make([]byte, 0, 64<<10), unixhttp.MaxLine)
 	for sc.Scan() {
 		line := sc.Bytes()
 		if len(strings.TrimSpace(string(line))) == 0 {
@@ -181,8 +183,11 @@ func (s *podmanStream) read(ctx context.Context, p *Adapter, pathQuery string) {
 		}
 	}
 	err = sc.Err()
-	if err == nil {
+	switch {
+	case err == nil:
 		err = io.EOF
+	case errors.Is(err, bufio.ErrTooLong):
+		err = fmt.Errorf("event line longer than %d bytes: %w", unixhttp.MaxLine, err)
 	}
 	fail(err)
 }
@@ -325,11 +330,18 @@ type podmanInspect struct {
 
 // Inspect returns one container; the PID is in the engine's PID namespace.
 func (p *Adapter) Inspect(ctx context.Context, id string) (model.Container, error) {
+	if err := engine.CheckID(id); err != nil {
+		return model.Container{}, fmt.Errorf("podman at %s: inspect container: %w", p.endpoint, err)
+	}
 	var r podmanInspect
 	if err := p.getJSON(ctx, "/containers/"+url.PathEscape(id)+"/json", &r); err != nil {
 		return model.Container{}, fmt.Errorf("podman at %s: inspect container %s: %w", p.endpoint, id, err)
 	}
-	return podmanContainer(r), nil
+	c := podmanContainer(r)
+	if err := engine.CheckContainer(c); err != nil {
+		return model.Container{}, fmt.Errorf("podman at %s: inspect container %s: %w", p.endpoint, id, err)
+	}
+	return c, nil
 }
 
 func podmanContainer(r podmanInspect) model.Container {
