@@ -74,7 +74,7 @@ type Agent struct {
 	// refilter and retelemetry wake the goroutines that apply a Reload.
 	refilter, retelemetry chan struct{}
 
-	mu       sync.Mutex // guards cfg, problems and units
+	mu       sync.Mutex        // guards cfg, problems and units
 	problems map[string]string // part -> problem, for the status report
 	units    map[string]activation.SocketEngine
 }
