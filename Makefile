@@ -17,7 +17,7 @@ GOTEST_FLAGS ?=
 # one at a time (-p 1) after their test binaries were compiled in parallel.
 TEST_PKGS ?= ./...
 
-.PHONY: help build run test unit testbed testbed-down lint tidy-check bench bench-go package clean
+.PHONY: help build run test unit reliability testbed testbed-down lint tidy-check bench bench-go package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,9 @@ run: build ## build and run agentd in the foreground against this host's engines
 test: testbed lint tidy-check ## provision the testbed if missing, lint, run every test with -race
 	$(GO) test -race -count=1 -run '^$$' ./... >/dev/null
 	$(GO) test -race -count=1 -p 1 -timeout 30m $(GOTEST_FLAGS) $(TEST_PKGS)
+
+reliability: testbed ## only the fault tests (TestReliability...); make test runs them once, in its normal go test run
+	$(GO) test -race -count=1 -p 1 -timeout 15m -run '^TestReliability' ./...
 
 unit: ## only the tests that need no testbed (integration tests skip outside CI)
 	$(GO) test -race -short ./...
