@@ -21,7 +21,7 @@ TEST_PKGS ?= ./...
 FUZZTIME ?= 30s
 FUZZ_FLAGS ?= -parallel 1 -fuzzminimizetime 10s
 
-.PHONY: help build run test unit fuzz testbed testbed-down lint tidy-check bench bench-go package clean
+.PHONY: help build run test unit fuzz reliability testbed testbed-down lint tidy-check bench bench-go package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,9 @@ run: build ## build and run agentd in the foreground against this host's engines
 test: testbed lint tidy-check ## provision the testbed if missing, lint, run every test with -race
 	$(GO) test -race -count=1 -run '^$$' ./... >/dev/null
 	$(GO) test -race -count=1 -p 1 -timeout 30m $(GOTEST_FLAGS) $(TEST_PKGS)
+
+reliability: testbed ## only the fault tests (TestReliability...); make test runs them once, in its normal go test run
+	$(GO) test -race -count=1 -p 1 -timeout 15m -run '^TestReliability' ./...
 
 unit: ## only the tests that need no testbed (integration tests skip outside CI)
 	$(GO) test -race -short ./...

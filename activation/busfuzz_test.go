@@ -103,7 +103,7 @@ func FuzzBusReplies(f *testing.F) {
 		_, err = readUnitStates(context.Background(), r, unit)
 		named("readUnitStates", err)
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		named("waitActive", waitActive(ctx, r, unit, time.Second))
+		named("waitActive", waitActive(ctx, r, unit, time.Second, nil))
 		cancel()
 		if p, err := r.GetUnitTypePropertyContext(context.Background(), unit, "Socket", "Listen"); err == nil {
 			ls, err := decodeListen(unit, p.Value)

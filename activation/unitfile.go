@@ -3,6 +3,7 @@ package activation
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,18 +26,14 @@ var unitDirs = []string{
 // unit in the standard directories under root that is not the mask itself
 // (a link to /dev/null or an empty file). It returns nil when there is none.
 // Symlinks (unit dirs link to files elsewhere) resolve inside root, never
-// through the host's root: see procfs.SecureJoin.
+// through the host's root: see procfs.OpenInRoot.
 func maskedListens(root, unit string) []Listen {
 	for _, dir := range unitDirs {
 		name := filepath.Join(dir, unit)
 		if target, err := os.Readlink(filepath.Join(root, name)); err == nil && target == "/dev/null" {
 			continue
 		}
-		p, err := procfs.SecureJoin(root, name)
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(p)
+		data, err := readInRoot(root, name)
 		if err != nil || len(bytes.TrimSpace(data)) == 0 {
 			continue
 		}
@@ -106,4 +103,19 @@ func expandSpecifiers(v string) (string, bool) {
 		}
 	}
 	return b.String(), true
+}
+
+// maxUnitFile bounds what readInRoot reads of a unit file.
+const maxUnitFile = 1 << 20
+
+// readInRoot reads the file rel inside root, resolved in one kernel step
+// (procfs.OpenInRoot): a link planted or swapped in by whoever owns root
+// cannot make agentd read a host file instead.
+func readInRoot(root, rel string) ([]byte, error) {
+	f, err := procfs.OpenInRoot(root, rel, os.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxUnitFile))
 }

@@ -72,7 +72,10 @@ type Agent struct {
 	lastProgress atomic.Int64
 	stalled      atomic.Bool
 
-	mu       sync.Mutex
+	// refilter and retelemetry wake the goroutines that apply a Reload.
+	refilter, retelemetry chan struct{}
+
+	mu       sync.Mutex        // guards cfg, problems and units
 	problems map[string]string // part -> problem, for the status report
 	units    map[string]activation.SocketEngine
 }
@@ -86,7 +89,8 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		opts.Families = Families()
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: opts.Log, start: time.Now(),
-		problems: map[string]string{}, units: map[string]activation.SocketEngine{}}
+		problems: map[string]string{}, units: map[string]activation.SocketEngine{},
+		refilter: make(chan struct{}, 1), retelemetry: make(chan struct{}, 1)}
 	a.store = model.NewStore(opts.Log.With("part", "model"))
 	host := telemetry.DetectHost("/")
 	host.Version = opts.Version
@@ -133,33 +137,32 @@ func (a *Agent) Store() *model.Store { return a.store }
 // Run runs the agent until ctx ends, then stops every part, flushes telemetry
 // and returns. A clean stop returns nil.
 func (a *Agent) Run(ctx context.Context) error {
-	metrics, logs, err := a.sinks(ctx)
+	cfg := a.config()
+	pipe, err := a.newPipeline(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	tcfg := a.telemetryConfig()
 	sampler := stats.NewSampler(stats.SamplerConfig{
-		ProcRoot:   a.cfg.Discovery.ProcRoot,
+		ProcRoot:   cfg.Discovery.ProcRoot,
 		CgroupRoot: "/sys/fs/cgroup",
 		Fallback:   a.sup.Fallback,
 	}, a.log.With("part", "stats"))
 	// Closed when Run returns, after every part (the pipeline) has stopped.
 	defer func() { _ = sampler.Close() }()
+	// One subscription for the agent's life: the events that happen while a
+	// reload rebuilds the pipeline wait on it for the next one.
 	events := a.store.Subscribe(4096)
 	defer events.Close()
-	pipe, err := telemetry.NewPipeline(tcfg, telemetry.Options{
+	pipeOpts := telemetry.Options{
 		Workload: workload{a.store},
 		Events:   events.C(),
 		Sampler:  sampler,
-		Metrics:  metrics,
-		Logs:     logs,
 		Host:     a.host,
 		Version:  a.opts.Version,
-	}, a.log.With("part", "telemetry"))
-	if err != nil {
-		return fmt.Errorf("%w: telemetry: %w", config.ErrInvalid, err)
 	}
-	a.pipe.Store(pipe)
+	if err := pipe.build(ctx, pipeOpts, a.log.With("part", "telemetry")); err != nil {
+		return err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -186,20 +189,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun("activation", a.act.Run)
 		goRun("socket units", func(ctx context.Context) error { return a.followUnits(ctx, units.C()) })
 	}
-	goRun("telemetry", func(ctx context.Context) error {
-		err := pipe.Run(ctx)
-		if err != nil && ctx.Err() != nil {
-			// Stopping: a collector that cannot take the final flush loses that
-			// data, which is worth a warning, not a failed stop.
-			a.log.Warn("final telemetry flush failed; the last interval is lost", logging.MessageID(logging.MessageIDExportFailure), logging.Err(err))
-			return nil
-		}
-		return err
-	})
+	goRun("telemetry", func(ctx context.Context) error { return a.runTelemetry(ctx, pipe, pipeOpts) })
 	// OOM kills that no engine reports, from the kernel log (package oom).
 	goRun("oom", oom.New(a.store, oom.Config{
 		Path:     a.opts.KernelLog,
-		ProcRoot: a.cfg.Discovery.ProcRoot,
+		ProcRoot: cfg.Discovery.ProcRoot,
 	}, a.log.With("part", "oom")).Run)
 
 	// The first pass decides what the agent sees at start; READY follows it.
@@ -244,6 +238,9 @@ func (a *Agent) followDiscovery(ctx context.Context, sub *discovery.Subscription
 				return nil
 			}
 			a.applyDiscovery(ctx, ch)
+		case <-a.refilter:
+			a.log.Info("engine filters changed, reconciling the watched engines")
+			a.reconcileEngines(ctx)
 		case <-t.C:
 			if n := sub.Dropped(); n != dropped {
 				a.log.Warn("discovery changes were dropped, reconciling the watched engines", "dropped", n-dropped)
@@ -258,16 +255,20 @@ func (a *Agent) followDiscovery(ctx context.Context, sub *discovery.Subscription
 const dropCheckInterval = time.Second
 
 // reconcileEngines makes the supervisor watch exactly discovery's engines
-// (those the filters let through).
+// that the filters let through: engines it already watches keep their
+// watchers, engines lost or now filtered out are removed.
 func (a *Agent) reconcileEngines(ctx context.Context) {
 	known := map[string]bool{}
 	for _, e := range a.disc.Engines() {
+		if !a.engineIncluded(e.Type) {
+			continue
+		}
 		known[e.ID] = true
 		a.applyDiscovery(ctx, discovery.Change{Kind: discovery.EngineUpdated, Engine: e})
 	}
 	for _, id := range a.sup.EngineIDs() {
 		if !known[id] {
-			a.sup.Remove(id) // discovery said it was lost
+			a.sup.Remove(id) // lost, or filtered out by a reload
 		}
 	}
 }
@@ -384,7 +385,7 @@ func (a *Agent) setProblem(part, problem string) {
 }
 
 func (a *Agent) engineIncluded(t model.EngineType) bool {
-	f := a.cfg.Filters
+	f := a.config().Filters
 	if len(f.IncludeEngines) > 0 && !slices.Contains(f.IncludeEngines, string(t)) {
 		return false
 	}
@@ -393,19 +394,19 @@ func (a *Agent) engineIncluded(t model.EngineType) bool {
 
 // sinks builds the OTLP exporters, or the console when no endpoint is
 // configured in the file, on the command line or in OTEL_EXPORTER_OTLP_*.
-func (a *Agent) sinks(ctx context.Context) (telemetry.MetricSink, sdklog.Exporter, error) {
-	if a.cfg.Export.Endpoint == "" && !otlpEnvSet() {
+func (a *Agent) sinks(ctx context.Context, cfg config.Config) (telemetry.MetricSink, sdklog.Exporter, error) {
+	if cfg.Export.Endpoint == "" && !otlpEnvSet() {
 		if a.opts.Stdout == nil {
 			a.log.Warn("no OTLP endpoint configured, nothing is exported: set export.endpoint in "+config.DefaultPath+
 				" and systemctl reload agentd, or OTEL_EXPORTER_OTLP_ENDPOINT in /etc/default/agentd (/etc/sysconfig/agentd) and restart it; `agentd status` shows what agentd sees",
-				"config", a.cfg.File())
+				"config", cfg.File())
 			return telemetry.Discard{}, telemetry.Discard{}, nil
 		}
 		a.log.Info("no OTLP endpoint configured: printing what agentd sees on stdout")
 		c := telemetry.NewConsole(a.opts.Stdout)
 		return c, c, nil
 	}
-	tcfg := a.telemetryConfig()
+	tcfg := telemetryConfig(cfg)
 	m, l, err := telemetry.NewOTLP(ctx, &tcfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: OTLP exporter: %w", config.ErrInvalid, err)
@@ -422,9 +423,8 @@ func otlpEnvSet() bool {
 	return false
 }
 
-func (a *Agent) telemetryConfig() telemetry.Config {
+func telemetryConfig(c config.Config) telemetry.Config {
 	t := telemetry.DefaultConfig()
-	c := a.cfg
 	t.ExportInterval = c.Export.Interval.Std()
 	t.EventFlushInterval = c.Events.FlushInterval.Std()
 	t.Endpoint = c.Export.Endpoint

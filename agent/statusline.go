@@ -41,7 +41,7 @@ func (a *Agent) StatusLine() string {
 
 // exportSummary says where agentd exports and how the last export went.
 func (a *Agent) exportSummary() string {
-	target := a.cfg.Export.Endpoint
+	target := a.config().Export.Endpoint
 	if target == "" {
 		target = os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
 	}

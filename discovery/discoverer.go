@@ -275,6 +275,11 @@ type Discoverer struct {
 
 	// now is time.Now, replaced in unit tests.
 	now func() time.Time
+
+	// interval is Run's rescan interval (nanoseconds), changed by
+	// SetInterval; intervalSet wakes Run to apply it.
+	interval    atomic.Int64
+	intervalSet chan struct{}
 }
 
 // New returns a Discoverer of the engines of fams, which places nested
@@ -298,7 +303,7 @@ func New(cfg Config, fams engine.Families, containers Containers, log *slog.Logg
 		comms[i] = dets[i].comm
 	}
 	procs.AlwaysRead(comms...)
-	return &Discoverer{
+	d := &Discoverer{
 		cfg:        cfg,
 		log:        log,
 		fams:       fams,
@@ -310,7 +315,10 @@ func New(cfg Config, fams engine.Families, containers Containers, log *slog.Logg
 		engines:    make(map[string]*engineRec),
 		subs:       make(map[*Subscription]struct{}),
 		now:        time.Now,
-	}, nil
+	}
+	d.interval.Store(int64(cfg.Interval))
+	d.intervalSet = make(chan struct{}, 1)
+	return d, nil
 }
 
 // logFound and logLost say that an engine was found or lost: each once, with
@@ -374,18 +382,37 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	if _, err := d.scan(ctx, d.cfg.ScanWait); err != nil && ctx.Err() == nil {
 		return err
 	}
-	t := time.NewTicker(d.cfg.Interval)
+	t := time.NewTicker(time.Duration(d.interval.Load()))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-d.intervalSet:
+			t.Reset(time.Duration(d.interval.Load()))
+			continue
 		case <-t.C:
 		}
 		if _, err := d.scan(ctx, d.cfg.ScanWait); err != nil && ctx.Err() == nil {
 			d.log.Warn("engine discovery scan failed", logging.Err(err))
 		}
 	}
+}
+
+// SetInterval changes the time between Run's rescans (a configuration
+// reload); the next rescan is one new interval away. The engines known and
+// their watchers are not touched. A zero or negative interval is refused.
+// It is safe for concurrent use.
+func (d *Discoverer) SetInterval(interval time.Duration) error {
+	if interval <= 0 {
+		return fmt.Errorf("discovery: interval %s: must be positive", interval)
+	}
+	d.interval.Store(int64(interval))
+	select {
+	case d.intervalSet <- struct{}{}:
+	default: // Run has not applied the previous change yet; it reads the latest
+	}
+	return nil
 }
 
 // Scan runs one discovery pass: it reads the process table, probes the sockets

@@ -485,7 +485,9 @@ func TestRunStopsWithItsContext(t *testing.T) {
 	root := t.TempDir()
 	writeNestedTree(t, root)
 	d, _, _ := newFakeDiscoverer(t, root, newFakeEngines(), nil)
-	d.cfg.Interval = 10 * time.Millisecond
+	if err := d.SetInterval(10 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()

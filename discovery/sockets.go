@@ -93,18 +93,21 @@ func skipSocketPath(p string) string {
 }
 
 // socketEndpoint resolves a socket path bound by a process whose root is root
-// to a path the host can dial, and checks it is still a socket.
+// to a path the host can dial, and checks it is still a socket. The check
+// resolves bound inside root in one kernel step (procfs.IsSocketInRoot), and
+// every dial of the endpoint resolves it inside root again (unixsock.Dial):
+// the returned path is a name, never followed through the host's root.
 func socketEndpoint(root, bound string) (string, error) {
 	p, err := procfs.SecureJoin(root, bound)
 	if err != nil {
 		return "", err
 	}
-	fi, err := os.Stat(p)
+	sock, err := procfs.IsSocketInRoot(root, bound)
 	if err != nil {
 		return "", err
 	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return "", fmt.Errorf("%s: not a socket (%s)", p, fi.Mode().Type())
+	if !sock {
+		return "", fmt.Errorf("%s: not a socket", p)
 	}
 	return p, nil
 }

@@ -105,8 +105,8 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	override := func(c *config.Config) {
 		if *endpoint != "" {
 			c.Export.Endpoint = *endpoint
-			c.Export.Insecure = c.Export.Insecure || *insecure
 		}
+		c.Export.Insecure = c.Export.Insecure || *insecure
 	}
 	override(&cfg)
 	level := new(slog.LevelVar)

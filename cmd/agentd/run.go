@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,9 +24,12 @@ import (
 )
 
 // run runs the agent until ctx ends. SIGHUP re-reads the configuration file
-// and applies override (the command line's settings) to it: a valid one
-// restarts the agent's parts with it (the status socket stays open), an
-// invalid one is logged and the running configuration kept.
+// and applies override (the command line's settings) to it: a valid one is
+// applied to the running agent, which rebuilds only the parts whose settings
+// changed (agent.Reload: the model, watchers and engines stay, no event is
+// lost or repeated); only a change of discovery.proc_root or activation
+// rebuilds the whole agent (the status socket stays open). An invalid one is
+// logged and the running configuration kept.
 func run(ctx context.Context, cfg config.Config, override func(*config.Config), level *slog.LevelVar, log *slog.Logger, stdout io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -121,18 +125,41 @@ func run(ctx context.Context, cfg config.Config, override func(*config.Config), 
 					continue
 				}
 				override(&c)
-				next = &c
+				changes, err := a.Reload(c)
+				if errors.Is(err, agent.ErrRebuild) {
+					next = &c
+					continue
+				}
+				if err != nil {
+					log.Error("configuration reload refused, keeping the running configuration",
+						logging.MessageID(logging.MessageIDConfigReload), logging.Err(err))
+					_ = sdnotify.Ready("reload refused: " + err.Error())
+					continue
+				}
+				cfg = c
+				applyLevel(level, cfg)
+				log.Info("configuration reloaded", logging.MessageID(logging.MessageIDConfigReload),
+					"file", cfg.File(), "changed", strings.Join(changes.Parts(), ", "))
+				if changes.StatusSocket {
+					log.Warn("status.socket changed: the status endpoint moves at the next restart", "socket", cfg.Status.Socket)
+				}
+				_ = sdnotify.Ready("watching engines")
 			}
 		}
-		log.Info("reloading configuration", logging.MessageID(logging.MessageIDConfigReload), "file", next.File())
+		log.Info("reloading configuration, rebuilding the agent", logging.MessageID(logging.MessageIDConfigReload), "file", next.File())
 		stop()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			log.Warn("stopping for reload", logging.Err(err))
 		}
 		cfg = *next
-		if lv, err := logging.ParseLevel(cfg.Log.Level); err == nil {
-			level.Set(lv)
-		}
+		applyLevel(level, cfg)
+	}
+}
+
+// applyLevel sets the logger's level from cfg (validated already).
+func applyLevel(level *slog.LevelVar, cfg config.Config) {
+	if lv, err := logging.ParseLevel(cfg.Log.Level); err == nil {
+		level.Set(lv)
 	}
 }
 

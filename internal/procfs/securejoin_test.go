@@ -2,6 +2,7 @@ package procfs
 
 import (
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -51,5 +52,50 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestOpenInRootNeverLeavesTheRoot(t *testing.T) {
+	host := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(host, "secret"), []byte("host"), 0o600))
+	root := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(root, host), 0o755))
+	must(t, os.WriteFile(filepath.Join(root, host, "secret"), []byte("root"), 0o600))
+	must(t, os.Symlink(host, filepath.Join(root, "abs")))
+	must(t, os.Symlink("../../../../../../.."+host, filepath.Join(root, "rel")))
+	must(t, os.Symlink(filepath.Join(host, "nothing"), filepath.Join(root, "gone")))
+	tests := []struct {
+		name, in, want string
+		err            error
+	}{
+		{name: "an absolute symlink to a host path resolves inside the root", in: "abs/secret", want: "root"},
+		{name: "a relative symlink climbing out is clamped at the root", in: "rel/secret", want: "root"},
+		{name: "dot-dot never climbs above the root", in: "../../.." + host + "/secret", want: "root"},
+		{name: "a link to what exists only on the host is not found", in: "gone/secret", err: fs.ErrNotExist},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := OpenInRoot(root, tt.in, os.O_RDONLY)
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("OpenInRoot(%q) = %v; want error %v", tt.in, err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			got, err := io.ReadAll(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("OpenInRoot(%q) read %q, want %q (the file inside the root)", tt.in, got, tt.want)
+			}
+		})
+	}
+	if sock, err := IsSocketInRoot(root, "abs/secret"); err != nil || sock {
+		t.Errorf("IsSocketInRoot(a regular file) = %v, %v; want false, nil", sock, err)
 	}
 }
