@@ -137,11 +137,11 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 	}
 	o.resources, o.spare = seen, o.resources
 	clear(o.spare)
-	if c.cc == nil && o.link == nil {
+	if c.cc == nil && c.http == nil && o.link == nil {
 		export(&metricdata.ResourceMetrics{}) // learn the connection
 	}
-	if c.cc != nil {
-		o.link = &capture{cc: c.cc, md: c.md, opts: c.opts, timeout: c.timeout}
+	if c.cc != nil || c.http != nil {
+		o.link = &capture{cc: c.cc, md: c.md, opts: c.opts, timeout: c.timeout, http: c.http}
 	}
 	if o.link == nil {
 		err := errors.Join(refused...)
@@ -250,6 +250,7 @@ type capture struct {
 	md        metadata.MD
 	timeout   time.Duration
 	opts      []grpc.CallOption
+	http      *httpLink // the OTLP/HTTP exporter's, instead of cc (captureTransport)
 }
 
 // captureInterceptor takes the export requests made under a capture context
@@ -286,6 +287,9 @@ var (
 // invoke sends one request over the captured connection, retrying
 // retryable failures, and reports rejected data points as an error.
 func (c *capture) invoke(ctx context.Context, req any) error {
+	if r, ok := req.(*wireRequest); ok && c.http != nil {
+		return c.invokeHTTP(ctx, r)
+	}
 	if c.md != nil {
 		ctx = metadata.NewOutgoingContext(ctx, c.md)
 	}

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -58,8 +59,8 @@ func (c *Config) ResolveOTLP() (OTLPResolved, error) {
 // settings (see Config.ResolveOTLP), each over gRPC or HTTP/protobuf as its
 // protocol says. Every setting is passed to the exporters explicitly, so the
 // SDK's own reading of OTEL_EXPORTER_OTLP_* cannot override agentd's
-// precedence. Over gRPC the metric exporter's requests are batched by
-// OTLPMetrics; with the delta temporality preference the sink sends
+// precedence. The metric exporter's requests are batched by OTLPMetrics
+// (over gRPC and HTTP); with the delta temporality preference the sink sends
 // monotonic sums as deltas.
 func NewOTLP(ctx context.Context, cfg *Config) (MetricSink, sdklog.Exporter, error) {
 	res, err := cfg.ResolveOTLP()
@@ -121,31 +122,45 @@ func newMetricSink(ctx context.Context, s *OTLPSignal, perRequest int) (*OTLPMet
 		if s.Gzip {
 			opts = append(opts, otlpmetrichttp.WithCompression(otlpmetrichttp.GzipCompression))
 		}
+		// The exporter's requests go through captureTransport, which
+		// OTLPMetrics batches as it does over gRPC; the client's transport
+		// carries the TLS settings.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
 		if !s.Insecure {
 			tc, err := s.TLSConfig()
 			if err != nil {
 				return nil, err
 			}
-			opts = append(opts, otlpmetrichttp.WithTLSClientConfig(tc))
+			tr.TLSClientConfig = tc
 		}
+		client := &http.Client{Transport: &captureTransport{base: tr, timeout: s.Timeout}, Timeout: s.Timeout}
+		opts = append(opts, otlpmetrichttp.WithHTTPClient(client))
 		exp, err := otlpmetrichttp.New(ctx, opts...)
 		if err != nil {
 			return nil, err
 		}
-		return NewOTLPMetrics(exp, perRequest), nil
+		ms := NewOTLPMetrics(exp, perRequest)
+		ms.captured = true
+		return ms, nil
 	}
 	creds, err := grpcCredentials(s)
 	if err != nil {
 		return nil, err
 	}
-	exp, err := otlpmetricgrpc.New(ctx,
+	opts := []otlpmetricgrpc.Option{
 		otlpmetricgrpc.WithEndpoint(s.Endpoint),
 		otlpmetricgrpc.WithTLSCredentials(creds),
 		otlpmetricgrpc.WithTimeout(s.Timeout),
 		otlpmetricgrpc.WithHeaders(s.Headers),
-		otlpmetricgrpc.WithCompressor(grpcCompressor(s)),
 		otlpmetricgrpc.WithDialOption(grpc.WithChainUnaryInterceptor(captureInterceptor), reconnectOption()),
-	)
+	}
+	// otlpmetricgrpc knows no "none" (it reports it to the global error
+	// handler, and compresses nothing): say it only when a variable the
+	// SDK reads would otherwise turn gzip on.
+	if s.Gzip || os.Getenv("OTEL_EXPORTER_OTLP_COMPRESSION") != "" || os.Getenv("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION") != "" {
+		opts = append(opts, otlpmetricgrpc.WithCompressor(grpcCompressor(s)))
+	}
+	exp, err := otlpmetricgrpc.New(ctx, opts...)
 	if err != nil {
 		return nil, err
 	}
