@@ -113,7 +113,7 @@ func (c *capture) invokeHTTP(ctx context.Context, req *wireRequest) error {
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		err, retry := c.postOnce(ctx, body.Bytes())
+		retry, err := c.postOnce(ctx, body.Bytes())
 		if err == nil {
 			return nil
 		}
@@ -127,7 +127,7 @@ func (c *capture) invokeHTTP(ctx context.Context, req *wireRequest) error {
 }
 
 // postOnce sends body once; retry says whether a failure may be retried.
-func (c *capture) postOnce(ctx context.Context, body []byte) (err error, retry bool) {
+func (c *capture) postOnce(ctx context.Context, body []byte) (retry bool, err error) {
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -135,13 +135,13 @@ func (c *capture) postOnce(ctx context.Context, body []byte) (err error, retry b
 	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.http.url, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("OTLP/HTTP request to %s: %w", c.http.url, err), false
+		return false, fmt.Errorf("OTLP/HTTP request to %s: %w", c.http.url, err)
 	}
 	hreq.Header = c.http.header.Clone()
 	hreq.ContentLength = int64(len(body))
 	resp, err := c.http.client.Do(hreq)
 	if err != nil {
-		return fmt.Errorf("OTLP/HTTP POST %s: %w", c.http.url, err), true
+		return true, fmt.Errorf("OTLP/HTTP POST %s: %w", c.http.url, err)
 	}
 	defer resp.Body.Close()
 	rb, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -150,16 +150,16 @@ func (c *capture) postOnce(ctx context.Context, body []byte) (err error, retry b
 		if len(msg) > 200 {
 			msg = msg[:200]
 		}
-		return fmt.Errorf("OTLP/HTTP POST %s: %s: %s", c.http.url, resp.Status, strconv.QuoteToGraphic(msg)), retryableHTTP[resp.StatusCode]
+		return retryableHTTP[resp.StatusCode], fmt.Errorf("OTLP/HTTP POST %s: %s: %s", c.http.url, resp.Status, strconv.QuoteToGraphic(msg))
 	}
 	if rerr != nil || len(rb) == 0 {
-		return nil, false
+		return false, nil
 	}
 	var r colmetricpb.ExportMetricsServiceResponse
 	if proto.Unmarshal(rb, &r) == nil {
 		if ps := r.GetPartialSuccess(); ps.GetRejectedDataPoints() > 0 {
-			return fmt.Errorf("collector rejected %d data points: %s", ps.GetRejectedDataPoints(), ps.GetErrorMessage()), false
+			return false, fmt.Errorf("collector rejected %d data points: %s", ps.GetRejectedDataPoints(), ps.GetErrorMessage())
 		}
 	}
-	return nil, false
+	return false, nil
 }
