@@ -395,7 +395,7 @@ func (a *Agent) engineIncluded(t model.EngineType) bool {
 // sinks builds the OTLP exporters, or the console when no endpoint is
 // configured in the file, on the command line or in OTEL_EXPORTER_OTLP_*.
 func (a *Agent) sinks(ctx context.Context, cfg config.Config) (telemetry.MetricSink, sdklog.Exporter, error) {
-	if cfg.Export.Endpoint == "" && !otlpEnvSet() {
+	if e := cfg.Export; e.Endpoint == "" && e.MetricsEndpoint == "" && e.LogsEndpoint == "" && !otlpEnvSet() {
 		if a.opts.Stdout == nil {
 			a.log.Warn("no OTLP endpoint configured, nothing is exported: set export.endpoint in "+config.DefaultPath+
 				" and systemctl reload agentd, or OTEL_EXPORTER_OTLP_ENDPOINT in /etc/default/agentd (/etc/sysconfig/agentd) and restart it; `agentd status` shows what agentd sees",
@@ -410,6 +410,9 @@ func (a *Agent) sinks(ctx context.Context, cfg config.Config) (telemetry.MetricS
 	m, l, err := telemetry.NewOTLP(ctx, &tcfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: OTLP exporter: %w", config.ErrInvalid, err)
+	}
+	if res, err := tcfg.ResolveOTLP(); err == nil {
+		a.log.Info("exporting over OTLP", "metrics", res.Metrics.String(), "logs", res.Logs.String(), "temporality", res.Temporality)
 	}
 	return m, l, nil
 }
@@ -434,6 +437,7 @@ func telemetryConfig(c config.Config) telemetry.Config {
 	}
 	t.Headers = c.Export.Headers
 	t.Compression = c.Export.Compression
+	t.OTLP = OTLPSettings(c)
 	t.LabelAllowlist = c.Labels.Allowlist
 	for _, e := range c.Filters.IncludeEngines {
 		t.IncludeEngines = append(t.IncludeEngines, model.EngineType(e))
@@ -444,6 +448,33 @@ func telemetryConfig(c config.Config) telemetry.Config {
 	t.IncludeImages = c.Filters.IncludeImages
 	t.ExcludeImages = c.Filters.ExcludeImages
 	return t
+}
+
+// OTLPSettings is the OTLP layer of c (the command line applied over the
+// file) for telemetry.ResolveOTLP. insecure counts as set when it is true or
+// written in the file, so a false in the file overrides
+// OTEL_EXPORTER_OTLP_INSECURE.
+func OTLPSettings(c config.Config) telemetry.OTLPSettings {
+	e := c.Export
+	s := telemetry.OTLPSettings{
+		Source:          "export",
+		Protocol:        e.Protocol,
+		Endpoint:        e.Endpoint,
+		MetricsEndpoint: e.MetricsEndpoint,
+		LogsEndpoint:    e.LogsEndpoint,
+		Timeout:         e.Timeout.Std(),
+		Headers:         e.Headers,
+		Compression:     e.Compression,
+		CAFile:          e.TLS.CAFile,
+		CertFile:        e.TLS.CertFile,
+		KeyFile:         e.TLS.KeyFile,
+		Temporality:     e.Temporality,
+	}
+	if e.Insecure || c.IsSet("export.insecure") {
+		insecure := e.Insecure
+		s.Insecure = &insecure
+	}
+	return s
 }
 
 // workload adapts the Store to telemetry.Workload.

@@ -36,21 +36,53 @@ type Config struct {
 	file string
 }
 
-// Export configures the OTLP/gRPC exporters.
+// Export configures the OTLP exporters. Every OTLP setting here wins over
+// the OTEL_EXPORTER_OTLP_* environment variables (per-signal ones first);
+// the command line wins over the file (see telemetry.ResolveOTLP).
 type Export struct {
-	// Endpoint is host:port or an http(s):// URL of an OTLP/gRPC receiver, or
-	// unix:///absolute/path for one listening on a unix socket. Empty means: no OTLP export
-	// unless OTEL_EXPORTER_OTLP_ENDPOINT (or the per-signal variables) is set;
-	// with neither, agentd prints what it sees on stdout.
+	// Protocol is "grpc" (the default) or "http/protobuf".
+	Protocol string `yaml:"protocol"`
+	// Endpoint is, for gRPC, host:port or an http(s):// URL of an OTLP/gRPC
+	// receiver, or unix:///absolute/path for one listening on a unix socket;
+	// for http/protobuf the base URL (/v1/metrics and /v1/logs are
+	// appended). Empty means: no OTLP export unless OTEL_EXPORTER_OTLP_ENDPOINT
+	// (or a per-signal variable, or metrics_endpoint/logs_endpoint) is set;
+	// with none, agentd prints what it sees on stdout.
 	Endpoint string `yaml:"endpoint"`
-	// Insecure disables TLS towards Endpoint.
+	// MetricsEndpoint and LogsEndpoint are one signal's endpoint, used as
+	// written (an http/protobuf URL gets no path appended).
+	MetricsEndpoint string `yaml:"metrics_endpoint"`
+	LogsEndpoint    string `yaml:"logs_endpoint"`
+	// Insecure disables TLS towards an endpoint written without a scheme
+	// (an http:// URL is plaintext, https:// is TLS, whatever this says).
+	// Written as false in the file, it overrides OTEL_EXPORTER_OTLP_INSECURE.
 	Insecure bool `yaml:"insecure"`
 	// Interval is the metrics export interval.
 	Interval Duration `yaml:"interval"`
-	// Headers are sent with every export request.
+	// Timeout bounds one export request (0: OTEL_EXPORTER_OTLP_TIMEOUT, else 10s).
+	Timeout Duration `yaml:"timeout"`
+	// Headers are sent with every export request; a header named here wins
+	// over the same header in OTEL_EXPORTER_OTLP_HEADERS.
 	Headers map[string]string `yaml:"headers"`
-	// Compression is "gzip" or "none" ("" leaves the exporter default).
+	// Compression is "gzip" or "none" ("" leaves OTEL_EXPORTER_OTLP_COMPRESSION,
+	// else none).
 	Compression string `yaml:"compression"`
+	// TLS sets the certificates of a TLS connection.
+	TLS TLS `yaml:"tls"`
+	// Temporality is the metrics temporality preference: cumulative (the
+	// default), delta or lowmemory.
+	Temporality string `yaml:"temporality"`
+}
+
+// TLS is export.tls: PEM files for the connection to the collector.
+type TLS struct {
+	// CAFile holds the certificates that verify the collector, instead of
+	// the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the client certificate and its key, for a
+	// collector that requires one (mTLS).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Events configures lifecycle event export.
@@ -281,6 +313,36 @@ func (c Config) Validate() error {
 	default:
 		bad("export.compression", c.Export.Compression, `must be "gzip" or "none"`)
 	}
+	switch c.Export.Protocol {
+	case "", "grpc", "http/protobuf":
+	default:
+		bad("export.protocol", c.Export.Protocol, "must be grpc or http/protobuf")
+	}
+	switch c.Export.Temporality {
+	case "", "cumulative", "delta", "lowmemory":
+	default:
+		bad("export.temporality", c.Export.Temporality, "must be cumulative, delta or lowmemory")
+	}
+	if c.Export.Timeout.Std() < 0 {
+		bad("export.timeout", c.Export.Timeout.Std(), "must not be negative")
+	}
+	for _, ep := range []struct{ key, val string }{{"export.metrics_endpoint", c.Export.MetricsEndpoint}, {"export.logs_endpoint", c.Export.LogsEndpoint}} {
+		if ep.val != "" && strings.Contains(ep.val, "://") && !strings.HasPrefix(ep.val, "http://") && !strings.HasPrefix(ep.val, "https://") && !strings.HasPrefix(ep.val, "unix:///") {
+			bad(ep.key, ep.val, "must be host:port, an http(s):// URL or unix:///path")
+		}
+	}
+	for _, f := range []struct{ key, val string }{{"export.tls.ca_file", c.Export.TLS.CAFile}, {"export.tls.cert_file", c.Export.TLS.CertFile}, {"export.tls.key_file", c.Export.TLS.KeyFile}} {
+		if f.val != "" && !filepath.IsAbs(f.val) {
+			bad(f.key, f.val, "must be an absolute path")
+		}
+	}
+	if (c.Export.TLS.CertFile == "") != (c.Export.TLS.KeyFile == "") {
+		if c.Export.TLS.CertFile == "" {
+			bad("export.tls.key_file", c.Export.TLS.KeyFile, "needs export.tls.cert_file")
+		} else {
+			bad("export.tls.cert_file", c.Export.TLS.CertFile, "needs export.tls.key_file")
+		}
+	}
 	for i, s := range c.Activation.SocketSuffixes {
 		if strings.Trim(s.Suffix, "/") == "" {
 			bad(fmt.Sprintf("activation.socket_suffixes[%d].suffix", i), fmt.Sprintf("%q", s.Suffix), "must name the end of a socket path")
@@ -331,6 +393,13 @@ func (c Config) Validate() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+}
+
+// IsSet reports whether the file set the dotted key ("export.insecure"),
+// which tells a false written in the file from one left out.
+func (c Config) IsSet(key string) bool {
+	_, ok := c.lines[key]
+	return ok
 }
 
 // File is the path the configuration was read from, "" for the embedded defaults.

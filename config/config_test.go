@@ -47,6 +47,19 @@ func TestParse(t *testing.T) {
 				t.Fatalf("grace period %s, want 10m", c.Discovery.GracePeriod.Std())
 			}
 		}},
+		{name: "every OTLP key is read", yaml: "export:\n  protocol: http/protobuf\n  endpoint: https://c:4318\n  metrics_endpoint: https://m:4318/v1/metrics\n  logs_endpoint: https://l:4318/v1/logs\n  insecure: false\n  timeout: 5s\n  headers:\n    authorization: Bearer x\n  compression: none\n  tls:\n    ca_file: /etc/agentd/ca.pem\n    cert_file: /etc/agentd/c.pem\n    key_file: /etc/agentd/k.pem\n  temporality: delta\n", check: func(t *testing.T, c Config) {
+			e := c.Export
+			if e.Protocol != "http/protobuf" || e.Endpoint != "https://c:4318" || e.MetricsEndpoint != "https://m:4318/v1/metrics" || e.LogsEndpoint != "https://l:4318/v1/logs" ||
+				e.Timeout.Std() != 5*time.Second || e.Headers["authorization"] != "Bearer x" || e.Compression != "none" ||
+				e.TLS != (TLS{CAFile: "/etc/agentd/ca.pem", CertFile: "/etc/agentd/c.pem", KeyFile: "/etc/agentd/k.pem"}) || e.Temporality != "delta" {
+				t.Errorf("export = %+v", e)
+			}
+			if !c.IsSet("export.insecure") || c.IsSet("discovery.interval") {
+				t.Errorf("IsSet: export.insecure %t (written false), discovery.interval %t (not written)", c.IsSet("export.insecure"), c.IsSet("discovery.interval"))
+			}
+		}},
+		{name: "bad OTLP values name their keys and values", yaml: "export:\n  protocol: http/json\n  temporality: sometimes\n  timeout: -1s\n  logs_endpoint: ftp://x:1\n  tls:\n    ca_file: ca.pem\n    cert_file: /c.pem\n",
+			wantErr: []string{"export.protocol: http/json", "export.temporality: sometimes", "export.timeout: -1s", "export.logs_endpoint: ftp://x:1", "export.tls.ca_file: ca.pem", "export.tls.cert_file: /c.pem: needs export.tls.key_file"}},
 		{name: "a relative proc root is refused", yaml: "discovery:\n  proc_root: proc\n", wantErr: []string{"discovery.proc_root"}},
 	}
 	for _, tt := range tests {

@@ -33,6 +33,13 @@ type Config struct {
 	Headers map[string]string
 	// Compression is "gzip" or "none"; "" leaves OTEL_EXPORTER_OTLP_COMPRESSION in charge.
 	Compression string
+	// OTLP holds every OTLP setting of the configuration (the command line
+	// applied over the file); the fields Endpoint, Insecure, Headers and
+	// Compression above fill what it leaves unset. NewOTLP resolves it over
+	// the environment with ResolveOTLP.
+	OTLP OTLPSettings
+	// Getenv reads the environment for ResolveOTLP (nil: os.Getenv).
+	Getenv Getenv
 	// LabelAllowlist names the container labels exported as container.label.<key>.
 	// Entries may be path.Match patterns ("com.example.*").
 	LabelAllowlist []string

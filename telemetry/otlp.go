@@ -4,19 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
-	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
@@ -142,11 +137,11 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 	}
 	o.resources, o.spare = seen, o.resources
 	clear(o.spare)
-	if c.cc == nil && o.link == nil {
+	if c.cc == nil && c.http == nil && o.link == nil {
 		export(&metricdata.ResourceMetrics{}) // learn the connection
 	}
-	if c.cc != nil {
-		o.link = &capture{cc: c.cc, md: c.md, opts: c.opts, timeout: c.timeout}
+	if c.cc != nil || c.http != nil {
+		o.link = &capture{cc: c.cc, md: c.md, opts: c.opts, timeout: c.timeout, http: c.http}
 	}
 	if o.link == nil {
 		err := errors.Join(refused...)
@@ -255,6 +250,7 @@ type capture struct {
 	md        metadata.MD
 	timeout   time.Duration
 	opts      []grpc.CallOption
+	http      *httpLink // the OTLP/HTTP exporter's, instead of cc (captureTransport)
 }
 
 // captureInterceptor takes the export requests made under a capture context
@@ -291,6 +287,9 @@ var (
 // invoke sends one request over the captured connection, retrying
 // retryable failures, and reports rejected data points as an error.
 func (c *capture) invoke(ctx context.Context, req any) error {
+	if r, ok := req.(*wireRequest); ok && c.http != nil {
+		return c.invokeHTTP(ctx, r)
+	}
 	if c.md != nil {
 		ctx = metadata.NewOutgoingContext(ctx, c.md)
 	}
@@ -356,62 +355,3 @@ func (exactCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 // Name is the content subtype: the same as gRPC's protobuf codec.
 func (exactCodec) Name() string { return "proto" }
-
-// reconnectMaxDelay caps the wait between two attempts to reach the
-// collector; with gRPC's 20 % jitter a collector that is back is reached
-// within 5 s.
-const reconnectMaxDelay = 4 * time.Second
-
-// NewOTLP builds the OTLP/gRPC metric sink (one SDK exporter whose requests
-// OTLPMetrics batches) and log exporter. Settings left empty in cfg fall to the standard
-// OTEL_EXPORTER_OTLP_* environment variables, which the exporters read.
-func NewOTLP(ctx context.Context, cfg *Config) (MetricSink, sdklog.Exporter, error) {
-	var mopts []otlpmetricgrpc.Option
-	var lopts []otlploggrpc.Option
-	if cfg.Endpoint != "" {
-		if strings.HasPrefix(cfg.Endpoint, "unix:") {
-			// A gRPC target (unix:///path): WithEndpointURL would keep only
-			// the URL's empty host, WithEndpoint hands it to grpc.NewClient.
-			mopts = append(mopts, otlpmetricgrpc.WithEndpoint(cfg.Endpoint))
-			lopts = append(lopts, otlploggrpc.WithEndpoint(cfg.Endpoint))
-		} else if strings.Contains(cfg.Endpoint, "://") {
-			mopts = append(mopts, otlpmetricgrpc.WithEndpointURL(cfg.Endpoint))
-			lopts = append(lopts, otlploggrpc.WithEndpointURL(cfg.Endpoint))
-		} else {
-			mopts = append(mopts, otlpmetricgrpc.WithEndpoint(cfg.Endpoint))
-			lopts = append(lopts, otlploggrpc.WithEndpoint(cfg.Endpoint))
-		}
-	}
-	if cfg.Insecure != nil && *cfg.Insecure {
-		mopts = append(mopts, otlpmetricgrpc.WithInsecure())
-		lopts = append(lopts, otlploggrpc.WithInsecure())
-	}
-	if len(cfg.Headers) > 0 {
-		mopts = append(mopts, otlpmetricgrpc.WithHeaders(cfg.Headers))
-		lopts = append(lopts, otlploggrpc.WithHeaders(cfg.Headers))
-	}
-	if cfg.Compression == "gzip" {
-		mopts = append(mopts, otlpmetricgrpc.WithCompressor(cfg.Compression))
-		lopts = append(lopts, otlploggrpc.WithCompressor(cfg.Compression))
-	}
-	// A collector that comes back is reached within seconds: gRPC's own
-	// reconnect backoff grows to two minutes, so after a long outage
-	// exports kept failing long after the collector was up again.
-	bo := backoff.DefaultConfig
-	bo.MaxDelay = reconnectMaxDelay
-	reconnect := grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: 5 * time.Second})
-	mopts = append(mopts, otlpmetricgrpc.WithDialOption(grpc.WithChainUnaryInterceptor(captureInterceptor), reconnect))
-	lopts = append(lopts, otlploggrpc.WithDialOption(reconnect))
-	mex, err := otlpmetricgrpc.New(ctx, mopts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("OTLP metric exporter: %w", err)
-	}
-	lex, err := otlploggrpc.New(ctx, lopts...)
-	if err != nil {
-		_ = mex.Shutdown(ctx)
-		return nil, nil, fmt.Errorf("OTLP log exporter: %w", err)
-	}
-	ms := NewOTLPMetrics(mex, cfg.ResourcesPerRequest)
-	ms.captured = true
-	return ms, lex, nil
-}

@@ -90,8 +90,9 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration file")
-	endpoint := fs.String("otlp-endpoint", "", "OTLP/gRPC endpoint host:port (overrides export.endpoint)")
-	insecure := fs.Bool("otlp-insecure", false, "no TLS towards the OTLP endpoint")
+	endpoint := fs.String("otlp-endpoint", "", "OTLP endpoint: host:port or URL (overrides export.endpoint and OTEL_EXPORTER_OTLP_*ENDPOINT)")
+	insecure := fs.Bool("otlp-insecure", false, "no TLS towards an OTLP endpoint given as host:port")
+	protocol := fs.String("otlp-protocol", "", "OTLP protocol: grpc or http/protobuf (overrides export.protocol and OTEL_EXPORTER_OTLP_*PROTOCOL)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -105,8 +106,17 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	override := func(c *config.Config) {
 		if *endpoint != "" {
 			c.Export.Endpoint = *endpoint
+			c.Export.MetricsEndpoint, c.Export.LogsEndpoint = "", ""
 		}
 		c.Export.Insecure = c.Export.Insecure || *insecure
+		if *protocol != "" {
+			c.Export.Protocol = *protocol
+		}
+	}
+	switch *protocol {
+	case "", "grpc", "http/protobuf":
+	default:
+		return fmt.Errorf("%w: --otlp-protocol: %q: must be grpc or http/protobuf", config.ErrInvalid, *protocol)
 	}
 	override(&cfg)
 	level := new(slog.LevelVar)

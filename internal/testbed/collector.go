@@ -21,6 +21,8 @@ import (
 type Otelcol struct {
 	endpoint    string // host:port, or the socket path when unix
 	unix        bool
+	opts        collectorOptions
+	httpAddr    string // host:port of the OTLP/HTTP receiver, with WithHTTPReceiver
 	dir         string
 	metricsFile string
 	logsFile    string
@@ -39,7 +41,39 @@ const collectorReady = "Everything is ready"
 type CollectorOption func(*collectorOptions)
 
 type collectorOptions struct {
-	unixSocket string
+	unixSocket  string
+	tls         *ReceiverTLS
+	http        bool
+	bearerToken string
+}
+
+// ReceiverTLS is the TLS of the collector's receivers (see WithTLS): PEM
+// files of its certificate and key, and, for mutual TLS, of the CA its
+// clients' certificates must chain to.
+type ReceiverTLS struct {
+	CertFile, KeyFile string
+	// ClientCAFile, when set, makes the receivers require a client
+	// certificate signed by it.
+	ClientCAFile string
+}
+
+// WithTLS makes every receiver of the collector serve TLS.
+func WithTLS(tls ReceiverTLS) CollectorOption {
+	return func(o *collectorOptions) { o.tls = &tls }
+}
+
+// WithHTTPReceiver adds an OTLP/HTTP receiver on another free loopback port
+// (see HTTPEndpoint), with the same TLS and authentication as the gRPC one.
+func WithHTTPReceiver() CollectorOption {
+	return func(o *collectorOptions) { o.http = true }
+}
+
+// WithBearerToken makes every receiver require the header
+// "authorization: Bearer TOKEN" (the bearertokenauth extension) and keep
+// the request's metadata (include_metadata): a request without the right
+// token is refused with Unauthenticated (gRPC) or 401 (HTTP).
+func WithBearerToken(token string) CollectorOption {
+	return func(o *collectorOptions) { o.bearerToken = token }
 }
 
 // WithUnixSocket makes the OTLP/gRPC receiver listen on the unix socket path
@@ -68,6 +102,7 @@ func StartCollector(t testing.TB, opts ...CollectorOption) *Otelcol {
 	}
 	dir := t.TempDir()
 	c := &Otelcol{
+		opts:        o,
 		dir:         dir,
 		metricsFile: filepath.Join(dir, "metrics.jsonl"),
 		logsFile:    filepath.Join(dir, "logs.jsonl"),
@@ -98,6 +133,13 @@ func StartCollector(t testing.TB, opts ...CollectorOption) *Otelcol {
 			t.Fatalf("collector: pick a free port: %v", err)
 		}
 		c.endpoint = net.JoinHostPort("127.0.0.1", port)
+		if o.http {
+			hport, err := freePort()
+			if err != nil {
+				t.Fatalf("collector: pick a free port: %v", err)
+			}
+			c.httpAddr = net.JoinHostPort("127.0.0.1", hport)
+		}
 		err = c.start()
 		if err == nil {
 			t.Cleanup(func() { c.stop(t) })
@@ -120,6 +162,10 @@ func (c *Otelcol) Endpoint() string {
 	}
 	return c.endpoint
 }
+
+// HTTPEndpoint is the host:port of the collector's OTLP/HTTP receiver
+// (WithHTTPReceiver; "" without it). Requests go to /v1/metrics and /v1/logs.
+func (c *Otelcol) HTTPEndpoint() string { return c.httpAddr }
 
 // MetricsFile is the path of the OTLP JSON lines file of the metrics pipeline.
 func (c *Otelcol) MetricsFile() string { return c.metricsFile }
@@ -302,11 +348,29 @@ func (c *Otelcol) config() string {
 	if c.unix {
 		transport = "\n        transport: unix"
 	}
-	return fmt.Sprintf(`receivers:
+	// common is what every receiver protocol gets: TLS and authentication.
+	common := ""
+	if t := c.opts.tls; t != nil {
+		common += fmt.Sprintf("\n        tls:\n          cert_file: %s\n          key_file: %s", q(t.CertFile), q(t.KeyFile))
+		if t.ClientCAFile != "" {
+			common += fmt.Sprintf("\n          client_ca_file: %s", q(t.ClientCAFile))
+		}
+	}
+	extensions, serviceExtensions := "", ""
+	if c.opts.bearerToken != "" {
+		common += "\n        include_metadata: true\n        auth:\n          authenticator: bearertokenauth"
+		extensions = fmt.Sprintf("extensions:\n  bearertokenauth:\n    token: %s\n", q(c.opts.bearerToken))
+		serviceExtensions = "\n  extensions: [bearertokenauth]"
+	}
+	httpReceiver := ""
+	if c.httpAddr != "" {
+		httpReceiver = fmt.Sprintf("\n      http:\n        endpoint: %s%s", q(c.httpAddr), common)
+	}
+	return extensions + fmt.Sprintf(`receivers:
   otlp:
     protocols:
       grpc:
-        endpoint: %s%s
+        endpoint: %s%s%s%s
 exporters:
   debug:
     verbosity: basic
@@ -316,7 +380,7 @@ exporters:
   file/logs:
     path: %s
     flush_interval: 100ms
-service:
+service:%s
   telemetry:
     metrics:
       level: none
@@ -329,7 +393,7 @@ service:
     logs:
       receivers: [otlp]
       exporters: [file/logs, debug]
-`, q(c.endpoint), transport, q(c.metricsFile), q(c.logsFile))
+`, q(c.endpoint), transport, common, httpReceiver, q(c.metricsFile), q(c.logsFile), serviceExtensions)
 }
 
 // freePort asks the kernel for a free loopback TCP port. Another process may
