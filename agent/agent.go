@@ -428,6 +428,9 @@ func (a *Agent) telemetryConfig() telemetry.Config {
 	}
 	t.Headers = c.Export.Headers
 	t.Compression = c.Export.Compression
+	t.QueueSize = int64(c.Export.QueueSize)
+	t.QueueDir = c.Export.QueueDir
+	t.Log = a.log.With("part", "export")
 	t.LabelAllowlist = c.Labels.Allowlist
 	for _, e := range c.Filters.IncludeEngines {
 		t.IncludeEngines = append(t.IncludeEngines, model.EngineType(e))

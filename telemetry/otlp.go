@@ -13,6 +13,7 @@ import (
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
+	collogpb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	"google.golang.org/grpc"
@@ -72,6 +73,12 @@ type OTLPMetrics struct {
 	link      *capture                            // the connection the SDK's requests went to
 	records   wireRecords
 	recs      []*[]byte // this round's records, reused
+
+	// With a queue (NewOTLP), rounds are queued and sent by sender over
+	// linkp, the connection link learned.
+	queue  *Queue
+	sender *sender
+	linkp  link
 }
 
 // resourceWire is a resource as the SDK's transform made it, marshalled.
@@ -147,6 +154,7 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 	}
 	if c.cc != nil {
 		o.link = &capture{cc: c.cc, md: c.md, opts: c.opts, timeout: c.timeout}
+		o.linkp.Store(o.link)
 	}
 	if o.link == nil {
 		err := errors.Join(refused...)
@@ -183,7 +191,11 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 	if len(refused) > 0 {
 		errs = append(errs, fmt.Errorf("export metrics: the OTLP exporter refused %d resources, first: %w", len(refused), refused[0]))
 	}
-	errs = append(errs, o.send(ctx, o.link, recs, len(batch)))
+	if o.queue != nil {
+		errs = append(errs, o.enqueue(recs, len(batch)))
+	} else {
+		errs = append(errs, o.send(ctx, o.link, recs, len(batch)))
+	}
 	return errors.Join(errs...)
 }
 
@@ -232,8 +244,12 @@ func (o *OTLPMetrics) send(ctx context.Context, link *capture, recs []*[]byte, o
 	return nil
 }
 
-// Shutdown shuts the exporter down.
+// Shutdown sends what is queued until ctx ends, and shuts the exporter
+// down.
 func (o *OTLPMetrics) Shutdown(ctx context.Context) error {
+	if o.sender != nil {
+		o.sender.stop(ctx)
+	}
 	if o.exp == nil {
 		return nil
 	}
@@ -330,6 +346,9 @@ func (exactCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*wireRequest); ok {
 		return r.buffers(), nil
 	}
+	if r, ok := v.(rawRequest); ok {
+		return mem.BufferSlice{mem.SliceBuffer(r)}, nil
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("OTLP codec: marshal %T: not a protobuf message", v)
@@ -359,11 +378,15 @@ func (exactCodec) Name() string { return "proto" }
 
 // reconnectMaxDelay caps the wait between two attempts to reach the
 // collector; with gRPC's 20 % jitter a collector that is back is reached
-// within 5 s.
-const reconnectMaxDelay = 4 * time.Second
+// within 1.2 s, and the queued requests waiting for the connection go out
+// then.
+const reconnectMaxDelay = time.Second
 
 // NewOTLP builds the OTLP/gRPC metric sink (one SDK exporter whose requests
-// OTLPMetrics batches) and log exporter. Settings left empty in cfg fall to the standard
+// OTLPMetrics batches) and log exporter. Both put their requests in one
+// export queue (cfg.QueueSize bytes, on disk under cfg.QueueDir when set),
+// from which a sender per signal delivers them, retrying for as long as it
+// takes; their Shutdown drains it until its context ends. Settings left empty in cfg fall to the standard
 // OTEL_EXPORTER_OTLP_* environment variables, which the exporters read.
 func NewOTLP(ctx context.Context, cfg *Config) (MetricSink, sdklog.Exporter, error) {
 	var mopts []otlpmetricgrpc.Option
@@ -400,8 +423,17 @@ func NewOTLP(ctx context.Context, cfg *Config) (MetricSink, sdklog.Exporter, err
 	bo := backoff.DefaultConfig
 	bo.MaxDelay = reconnectMaxDelay
 	reconnect := grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: 5 * time.Second})
-	mopts = append(mopts, otlpmetricgrpc.WithDialOption(grpc.WithChainUnaryInterceptor(captureInterceptor), reconnect))
-	lopts = append(lopts, otlploggrpc.WithDialOption(reconnect))
+	q, err := NewQueue(cfg.QueueSize, cfg.QueueDir, cfg.Log)
+	if err != nil {
+		return nil, nil, err
+	}
+	lq := &logQueue{q: q}
+	// The SDK's own retries are off: a failed request is retried by the
+	// queue's sender, for as long as it fits.
+	mopts = append(mopts, otlpmetricgrpc.WithDialOption(grpc.WithChainUnaryInterceptor(captureInterceptor), reconnect),
+		otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig{Enabled: false}))
+	lopts = append(lopts, otlploggrpc.WithDialOption(grpc.WithChainUnaryInterceptor(lq.intercept), reconnect),
+		otlploggrpc.WithRetry(otlploggrpc.RetryConfig{Enabled: false}))
 	mex, err := otlpmetricgrpc.New(ctx, mopts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("OTLP metric exporter: %w", err)
@@ -413,5 +445,19 @@ func NewOTLP(ctx context.Context, cfg *Config) (MetricSink, sdklog.Exporter, err
 	}
 	ms := NewOTLPMetrics(mex, cfg.ResourcesPerRequest)
 	ms.captured = true
-	return ms, lex, nil
+	ms.queue = q
+	// Learn both connections now: requests replayed from disk go out
+	// before the first round and the first event.
+	c := &capture{}
+	_ = mex.Export(context.WithValue(ctx, captureKey{}, c), &metricdata.ResourceMetrics{})
+	if c.cc != nil {
+		ms.link = &capture{cc: c.cc, md: c.md, opts: c.opts, timeout: c.timeout}
+		ms.linkp.Store(ms.link)
+	}
+	lq.probe(ctx, lex)
+	ms.sender = startSender(ctx, q, SignalMetrics,
+		deliverOver(&ms.linkp, exportMethod, func() proto.Message { return new(colmetricpb.ExportMetricsServiceResponse) }))
+	ls := startSender(ctx, q, SignalEvents,
+		deliverOver(&lq.link, logsExportMethod, func() proto.Message { return new(collogpb.ExportLogsServiceResponse) }))
+	return ms, queuedLogs{Exporter: lex, q: q, sender: ls}, nil
 }
