@@ -25,6 +25,7 @@ type eventBatch struct {
 	exp      sdklog.Exporter
 	interval time.Duration
 
+	flushMu sync.Mutex // one flush at a time
 	mu      sync.Mutex
 	pending []sdklog.Record
 	kick    chan struct{}
@@ -81,6 +82,8 @@ func (b *eventBatch) OnEmit(_ context.Context, r *sdklog.Record) error {
 // the exporter refuses is not kept: NewOTLP's exporter refuses only what
 // does not fit in the export queue, which counts it as dropped.
 func (b *eventBatch) flush(ctx context.Context) error {
+	b.flushMu.Lock()
+	defer b.flushMu.Unlock()
 	for {
 		b.mu.Lock()
 		n := min(len(b.pending), maxEventBatch)

@@ -386,19 +386,20 @@ func (s *sender) run(ctx context.Context) {
 func (s *sender) send(ctx context.Context, it *queued) bool {
 	for attempt := 0; ; attempt++ {
 		rejected, retry, asked, err := s.deliver(ctx, it.data)
-		if ctx.Err() != nil {
-			return false
-		}
-		if f := s.q.onResult.Load(); f != nil {
-			(*f)(s.signal, len(it.data), err)
-		}
-		switch {
-		case err == nil:
+		if err == nil {
+			// Delivered, even if ctx ended meanwhile: never sent twice.
 			s.q.done(it)
 			if rejected > 0 {
 				s.q.countDrop(s.signal, DropRejected)
 			}
+			s.reportResult(it, nil)
 			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.reportResult(it, err)
+		switch {
 		case !retry:
 			s.q.log.Warn("export queue: collector refused a request for good", "signal", s.signal, "bytes", len(it.data), logging.Err(err))
 			s.q.drop(it, DropRejected)
@@ -411,6 +412,12 @@ func (s *sender) send(ctx context.Context, it *queued) bool {
 			return false
 		case <-t.C:
 		}
+	}
+}
+
+func (s *sender) reportResult(it *queued, err error) {
+	if f := s.q.onResult.Load(); f != nil {
+		(*f)(s.signal, len(it.data), err)
 	}
 }
 

@@ -8,11 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -322,5 +325,56 @@ func TestThrottlingIsHonoured(t *testing.T) {
 	}
 	if took < 700*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("delivered after %v, want after the 700 ms the collector asked for", took)
+	}
+}
+
+// recordingExporter keeps the bodies of what it exports, batch by batch.
+type recordingExporter struct {
+	mu      sync.Mutex
+	batches [][]string
+}
+
+func (r *recordingExporter) Export(_ context.Context, recs []sdklog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var b []string
+	for _, rec := range recs {
+		b = append(b, rec.Body().AsString())
+	}
+	r.batches = append(r.batches, b)
+	return nil
+}
+func (r *recordingExporter) Shutdown(context.Context) error   { return nil }
+func (r *recordingExporter) ForceFlush(context.Context) error { return nil }
+
+func TestEventBatchExportsEveryRecordInOrder(t *testing.T) {
+	exp := &recordingExporter{}
+	b := newEventBatch(exp, time.Hour, nil) // only full batches and Shutdown flush
+	b.start(context.Background())
+	const n = 1200
+	for i := range n {
+		var r sdklog.Record
+		r.SetBody(attribute.StringValue(strconv.Itoa(i)))
+		if err := b.OnEmit(context.Background(), &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var all []string
+	for _, batch := range exp.batches {
+		if len(batch) > maxEventBatch {
+			t.Errorf("a batch of %d records, want at most %d", len(batch), maxEventBatch)
+		}
+		all = append(all, batch...)
+	}
+	if len(all) != n {
+		t.Fatalf("%d records exported, want %d", len(all), n)
+	}
+	for i, s := range all {
+		if s != strconv.Itoa(i) {
+			t.Fatalf("record %d is %q: out of order", i, s)
+		}
 	}
 }
