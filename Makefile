@@ -17,7 +17,7 @@ GOTEST_FLAGS ?=
 # one at a time (-p 1) after their test binaries were compiled in parallel.
 TEST_PKGS ?= ./...
 
-.PHONY: help build run test unit testbed testbed-down lint tidy-check bench bench-go package clean
+.PHONY: help build run test unit reliability testbed testbed-down lint tidy-check bench bench-go package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,9 @@ test: testbed lint tidy-check ## provision the testbed if missing, lint, run eve
 
 unit: ## only the tests that need no testbed (integration tests skip outside CI)
 	$(GO) test -race -short ./...
+
+reliability: testbed ## the fault tests of issue 15 (TestReliability*: collector outage, agentd restart, ...)
+	$(GO) test -race -count=1 -p 1 -timeout 20m -run '^TestReliability' -v $(TEST_PKGS)
 
 testbed: ## provision the testbed: engines, images, systemd host, collector (idempotent)
 	bash testbed/up.sh
