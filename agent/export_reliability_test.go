@@ -185,12 +185,23 @@ func TestReliabilityCollectorOutageLosesNothing(t *testing.T) {
 	}
 	self := map[string]string{"service.name": "agentd"}
 	var peak float64
+	rounds := 0
 	if q := m.Metric(self, "agentd.export.queue.size"); q != nil {
 		for _, p := range q.Points {
 			peak = max(peak, p.Value)
+			if p.Time.After(down) && p.Time.Before(back) {
+				rounds++
+			}
 		}
 	} else {
 		t.Errorf("no agentd.export.queue.size from agentd's own resource")
+	}
+	// Every round carries agentd's own metrics and the steady container's
+	// in the same request: as many of one as of the other, or a round's
+	// container points were lost (a round that ran late is no loss).
+	t.Logf("agentd made %d export rounds during the outage", rounds)
+	if inOutage < rounds {
+		t.Errorf("%d rounds during the outage, but %d points of the steady container", rounds, inOutage)
 	}
 	t.Logf("export queue peak %.0f bytes (%.2f MiB) during the outage", peak, peak/(1<<20))
 	if d := m.Metric(self, "agentd.export.dropped"); d != nil {
