@@ -406,7 +406,7 @@ func (a *Agent) sinks(ctx context.Context, cfg config.Config) (telemetry.MetricS
 		c := telemetry.NewConsole(a.opts.Stdout)
 		return c, c, nil
 	}
-	tcfg := telemetryConfig(cfg)
+	tcfg := telemetryConfig(cfg, a.log.With("part", "export"))
 	m, l, err := telemetry.NewOTLP(ctx, &tcfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: OTLP exporter: %w", config.ErrInvalid, err)
@@ -426,7 +426,7 @@ func otlpEnvSet() bool {
 	return false
 }
 
-func telemetryConfig(c config.Config) telemetry.Config {
+func telemetryConfig(c config.Config, log *slog.Logger) telemetry.Config {
 	t := telemetry.DefaultConfig()
 	t.ExportInterval = c.Export.Interval.Std()
 	t.EventFlushInterval = c.Events.FlushInterval.Std()
@@ -438,6 +438,9 @@ func telemetryConfig(c config.Config) telemetry.Config {
 	t.Headers = c.Export.Headers
 	t.Compression = c.Export.Compression
 	t.OTLP = OTLPSettings(c)
+	t.QueueSize = int64(c.Export.QueueSize)
+	t.QueueDir = c.Export.QueueDir
+	t.Log = log
 	t.LabelAllowlist = c.Labels.Allowlist
 	for _, e := range c.Filters.IncludeEngines {
 		t.IncludeEngines = append(t.IncludeEngines, model.EngineType(e))

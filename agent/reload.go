@@ -149,7 +149,7 @@ func (a *Agent) newPipeline(ctx context.Context, cfg config.Config) (*pipeline, 
 	if err != nil {
 		return nil, err
 	}
-	return &pipeline{cfg: telemetryConfig(cfg), metrics: m, logs: l}, nil
+	return &pipeline{cfg: telemetryConfig(cfg, a.log.With("part", "export")), metrics: m, logs: l}, nil
 }
 
 // build makes the pipeline from opts and p's sinks; on failure it shuts the

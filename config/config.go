@@ -72,6 +72,16 @@ type Export struct {
 	// Temporality is the metrics temporality preference: cumulative (the
 	// default), delta or lowmemory.
 	Temporality string `yaml:"temporality"`
+	// QueueSize bounds the export queue, metrics and events together, in
+	// bytes of encoded requests ("32MiB", "512KiB" or a number of bytes);
+	// requests that do not fit are dropped and counted in
+	// agentd.export.dropped. Default 32 MiB, at least 1 MiB.
+	QueueSize ByteSize `yaml:"queue_size"`
+	// QueueDir, when set, keeps the export queue in files there as well
+	// (an absolute path; the packaged unit's StateDirectory is
+	// /var/lib/agentd, so /var/lib/agentd/queue), so what was not delivered
+	// is sent after a restart or a reboot. Empty: memory only.
+	QueueDir string `yaml:"queue_dir"`
 }
 
 // TLS is export.tls: PEM files for the connection to the collector.
@@ -83,6 +93,47 @@ type TLS struct {
 	// collector that requires one (mTLS).
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+}
+
+// DefaultQueueSize is export.queue_size's default.
+const DefaultQueueSize = 32 << 20
+
+// ByteSize is a size in bytes written as a number or with a unit: "512KiB",
+// "32MiB", "1GiB" (KB, MB, GB are read as KiB, MiB, GiB).
+type ByteSize int64
+
+// UnmarshalYAML parses a size.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := ParseByteSize(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*b = v
+	return nil
+}
+
+// ParseByteSize parses "32MiB", "512 KiB", "1048576".
+func ParseByteSize(s string) (ByteSize, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"B", 1}} {
+		if v, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(v), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (want e.g. 32MiB, 512KiB or a number of bytes)", s)
+	}
+	return ByteSize(v * mult), nil
 }
 
 // Events configures lifecycle event export.
@@ -183,7 +234,7 @@ var engineTypes = []string{"docker", "containerd", "cri", "cri-o", "podman"}
 // Default returns the embedded default configuration.
 func Default() Config {
 	return Config{
-		Export:    Export{Interval: Duration(10 * time.Second)},
+		Export:    Export{Interval: Duration(10 * time.Second), QueueSize: DefaultQueueSize},
 		Events:    Events{FlushInterval: Duration(time.Second)},
 		Discovery: Discovery{Interval: Duration(5 * time.Second), ProcRoot: "/proc", GracePeriod: Duration(5 * time.Minute)},
 		Activation: Activation{
@@ -307,6 +358,12 @@ func (c Config) Validate() error {
 		}
 	} else if e != "" && strings.Contains(e, "://") && !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
 		bad("export.endpoint", e, "must be host:port, an http(s):// URL or unix:///path")
+	}
+	if c.Export.QueueSize < 1<<20 {
+		bad("export.queue_size", int64(c.Export.QueueSize), "must be at least 1MiB")
+	}
+	if d := c.Export.QueueDir; d != "" && !filepath.IsAbs(d) {
+		bad("export.queue_dir", d, "must be an absolute path")
 	}
 	switch c.Export.Compression {
 	case "", "gzip", "none":

@@ -60,6 +60,24 @@ func TestParse(t *testing.T) {
 		}},
 		{name: "bad OTLP values name their keys and values", yaml: "export:\n  protocol: http/json\n  temporality: sometimes\n  timeout: -1s\n  logs_endpoint: ftp://x:1\n  tls:\n    ca_file: ca.pem\n    cert_file: /c.pem\n",
 			wantErr: []string{"export.protocol: http/json", "export.temporality: sometimes", "export.timeout: -1s", "export.logs_endpoint: ftp://x:1", "export.tls.ca_file: ca.pem", "export.tls.cert_file: /c.pem: needs export.tls.key_file"}},
+		{name: "the export queue defaults to 32 MiB in memory", yaml: "", check: func(t *testing.T, c Config) {
+			if c.Export.QueueSize != 32<<20 || c.Export.QueueDir != "" {
+				t.Errorf("export = %+v", c.Export)
+			}
+		}},
+		{name: "the export queue size takes units and a directory", yaml: "export:\n  queue_size: 64MiB\n  queue_dir: /var/lib/agentd/queue\n", check: func(t *testing.T, c Config) {
+			if c.Export.QueueSize != 64<<20 || c.Export.QueueDir != "/var/lib/agentd/queue" {
+				t.Errorf("export = %+v", c.Export)
+			}
+		}},
+		{name: "the export queue size takes a number of bytes", yaml: "export:\n  queue_size: 2097152\n", check: func(t *testing.T, c Config) {
+			if c.Export.QueueSize != 2<<20 {
+				t.Errorf("queue_size = %d", c.Export.QueueSize)
+			}
+		}},
+		{name: "a size that is no size names the line and value", yaml: "export:\n  queue_size: lots\n", wantErr: []string{"line 2", `"lots"`}},
+		{name: "a too small export queue names the key", yaml: "export:\n  queue_size: 10KiB\n", wantErr: []string{"export.queue_size", "10240", "at least 1MiB"}},
+		{name: "a relative export queue directory is refused", yaml: "export:\n  queue_dir: queue\n", wantErr: []string{"export.queue_dir", "absolute"}},
 		{name: "a relative proc root is refused", yaml: "discovery:\n  proc_root: proc\n", wantErr: []string{"discovery.proc_root"}},
 	}
 	for _, tt := range tests {

@@ -42,6 +42,7 @@ type builder struct {
 
 	containers map[model.ContainerKey]*containerState
 	engines    map[string]*engineState
+	agent      *agentOut // agentd's own metrics, made at the first round with a queue
 	round      uint64
 }
 

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"fmt"
+	"log/slog"
 	"path"
 	"strings"
 	"time"
@@ -57,6 +58,13 @@ type Config struct {
 	// ResourcesPerRequest is how many resources one OTLP metrics request
 	// carries (0: DefaultResourcesPerRequest).
 	ResourcesPerRequest int
+	// QueueSize bounds the export queue in bytes (0: DefaultQueueSize).
+	QueueSize int64
+	// QueueDir, when set, keeps the export queue in files there too, so
+	// what was not delivered is sent after a restart.
+	QueueDir string
+	// Log is where the export queue logs (nil discards).
+	Log *slog.Logger
 }
 
 // DefaultConfig returns the defaults: export every 10 s, events within 1 s,
@@ -83,6 +91,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("telemetry: ShutdownTimeout %v must be positive", c.ShutdownTimeout)
 	case c.StatsWorkers < 1:
 		return fmt.Errorf("telemetry: StatsWorkers %d must be at least 1", c.StatsWorkers)
+	case c.QueueSize < 0:
+		return fmt.Errorf("telemetry: QueueSize %d must not be negative", c.QueueSize)
 	case c.ResourcesPerRequest < 0:
 		return fmt.Errorf("telemetry: ResourcesPerRequest %d must not be negative", c.ResourcesPerRequest)
 	}

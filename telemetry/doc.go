@@ -37,8 +37,8 @@
 //     first round it appears in; the metrics are written as protobuf
 //     records that later rounds update in place and hand to gRPC as they are
 //     (wireRecords), and the round goes out 128 resources to a request over
-//     the same connection with the same metadata, retried on the codes OTLP
-//     calls retryable: 4 requests per round. The builder refills each
+//     the same connection with the same metadata, through the export queue
+//     (below): 4 requests per round. The builder refills each
 //     container's ResourceMetrics in place (BenchmarkBuild500: 0.2 ms and 4
 //     allocations for 500 containers), and the whole export of such a round
 //     to a local server takes about 1.5 ms and 850 allocations
@@ -51,11 +51,36 @@
 //     variable > default), and handed to the exporters as explicit
 //     options. The delta temporality preference is DeltaSink, which turns
 //     the builder's cumulative counters into deltas.
-//   - Events keep the SDK: one LoggerProvider per resource (cached, no
-//     goroutines, never shut down), all feeding ONE BatchProcessor with the
-//     flush interval as its export interval. The processor batches records of
+//   - Events keep the SDK's loggers: one LoggerProvider per resource
+//     (cached, no goroutines, never shut down), all feeding ONE eventBatch
+//     processor that flushes every flush interval. It batches records of
 //     every resource together and otlploggrpc groups them by resource into a
-//     single request, so events cost one request per flush.
+//     single request, so events cost one request per flush. (It replaces the
+//     SDK's BatchProcessor, which drops a batch whose export times out.)
+//
+// # Export that loses nothing it accepted
+//
+// NewOTLP's sinks do not send: both exporters' requests are taken by gRPC
+// interceptors (over OTLP/HTTP by the exporters' http.RoundTrippers,
+// captureTransport and logTransport), encoded, and put in one Queue bounded in bytes
+// (export.queue_size, DefaultQueueSize 32 MiB) shared by metrics and events.
+// One sender per signal sends them in order over the exporter's own
+// connection, metadata and call options, waiting for the connection to be
+// ready (over HTTP: to the exporter's URL with its headers), and retries a
+// retryable failure (the OTLP retryable codes, and RESOURCE_EXHAUSTED with
+// a RetryInfo; over HTTP 429, 502, 503, 504 and connection errors) for as long as it takes: backoff from
+// 250 ms to 4 s with ±20 % jitter, or the delay the collector's RetryInfo (HTTP: Retry-After)
+// asks for. The SDK exporters' own retries are off. gRPC's reconnect backoff
+// is capped at 1 s, so the first request after a collector outage goes out
+// within about a second of its return. What does not fit is refused, never
+// what is queued; it is counted in agentd.export.dropped (signal, reason) and
+// logged at most once a minute; agentd.export.queue.size reports the queued
+// bytes, both on agentd's own resource (service.name agentd). With
+// export.queue_dir each request is also a file (diskqueue.go: length and
+// CRC-32C, written and renamed) until delivered, and a restarted agentd sends
+// what the last one left; a file that does not read back is moved aside as
+// .corrupt, logged and counted. At shutdown the senders drain until the
+// shutdown timeout; without a disk queue what is left is dropped and counted.
 //
 // # Deviations from the semantic conventions
 //

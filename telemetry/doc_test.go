@@ -81,6 +81,7 @@ func TestExportCost500(t *testing.T) {
 				if err := ms.ExportMetrics(ctx, batch); err != nil {
 					t.Fatal(err)
 				}
+				settled(t, ms)
 			}
 			took := time.Since(start) / rounds
 			wantRequests := (len(batch) + perRequest - 1) / perRequest

@@ -67,6 +67,12 @@ type OTLPMetrics struct {
 	link      *capture                            // the connection the SDK's requests went to
 	records   wireRecords
 	recs      []*[]byte // this round's records, reused
+
+	// With a queue (NewOTLP), rounds are queued and sent by sender over
+	// linkp, the connection link learned.
+	queue  *Queue
+	sender *sender
+	linkp  link
 }
 
 // resourceWire is a resource as the SDK's transform made it, marshalled.
@@ -142,6 +148,7 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 	}
 	if c.cc != nil || c.http != nil {
 		o.link = &capture{cc: c.cc, md: c.md, opts: c.opts, timeout: c.timeout, http: c.http}
+		o.linkp.Store(o.link)
 	}
 	if o.link == nil {
 		err := errors.Join(refused...)
@@ -178,7 +185,11 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 	if len(refused) > 0 {
 		errs = append(errs, fmt.Errorf("export metrics: the OTLP exporter refused %d resources, first: %w", len(refused), refused[0]))
 	}
-	errs = append(errs, o.send(ctx, o.link, recs, len(batch)))
+	if o.queue != nil {
+		errs = append(errs, o.enqueue(recs, len(batch)))
+	} else {
+		errs = append(errs, o.send(ctx, o.link, recs, len(batch)))
+	}
 	return errors.Join(errs...)
 }
 
@@ -227,8 +238,12 @@ func (o *OTLPMetrics) send(ctx context.Context, link *capture, recs []*[]byte, o
 	return nil
 }
 
-// Shutdown shuts the exporter down.
+// Shutdown sends what is queued until ctx ends, and shuts the exporter
+// down.
 func (o *OTLPMetrics) Shutdown(ctx context.Context) error {
+	if o.sender != nil {
+		o.sender.stop(ctx)
+	}
 	if o.exp == nil {
 		return nil
 	}
@@ -328,6 +343,9 @@ type exactCodec struct{}
 func (exactCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*wireRequest); ok {
 		return r.buffers(), nil
+	}
+	if r, ok := v.(rawRequest); ok {
+		return mem.BufferSlice{mem.SliceBuffer(r)}, nil
 	}
 	m, ok := v.(proto.Message)
 	if !ok {

@@ -92,6 +92,17 @@ func insecureOTLP(tb testing.TB, endpoint string, perRequest int) *OTLPMetrics {
 	return ms.(*OTLPMetrics)
 }
 
+// settled waits until the sink's export queue has delivered (or dropped)
+// every metrics request: exports only queue them.
+func settled(tb testing.TB, ms *OTLPMetrics) {
+	tb.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ms.queue.Stats().Requests[SignalMetrics] > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			tb.Fatalf("export queue not drained within 30 s: %+v", ms.queue.Stats())
+		}
+	}
+}
+
 // discardCodec is a server codec that does not decode requests, so that a
 // benchmark measures the client alone.
 type discardCodec struct{ exactCodec }
@@ -119,6 +130,7 @@ func TestBatchedExportKeepsTheExportersSettings(t *testing.T) {
 		if err := export(ms); err != nil {
 			t.Fatal(err)
 		}
+		settled(t, ms)
 		got := 0
 		for i, r := range f.requests {
 			got += len(r.GetResourceMetrics())
@@ -136,6 +148,7 @@ func TestBatchedExportKeepsTheExportersSettings(t *testing.T) {
 		if err := export(ms); err != nil {
 			t.Fatalf("one Unavailable answer failed the export: %v", err)
 		}
+		settled(t, ms)
 		got := 0
 		for _, r := range f.requests {
 			got += len(r.GetResourceMetrics())
@@ -144,19 +157,32 @@ func TestBatchedExportKeepsTheExportersSettings(t *testing.T) {
 			t.Fatalf("%d of %d resources arrived", got, n)
 		}
 	})
-	t.Run("a permanent failure is reported with the resources it lost", func(t *testing.T) {
+	t.Run("a permanent failure drops the requests it hit, counted, and the others arrive", func(t *testing.T) {
 		f := &fakeMetricsServer{failures: []error{status.Error(codes.InvalidArgument, "bad"), status.Error(codes.InvalidArgument, "bad")}}
-		ms, _ := newSink(t, f)
-		err := export(ms)
-		if err == nil || !strings.Contains(err.Error(), "not delivered") || !strings.Contains(err.Error(), "bad") {
-			t.Fatalf("got %v", err)
+		ms, n := newSink(t, f)
+		if err := export(ms); err != nil {
+			t.Fatal(err)
+		}
+		settled(t, ms)
+		if d := ms.queue.Stats().Dropped[[2]string{SignalMetrics, DropRejected}]; d != 2 {
+			t.Errorf("dropped %d requests as rejected, want 2", d)
+		}
+		f.mu.Lock()
+		got := len(f.requests)
+		f.mu.Unlock()
+		if got != (n+DefaultResourcesPerRequest-1)/DefaultResourcesPerRequest-2 {
+			t.Errorf("%d requests arrived", got)
 		}
 	})
-	t.Run("rejected data points are an error", func(t *testing.T) {
+	t.Run("rejected data points are counted", func(t *testing.T) {
 		f := &fakeMetricsServer{rejecting: 7}
 		ms, _ := newSink(t, f)
-		if err := export(ms); err == nil || !strings.Contains(err.Error(), "rejected 7 data points: too old") {
-			t.Fatalf("got %v", err)
+		if err := export(ms); err != nil {
+			t.Fatal(err)
+		}
+		settled(t, ms)
+		if d := ms.queue.Stats().Dropped[[2]string{SignalMetrics, DropRejected}]; d != 3 {
+			t.Errorf("counted %d requests with rejected points, want 3", d)
 		}
 	})
 }
@@ -210,6 +236,7 @@ func BenchmarkExport500(b *testing.B) {
 		if err := ms.ExportMetrics(ctx, bl.build(time.Now(), cs, es)); err != nil {
 			b.Fatal(err)
 		}
+		settled(b, ms)
 	}
 }
 
@@ -233,6 +260,7 @@ func TestResourcesTransformedOnce(t *testing.T) {
 		if err := ms.ExportMetrics(ctx, bl.build(time.Now(), cs, es)); err != nil {
 			t.Fatal(err)
 		}
+		settled(t, ms)
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		var rms []*metricpb.ResourceMetrics
@@ -377,6 +405,7 @@ func TestWireRecordsMatchTheSDK(t *testing.T) {
 		if err := ms.ExportMetrics(ctx, batch); err != nil {
 			t.Fatal(err)
 		}
+		settled(t, ms)
 		got := received()
 		ms.captured = false // the SDK alone, one request a resource
 		err := ms.ExportMetrics(ctx, batch)

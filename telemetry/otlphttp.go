@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
@@ -46,18 +47,60 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	c.mu.Lock()
 	c.resources = append(c.resources, r.GetResourceMetrics()...)
 	if c.http == nil {
-		h := req.Header.Clone()
-		h.Del("Content-Length")
-		c.http = &httpLink{client: &http.Client{Transport: t.base}, url: req.URL.String(), header: h, gzip: h.Get("Content-Encoding") == "gzip"}
+		c.http = newHTTPLink(req, t.base)
 		c.timeout = t.timeout
 	}
 	c.mu.Unlock()
+	return accepted(req), nil
+}
+
+// logTransport is the HTTP transport of the OTLP/HTTP log exporter. Like
+// logQueue.intercept over gRPC, it puts each request into the export queue
+// instead of sending it and answers it as accepted; the first request's URL
+// and headers become the link the events sender delivers over.
+type logTransport struct {
+	lq      *logQueue
+	base    http.RoundTripper
+	timeout time.Duration
+}
+
+var _ http.RoundTripper = (*logTransport)(nil)
+
+// RoundTrip implements http.RoundTripper.
+func (t *logTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodPost {
+		return t.base.RoundTrip(req)
+	}
+	body, err := readBody(req)
+	if err != nil {
+		return nil, fmt.Errorf("OTLP/HTTP logs request: %w", err)
+	}
+	if t.lq.link.Load() == nil {
+		t.lq.link.CompareAndSwap(nil, &capture{http: newHTTPLink(req, t.base), timeout: t.timeout})
+	}
+	if req.Context().Value(probeKey{}) == nil {
+		if err := t.lq.q.Put(SignalEvents, body); err != nil {
+			return nil, err
+		}
+	}
+	return accepted(req), nil
+}
+
+// newHTTPLink is the link of an exporter's request: its URL and headers.
+func newHTTPLink(req *http.Request, base http.RoundTripper) *httpLink {
+	h := req.Header.Clone()
+	h.Del("Content-Length")
+	return &httpLink{client: &http.Client{Transport: base}, url: req.URL.String(), header: h, gzip: h.Get("Content-Encoding") == "gzip"}
+}
+
+// accepted is the answer of a request taken instead of sent.
+func accepted(req *http.Request) *http.Response {
 	return &http.Response{
 		Status: "200 OK", StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header:  http.Header{"Content-Type": {"application/x-protobuf"}},
 		Body:    http.NoBody,
 		Request: req,
-	}, nil
+	}
 }
 
 // readBody reads a request's body, gunzipped when it is gzip-encoded.
@@ -95,26 +138,21 @@ var retryableHTTP = map[int]bool{http.StatusTooManyRequests: true, http.StatusBa
 // invokeHTTP POSTs one request of records over link, retrying retryable
 // failures as invoke does over gRPC, and reports rejected data points.
 func (c *capture) invokeHTTP(ctx context.Context, req *wireRequest) error {
-	var body bytes.Buffer
-	var w io.Writer = &body
-	var zw *gzip.Writer
-	if c.http.gzip {
-		zw = gzip.NewWriter(&body)
-		w = zw
-	}
+	n := 0
 	for _, r := range req.recs {
-		if _, err := w.Write(*r); err != nil {
-			return fmt.Errorf("OTLP/HTTP request: %w", err)
-		}
+		n += len(*r)
 	}
-	if zw != nil {
-		if err := zw.Close(); err != nil {
-			return fmt.Errorf("OTLP/HTTP request: gzip: %w", err)
-		}
+	data := make([]byte, 0, n)
+	for _, r := range req.recs {
+		data = append(data, *r...)
 	}
+	newResp := func() proto.Message { return new(colmetricpb.ExportMetricsServiceResponse) }
 	for attempt := 0; ; attempt++ {
-		retry, err := c.postOnce(ctx, body.Bytes())
+		rejected, retry, _, err := c.deliverHTTP(ctx, data, newResp)
 		if err == nil {
+			if rejected > 0 {
+				return fmt.Errorf("collector rejected %d data points", rejected)
+			}
 			return nil
 		}
 		if attempt >= len(retryWaits) || !retry || ctx.Err() != nil {
@@ -126,22 +164,38 @@ func (c *capture) invokeHTTP(ctx context.Context, req *wireRequest) error {
 	}
 }
 
-// postOnce sends body once; retry says whether a failure may be retried.
-func (c *capture) postOnce(ctx context.Context, body []byte) (retry bool, err error) {
-	if c.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
+// deliverHTTP POSTs one encoded request (uncompressed protobuf) to c's URL
+// with its headers, gzipped when the exporter was configured so. A failure
+// is retryable for the status codes the OTLP specification names and for
+// errors of the connection; wait is the collector's Retry-After.
+func (c *capture) deliverHTTP(ctx context.Context, data []byte, newResp func() proto.Message) (rejected int64, retry bool, wait time.Duration, err error) {
+	body := data
+	if c.http.gzip {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		if _, err := zw.Write(data); err != nil {
+			return 0, false, 0, fmt.Errorf("OTLP/HTTP request to %s: gzip: %w", c.http.url, err)
+		}
+		if err := zw.Close(); err != nil {
+			return 0, false, 0, fmt.Errorf("OTLP/HTTP request to %s: gzip: %w", c.http.url, err)
+		}
+		body = b.Bytes()
 	}
+	timeout := c.timeout
+	if timeout <= 0 {
+		timeout = defaultAttemptTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.http.url, bytes.NewReader(body))
 	if err != nil {
-		return false, fmt.Errorf("OTLP/HTTP request to %s: %w", c.http.url, err)
+		return 0, false, 0, fmt.Errorf("OTLP/HTTP request to %s: %w", c.http.url, err)
 	}
 	hreq.Header = c.http.header.Clone()
 	hreq.ContentLength = int64(len(body))
 	resp, err := c.http.client.Do(hreq)
 	if err != nil {
-		return true, fmt.Errorf("OTLP/HTTP POST %s: %w", c.http.url, err)
+		return 0, true, 0, fmt.Errorf("OTLP/HTTP POST %s: %w", c.http.url, err)
 	}
 	defer resp.Body.Close()
 	rb, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -150,16 +204,33 @@ func (c *capture) postOnce(ctx context.Context, body []byte) (retry bool, err er
 		if len(msg) > 200 {
 			msg = msg[:200]
 		}
-		return retryableHTTP[resp.StatusCode], fmt.Errorf("OTLP/HTTP POST %s: %s: %s", c.http.url, resp.Status, strconv.QuoteToGraphic(msg))
+		return 0, retryableHTTP[resp.StatusCode], retryAfter(resp.Header.Get("Retry-After"), time.Now()),
+			fmt.Errorf("OTLP/HTTP POST %s: %s: %s", c.http.url, resp.Status, strconv.QuoteToGraphic(msg))
 	}
 	if rerr != nil || len(rb) == 0 {
-		return false, nil
+		return 0, false, 0, nil
 	}
-	var r colmetricpb.ExportMetricsServiceResponse
-	if proto.Unmarshal(rb, &r) == nil {
-		if ps := r.GetPartialSuccess(); ps.GetRejectedDataPoints() > 0 {
-			return false, fmt.Errorf("collector rejected %d data points: %s", ps.GetRejectedDataPoints(), ps.GetErrorMessage())
+	r := newResp()
+	if proto.Unmarshal(rb, r) != nil {
+		return 0, false, 0, nil
+	}
+	return rejectedOf(r), false, 0, nil
+}
+
+// retryAfter is the wait a Retry-After header asks for (seconds, or an HTTP
+// date), 0 when there is none or it cannot be read.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		if s < 0 {
+			return 0
 		}
+		return time.Duration(s) * time.Second
 	}
-	return false, nil
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }

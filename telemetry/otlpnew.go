@@ -14,16 +14,21 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	collogpb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
+	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 )
 
 // reconnectMaxDelay caps the wait between two attempts to reach the
 // collector; with gRPC's 20 % jitter a collector that is back is reached
-// within 5 s.
-const reconnectMaxDelay = 4 * time.Second
+// within 1.2 s, and the queued requests waiting for the connection go out
+// then.
+const reconnectMaxDelay = time.Second
 
 // otlpLayer is the configuration's layer of OTLP settings: cfg.OTLP, with
 // the fields Endpoint, Insecure, Headers and Compression of cfg filling
@@ -62,25 +67,50 @@ func (c *Config) ResolveOTLP() (OTLPResolved, error) {
 // precedence. The metric exporter's requests are batched by OTLPMetrics
 // (over gRPC and HTTP); with the delta temporality preference the sink sends
 // monotonic sums as deltas.
+//
+// Neither sends itself: both put their requests in one export queue
+// (cfg.QueueSize bytes, on disk under cfg.QueueDir when set), from which a
+// sender per signal delivers them over the exporter's connection (gRPC) or
+// to its URL with its headers (HTTP), retrying for as long as it takes;
+// their Shutdown drains it until its context ends.
 func NewOTLP(ctx context.Context, cfg *Config) (MetricSink, sdklog.Exporter, error) {
 	res, err := cfg.ResolveOTLP()
 	if err != nil {
 		return nil, nil, fmt.Errorf("OTLP settings: %w", err)
 	}
+	q, err := NewQueue(cfg.QueueSize, cfg.QueueDir, cfg.Log)
+	if err != nil {
+		return nil, nil, err
+	}
 	ms, err := newMetricSink(ctx, &res.Metrics, cfg.ResourcesPerRequest)
 	if err != nil {
 		return nil, nil, fmt.Errorf("OTLP metric exporter (%s to %s): %w", res.Metrics.Protocol, res.Metrics.Endpoint, err)
 	}
-	lex, err := newLogExporter(ctx, &res.Logs)
+	lq := &logQueue{q: q}
+	lex, err := newLogExporter(ctx, &res.Logs, lq)
 	if err != nil {
 		_ = ms.Shutdown(ctx)
 		return nil, nil, fmt.Errorf("OTLP log exporter (%s to %s): %w", res.Logs.Protocol, res.Logs.Endpoint, err)
 	}
+	ms.queue = q
+	// Learn both links now: requests replayed from disk go out before the
+	// first round and the first event.
+	c := &capture{}
+	_ = ms.exp.Export(context.WithValue(ctx, captureKey{}, c), &metricdata.ResourceMetrics{})
+	if c.cc != nil || c.http != nil {
+		ms.link = &capture{cc: c.cc, md: c.md, opts: c.opts, timeout: c.timeout, http: c.http}
+		ms.linkp.Store(ms.link)
+	}
+	lq.probe(ctx, lex)
+	ms.sender = startSender(ctx, q, SignalMetrics,
+		deliverOver(&ms.linkp, exportMethod, func() proto.Message { return new(colmetricpb.ExportMetricsServiceResponse) }))
+	ls := startSender(ctx, q, SignalEvents,
+		deliverOver(&lq.link, logsExportMethod, func() proto.Message { return new(collogpb.ExportLogsServiceResponse) }))
 	var sink MetricSink = ms
 	if res.Temporality == TemporalityDelta {
 		sink = NewDeltaSink(ms)
 	}
-	return sink, lex, nil
+	return sink, queuedLogs{Exporter: lex, q: q, sender: ls}, nil
 }
 
 // reconnectOption makes a collector that comes back reached within
@@ -118,6 +148,8 @@ func newMetricSink(ctx context.Context, s *OTLPSignal, perRequest int) (*OTLPMet
 			otlpmetrichttp.WithTimeout(s.Timeout),
 			otlpmetrichttp.WithHeaders(s.Headers),
 			otlpmetrichttp.WithCompression(otlpmetrichttp.NoCompression),
+			// The queue's sender retries, for as long as it takes.
+			otlpmetrichttp.WithRetry(otlpmetrichttp.RetryConfig{Enabled: false}),
 		}
 		if s.Gzip {
 			opts = append(opts, otlpmetrichttp.WithCompression(otlpmetrichttp.GzipCompression))
@@ -153,6 +185,8 @@ func newMetricSink(ctx context.Context, s *OTLPSignal, perRequest int) (*OTLPMet
 		otlpmetricgrpc.WithTimeout(s.Timeout),
 		otlpmetricgrpc.WithHeaders(s.Headers),
 		otlpmetricgrpc.WithDialOption(grpc.WithChainUnaryInterceptor(captureInterceptor), reconnectOption()),
+		// The queue's sender retries, for as long as it takes.
+		otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig{Enabled: false}),
 	}
 	// otlpmetricgrpc knows no "none" (it reports it to the global error
 	// handler, and compresses nothing): say it only when a variable the
@@ -169,13 +203,18 @@ func newMetricSink(ctx context.Context, s *OTLPSignal, perRequest int) (*OTLPMet
 	return ms, nil
 }
 
-func newLogExporter(ctx context.Context, s *OTLPSignal) (sdklog.Exporter, error) {
+// newLogExporter builds the log exporter of s, whose requests lq takes
+// into the export queue: over gRPC by its interceptor, over HTTP by its
+// transport.
+func newLogExporter(ctx context.Context, s *OTLPSignal, lq *logQueue) (sdklog.Exporter, error) {
 	if s.Protocol == ProtocolHTTPProtobuf {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
 		opts := []otlploghttp.Option{
 			otlploghttp.WithEndpointURL(s.Endpoint),
 			otlploghttp.WithTimeout(s.Timeout),
 			otlploghttp.WithHeaders(s.Headers),
 			otlploghttp.WithCompression(otlploghttp.NoCompression),
+			otlploghttp.WithRetry(otlploghttp.RetryConfig{Enabled: false}),
 		}
 		if s.Gzip {
 			opts = append(opts, otlploghttp.WithCompression(otlploghttp.GzipCompression))
@@ -185,8 +224,10 @@ func newLogExporter(ctx context.Context, s *OTLPSignal) (sdklog.Exporter, error)
 			if err != nil {
 				return nil, err
 			}
-			opts = append(opts, otlploghttp.WithTLSClientConfig(tc))
+			tr.TLSClientConfig = tc
 		}
+		lt := &logTransport{lq: lq, base: tr, timeout: s.Timeout}
+		opts = append(opts, otlploghttp.WithHTTPClient(&http.Client{Transport: lt, Timeout: s.Timeout}))
 		return otlploghttp.New(ctx, opts...)
 	}
 	creds, err := grpcCredentials(s)
@@ -199,7 +240,8 @@ func newLogExporter(ctx context.Context, s *OTLPSignal) (sdklog.Exporter, error)
 		otlploggrpc.WithTimeout(s.Timeout),
 		otlploggrpc.WithHeaders(s.Headers),
 		otlploggrpc.WithCompressor(grpcCompressor(s)),
-		otlploggrpc.WithDialOption(reconnectOption()),
+		otlploggrpc.WithDialOption(grpc.WithChainUnaryInterceptor(lq.intercept), reconnectOption()),
+		otlploggrpc.WithRetry(otlploggrpc.RetryConfig{Enabled: false}),
 	)
 }
 

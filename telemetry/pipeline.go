@@ -88,20 +88,6 @@ func (h *exportHealth) record(err error, attrs ...any) {
 	h.problem.OK()
 }
 
-// healthLogs is the events' exporter with its outcomes recorded.
-type healthLogs struct {
-	sdklog.Exporter
-	h *exportHealth
-}
-
-func (l healthLogs) Export(ctx context.Context, records []sdklog.Record) error {
-	err := l.Exporter.Export(ctx, records)
-	if ctx.Err() == nil {
-		l.h.record(err, "signal", "events", "records", len(records))
-	}
-	return err
-}
-
 // LastExport returns when the last export (metrics or events) ended and its
 // error; the zero time before the first. Safe for concurrent use with Run.
 func (p *Pipeline) LastExport() (time.Time, error) {
@@ -123,11 +109,25 @@ func NewPipeline(cfg Config, opts Options, log *slog.Logger) (*Pipeline, error) 
 		log = slog.New(slog.DiscardHandler)
 	}
 	problem := logging.NewProblem(log.With(logging.MessageID(logging.MessageIDExportFailure)), "export to the collector failing", time.Minute)
-	return &Pipeline{cfg: cfg, opts: opts, log: log, health: &exportHealth{problem: problem}}, nil
+	p := &Pipeline{cfg: cfg, opts: opts, log: log, health: &exportHealth{problem: problem}}
+	if q := p.queue(); q != nil {
+		// Exports only queue: the deliveries are the outcome.
+		f := func(signal string, bytes int, err error) { p.health.record(err, "signal", signal, "bytes", bytes) }
+		q.onResult.Store(&f)
+	}
+	return p, nil
 }
 
-// eventQueue is how many log records wait for the next flush at most.
-const eventQueue = 1024
+// queue is the export queue of the sinks, nil when they have none.
+func (p *Pipeline) queue() *Queue {
+	if h, ok := p.opts.Metrics.(queueHolder); ok {
+		return h.exportQueue()
+	}
+	if h, ok := p.opts.Logs.(queueHolder); ok {
+		return h.exportQueue()
+	}
+	return nil
+}
 
 // Run exports one round at once and then every ExportInterval, and forwards
 // events as they come (sent within EventFlushInterval). When ctx ends it
@@ -136,11 +136,12 @@ const eventQueue = 1024
 // only when that final flush fails. Errors of single rounds are logged, not
 // returned. Run starts one goroutine for events and waits for it.
 func (p *Pipeline) Run(ctx context.Context) error {
-	// A queue of eventQueue records holds a burst of several hundred
-	// containers' lifecycles between flushes; the SDK's default of 2048
-	// preallocates 2 MB for it.
-	proc := sdklog.NewBatchProcessor(healthLogs{p.opts.Logs, p.health}, sdklog.WithExportInterval(p.cfg.EventFlushInterval),
-		sdklog.WithMaxQueueSize(eventQueue), sdklog.WithExportMaxBatchSize(eventQueue/2))
+	var report func(error, int)
+	if _, queued := p.opts.Logs.(queueHolder); !queued {
+		report = func(err error, n int) { p.health.record(err, "signal", "events", "records", n) }
+	}
+	proc := newEventBatch(p.opts.Logs, p.cfg.EventFlushInterval, report)
+	proc.start(ctx)
 	em := newEventEmitter(&p.cfg, p.opts.Host, p.opts.Version, proc)
 
 	var wg sync.WaitGroup
@@ -332,8 +333,12 @@ func (p *Pipeline) round(ctx context.Context, b *builder, samples []stats.Stats)
 	}
 	now := time.Now()
 	rms := b.build(now, batch, counts)
+	q := p.queue()
+	if q != nil {
+		rms = append(rms, b.agentMetrics(q.Stats(), now))
+	}
 	start := time.Now()
-	if err := p.opts.Metrics.ExportMetrics(ctx, rms); ctx.Err() == nil {
+	if err := p.opts.Metrics.ExportMetrics(ctx, rms); ctx.Err() == nil && (q == nil || err != nil) {
 		p.health.record(err, "signal", "metrics", "resources", len(rms))
 	}
 	p.log.Debug("exported metrics", "containers", len(batch), "resources", len(rms), "duration", time.Since(start))

@@ -55,7 +55,8 @@ type Metric struct {
 	Description string
 	// Attributes lists the data point attribute keys, "" when none.
 	Attributes string
-	// Resource is "container" or "engine": whose resource carries it.
+	// Resource is "container", "engine" or "agent": whose resource carries
+	// it (agent: agentd's own, service.name agentd on the host).
 	Resource string
 }
 
@@ -73,6 +74,8 @@ const (
 	mUptime
 	mEngineContainers
 	mEngineUp
+	mExportDropped
+	mExportQueueSize
 	numMetrics
 )
 
@@ -97,6 +100,8 @@ var Metrics = [numMetrics]Metric{
 	mUptime:           {"container.uptime", "s", Gauge, Float, "Time since the container started.", "", "container"},
 	mEngineContainers: {"agentd.engine.containers", "{container}", Gauge, Int, "Containers the engine manages, by state.", "agentd.container.state (created, running, paused, exited, unknown)", "engine"},
 	mEngineUp:         {"agentd.engine.up", "1", Gauge, Int, "1 when agentd is connected to the engine, else 0.", "", "engine"},
+	mExportDropped:    {"agentd.export.dropped", "{request}", Counter, Int, "Export requests agentd dropped: did not fit in the export queue (queue_full), refused for good by the collector (rejected), still queued in memory at shutdown (shutdown), unreadable in the disk queue (corrupt).", "agentd.export.signal (metrics, events), agentd.export.reason (queue_full, rejected, shutdown, corrupt)", "agent"},
+	mExportQueueSize:  {"agentd.export.queue.size", "By", Gauge, Int, "Bytes of encoded export requests waiting in the export queue.", "", "agent"},
 }
 
 // Event declares one exported event (an OTLP log record with EventName).
@@ -131,6 +136,10 @@ const (
 	AttrResync    = "agentd.event.resync"
 	// AttrState is the data point attribute of agentd.engine.containers.
 	AttrState = "agentd.container.state"
+	// AttrExportSignal and AttrExportReason are the data point attributes
+	// of agentd.export.dropped.
+	AttrExportSignal = "agentd.export.signal"
+	AttrExportReason = "agentd.export.reason"
 )
 
 // eventByName finds an event of the table.

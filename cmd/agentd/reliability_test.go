@@ -16,28 +16,6 @@ import (
 	"github.com/agentd-dev/agentd/status"
 )
 
-// startAgentd runs the built binary with args and stops it (SIGKILL) at the
-// end of the test, logging its stderr when the test failed.
-func startAgentd(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncBuffer) {
-	t.Helper()
-	var stderr syncBuffer
-	cmd := exec.Command(bin, args...)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("agentd stderr:\n%s", stderr.String())
-		}
-	})
-	return cmd, &stderr
-}
-
 // waitForEngine waits until the agent's status socket reports an engine at
 // endpoint.
 func waitForEngine(t *testing.T, sock, endpoint string, d time.Duration) {
@@ -81,7 +59,8 @@ func TestReliabilityReloadKeepsEveryEventOnce(t *testing.T) {
 		}
 	}
 	writeCfg("5s", "2s", nil)
-	cmd, stderr := startAgentd(t, bin, "run", "--config", cfgPath, "--otlp-endpoint", col.Endpoint(), "--otlp-insecure")
+	p := startAgentd(t, bin, "run", "--config", cfgPath, "--otlp-endpoint", col.Endpoint(), "--otlp-insecure")
+	cmd, stderr := p.cmd, p.stderr
 	waitForEngine(t, sock, testbed.DockerSocket, 60*time.Second)
 
 	// Churn: containers that start and exit on their own, one after the

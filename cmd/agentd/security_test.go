@@ -156,7 +156,7 @@ func TestReliabilityNoTCPListenerAndAPrivateStatusSocket(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("export:\n  interval: 1s\nstatus:\n  socket: "+sock+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd, _ := startAgentd(t, bin, "run", "--config", cfg, "--otlp-endpoint", col.Endpoint(), "--otlp-insecure")
+	cmd := startAgentd(t, bin, "run", "--config", cfg, "--otlp-endpoint", col.Endpoint(), "--otlp-insecure").cmd
 	waitForEngine(t, sock, testbed.DockerSocket, 60*time.Second)
 	// Exporting: its connections to the collector exist, and are not listeners.
 	col.WaitMetrics(t, 30*time.Second, func(m *testbed.Metrics) bool { return len(m.Resources) > 0 })
