@@ -42,6 +42,8 @@ func TestParse(t *testing.T) {
 		{name: "a unix socket endpoint must be absolute", yaml: "export:\n  endpoint: unix://run/otel.sock\n", wantErr: []string{"export.endpoint", "unix:///absolute/path"}},
 		{name: "an unknown endpoint scheme is refused", yaml: "export:\n  endpoint: grpc://x:4317\n", wantErr: []string{"export.endpoint", "grpc://x:4317"}},
 		{name: "a relative proc root is refused", yaml: "discovery:\n  proc_root: proc\n", wantErr: []string{"discovery.proc_root"}},
+		{name: "a relative host proc is refused", yaml: "host:\n  proc: host/proc\n", wantErr: []string{"host.proc", "host/proc"}},
+		{name: "a relative host cgroup root is refused", yaml: "host:\n  cgroup: sys/fs/cgroup\n", wantErr: []string{"host.cgroup", "sys/fs/cgroup"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
