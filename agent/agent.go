@@ -92,14 +92,16 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		problems: map[string]string{}, units: map[string]activation.SocketEngine{},
 		refilter: make(chan struct{}, 1), retelemetry: make(chan struct{}, 1)}
 	a.store = model.NewStore(opts.Log.With("part", "model"))
-	host := telemetry.DetectHost("/")
+	view := detectHostView("/proc", cfg.HostProc(), cfg.Host.Cgroup, config.Default().Host.Cgroup)
+	logHostView(opts.Log.With("part", "host"), cfg.HostProc(), cfg.Host.Cgroup, view)
+	host := telemetry.DetectHost(view.root)
 	host.Version = opts.Version
 	var err error
 	if a.host, err = host.WithEnvironment(os.Getenv); err != nil {
 		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
 	}
 	a.disc, err = discovery.New(discovery.Config{
-		ProcRoot:    cfg.Discovery.ProcRoot,
+		ProcRoot:    cfg.HostProc(),
 		Interval:    cfg.Discovery.Interval.Std(),
 		GracePeriod: cfg.Discovery.GracePeriod.Std(),
 	}, opts.Families, a.store, opts.Log.With("part", "discovery"))
@@ -109,7 +111,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if cfg.Activation.Enabled {
 		acfg := activation.DefaultConfig()
 		acfg.Families = opts.Families
-		acfg.ProcRoot = cfg.Discovery.ProcRoot
+		acfg.ProcRoot = cfg.HostProc()
 		acfg.ExcludeUnits = cfg.Activation.ExcludeUnits
 		acfg.Activate = true
 		for _, s := range cfg.Activation.SocketSuffixes {
@@ -120,7 +122,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("%w: activation: %w", config.ErrInvalid, err)
 		}
 	}
-	a.sup = watch.NewSupervisor(a.store, opts.Families, watch.Options{ProcRoot: cfg.Discovery.ProcRoot}, opts.Log.With("part", "watch"))
+	a.sup = watch.NewSupervisor(a.store, opts.Families, watch.Options{ProcRoot: cfg.HostProc()}, opts.Log.With("part", "watch"))
 	return a, nil
 }
 
@@ -143,8 +145,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	sampler := stats.NewSampler(stats.SamplerConfig{
-		ProcRoot:   cfg.Discovery.ProcRoot,
-		CgroupRoot: "/sys/fs/cgroup",
+		ProcRoot:   cfg.HostProc(),
+		CgroupRoot: cfg.Host.Cgroup,
 		Fallback:   a.sup.Fallback,
 	}, a.log.With("part", "stats"))
 	// Closed when Run returns, after every part (the pipeline) has stopped.
@@ -193,7 +195,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// OOM kills that no engine reports, from the kernel log (package oom).
 	goRun("oom", oom.New(a.store, oom.Config{
 		Path:     a.opts.KernelLog,
-		ProcRoot: cfg.Discovery.ProcRoot,
+		ProcRoot: cfg.HostProc(),
 	}, a.log.With("part", "oom")).Run)
 
 	// The first pass decides what the agent sees at start; READY follows it.

@@ -24,6 +24,7 @@ type Config struct {
 	Export     Export     `yaml:"export"`
 	Events     Events     `yaml:"events"`
 	Discovery  Discovery  `yaml:"discovery"`
+	Host       Host       `yaml:"host"`
 	Activation Activation `yaml:"activation"`
 	Labels     Labels     `yaml:"labels"`
 	Filters    Filters    `yaml:"filters"`
@@ -156,6 +157,25 @@ type Discovery struct {
 	GracePeriod Duration `yaml:"grace_period"`
 }
 
+// Host says where agentd finds the host it watches: its own root unless it
+// runs in a container, where the host's /proc and cgroup tree are mounted
+// elsewhere (read-only, e.g. under /host).
+type Host struct {
+	// Proc is the host's procfs; empty means discovery.proc_root (kept for
+	// older files), which defaults to /proc.
+	Proc string `yaml:"proc"`
+	// Cgroup is the root of the host's cgroup tree.
+	Cgroup string `yaml:"cgroup"`
+}
+
+// HostProc is the procfs agentd reads: host.proc, else discovery.proc_root.
+func (c Config) HostProc() string {
+	if c.Host.Proc != "" {
+		return c.Host.Proc
+	}
+	return c.Discovery.ProcRoot
+}
+
 // Activation configures systemd socket activation of engines.
 type Activation struct {
 	// Enabled turns D-Bus socket-unit discovery and activation on.
@@ -237,6 +257,7 @@ func Default() Config {
 		Export:    Export{Interval: Duration(10 * time.Second), QueueSize: DefaultQueueSize},
 		Events:    Events{FlushInterval: Duration(time.Second)},
 		Discovery: Discovery{Interval: Duration(5 * time.Second), ProcRoot: "/proc", GracePeriod: Duration(5 * time.Minute)},
+		Host:      Host{Cgroup: "/sys/fs/cgroup"},
 		Activation: Activation{
 			Enabled: true,
 		},
@@ -351,6 +372,12 @@ func (c Config) Validate() error {
 	}
 	if c.Discovery.ProcRoot == "" || !filepath.IsAbs(c.Discovery.ProcRoot) {
 		bad("discovery.proc_root", c.Discovery.ProcRoot, "must be an absolute path")
+	}
+	if c.Host.Proc != "" && !filepath.IsAbs(c.Host.Proc) {
+		bad("host.proc", c.Host.Proc, "must be an absolute path")
+	}
+	if c.Host.Cgroup == "" || !filepath.IsAbs(c.Host.Cgroup) {
+		bad("host.cgroup", c.Host.Cgroup, "must be an absolute path")
 	}
 	if e := c.Export.Endpoint; strings.HasPrefix(e, "unix:") {
 		if p := strings.TrimPrefix(e, "unix://"); p == e || !filepath.IsAbs(p) {

@@ -79,6 +79,8 @@ func TestParse(t *testing.T) {
 		{name: "a too small export queue names the key", yaml: "export:\n  queue_size: 10KiB\n", wantErr: []string{"export.queue_size", "10240", "at least 1MiB"}},
 		{name: "a relative export queue directory is refused", yaml: "export:\n  queue_dir: queue\n", wantErr: []string{"export.queue_dir", "absolute"}},
 		{name: "a relative proc root is refused", yaml: "discovery:\n  proc_root: proc\n", wantErr: []string{"discovery.proc_root"}},
+		{name: "a relative host proc is refused", yaml: "host:\n  proc: host/proc\n", wantErr: []string{"host.proc", "host/proc"}},
+		{name: "a relative host cgroup root is refused", yaml: "host:\n  cgroup: sys/fs/cgroup\n", wantErr: []string{"host.cgroup", "sys/fs/cgroup"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

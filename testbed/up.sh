@@ -7,7 +7,7 @@
 #   testbed/up.sh PART...    only those: packages engines images systemd-host collector
 #
 # Parts, in order:
-#   packages      Debian packages for engines, systemd host, rpm and D-Bus tools
+#   packages      Debian packages for engines, systemd host, rpm and D-Bus tools, Prometheus
 #   engines       containerd and dockerd started on the host (no systemd here)
 #   images        local/busybox in Docker and podman; the CRI pause image in k8s.io
 #   systemd-host  a Debian rootfs booted with systemd as PID 1 in a Docker container,
@@ -22,7 +22,7 @@ command -v go >/dev/null || die "go is not on PATH: agentd and the collector nee
 
 PACKAGES=(docker.io containerd podman runc busybox-static debootstrap systemd-container
 	iptables uidmap slirp4netns containernetworking-plugins rpm dbus jq procps psmisc
-	ca-certificates iproute2 gcc libc6-dev make git)
+	ca-certificates iproute2 gcc libc6-dev make git prometheus)
 
 part_packages() {
 	local missing=() p

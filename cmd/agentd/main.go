@@ -93,6 +93,8 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	endpoint := fs.String("otlp-endpoint", "", "OTLP endpoint: host:port or URL (overrides export.endpoint and OTEL_EXPORTER_OTLP_*ENDPOINT)")
 	insecure := fs.Bool("otlp-insecure", false, "no TLS towards an OTLP endpoint given as host:port")
 	protocol := fs.String("otlp-protocol", "", "OTLP protocol: grpc or http/protobuf (overrides export.protocol and OTEL_EXPORTER_OTLP_*PROTOCOL)")
+	hostProc := fs.String("host-proc", "", "the host's procfs when agentd runs in a container (overrides host.proc and AGENTD_HOST_PROC)")
+	hostCgroup := fs.String("host-cgroup", "", "the host's cgroup tree when agentd runs in a container (overrides host.cgroup and AGENTD_HOST_CGROUP)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -102,7 +104,9 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	// The command line wins over the file, on every reload too.
+	// The command line wins over the file, on every reload too. Where the host
+	// is comes from the command line, then the environment (a container's
+	// deployment knows its mounts; a shared file does not), then the file.
 	override := func(c *config.Config) {
 		if *endpoint != "" {
 			c.Export.Endpoint = *endpoint
@@ -112,6 +116,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if *protocol != "" {
 			c.Export.Protocol = *protocol
 		}
+		overrideHost(c, *hostProc, *hostCgroup, os.Getenv)
 	}
 	switch *protocol {
 	case "", "grpc", "http/protobuf":
@@ -119,6 +124,9 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("%w: --otlp-protocol: %q: must be grpc or http/protobuf", config.ErrInvalid, *protocol)
 	}
 	override(&cfg)
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	level := new(slog.LevelVar)
 	log := newLogger(stderr, cfg.Log.Level, level)
 	// The OpenTelemetry SDK also reports failed exports to its global error
@@ -135,4 +143,21 @@ func newLogger(w io.Writer, levelName string, level *slog.LevelVar) *slog.Logger
 		level.Set(l)
 	}
 	return logging.New(w, logging.Options{Level: level})
+}
+
+// overrideHost applies where the host is: the flags' values, else
+// AGENTD_HOST_PROC and AGENTD_HOST_CGROUP, else what c has from its file.
+func overrideHost(c *config.Config, flagProc, flagCgroup string, getenv func(string) string) {
+	c.Host.Proc = firstSet(flagProc, getenv("AGENTD_HOST_PROC"), c.Host.Proc)
+	c.Host.Cgroup = firstSet(flagCgroup, getenv("AGENTD_HOST_CGROUP"), c.Host.Cgroup)
+}
+
+// firstSet returns the first of values that is not empty.
+func firstSet(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }

@@ -28,6 +28,11 @@ type Otelcol struct {
 	logsFile    string
 	outputFile  string
 
+	// base is the configuration file a gateway collector (StartGateway) runs
+	// with, its overrides merged after it; env is added to its environment.
+	base string
+	env  []string
+
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when the process has been waited for
 	waitErr error         // set before exited is closed
@@ -233,7 +238,15 @@ var errPortTaken = errors.New("receiver port taken")
 // is ready or has exited.
 func (c *Otelcol) start() error {
 	cfgPath := filepath.Join(c.dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, []byte(c.config()), 0o600); err != nil {
+	cfg, args := c.config(), []string{"--config=file:" + cfgPath}
+	if c.base != "" {
+		var err error
+		if cfg, err = c.gatewayOverrides(); err != nil {
+			return err
+		}
+		args = []string{"--config=file:" + c.base, "--config=file:" + cfgPath}
+	}
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
 	out, err := os.Create(c.outputFile)
@@ -241,8 +254,11 @@ func (c *Otelcol) start() error {
 		return fmt.Errorf("create output file: %w", err)
 	}
 	defer out.Close() // the child has its own descriptor
-	cmd := exec.Command(CollectorBinary(), "--config=file:"+cfgPath)
+	cmd := exec.Command(CollectorBinary(), args...)
 	cmd.Dir = c.dir
+	if len(c.env) > 0 {
+		cmd.Env = append(os.Environ(), c.env...)
+	}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start: %w", err)

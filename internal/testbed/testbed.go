@@ -25,6 +25,7 @@ const (
 	SystemdHost Part = "systemd host container (systemd as PID 1 with podman.socket and docker.socket)"
 	Collector   Part = "OpenTelemetry Collector binary built by testbed/collector.sh"
 	Root        Part = "root privileges"
+	Prometheus  Part = "Prometheus server (Debian package prometheus)"
 )
 
 // Well-known names shared with testbed/lib.sh.
@@ -131,6 +132,9 @@ func Check(p Part) error {
 		}
 		bus := filepath.Join("/proc", f[1], "root/run/dbus/system_bus_socket")
 		return dialUnix(bus)
+	case Prometheus:
+		_, err := exec.LookPath(PrometheusBinary)
+		return err
 	case Collector:
 		st, err := os.Stat(CollectorBinary())
 		if err != nil {
