@@ -34,7 +34,7 @@ run: build ## build and run agentd in the foreground against this host's engines
 
 test: testbed lint tidy-check ## provision the testbed if missing, lint, run every test with -race
 	$(GO) test -race -count=1 -run '^$$' ./... >/dev/null
-	$(GO) test -race -count=1 -p 1 -timeout 30m $(GOTEST_FLAGS) $(TEST_PKGS)
+	$(GO) test -race -count=1 -p 1 -timeout 75m $(GOTEST_FLAGS) $(TEST_PKGS)
 
 reliability: testbed ## only the fault tests (TestReliability...); make test runs them once, in its normal go test run
 	$(GO) test -race -count=1 -p 1 -timeout 15m -run '^TestReliability' ./...
