@@ -17,7 +17,7 @@ import (
 // itself into init.scope below the container's cgroup, and the container's
 // services run in sibling slices. The container's figures are those of its
 // own cgroup, as Docker created it, not those of init.scope: its PIDs equal
-// the processes `docker top` lists, its memory the kernel's account of the
+// the threads of the processes `docker top` lists, its memory the kernel's account of the
 // container's cgroup.
 func TestSamplerReadsTheCgroupOfAContainerRunningSystemd(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.Docker, testbed.SystemdHost)
@@ -46,11 +46,25 @@ func TestSamplerReadsTheCgroupOfAContainerRunningSystemd(t *testing.T) {
 		t.Fatalf("no PIDs or working set read: %+v", got)
 	}
 
-	// PIDs: Docker's own list of the container's processes.
-	top := testbed.Run(t, "docker", "top", th, "-eo", "pid")
-	procs := len(strings.Split(strings.TrimSpace(top), "\n")) - 1
-	if d := int(got.Pids) - procs; d < -3 || d > 3 {
-		t.Errorf("pids %d, docker top lists %d processes", got.Pids, procs)
+	// PIDs: the tasks (threads, as the pids controller counts them) of
+	// Docker's own list of the container's processes. init.scope alone has
+	// one.
+	top := testbed.Run(t, "docker", "top", th, "-eo", "pid,nlwp")
+	procs, tasks := 0, 0
+	for _, line := range strings.Split(strings.TrimSpace(top), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			t.Fatalf("docker top: unexpected line %q", line)
+		}
+		n, err := strconv.Atoi(f[1])
+		if err != nil {
+			t.Fatalf("docker top: NLWP of %q: %v", line, err)
+		}
+		procs++
+		tasks += n
+	}
+	if d := int(got.Pids) - tasks; d < -3 || d > 3 {
+		t.Errorf("pids %d, docker top lists %d processes with %d threads", got.Pids, procs, tasks)
 	}
 
 	// Memory: the working set of the container's own cgroup.
@@ -60,8 +74,8 @@ func TestSamplerReadsTheCgroupOfAContainerRunningSystemd(t *testing.T) {
 	if ws := float64(got.MemoryWorkingSet); ws < want*0.95 || ws > want*1.05 {
 		t.Errorf("memory working set %.0f, the container's cgroup %s has %.0f", ws, own, want)
 	}
-	t.Logf("systemd host %s: %d PIDs (docker top %d), working set %.1f MiB (cgroup %.1f MiB)",
-		th, got.Pids, procs, float64(got.MemoryWorkingSet)/(1<<20), want/(1<<20))
+	t.Logf("systemd host %s: %d PIDs (docker top: %d processes, %d threads), working set %.1f MiB (cgroup %.1f MiB)",
+		th, got.Pids, procs, tasks, float64(got.MemoryWorkingSet)/(1<<20), want/(1<<20))
 }
 
 // containerMemoryDir is the memory cgroup Docker made for container id, from
