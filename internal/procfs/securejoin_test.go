@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestSecureJoin(t *testing.T) {
@@ -64,6 +66,9 @@ func TestOpenInRootNeverLeavesTheRoot(t *testing.T) {
 	must(t, os.Symlink(host, filepath.Join(root, "abs")))
 	must(t, os.Symlink("../../../../../../.."+host, filepath.Join(root, "rel")))
 	must(t, os.Symlink(filepath.Join(host, "nothing"), filepath.Join(root, "gone")))
+	must(t, os.Symlink("loop2", filepath.Join(root, "loop1")))
+	must(t, os.Symlink("loop1", filepath.Join(root, "loop2")))
+	must(t, os.Symlink("abs/secret", filepath.Join(root, "chain")))
 	tests := []struct {
 		name, in, want string
 		err            error
@@ -72,28 +77,50 @@ func TestOpenInRootNeverLeavesTheRoot(t *testing.T) {
 		{name: "a relative symlink climbing out is clamped at the root", in: "rel/secret", want: "root"},
 		{name: "dot-dot never climbs above the root", in: "../../.." + host + "/secret", want: "root"},
 		{name: "a link to what exists only on the host is not found", in: "gone/secret", err: fs.ErrNotExist},
+		{name: "a chain of links resolves inside the root", in: "chain", want: "root"},
+		{name: "a symlink loop ends", in: "loop1/x", err: unix.ELOOP},
+		{name: "a file is no directory", in: "abs/secret/x", err: unix.ENOTDIR},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f, err := OpenInRoot(root, tt.in, os.O_RDONLY)
-			if tt.err != nil {
-				if !errors.Is(err, tt.err) {
-					t.Fatalf("OpenInRoot(%q) = %v; want error %v", tt.in, err, tt.err)
+	// The kernel's one-step resolution, and the walk used where openat2 is
+	// missing or filtered, must agree.
+	walk := func(root, rel string, flags int) (*os.File, error) {
+		dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		defer unix.Close(dir)
+		fd, err := walkInRoot(dir, rel, flags)
+		if err != nil {
+			return nil, err
+		}
+		return os.NewFile(uintptr(fd), rel), nil
+	}
+	for _, open := range []struct {
+		name string
+		f    func(root, rel string, flags int) (*os.File, error)
+	}{{"openat2", OpenInRoot}, {"walk", walk}} {
+		for _, tt := range tests {
+			t.Run(open.name+"/"+tt.name, func(t *testing.T) {
+				f, err := open.f(root, tt.in, os.O_RDONLY)
+				if tt.err != nil {
+					if !errors.Is(err, tt.err) {
+						t.Fatalf("OpenInRoot(%q) = %v; want error %v", tt.in, err, tt.err)
+					}
+					return
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			got, err := io.ReadAll(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(got) != tt.want {
-				t.Errorf("OpenInRoot(%q) read %q, want %q (the file inside the root)", tt.in, got, tt.want)
-			}
-		})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				got, err := io.ReadAll(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(got) != tt.want {
+					t.Errorf("OpenInRoot(%q) read %q, want %q (the file inside the root)", tt.in, got, tt.want)
+				}
+			})
+		}
 	}
 	if sock, err := IsSocketInRoot(root, "abs/secret"); err != nil || sock {
 		t.Errorf("IsSocketInRoot(a regular file) = %v, %v; want false, nil", sock, err)

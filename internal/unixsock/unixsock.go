@@ -1,7 +1,8 @@
 // Package unixsock connects to engine sockets that live inside other
 // processes' root filesystems without letting those processes redirect
 // agentd. A path under /proc/PID/root is resolved by the kernel inside that
-// root (openat2 with RESOLVE_IN_ROOT) at the moment of every dial, and the
+// root (procfs.OpenInRoot: openat2 with RESOLVE_IN_ROOT, or a walk by descriptors
+// where openat2 is missing or filtered) at the moment of every dial, and the
 // socket found is what gets connected, through its O_PATH descriptor: a
 // symbolic link that a container plants (or swaps in after discovery checked
 // the path) resolves inside the container, never to a host path.
@@ -15,10 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"regexp"
 	"strconv"
 
+	"github.com/agentd-dev/agentd/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,24 +39,16 @@ func Dial(ctx context.Context, path string) (net.Conn, error) {
 }
 
 // DialIn connects to the unix stream socket at rel inside the directory root,
-// resolved as a process whose root directory is root would resolve it:
-// absolute and relative symlinks stay inside root and ".." never climbs above
-// it. The error names root and rel. On kernels without openat2 (before 5.6)
-// it fails rather than fall back to an unchecked path.
+// resolved as a process whose root directory is root would resolve it
+// (procfs.OpenInRoot: absolute and relative symlinks stay inside root and
+// ".." never climbs above it). The error names root and rel.
 func DialIn(ctx context.Context, root, rel string) (net.Conn, error) {
-	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	f, err := procfs.OpenInRoot(root, rel, unix.O_PATH)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s in %s: open root: %w", rel, root, err)
+		return nil, fmt.Errorf("dial %s in %s: resolve: %w", rel, root, err)
 	}
-	defer unix.Close(dir)
-	fd, err := unix.Openat2(dir, rel, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("dial %s in %s: resolve: %w", rel, root, &os.PathError{Op: "openat2", Path: rel, Err: err})
-	}
-	defer unix.Close(fd)
+	defer f.Close()
+	fd := int(f.Fd())
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("dial %s in %s: %w", rel, root, err)
