@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,52 +16,6 @@ import (
 
 	"github.com/agentd-dev/agentd/internal/testbed"
 )
-
-// agentdProcess is a running agentd binary.
-type agentdProcess struct {
-	cmd    *exec.Cmd
-	done   chan error
-	stderr *syncBuffer
-}
-
-// startAgentd runs bin with args until it is stopped
-// (or killed when the test ends).
-func startAgentd(t *testing.T, bin string, args ...string) *agentdProcess {
-	t.Helper()
-	p := &agentdProcess{cmd: exec.Command(bin, args...), done: make(chan error, 1), stderr: &syncBuffer{}}
-	p.cmd.Stderr = p.stderr
-	p.cmd.Stdout = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		err := <-p.done
-		p.done <- err
-		if t.Failed() {
-			t.Logf("agentd (pid %d) stderr:\n%s", p.cmd.Process.Pid, p.stderr.String())
-		}
-	})
-	return p
-}
-
-// stop sends SIGTERM and wants a clean exit within 10 s.
-func (p *agentdProcess) stop(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
-			t.Fatalf("agentd exited with %v after SIGTERM", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("agentd did not exit within 10 s of SIGTERM")
-	}
-}
 
 // queuedEvents reads the event requests in the export queue directory dir
 // (the files of telemetry's disk queue: a 12-byte header, then an OTLP

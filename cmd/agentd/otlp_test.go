@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -33,30 +32,15 @@ func TestRunOTLPSettingsFromEveryLayer(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
-	cmd := exec.Command(bin, "run", "--config", cfg, "--otlp-protocol", "http/protobuf", "--otlp-endpoint", "https://"+col.HTTPEndpoint())
-	cmd.Env = append(os.Environ(),
+	startAgentdEnv(t, bin, []string{
 		"OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:2",
 		"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=http://127.0.0.1:3",
-		"OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20"+token,
-		"OTEL_EXPORTER_OTLP_CERTIFICATE="+certs.OtherCAFile,
+		"OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20" + token,
+		"OTEL_EXPORTER_OTLP_CERTIFICATE=" + certs.OtherCAFile,
 		"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta",
 		"OTEL_EXPORTER_OTLP_COMPRESSION=none",
-	)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("agentd stderr:\n%s", stderr.String())
-		}
-	})
+	}, "run", "--config", cfg, "--otlp-protocol", "http/protobuf", "--otlp-endpoint", "https://"+col.HTTPEndpoint())
 	m := col.WaitMetrics(t, 60*time.Second, func(m *testbed.Metrics) bool {
 		for _, r := range m.ResourcesWith(map[string]string{"container.runtime.name": "docker"}) {
 			if c := r.Metric("container.cpu.time"); c != nil && len(c.Points) > 0 {

@@ -67,21 +67,7 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("export:\n  interval: 1s\nstatus:\n  socket: "+sock+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
-	cmd := exec.Command(bin, "run", "--config", cfg, "--otlp-endpoint", col.Endpoint(), "--otlp-insecure")
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("agentd stderr:\n%s", stderr.String())
-		}
-	})
+	p := startAgentd(t, bin, "run", "--config", cfg, "--otlp-endpoint", col.Endpoint(), "--otlp-insecure")
 
 	waitFor(t, 30*time.Second, "the status socket to report the host Docker", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -101,20 +87,7 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 		return len(m.ResourcesWith(map[string]string{"container.runtime.name": "docker"})) > 0
 	})
 
-	start := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		done <- err // for the cleanup
-		if err != nil {
-			t.Fatalf("agentd exited with %v after SIGTERM", err)
-		}
-		t.Logf("agentd exited 0, %v after SIGTERM", time.Since(start))
-	case <-time.After(5 * time.Second):
-		t.Fatalf("agentd did not exit within 5 s of SIGTERM")
-	}
+	t.Logf("agentd exited 0, %v after SIGTERM", p.stopWith(t, syscall.SIGTERM, 5*time.Second))
 	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the status socket %s is left behind after a clean stop (err %v)", sock, err)
 	}
@@ -134,38 +107,13 @@ func TestRunWithoutEndpointPrintsWhatItSees(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("export:\n  interval: 1s\nstatus:\n  socket: "+filepath.Join(t.TempDir(), "s.sock")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var stdout, stderr syncBuffer
-	cmd := exec.Command(bin, "run", "--config", cfg)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
-		}
-	})
+	p := startAgentdEnv(t, bin, noOTLPEnv, "run", "--config", cfg)
+	stdout := p.stdout
 	waitFor(t, 30*time.Second, "the container to be printed with its engine", func() bool {
 		out := stdout.String()
 		return strings.Contains(out, "ENGINE") && strings.Contains(out, "docker") && strings.Contains(out, strings.ToLower(name))
 	})
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		done <- err
-		if err != nil {
-			t.Fatalf("agentd exited with %v after SIGINT", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("agentd did not exit within 5 s of SIGINT")
-	}
+	p.stopWith(t, syscall.SIGINT, 5*time.Second)
 }
 
 // TestRunStopsCleanlyWithoutACollector: a collector that is down when agentd
@@ -179,32 +127,7 @@ func TestRunStopsCleanlyWithoutACollector(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
-	cmd := exec.Command(bin, "run", "--config", cfg)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("agentd stderr:\n%s", stderr.String())
-		}
-	})
+	p := startAgentd(t, bin, "run", "--config", cfg)
 	time.Sleep(3 * time.Second) // a few export rounds fail meanwhile
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		done <- err
-		if err != nil {
-			t.Fatalf("agentd exited with %v after SIGTERM with its collector down", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("agentd did not exit within 5 s of SIGTERM with its collector down")
-	}
+	p.stopWith(t, syscall.SIGTERM, 5*time.Second)
 }

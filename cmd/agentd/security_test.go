@@ -95,22 +95,7 @@ func TestReliabilityPlantedSymlinksDoNotLeadToTheHost(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("export:\n  interval: 1s\ndiscovery:\n  interval: 1s\nlog:\n  level: debug\nstatus:\n  socket: "+sock+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "run", "--config", cfg)
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("agentd stderr:\n%s", stderr.String())
-		}
-	})
+	startAgentdEnv(t, bin, noOTLPEnv, "run", "--config", cfg)
 	waitForEngine(t, sock, testbed.DockerSocket, 60*time.Second)
 	// Hold the plant longer than discovery's probe retry backoff (10 s,
 	// doubling): the planted process is probed at least twice.
