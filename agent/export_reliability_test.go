@@ -60,17 +60,37 @@ func runToExit(t *testing.T, name, label string, code int) {
 // 5 s of the collector's return.
 func TestReliabilityCollectorOutageLosesNothing(t *testing.T) {
 	testbed.Require(t, testbed.Docker, testbed.Collector)
-	outage := outageLength(t)
+	testCollectorOutage(t, "grpc", outageLength(t))
+}
+
+// TestReliabilityCollectorOutageOverHTTPLosesNothing is the same over
+// OTLP/HTTP, whose requests the export queue takes from the exporters'
+// transports: a 90-second outage, longer than every interval on that path
+// (the 2 s export, the 4 s retry backoff cap, the 10 s attempt timeout).
+func TestReliabilityCollectorOutageOverHTTPLosesNothing(t *testing.T) {
+	testbed.Require(t, testbed.Docker, testbed.Collector)
+	testCollectorOutage(t, "http/protobuf", min(outageLength(t), 90*time.Second))
+}
+
+// testCollectorOutage runs the collector outage test over protocol.
+func testCollectorOutage(t *testing.T, protocol string, outage time.Duration) {
 	tag := fmt.Sprintf("export-%d", rand.IntN(1e6))
 	steady := tag + "-steady"
 	testbed.Run(t, "docker", "run", "-d", "--name", steady, "--label", "agentd.test="+tag, testbed.BusyboxImage, "sleep", "3600")
 	t.Cleanup(func() { _, _ = runQuiet("docker", "rm", "-f", steady) })
 
-	col := testbed.StartCollector(t)
+	var col *testbed.Otelcol
 	const interval = 2 * time.Second
 	cfg := config.Default()
-	cfg.Export.Endpoint = col.Endpoint()
-	cfg.Export.Insecure = true
+	if protocol == "grpc" {
+		col = testbed.StartCollector(t)
+		cfg.Export.Endpoint = col.Endpoint()
+		cfg.Export.Insecure = true
+	} else {
+		col = testbed.StartCollector(t, testbed.WithHTTPReceiver())
+		cfg.Export.Protocol = protocol
+		cfg.Export.Endpoint = "http://" + col.HTTPEndpoint()
+	}
 	cfg.Export.Interval = config.Duration(interval)
 	cfg.Events.FlushInterval = config.Duration(200 * time.Millisecond)
 	cfg.Discovery.Interval = config.Duration(time.Second)

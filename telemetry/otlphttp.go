@@ -167,7 +167,8 @@ func (c *capture) invokeHTTP(ctx context.Context, req *wireRequest) error {
 // deliverHTTP POSTs one encoded request (uncompressed protobuf) to c's URL
 // with its headers, gzipped when the exporter was configured so. A failure
 // is retryable for the status codes the OTLP specification names and for
-// errors of the connection; wait is the collector's Retry-After.
+// errors of the connection; wait is the collector's Retry-After, or
+// reconnectMaxDelay when the collector could not be reached.
 func (c *capture) deliverHTTP(ctx context.Context, data []byte, newResp func() proto.Message) (rejected int64, retry bool, wait time.Duration, err error) {
 	body := data
 	if c.http.gzip {
@@ -195,7 +196,10 @@ func (c *capture) deliverHTTP(ctx context.Context, data []byte, newResp func() p
 	hreq.ContentLength = int64(len(body))
 	resp, err := c.http.client.Do(hreq)
 	if err != nil {
-		return 0, true, 0, fmt.Errorf("OTLP/HTTP POST %s: %w", c.http.url, err)
+		// The collector is not there (refused, reset, timed out): try again
+		// as often as gRPC reconnects, so a collector that is back gets the
+		// queue within about a second, as over gRPC.
+		return 0, true, reconnectMaxDelay, fmt.Errorf("OTLP/HTTP POST %s: %w", c.http.url, err)
 	}
 	defer resp.Body.Close()
 	rb, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
