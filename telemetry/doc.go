@@ -62,25 +62,26 @@
 //
 // NewOTLP's sinks do not send: both exporters' requests are taken by gRPC
 // interceptors (over OTLP/HTTP by the exporters' http.RoundTrippers,
-// captureTransport and logTransport), encoded, and put in one Queue bounded in bytes
-// (export.queue_size, DefaultQueueSize 32 MiB) shared by metrics and events.
-// One sender per signal sends them in order over the exporter's own
-// connection, metadata and call options, waiting for the connection to be
-// ready (over HTTP: to the exporter's URL with its headers), and retries a
-// retryable failure (the OTLP retryable codes, and RESOURCE_EXHAUSTED with
-// a RetryInfo; over HTTP 429, 502, 503, 504 and connection errors) for as long as it takes: backoff from
-// 250 ms to 4 s with ±20 % jitter, or the delay the collector's RetryInfo (HTTP: Retry-After)
-// asks for. The SDK exporters' own retries are off. gRPC's reconnect backoff
-// is capped at 1 s, so the first request after a collector outage goes out
-// within about a second of its return. What does not fit is refused, never
-// what is queued; it is counted in agentd.export.dropped (signal, reason) and
-// logged at most once a minute; agentd.export.queue.size reports the queued
-// bytes, both on agentd's own resource (service.name agentd). With
-// export.queue_dir each request is also a file (diskqueue.go: length and
-// CRC-32C, written and renamed) until delivered, and a restarted agentd sends
-// what the last one left; a file that does not read back is moved aside as
-// .corrupt, logged and counted. At shutdown the senders drain until the
-// shutdown timeout; without a disk queue what is left is dropped and counted.
+// captureTransport and logTransport), encoded, and put in one Queue bounded
+// in bytes (export.queue_size, DefaultQueueSize 32 MiB) shared by metrics
+// and events. One sender per signal sends them in order over the exporter's
+// own connection, metadata and call options, waiting for the connection to
+// be ready (over HTTP: to the exporter's URL with its headers), and retries
+// a retryable failure (the OTLP retryable codes, and RESOURCE_EXHAUSTED with
+// a RetryInfo; over HTTP 429, 502, 503, 504 and connection errors) for as
+// long as it takes: backoff from 250 ms to 4 s with ±20 % jitter, or the
+// delay the collector's RetryInfo (HTTP: Retry-After) asks for. The SDK
+// exporters' own retries are off. gRPC's reconnect backoff is capped at 1 s,
+// so the first request after a collector outage goes out within about a
+// second of its return. What does not fit is refused, never what is queued;
+// it is counted in agentd.export.dropped (signal, reason) and logged at most
+// once a minute; agentd.export.queue.size reports the queued bytes, both on
+// agentd's own resource (service.name agentd). With export.queue_dir each
+// request is also a file (diskqueue.go: length and CRC-32C, written and
+// renamed) until delivered, and a restarted agentd sends what the last one
+// left; a file that does not read back is moved aside as .corrupt, logged
+// and counted. At shutdown the senders drain until the shutdown timeout;
+// without a disk queue what is left is dropped and counted.
 //
 // # Deviations from the semantic conventions
 //
