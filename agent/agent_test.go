@@ -28,24 +28,39 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// startAgent runs a real agent against this host's engines, exporting to col,
-// and stops it when the test ends. Its log goes to the test log and is kept
-// for counting.
-func startAgent(t *testing.T, col *testbed.Otelcol, label string) (*agent.Agent, *testbed.LogBuffer) {
-	t.Helper()
+// testConfig is the configuration of the agent tests: export to col every
+// second, events flushed within 200 ms, a discovery scan every second, no
+// status socket.
+func testConfig(col *testbed.Otelcol) config.Config {
 	cfg := config.Default()
 	cfg.Export.Endpoint = col.Endpoint()
 	cfg.Export.Insecure = true
 	cfg.Export.Interval = config.Duration(time.Second)
 	cfg.Events.FlushInterval = config.Duration(200 * time.Millisecond)
 	cfg.Discovery.Interval = config.Duration(time.Second)
-	cfg.Labels.Allowlist = []string{label}
 	cfg.Status.Socket = ""
+	return cfg
+}
+
+// startAgent runs a real agent against this host's engines, exporting to col
+// the labels named label, and stops it when the test ends. Its log goes to
+// the test log and is kept for counting.
+func startAgent(t *testing.T, col *testbed.Otelcol, label string) (*agent.Agent, *testbed.LogBuffer) {
+	t.Helper()
+	cfg := testConfig(col)
+	cfg.Labels.Allowlist = []string{label}
+	return runAgent(t, cfg, slog.LevelInfo)
+}
+
+// runAgent runs an agent of cfg (validated first) until the test ends, its
+// log at level and above going to the test log and kept for counting.
+func runAgent(t *testing.T, cfg config.Config, level slog.Level) (*agent.Agent, *testbed.LogBuffer) {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	lb := testbed.NewLogBuffer(t)
-	a, err := agent.New(cfg, agent.Options{Log: slog.New(slog.NewTextHandler(lb, nil)), Stdout: io.Discard, Version: "test"})
+	a, err := agent.New(cfg, agent.Options{Log: slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: level})), Stdout: io.Discard, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,8 +74,8 @@ func startAgent(t *testing.T, col *testbed.Otelcol, label string) (*agent.Agent,
 			if err != nil {
 				t.Errorf("agent Run: %v", err)
 			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("agent did not stop within 10 s of its context ending")
+		case <-time.After(15 * time.Second):
+			t.Errorf("agent did not stop within 15 s of its context ending")
 		}
 	})
 	return a, lb

@@ -1,9 +1,7 @@
 package agent_test
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -12,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentd-dev/agentd/agent"
 	"github.com/agentd-dev/agentd/config"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/telemetry"
@@ -97,25 +94,7 @@ func testCollectorOutage(t *testing.T, protocol string, outage time.Duration) {
 	cfg.Activation.Enabled = false
 	cfg.Filters.IncludeEngines = []string{"docker"}
 	cfg.Status.Socket = ""
-	lb := testbed.NewLogBuffer(t)
-	a, err := agent.New(cfg, agent.Options{Log: slog.New(slog.NewTextHandler(lb, nil)), Stdout: io.Discard, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("agent Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("agent did not stop within 15 s of its context ending")
-		}
-	})
+	_, lb := runAgent(t, cfg, slog.LevelInfo)
 	byName := func(n string) map[string]string { return map[string]string{"container.name": n} }
 	col.WaitMetrics(t, 60*time.Second, func(m *testbed.Metrics) bool { return m.Metric(byName(steady), "container.uptime") != nil })
 

@@ -1,9 +1,7 @@
 package agent_test
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os/exec"
 	"strconv"
@@ -20,43 +18,16 @@ import (
 	"github.com/agentd-dev/agentd/telemetry"
 )
 
-// startAgentWith is startAgent with the configuration changed by tune first.
+// startAgentWith runs a real agent of testConfig without socket activation,
+// changed by tune first, logging at debug level.
 func startAgentWith(t *testing.T, col *testbed.Otelcol, tune func(*config.Config)) (*agent.Agent, *testbed.LogBuffer) {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Export.Endpoint = col.Endpoint()
-	cfg.Export.Insecure = true
-	cfg.Export.Interval = config.Duration(time.Second)
-	cfg.Events.FlushInterval = config.Duration(200 * time.Millisecond)
-	cfg.Discovery.Interval = config.Duration(time.Second)
-	cfg.Status.Socket = ""
+	cfg := testConfig(col)
 	cfg.Activation.Enabled = false
 	if tune != nil {
 		tune(&cfg)
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	lb := testbed.NewLogBuffer(t)
-	a, err := agent.New(cfg, agent.Options{Log: slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), Stdout: io.Discard, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("agent Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("agent did not stop within 10 s of its context ending")
-		}
-	})
-	return a, lb
+	return runAgent(t, cfg, slog.LevelDebug)
 }
 
 // trapCmd is a container command that exits with code 7 on SIGTERM, so that
