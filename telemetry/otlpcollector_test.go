@@ -73,13 +73,35 @@ func exportOnce(t *testing.T, name string, layer OTLPSettings, env map[string]st
 	if err != nil {
 		t.Fatalf("NewOTLP: %v", err)
 	}
+	// The exporters only queue; the outcome is the first delivery attempt
+	// of each signal's request, as the export queue reports it.
+	outcomes := make(chan struct {
+		signal string
+		err    error
+	}, 64)
+	report := func(signal string, _ int, err error) {
+		select {
+		case outcomes <- struct {
+			signal string
+			err    error
+		}{signal, err}:
+		default:
+		}
+	}
+	lex.(queueHolder).exportQueue().onResult.Store(&report)
 	defer func() {
-		_ = ms.Shutdown(context.Background())
-		_ = lex.Shutdown(context.Background())
+		// A refused request stays queued (a TLS failure is retryable):
+		// the drain ends with its context.
+		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer scancel()
+		_ = ms.Shutdown(sctx)
+		_ = lex.Shutdown(sctx)
 	}()
 	res := resource.NewSchemaless(attribute.String("case", name))
 	now := time.Now()
-	metricsErr = ms.ExportMetrics(ctx, testRound(res, now.Add(-time.Minute), now, 100))
+	if err := ms.ExportMetrics(ctx, testRound(res, now.Add(-time.Minute), now, 100)); err != nil {
+		return err, err
+	}
 	p := &exportProcessor{exp: lex}
 	lp := sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(p))
 	var r log.Record
@@ -88,7 +110,27 @@ func exportOnce(t *testing.T, name string, layer OTLPSettings, env map[string]st
 	r.SetBody(attribute.StringValue(name))
 	lp.Logger(ScopeName).Emit(ctx, r)
 	_ = lp.Shutdown(context.Background())
-	return metricsErr, p.err
+	if p.err != nil {
+		return p.err, p.err
+	}
+	seen := map[string]bool{}
+	for !seen[SignalMetrics] || !seen[SignalEvents] {
+		select {
+		case o := <-outcomes:
+			if seen[o.signal] {
+				continue
+			}
+			seen[o.signal] = true
+			if o.signal == SignalMetrics {
+				metricsErr = o.err
+			} else {
+				logsErr = o.err
+			}
+		case <-ctx.Done():
+			t.Fatalf("no delivery outcome of both signals within 20 s (metrics %t, events %t)", seen[SignalMetrics], seen[SignalEvents])
+		}
+	}
+	return metricsErr, logsErr
 }
 
 // waitCase waits until the collector holds the metrics and the event of
