@@ -14,7 +14,7 @@ import (
 
 // TestHTTPExportIsBatched checks the plumbing of OTLP/HTTP batching: a
 // round goes out in few requests to the signal's URL, gzipped, with the
-// configured headers, and a 503 is retried. (The real collector tests prove
+// configured headers, and a 503 is retried by the export queue's sender. (The real collector tests prove
 // the data itself.)
 func TestHTTPExportIsBatched(t *testing.T) {
 	var mu sync.Mutex
@@ -53,6 +53,16 @@ func TestHTTPExportIsBatched(t *testing.T) {
 	batch := newBuilder(&cfg, Host{Name: "h"}, "test").build(time.Now(), cs, es)
 	if err := ms.ExportMetrics(context.Background(), batch); err != nil {
 		t.Fatal(err)
+	}
+	// The round was queued; its requests are sent (the first one after the
+	// 503 again) by the queue's sender.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := resources
+		mu.Unlock()
+		if n >= len(batch) || time.Now().After(deadline) {
+			break
+		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
