@@ -3,7 +3,7 @@ module github.com/agentd-dev/agentd
 go 1.26.0
 
 require (
-	github.com/containerd/containerd v1.7.35
+	github.com/containerd/containerd v1.7.36
 	github.com/containerd/containerd/api v1.8.0
 	github.com/containerd/errdefs v0.3.0
 	github.com/containerd/platforms v0.2.1
