@@ -20,8 +20,19 @@ TEST_PKGS ?= ./...
 # worker: the machine is shared; a short minimisation of new inputs).
 FUZZTIME ?= 30s
 FUZZ_FLAGS ?= -parallel 1 -fuzzminimizetime 10s
+# make vulncheck: govulncheck, pinned, reads a vulnerability database built
+# here from the Go module golang.org/x/vulndb (its data/osv files), which comes
+# through the Go module proxy like any dependency: these machines reach the
+# proxy but not the database's own server, and a pinned database makes a run
+# repeatable. To move it: `go list -m golang.org/x/vulndb@latest`, put that
+# version in VULNDB_VERSION, run make vulncheck, commit with any fixes.
+# The database is built once per version into VULNDB_CACHE (about 40 MB).
+GOVULNCHECK := golang.org/x/vuln/cmd/govulncheck@v1.9.0
+VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
+VULNDB_CACHE ?= $(HOME)/.cache/agentd-vulndb
+VULNDB := $(abspath $(VULNDB_CACHE))/$(VULNDB_VERSION)
 
-.PHONY: help build run test unit fuzz reliability testbed testbed-down lint tidy-check bench bench-go package clean
+.PHONY: help build run test unit fuzz reliability testbed testbed-down lint tidy-check vulncheck bench bench-go package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,7 +43,7 @@ build: ## build bin/agentd
 run: build ## build and run agentd in the foreground against this host's engines
 	$(BIN) run $(ARGS)
 
-test: testbed lint tidy-check ## provision the testbed if missing, lint, run every test with -race
+test: testbed lint tidy-check vulncheck ## provision the testbed if missing, lint, vulncheck, run every test with -race
 	$(GO) test -race -count=1 -run '^$$' ./... >/dev/null
 	$(GO) test -race -count=1 -p 1 -timeout 75m $(GOTEST_FLAGS) $(TEST_PKGS)
 
@@ -66,6 +77,20 @@ tidy-check: ## fail when go.mod/go.sum are not tidy
 	@if ! diff -q go.mod /tmp/agentd-go.mod.bak >/dev/null || ! diff -q go.sum /tmp/agentd-go.sum.bak >/dev/null; then \
 		diff -u /tmp/agentd-go.mod.bak go.mod; cp /tmp/agentd-go.mod.bak go.mod; cp /tmp/agentd-go.sum.bak go.sum; \
 		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
+
+vulncheck: ## govulncheck (pinned, pinned database): fail on a called vulnerability not in internal/vulncheck/allow.txt
+	@set -euo pipefail; \
+	if [ ! -f "$(VULNDB)/index/db.json" ]; then \
+		echo "vulncheck: building the vulnerability database $(VULNDB_VERSION) into $(VULNDB)"; \
+		mkdir -p "$(dir $(VULNDB))"; \
+		src=$$(cd / && $(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+		[ -d "$$src/data/osv" ] || { echo "vulncheck: golang.org/x/vulndb@$(VULNDB_VERSION) has no data/osv"; exit 1; }; \
+		tmp=$$(mktemp -d "$(VULNDB).tmp.XXXXXX"); trap 'rm -rf "$$tmp"' EXIT; \
+		$(GO) run golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION) -vulns "$$src/data/osv" -out "$$tmp"; \
+		mv -T "$$tmp" "$(VULNDB)" 2>/dev/null || [ -f "$(VULNDB)/index/db.json" ] || \
+			{ rm -rf "$(VULNDB)"; mv -T "$$tmp" "$(VULNDB)"; }; \
+	fi; \
+	$(GO) run $(GOVULNCHECK) -db "file://$(VULNDB)" -format json ./... | $(GO) run ./internal/vulncheck -allow internal/vulncheck/allow.txt
 
 bench: bench-go testbed ## Go benchmarks, then agentd vs the docker_stats peer and event latency (bench/out/)
 	bash bench/run.sh $(BENCH_N)
