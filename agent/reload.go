@@ -45,6 +45,12 @@ func Diff(old, new config.Config) Changes {
 	if old.Discovery.ProcRoot != new.Discovery.ProcRoot {
 		c.Rebuild = append(c.Rebuild, "discovery.proc_root")
 	}
+	if old.Host != new.Host {
+		c.Rebuild = append(c.Rebuild, "host")
+	}
+	if old.Discovery.GracePeriod != new.Discovery.GracePeriod {
+		c.Rebuild = append(c.Rebuild, "discovery.grace_period")
+	}
 	if !reflect.DeepEqual(old.Activation, new.Activation) {
 		c.Rebuild = append(c.Rebuild, "activation")
 	}

@@ -30,6 +30,12 @@ func TestDiffSaysWhatAReloadRebuilds(t *testing.T) {
 		{"a status socket waits for a restart", func(c *config.Config) { c.Status.Socket = "/run/x.sock" }, Changes{StatusSocket: true}},
 		{"a proc root rebuilds everything", func(c *config.Config) { c.Discovery.ProcRoot = "/host/proc" },
 			Changes{Rebuild: []string{"discovery.proc_root"}}},
+		{"a host proc rebuilds everything", func(c *config.Config) { c.Host.Proc = "/host/proc" },
+			Changes{Rebuild: []string{"host"}}},
+		{"a host cgroup root rebuilds everything", func(c *config.Config) { c.Host.Cgroup = "/host/sys/fs/cgroup" },
+			Changes{Rebuild: []string{"host"}}},
+		{"a grace period rebuilds everything", func(c *config.Config) { c.Discovery.GracePeriod = config.Duration(time.Hour) },
+			Changes{Rebuild: []string{"discovery.grace_period"}}},
 		{"activation settings rebuild everything", func(c *config.Config) { c.Activation.ExcludeUnits = []string{"x.socket"} },
 			Changes{Rebuild: []string{"activation"}}},
 	}
