@@ -18,6 +18,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "the testbed needs root (it installs packages and starts engines)"
+
+# One provisioning at a time: a second up.sh (another test run, another
+# terminal) waits here instead of racing apt, the engines and the caches.
+exec 9>/run/agentd-testbed-up.lock
+if ! flock -n 9; then
+	log "another testbed/up.sh is running; waiting for it"
+	flock 9
+fi
 command -v go >/dev/null || die "go is not on PATH: agentd and the collector need Go 1.26 (expected at /usr/local/go/bin)"
 
 PACKAGES=(docker.io containerd podman runc busybox-static debootstrap systemd-container
