@@ -59,10 +59,19 @@ func (p *exportProcessor) Enabled(context.Context, sdklog.EnabledParameters) boo
 func (p *exportProcessor) Shutdown(context.Context) error                         { return nil }
 func (p *exportProcessor) ForceFlush(context.Context) error                       { return nil }
 
-// exportOnce builds NewOTLP's exporters of layer over env, sends one
-// round of metrics and one event of resource case=name, and returns the
-// errors of both exports.
-func exportOnce(t *testing.T, name string, layer OTLPSettings, env map[string]string) (metricsErr, logsErr error) {
+// outcome is one delivery attempt of a signal's request, as the export
+// queue reports it.
+type outcome struct {
+	signal string
+	err    error
+	at     time.Time
+}
+
+// startExport builds NewOTLP's exporters of layer over env, sends one round
+// of metrics and one event of resource case=name, and returns the channel
+// of the export queue's delivery outcomes. The exporters shut down when the
+// test ends (a request still refused is dropped after 2 s).
+func startExport(t *testing.T, name string, layer OTLPSettings, env map[string]string) (<-chan outcome, error) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.OTLP = layer
@@ -73,34 +82,27 @@ func exportOnce(t *testing.T, name string, layer OTLPSettings, env map[string]st
 	if err != nil {
 		t.Fatalf("NewOTLP: %v", err)
 	}
-	// The exporters only queue; the outcome is the first delivery attempt
-	// of each signal's request, as the export queue reports it.
-	outcomes := make(chan struct {
-		signal string
-		err    error
-	}, 64)
+	// The exporters only queue; the outcomes are the delivery attempts.
+	outcomes := make(chan outcome, 256)
 	report := func(signal string, _ int, err error) {
 		select {
-		case outcomes <- struct {
-			signal string
-			err    error
-		}{signal, err}:
+		case outcomes <- outcome{signal, err, time.Now()}:
 		default:
 		}
 	}
 	lex.(queueHolder).exportQueue().onResult.Store(&report)
-	defer func() {
+	t.Cleanup(func() {
 		// A refused request stays queued (a TLS failure is retryable):
 		// the drain ends with its context.
 		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer scancel()
 		_ = ms.Shutdown(sctx)
 		_ = lex.Shutdown(sctx)
-	}()
+	})
 	res := resource.NewSchemaless(attribute.String("case", name))
 	now := time.Now()
 	if err := ms.ExportMetrics(ctx, testRound(res, now.Add(-time.Minute), now, 100)); err != nil {
-		return err, err
+		return nil, err
 	}
 	p := &exportProcessor{exp: lex}
 	lp := sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(p))
@@ -111,8 +113,20 @@ func exportOnce(t *testing.T, name string, layer OTLPSettings, env map[string]st
 	lp.Logger(ScopeName).Emit(ctx, r)
 	_ = lp.Shutdown(context.Background())
 	if p.err != nil {
-		return p.err, p.err
+		return nil, p.err
 	}
+	return outcomes, nil
+}
+
+// exportOnce sends as startExport does and returns the outcome of the
+// first delivery attempt of each signal.
+func exportOnce(t *testing.T, name string, layer OTLPSettings, env map[string]string) (metricsErr, logsErr error) {
+	t.Helper()
+	outcomes, err := startExport(t, name, layer, env)
+	if err != nil {
+		return err, err
+	}
+	deadline := time.After(20 * time.Second)
 	seen := map[string]bool{}
 	for !seen[SignalMetrics] || !seen[SignalEvents] {
 		select {
@@ -126,7 +140,7 @@ func exportOnce(t *testing.T, name string, layer OTLPSettings, env map[string]st
 			} else {
 				logsErr = o.err
 			}
-		case <-ctx.Done():
+		case <-deadline:
 			t.Fatalf("no delivery outcome of both signals within 20 s (metrics %t, events %t)", seen[SignalMetrics], seen[SignalEvents])
 		}
 	}
@@ -510,6 +524,84 @@ func TestOTLPDeltaTemporalityAtTheCollector(t *testing.T) {
 			if gauge == nil || len(gauge.Points) != 2 || gauge.Points[0].Value != 50 || gauge.Points[1].Value != 125 {
 				t.Errorf("test.gauge = %+v, want 50 then 125", gauge)
 			}
+		})
+	}
+}
+
+// TestOTLPTimeoutAgainstAStalledCollector proves the timeout setting, from
+// the file and from the environment, over gRPC and OTLP/HTTP: against a
+// collector frozen with SIGSTOP (connections accepted, never answered) every
+// delivery attempt ends at the timeout, not at the 10 s default, and is
+// retried; once the collector resumes, the round and the event arrive. The
+// stall is held 15 s, longer than the default timeout and the queue's
+// reconnect delay.
+func TestOTLPTimeoutAgainstAStalledCollector(t *testing.T) {
+	col := testbed.StartCollector(t, testbed.WithHTTPReceiver())
+	const stall = 15 * time.Second
+	cases := []struct {
+		name    string
+		file    OTLPSettings
+		env     map[string]string
+		timeout time.Duration
+	}{
+		{name: "gRPC with export.timeout", file: OTLPSettings{Timeout: time.Second}, timeout: time.Second},
+		{name: "OTLP/HTTP with export.timeout", file: OTLPSettings{Protocol: ProtocolHTTPProtobuf, Timeout: time.Second}, timeout: time.Second},
+		{name: "gRPC with OTEL_EXPORTER_OTLP_TIMEOUT", env: map[string]string{"OTEL_EXPORTER_OTLP_TIMEOUT": "1500"}, timeout: 1500 * time.Millisecond},
+		{name: "OTLP/HTTP with per-signal timeouts from the environment", file: OTLPSettings{Protocol: ProtocolHTTPProtobuf},
+			env: map[string]string{"OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "1500", "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "1500"}, timeout: 1500 * time.Millisecond},
+		{name: "gRPC with export.timeout over the environment", file: OTLPSettings{Timeout: time.Second},
+			env: map[string]string{"OTEL_EXPORTER_OTLP_TIMEOUT": "9000"}, timeout: time.Second},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			name := strings.ReplaceAll(c.name, " ", "_")
+			layer := c.file
+			if layer.Protocol == ProtocolHTTPProtobuf {
+				layer.Endpoint = "http://" + col.HTTPEndpoint()
+			} else {
+				layer.Endpoint, layer.Insecure = col.Endpoint(), boolp(true)
+			}
+			resume := col.Stall(t)
+			began := time.Now()
+			outcomes, err := startExport(t, name, layer, c.env)
+			if err != nil {
+				t.Fatalf("export: %v", err)
+			}
+			// Count the failed attempts during the stall, and keep the
+			// longest one: each must end at the timeout.
+			failed := map[string]int{}
+			prev := map[string]time.Time{SignalMetrics: began, SignalEvents: began}
+			var longest time.Duration
+			for end := time.After(stall); ; {
+				select {
+				case o := <-outcomes:
+					if o.err == nil {
+						t.Fatalf("%s delivered to a stalled collector", o.signal)
+					}
+					failed[o.signal]++
+					if d := o.at.Sub(prev[o.signal]); d > longest {
+						longest = d
+					}
+					prev[o.signal] = o.at
+					continue
+				case <-end:
+				}
+				break
+			}
+			resume()
+			t.Logf("stalled %v: failed attempts %v, longest %v (timeout %v)", stall, failed, longest.Round(time.Millisecond), c.timeout)
+			// With the 10 s default, 15 s hold at most two attempts per
+			// signal; with the timeout set, each attempt ends within it
+			// (plus the reconnect delay between attempts).
+			if longest > c.timeout+reconnectMaxDelay+time.Second {
+				t.Errorf("an attempt took %v with a %v timeout", longest, c.timeout)
+			}
+			for _, sig := range []string{SignalMetrics, SignalEvents} {
+				if failed[sig] < 3 {
+					t.Errorf("%s: %d failed attempts in %v with a %v timeout, want at least 3", sig, failed[sig], stall, c.timeout)
+				}
+			}
+			waitCase(t, col, name)
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -430,6 +431,23 @@ func dialTCP(addr string) error {
 		return err
 	}
 	return conn.Close()
+}
+
+// Stall freezes the collector with SIGSTOP, as a collector that hangs does:
+// its sockets still accept connections (the kernel completes them) but
+// nothing answers. The returned function resumes it with SIGCONT.
+func (c *Otelcol) Stall(t testing.TB) (resume func()) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("collector on %s: stall: %v", c.endpoint, err)
+	}
+	var once sync.Once
+	resume = func() {
+		once.Do(func() { _ = c.cmd.Process.Signal(syscall.SIGCONT) })
+	}
+	// A stopped collector never exits on SIGTERM: resume it first.
+	t.Cleanup(resume)
+	return resume
 }
 
 // Down stops the collector, as a collector that goes away does, and returns
