@@ -69,6 +69,12 @@ type Reader struct {
 // before the first Read.
 func (r *Reader) SetMaxOpenFiles(n int) { r.maxOpen = int64(max(n, 0)) }
 
+// Exited reports whether process pid is gone from procfs.
+func (r *Reader) Exited(pid int) bool {
+	_, err := os.Stat(r.procRoot + "/" + strconv.Itoa(pid))
+	return errors.Is(err, fs.ErrNotExist)
+}
+
 // NewReader returns a Reader of procfs at procRoot and cgroupfs at cgroupRoot
 // ("" means /proc and /sys/fs/cgroup).
 func NewReader(procRoot, cgroupRoot string) *Reader {

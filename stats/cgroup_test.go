@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -183,10 +184,31 @@ func TestSampler(t *testing.T) {
 		}
 	})
 	t.Run("a container whose cgroup cannot be read and has no fallback is an error naming it", func(t *testing.T) {
+		// Process 999 is alive, its cgroup is not there.
+		proc := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(proc, "999"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, "999", "cgroup"), []byte("0::/system.slice/missing.scope\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(mustAbs(t, "testdata/v2/proc"), "777"), filepath.Join(proc, "777")); err != nil {
+			t.Fatal(err)
+		}
+		s := NewSampler(SamplerConfig{ProcRoot: proc, CgroupRoot: "testdata/v2/cgroup"}, nil)
+		out, err := s.Sample(context.Background(), []model.Container{{ID: "unreadable", PID: 999}, {ID: "ok", PID: 777}}, nil)
+		if err == nil || !strings.Contains(err.Error(), "unreadable") {
+			t.Fatalf("got %v", err)
+		}
+		if out[0].Has != 0 || out[1].Has == 0 {
+			t.Errorf("samples %+v", out)
+		}
+	})
+	t.Run("a container whose process exited before the read has no figures and no error", func(t *testing.T) {
 		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup"}, nil)
 		out, err := s.Sample(context.Background(), []model.Container{{ID: "gone", PID: 12345}, {ID: "ok", PID: 777}}, nil)
-		if err == nil || !strings.Contains(err.Error(), "gone") {
-			t.Fatalf("got %v", err)
+		if err != nil {
+			t.Fatalf("an exited container is no error: %v", err)
 		}
 		if out[0].Has != 0 || out[1].Has == 0 {
 			t.Errorf("samples %+v", out)
@@ -231,4 +253,13 @@ func TestOwnCgroup(t *testing.T) {
 			}
 		})
 	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

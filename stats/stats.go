@@ -246,8 +246,19 @@ func (s *Sampler) Sample(ctx context.Context, cs []model.Container, out []Stats)
 	return out, errors.Join(errs...)
 }
 
-// sampleOne fills out for c. st is owned by this call.
+// sampleOne fills out for c. st is owned by this call. A container whose
+// process has exited by the time its figures could not be read ended
+// between the snapshot and the read, as containers do: it has no figures
+// this round and no error (its die follows as an event).
 func (s *Sampler) sampleOne(ctx context.Context, c *model.Container, st *containerState, out *Stats, buf *[]byte) error {
+	err := s.sampleLive(ctx, c, st, out, buf)
+	if err != nil && c.PID > 0 && s.reader.Exited(c.PID) {
+		return nil
+	}
+	return err
+}
+
+func (s *Sampler) sampleLive(ctx context.Context, c *model.Container, st *containerState, out *Stats, buf *[]byte) error {
 	nets := out.Networks[:0]
 	*out = Stats{Networks: nets}
 	if c.PID > 0 && (st.pid != c.PID || st.cg.Version == 0) {
