@@ -56,6 +56,12 @@ func (em *eventEmitter) logger(cacheKey string, key resourceKey, res func() *res
 	return l
 }
 
+// containerLoggerKey is the cache key of c's logger: the key a destroy
+// deletes must be the key its events were cached under.
+func containerLoggerKey(c *model.Container) string {
+	return "c/" + c.EngineID + "/" + c.Namespace + "/" + c.ID
+}
+
 // emit sends one event. engine is the container's engine (for a container
 // event) and must not be nil for one; for engine events ev.Engine is used.
 func (em *eventEmitter) emit(ctx context.Context, ev *model.Event, engine *model.Engine, now time.Time) {
@@ -69,14 +75,15 @@ func (em *eventEmitter) emit(ctx context.Context, ev *model.Event, engine *model
 	case ev.Container != nil && engine != nil:
 		c := ev.Container
 		key := keyOf(engine, c)
-		l = em.logger("c/"+c.EngineID+"/"+c.Namespace+"/"+c.ID, key, func() *resource.Resource { return ContainerResource(em.host, engine, c, em.cfg.labelAllowed) })
+		cacheKey := containerLoggerKey(c)
+		l = em.logger(cacheKey, key, func() *resource.Resource { return ContainerResource(em.host, engine, c, em.cfg.labelAllowed) })
 		name := limitString(c.Name)
 		if name == "" {
 			name = shortID(c.ID)
 		}
 		body = fmt.Sprintf("%s %s", ev.Type, name)
 		if ev.Type == model.EventDestroy {
-			defer delete(em.loggers, "c/"+c.ID)
+			defer delete(em.loggers, cacheKey)
 		}
 	case ev.Engine != nil:
 		e := ev.Engine
