@@ -40,7 +40,10 @@ func main() {
 // mainE runs one subcommand and maps its error to an exit code.
 func mainE(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := "run"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+	switch {
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help"):
+		cmd = "help" // the commands, not only run's flags
+	case len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-':
 		cmd, args = args[0], args[1:]
 	}
 	var err error
@@ -83,14 +86,15 @@ commands:
   run --once
             print one snapshot of the engines and their containers and exit:
             it waits for discovery and two stats rounds (CPU % needs two
-            samples), at most `+onceWait.String()+`; exit status 1 when no
-            engine is found (the output then says what was looked for)
+            samples), at most `+onceWait.String()+`; exit status 1 when no engine
+            is found (the output then says what was looked for)
   engines   print the container engines on this host as a tree, and the
             systemd socket units that would start one (--json)
   status    ask a running agent for its health and engine tree
   version   print the version
 
-Run "agentd COMMAND -h" for a command's flags.
+Run "agentd COMMAND -h" for a command's flags ("agentd run -h" for --once,
+--config and the OTLP flags).
 `)
 }
 
@@ -105,6 +109,9 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	hostCgroup := fs.String("host-cgroup", "", "the host's cgroup tree when agentd runs in a container (overrides host.cgroup and AGENTD_HOST_CGROUP)")
 	once := fs.Bool("once", false, "print one snapshot of the engines and their containers on stdout and exit (exit status 1 when no engine is found)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -147,5 +148,33 @@ func TestRunStartsQuietly(t *testing.T) {
 	}
 	if strings.Contains(p.stdout.String(), "agentd.engine.found") {
 		t.Errorf("the engine found events are printed on stdout as well:\n%s", p.stdout.String())
+	}
+}
+
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		want     string
+		inStderr bool
+	}{
+		{"--help lists the commands and --once", []string{"--help"}, exitOK, "run --once", false},
+		{"-h lists the commands", []string{"-h"}, exitOK, "engines ", false},
+		{"run -h lists run's flags", []string{"run", "-h"}, exitOK, "-once", true},
+		{"a stray argument to run is a usage error", []string{"run", "extra"}, exitConfig, `unexpected argument "extra"`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := mainE(context.Background(), tt.args, &out, &errOut)
+			got := out.String()
+			if tt.inStderr {
+				got = errOut.String()
+			}
+			if code != tt.code || !strings.Contains(got, tt.want) {
+				t.Errorf("exit %d (want %d), output lacks %q?\nstdout:\n%s\nstderr:\n%s", code, tt.code, tt.want, out.String(), errOut.String())
+			}
+		})
 	}
 }
