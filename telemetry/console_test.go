@@ -291,3 +291,50 @@ func TestHumanSizes(t *testing.T) {
 		}
 	}
 }
+
+// FuzzConsoleRound renders rounds whose engines and containers name each
+// other in any way (an engine inside its own container, two engines each in
+// the other's container, unknown parents): every engine is listed once and
+// nothing panics.
+func FuzzConsoleRound(f *testing.F) {
+	f.Add("e1", "c1", "e2", "c2", "th", "c1", "c2")
+	f.Add("e1", "c1", "e1", "c1", "", "c1", "")
+	f.Add("", "", "", "", "a/b", "x", "y")
+	f.Fuzz(func(t *testing.T, e1, c1, e2, c2, prefix, parent1, parent2 string) {
+		h := Host{Name: "h"}
+		eng1 := model.Engine{ID: e1, Type: model.Docker, Prefix: prefix, ParentContainerID: parent1}
+		eng2 := model.Engine{ID: e2, Type: model.Podman, Prefix: prefix, ParentContainerID: parent2}
+		ct1 := model.Container{ID: c1, Name: c1, EngineID: e2}
+		ct2 := model.Container{ID: c2, Name: c2, EngineID: e1}
+		batch := []*metricdata.ResourceMetrics{
+			rm(EngineResource(h, &eng1), gaugeI(Metrics[mEngineUp].Name, 1)),
+			rm(EngineResource(h, &eng2), gaugeI(Metrics[mEngineUp].Name, 1)),
+			rm(ContainerResource(h, &eng2, &ct1, nil), gaugeI(Metrics[mPidsCount].Name, 1)),
+			rm(ContainerResource(h, &eng1, &ct2, nil), gaugeI(Metrics[mPidsCount].Name, 1)),
+		}
+		var out bytes.Buffer
+		if err := NewConsole(&out, ConsoleOptions{}).ExportMetrics(context.Background(), batch); err != nil {
+			t.Fatal(err)
+		}
+		if e1 != "" && e2 != "" && e1 != e2 {
+			tree := out.String()[:strings.Index(out.String(), "\n\n")+1]
+			if n := strings.Count(tree, " up "); n != 2 {
+				t.Errorf("%d engines listed, want 2:\n%s", n, out.String())
+			}
+		}
+	})
+}
+
+func TestPrintableKeepsTheTerminalSafe(t *testing.T) {
+	for in, want := range map[string]string{
+		"web-1":             "web-1",
+		"evil\x1b[2Jname":   "evil?[2Jname",
+		"tab\tand\nnewline": "tab?and?newline",
+		"bad\xffutf8":       "bad?utf8",
+		"ünïcode-名前":        "ünïcode-名前",
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

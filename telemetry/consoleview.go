@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"go.opentelemetry.io/otel/attribute"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
@@ -88,7 +89,7 @@ func reduceRound(batch []*metricdata.ResourceMetrics) consoleRound {
 	for _, rm := range batch {
 		res := rm.Resource
 		if id := resAttr(res, "container.id"); id != "" {
-			c := &consoleContainer{id: id, name: resAttr(res, "container.name"), engineID: resAttr(res, AttrEngineID), has: map[string]bool{}}
+			c := &consoleContainer{id: printable(id), name: printable(resAttr(res, "container.name")), engineID: resAttr(res, AttrEngineID), has: map[string]bool{}}
 			if c.name == "" {
 				c.name = shortID(id)
 			}
@@ -166,12 +167,12 @@ func reduceRound(batch []*metricdata.ResourceMetrics) consoleRound {
 func engineFromResource(res *resource.Resource) *consoleEngine {
 	return &consoleEngine{
 		id:        resAttr(res, AttrEngineID),
-		typ:       resAttr(res, AttrEngineType),
-		runtime:   resAttr(res, "container.runtime.name"),
-		version:   resAttr(res, "container.runtime.version"),
-		endpoint:  resAttr(res, AttrEngineEndpoint),
-		prefix:    resAttr(res, AttrEnginePrefix),
-		parentCID: resAttr(res, AttrEngineParentContainerID),
+		typ:       printable(resAttr(res, AttrEngineType)),
+		runtime:   printable(resAttr(res, "container.runtime.name")),
+		version:   printable(resAttr(res, "container.runtime.version")),
+		endpoint:  printable(resAttr(res, AttrEngineEndpoint)),
+		prefix:    printable(resAttr(res, AttrEnginePrefix)),
+		parentCID: printable(resAttr(res, AttrEngineParentContainerID)),
 	}
 }
 
@@ -237,7 +238,7 @@ func EngineName(typ, runtime, version, prefix, parentType, id string) string {
 	var b strings.Builder
 	switch {
 	case typ == "" && runtime == "":
-		b.WriteString(id)
+		b.WriteString(printable(id))
 	case typ == "":
 		b.WriteString(runtime)
 	case runtime != "" && runtime != typ:
@@ -396,9 +397,9 @@ func eventLine(r *sdklog.Record, names map[string]string, loc *time.Location) st
 		e := engineFromResource(res)
 		engine = EngineName(e.typ, e.runtime, e.version, e.prefix, "", id)
 	}
-	name := resAttr(res, "container.name")
+	name := printable(resAttr(res, "container.name"))
 	if name == "" {
-		name = shortID(resAttr(res, "container.id"))
+		name = shortID(printable(resAttr(res, "container.id")))
 	}
 	var details []string
 	exit, signal, oom := "", "", false
@@ -452,6 +453,20 @@ func humanSize(v, base float64, precision int, units []string) string {
 		s = fmt.Sprintf("%.*g", precision, v/base)
 	}
 	return s + units[i]
+}
+
+// printable is s fit for a terminal: invalid UTF-8 and control characters
+// (tabs, newlines, escape sequences from a container's name) become '?',
+// so that what engines report can neither break the columns nor drive the
+// terminal.
+func printable(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func lastPathElem(p string) string {
