@@ -165,7 +165,7 @@ func (in *instance) run(ctx context.Context) {
 		}
 		if err != nil {
 			if !downLogged {
-				in.log.Warn("systemd D-Bus not reachable, carrying on without it; retrying quietly",
+				in.log.Info("systemd D-Bus not reachable, carrying on without it; retrying quietly",
 					"addresses", addrList(in.addrs), logging.Err(err))
 				downLogged = true
 			}
@@ -176,7 +176,7 @@ func (in *instance) run(ctx context.Context) {
 			continue
 		}
 		downLogged = false
-		in.log.Info("connected to systemd", "address", sess.addr.address, "direct", sess.addr.direct)
+		in.log.Debug("connected to systemd", "address", sess.addr.address, "direct", sess.addr.direct)
 		connected := time.Now()
 		err = in.serve(ctx, sess)
 		sess.close()

@@ -309,7 +309,7 @@ func (m *Manager) Subscribe(ctx context.Context) *Subscription {
 
 // publish records e and hands it to every subscription without blocking.
 func (m *Manager) publish(e SocketEngine) {
-	m.log.Info("engine socket", logging.KeyEngineType, string(e.Type), logging.KeyUnit, e.Unit, "state", e.State,
+	m.log.Debug("engine socket", logging.KeyEngineType, string(e.Type), logging.KeyUnit, e.Unit, "state", e.State,
 		logging.KeyEndpoint, e.Endpoint, "systemd_pid", e.SystemdPID, "masked", e.Masked, "excluded", e.Excluded,
 		"engines", len(e.Engines))
 	m.mu.Lock()

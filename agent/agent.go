@@ -37,6 +37,9 @@ type Options struct {
 	// configured; nil (a service whose stdout is the journal) prints nothing
 	// and says once, at WARN, how to configure an endpoint.
 	Stdout io.Writer
+	// Console tunes the human-readable view on Stdout (terminal redraw,
+	// --once snapshots); the agent fills in its Settled and Hint.
+	Console telemetry.ConsoleOptions
 	// Version is agentd's version.
 	Version string
 	// Ready is called once, when the first discovery pass is done and the
@@ -191,7 +194,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun("activation", a.act.Run)
 		goRun("socket units", func(ctx context.Context) error { return a.followUnits(ctx, units.C()) })
 	}
-	goRun("telemetry", func(ctx context.Context) error { return a.runTelemetry(ctx, pipe, pipeOpts) })
 	// OOM kills that no engine reports, from the kernel log (package oom).
 	goRun("oom", oom.New(a.store, oom.Config{
 		Path:     a.opts.KernelLog,
@@ -206,6 +208,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.opts.Ready != nil {
 		a.opts.Ready()
 	}
+	// Telemetry starts once the first pass is done, so that its first round
+	// (sent at once) has the engines; the events meanwhile wait on the
+	// subscription. In the foreground (Stdout set, where the readable view
+	// goes when no endpoint is configured) it also waits, at most
+	// firstListingWait, for the engines' first listings, so that the first
+	// round has their containers, and for a second pass, which places the
+	// nested engines in the containers those listings brought (as `agentd
+	// engines` does).
+	if a.opts.Stdout != nil && len(a.disc.Engines()) > 0 {
+		a.waitListed(ctx, firstListingWait)
+		if _, err := a.disc.Scan(ctx); err != nil && ctx.Err() == nil {
+			a.setProblem("discovery", err.Error())
+		}
+	}
+	goRun("telemetry", func(ctx context.Context) error { return a.runTelemetry(ctx, pipe, pipeOpts) })
 	a.mainLoop(ctx)
 	wg.Wait()
 	if err := a.sup.Close(); err != nil {
@@ -222,6 +239,41 @@ func (a *Agent) Run(ctx context.Context) error {
 		all = append(all, err)
 	}
 	return errors.Join(all...)
+}
+
+// firstListingWait bounds how long the readable view waits for the engines
+// found by the first pass to list their containers.
+const firstListingWait = 2 * time.Second
+
+// waitListed returns when every engine discovery knows is watched and has
+// listed its containers once, ctx ends or d has passed.
+func (a *Agent) waitListed(ctx context.Context, d time.Duration) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		want := 0
+		for _, e := range a.disc.Engines() {
+			if a.engineIncluded(e.Type) {
+				want++
+			}
+		}
+		ids := a.sup.EngineIDs()
+		listed := len(ids) >= want
+		for _, id := range ids {
+			if w, ok := a.sup.Watcher(id); ok && w.Stats().Syncs == 0 {
+				listed = false
+			}
+		}
+		if listed {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // followDiscovery hands engines found by the process scan to the supervisor
@@ -405,7 +457,9 @@ func (a *Agent) sinks(ctx context.Context, cfg config.Config) (telemetry.MetricS
 			return telemetry.Discard{}, telemetry.Discard{}, nil
 		}
 		a.log.Info("no OTLP endpoint configured: printing what agentd sees on stdout")
-		c := telemetry.NewConsole(a.opts.Stdout)
+		copts := a.opts.Console
+		copts.Hint = a.noEngineHint
+		c := telemetry.NewConsole(a.opts.Stdout, copts)
 		return c, c, nil
 	}
 	tcfg := telemetryConfig(cfg, a.log.With("part", "export"))

@@ -4,10 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"sync"
-	"text/tabwriter"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
@@ -16,13 +15,58 @@ import (
 )
 
 // Console is the human-readable sink used when no OTLP endpoint is
-// configured: each round prints a table of engines and containers with their
-// latest metrics, and each event prints one line. It is both a MetricSink and
-// an sdklog.Exporter, and safe for concurrent use (writes are serialised).
+// configured; it reads like `docker stats` grouped by engine. Each metrics
+// round shows the engine tree (type, version, where each engine lives, up or
+// down) and, per engine, its containers with CPU %, MEM USAGE / LIMIT, NET
+// I/O, BLOCK I/O and PIDS; each lifecycle event is one line (time, engine,
+// container, event, exit code). On a terminal the view is redrawn in place
+// with the latest events under it; otherwise rounds and events are appended
+// as plain text. With no engine it prints the hint of ConsoleOptions.
+//
+// Console is both a MetricSink and an sdklog.Exporter, and safe for
+// concurrent use (writes are serialised).
 type Console struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu      sync.Mutex
+	w       io.Writer
+	opts    ConsoleOptions
+	names   map[string]string // engine ID -> human name, from the last round
+	body    string            // the last round, rendered (terminal)
+	events  []string          // the latest event lines (terminal)
+	drawn   bool              // a round was drawn (terminal)
+	cleared bool              // the screen was cleared once (terminal)
+	hinted  bool              // the full hint was printed (plain)
 }
+
+// ConsoleOptions tune a Console. The zero value appends plain text.
+type ConsoleOptions struct {
+	// Terminal redraws the view in place with ANSI escapes (the writer is a
+	// terminal) instead of appending each round.
+	Terminal bool
+	// Hint says what was looked for and how to start an engine; it is
+	// printed instead of the tables when a round has no engine.
+	Hint func() string
+	// Snapshot, when set, receives every printable round instead of the
+	// writer, and events are dropped: `agentd --once` picks one to print.
+	Snapshot func(Snapshot)
+	// Now and Location are the clock and time zone of the view's times;
+	// nil means time.Now and time.Local.
+	Now      func() time.Time
+	Location *time.Location
+}
+
+// Snapshot is one rendered round, for ConsoleOptions.Snapshot.
+type Snapshot struct {
+	// Text is the round as the plain view prints it.
+	Text string
+	// Engines and Containers count what the round holds.
+	Engines, Containers int
+	// Complete is true when every engine is up and every container has its
+	// CPU use (the second sample of a container has it).
+	Complete bool
+}
+
+// consoleEvents is how many event lines the terminal view keeps under the tables.
+const consoleEvents = 10
 
 var (
 	_ MetricSink      = (*Console)(nil)
@@ -30,137 +74,127 @@ var (
 )
 
 // NewConsole returns a Console writing to w.
-func NewConsole(w io.Writer) *Console { return &Console{w: w} }
+func NewConsole(w io.Writer, opts ConsoleOptions) *Console {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Location == nil {
+		opts.Location = time.Local
+	}
+	return &Console{w: w, opts: opts, names: map[string]string{}}
+}
 
 func resAttr(r *resource.Resource, key string) string {
 	if r == nil {
 		return ""
 	}
-	for _, kv := range r.Attributes() {
-		if string(kv.Key) == key {
-			return kv.Value.String()
-		}
-	}
-	return ""
+	v, _ := r.Set().Value(attribute.Key(key))
+	return v.String()
 }
 
-// ExportMetrics prints the round as two tables.
+// ExportMetrics prints the round: the engine tree and each engine's
+// containers, or the hint when there is no engine.
 func (c *Console) ExportMetrics(_ context.Context, batch []*metricdata.ResourceMetrics) error {
-	var b strings.Builder
-	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENGINE\tTYPE\tPREFIX\tUP\tRUNNING\tTOTAL\tENDPOINT")
-	var ctrs []*metricdata.ResourceMetrics
-	for _, rm := range batch {
-		if resAttr(rm.Resource, "container.id") != "" {
-			ctrs = append(ctrs, rm)
-			continue
-		}
-		var up, running, total int64
-		for _, sm := range rm.ScopeMetrics {
-			for _, m := range sm.Metrics {
-				g, ok := m.Data.(metricdata.Gauge[int64])
-				if !ok {
-					continue
-				}
-				for _, p := range g.DataPoints {
-					switch m.Name {
-					case Metrics[mEngineUp].Name:
-						up = p.Value
-					case Metrics[mEngineContainers].Name:
-						total += p.Value
-						if v, _ := p.Attributes.Value(AttrState); v.AsString() == "running" {
-							running = p.Value
-						}
-					}
-				}
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", shortID(resAttr(rm.Resource, AttrEngineID)),
-			resAttr(rm.Resource, "container.runtime.name"), resAttr(rm.Resource, AttrEnginePrefix), up, running, total,
-			resAttr(rm.Resource, AttrEngineEndpoint))
-	}
-	tw.Flush()
-	b.WriteByte('\n')
-	sort.Slice(ctrs, func(i, j int) bool {
-		return resAttr(ctrs[i].Resource, "container.name") < resAttr(ctrs[j].Resource, "container.name")
-	})
-	tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONTAINER\tNAME\tRUNTIME\tCPU\tMEM USAGE\tWORKING SET\tLIMIT\tPIDS\tNET RX/TX\tDISK R/W")
-	for _, rm := range ctrs {
-		v := map[string]string{}
-		var rx, tx, rd, wr int64
-		for _, sm := range rm.ScopeMetrics {
-			for _, m := range sm.Metrics {
-				switch d := m.Data.(type) {
-				case metricdata.Gauge[float64]:
-					if m.Name == Metrics[mCPUUsage].Name && len(d.DataPoints) > 0 {
-						v[m.Name] = fmt.Sprintf("%.2f", d.DataPoints[0].Value)
-					}
-				case metricdata.Gauge[int64]:
-					if len(d.DataPoints) > 0 {
-						if m.Unit == "By" {
-							v[m.Name] = bytesString(d.DataPoints[0].Value)
-						} else {
-							v[m.Name] = fmt.Sprint(d.DataPoints[0].Value)
-						}
-					}
-				case metricdata.Sum[int64]:
-					for _, p := range d.DataPoints {
-						dir, _ := p.Attributes.Value("network.io.direction")
-						ddir, _ := p.Attributes.Value("disk.io.direction")
-						switch {
-						case dir.AsString() == "receive":
-							rx += p.Value
-						case dir.AsString() == "transmit":
-							tx += p.Value
-						case ddir.AsString() == "read":
-							rd += p.Value
-						case ddir.AsString() == "write":
-							wr += p.Value
-						}
-					}
-				}
-			}
-		}
-		dash := func(s string) string {
-			if s == "" {
-				return "-"
-			}
-			return s
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s/%s\t%s/%s\n",
-			shortID(resAttr(rm.Resource, "container.id")), resAttr(rm.Resource, "container.name"),
-			resAttr(rm.Resource, "container.runtime.name"),
-			dash(v[Metrics[mCPUUsage].Name]), dash(v[Metrics[mMemoryUsage].Name]), dash(v[Metrics[mMemoryWorkingSet].Name]),
-			dash(v[Metrics[mMemoryLimit].Name]), dash(v[Metrics[mPidsCount].Name]),
-			bytesString(rx), bytesString(tx), bytesString(rd), bytesString(wr))
-	}
-	tw.Flush()
-	b.WriteByte('\n')
+	r := reduceRound(batch)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	clear(c.names)
+	for _, e := range r.engines {
+		c.names[e.id] = r.name(e)
+	}
+	var b strings.Builder
+	switch {
+	case len(r.engines) == 0 && c.opts.Terminal, len(r.engines) == 0 && !c.hinted, len(r.engines) == 0 && c.opts.Snapshot != nil:
+		b.WriteString(c.hint())
+		c.hinted = true
+	case len(r.engines) == 0:
+		b.WriteString("no container engine found yet\n")
+	default:
+		c.hinted = false
+		r.renderEngines(&b)
+		r.renderContainers(&b)
+	}
+	if c.opts.Snapshot != nil {
+		c.opts.Snapshot(Snapshot{Text: b.String(), Engines: len(r.engines), Containers: r.containers, Complete: r.complete()})
+		return nil
+	}
+	if c.opts.Terminal {
+		c.body = b.String()
+		c.drawn = true
+		return c.redraw()
+	}
+	_, err := fmt.Fprintf(c.w, "%s\n%s\n", c.opts.Now().In(c.opts.Location).Format(time.TimeOnly), b.String())
+	return err
+}
+
+func (c *Console) hint() string {
+	if c.opts.Hint != nil {
+		return c.opts.Hint()
+	}
+	return "no container engine found\n"
+}
+
+// redraw draws the terminal view from the top of the screen: the screen is
+// cleared the first time only; then every line is erased to its end and the
+// rest of the screen after it, which does not flicker the way clearing the
+// whole screen every time does. Log lines written meanwhile (to stderr, on
+// the same terminal) show under the view until the next redraw.
+func (c *Console) redraw() error {
+	var b strings.Builder
+	if !c.cleared { // what the terminal showed before goes, once
+		b.WriteString("\x1b[2J")
+		c.cleared = true
+	}
+	b.WriteString("\x1b[H")
+	line := func(s string) { b.WriteString(s + "\x1b[K\n") }
+	line(fmt.Sprintf("agentd  %s  (Ctrl-C to stop)", c.opts.Now().In(c.opts.Location).Format(time.TimeOnly)))
+	line("")
+	for _, l := range strings.Split(strings.TrimSuffix(c.body, "\n"), "\n") {
+		line(l)
+	}
+	if len(c.events) > 0 {
+		line("")
+		line("EVENTS")
+		for _, l := range c.events {
+			line(l)
+		}
+	}
+	b.WriteString("\x1b[J")
 	_, err := io.WriteString(c.w, b.String())
 	return err
 }
 
-// Export prints one line per event record.
+// Export prints one line per container event. agentd.engine.found and
+// .lost are left out: the log says each once, and the engine tree shows
+// the engine up or down.
 func (c *Console) Export(_ context.Context, records []sdklog.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.opts.Snapshot != nil {
+		return nil
+	}
 	var b strings.Builder
 	for i := range records {
 		r := &records[i]
-		name := resAttr(r.Resource(), "container.name")
-		if name == "" {
-			name = resAttr(r.Resource(), AttrEngineID)
+		if strings.HasPrefix(r.EventName(), "agentd.engine.") {
+			continue
 		}
-		fmt.Fprintf(&b, "%s %-5s %-22s %s", r.Timestamp().Format("2006-01-02T15:04:05.000Z07:00"), r.SeverityText(), r.EventName(), name)
-		r.WalkAttributes(func(kv attribute.KeyValue) bool {
-			fmt.Fprintf(&b, " %s=%s", kv.Key, kv.Value.String())
-			return true
-		})
-		b.WriteByte('\n')
+		l := eventLine(r, c.names, c.opts.Location)
+		if c.opts.Terminal {
+			c.events = append(c.events, l)
+			if n := len(c.events) - consoleEvents; n > 0 {
+				c.events = append(c.events[:0], c.events[n:]...)
+			}
+			continue
+		}
+		b.WriteString(l + "\n")
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	if c.opts.Terminal {
+		if !c.drawn {
+			return nil
+		}
+		return c.redraw()
+	}
 	_, err := io.WriteString(c.w, b.String())
 	return err
 }
@@ -170,16 +204,3 @@ func (c *Console) ForceFlush(context.Context) error { return nil }
 
 // Shutdown does nothing: the writer belongs to the caller.
 func (c *Console) Shutdown(context.Context) error { return nil }
-
-func bytesString(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}

@@ -315,7 +315,13 @@ func (w *Watcher) reconcile(list []model.Container, resync bool) {
 		w.store.Emit(model.Event{Type: model.EventDestroy, Time: now, EngineID: w.engine.ID, Container: &gone, Resync: true})
 		emitted++
 	}
-	w.log.Info("engine containers listed", "containers", len(list), "resync", resync, "events", emitted)
+	// The first listing is routine (the engine was found, at INFO); a
+	// resync after a reconnect is worth telling.
+	level := slog.LevelDebug
+	if resync {
+		level = slog.LevelInfo
+	}
+	w.log.Log(context.Background(), level, "engine containers listed", "containers", len(list), "resync", resync, "events", emitted)
 }
 
 // transitions returns the events that lead from old (had: known at all) to

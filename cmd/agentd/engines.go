@@ -73,7 +73,7 @@ func runEngines(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		}{views, socketUnits})
 	}
 	if len(views) == 0 && len(socketUnits) == 0 {
-		printNothingFound(stdout, fams)
+		printNothingFound(stdout, fams, *units)
 		return nil
 	}
 	printEngineTree(stdout, views)
@@ -152,37 +152,10 @@ func printSocketUnits(w io.Writer, units []activation.SocketEngine) {
 	}
 }
 
-// printNothingFound says what agentd looked for and how to start an engine.
-func printNothingFound(w io.Writer, fams engine.Families) {
-	var comms, sockets []string
-	for _, f := range fams {
-		comms = append(comms, f.Comms...)
-		sockets = append(sockets, f.Sockets...)
-	}
-	fmt.Fprintf(w, `no container engines found.
-agentd looked for:
-  - processes named %s holding a listening unix socket that answers as an engine
-    (on this host and inside its containers, through /proc);
-  - systemd socket units listening on a path ending in %s
-    (the host's systemd and systemd running inside containers).
-Start one, for example:
-  systemctl start docker.socket            # Docker, socket-activated
-  systemctl enable --now podman.socket     # podman as root
-  systemctl --user enable --now podman.socket   # podman rootless
-  systemctl start containerd
-`, strings.Join(uniq(comms), ", "), strings.Join(uniq(sockets), ", "))
-}
-
-func uniq(ss []string) []string {
-	seen := make(map[string]bool, len(ss))
-	var out []string
-	for _, s := range ss {
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	return out
+// printNothingFound says what agentd looked for and how to start an engine
+// (the same words as the foreground view's).
+func printNothingFound(w io.Writer, fams engine.Families, unitsLooked bool) {
+	fmt.Fprint(w, agent.NoEngineHint(fams, nil, unitsLooked))
 }
 
 // printEngineTree prints host engines first and each nested engine indented

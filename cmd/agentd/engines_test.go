@@ -50,7 +50,7 @@ func TestEnginesCommand(t *testing.T) {
 			t.Fatalf("host docker found %v, nested docker found %v in:\n%s", host, nested, out.String())
 		}
 	})
-	t.Run("the socket units of the systemd host are listed, never started", func(t *testing.T) {
+	t.Run("the socket units of the systemd host (podman.socket, docker.socket) are listed, never started", func(t *testing.T) {
 		th := testbed.SystemdHostName()
 		// podman.service exits when idle; stop it so the unit only listens.
 		testbed.Run(t, "docker", "exec", th, "systemctl", "stop", "podman.service")
@@ -59,9 +59,13 @@ func TestEnginesCommand(t *testing.T) {
 			t.Fatalf("%v: %s", err, errOut.String())
 		}
 		pid := testbed.SystemdHostPID(t)
-		want := fmt.Sprintf("podman podman.socket -> podman.service  /proc/%d/root/run/podman/podman.sock  ", pid)
-		if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), fmt.Sprintf("systemd pid %d", pid)) {
-			t.Fatalf("no line %q in:\n%s", want, out.String())
+		for _, want := range []string{
+			fmt.Sprintf("podman podman.socket -> podman.service  /proc/%d/root/run/podman/podman.sock  ", pid),
+			fmt.Sprintf("docker docker.socket -> docker.service  /proc/%d/root/run/docker.sock  ", pid),
+		} {
+			if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), fmt.Sprintf("systemd pid %d", pid)) {
+				t.Fatalf("no line %q in:\n%s", want, out.String())
+			}
 		}
 		if state, _ := exec.Command("docker", "exec", th, "systemctl", "is-active", "podman.service").Output(); strings.TrimSpace(string(state)) == "active" {
 			t.Errorf("listing the socket units started podman.service")
@@ -86,7 +90,7 @@ func TestEnginesCommandOnAnEmptyProcfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.String()
-	for _, want := range []string{"no container engines found.", "dockerd", "podman.sock", "systemctl start docker.socket"} {
+	for _, want := range []string{"no container engine found.", "dockerd", "podman.sock", "systemctl start docker.socket"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}

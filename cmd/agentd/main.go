@@ -40,7 +40,10 @@ func main() {
 // mainE runs one subcommand and maps its error to an exit code.
 func mainE(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := "run"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+	switch {
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help"):
+		cmd = "help" // the commands, not only run's flags
+	case len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-':
 		cmd, args = args[0], args[1:]
 	}
 	var err error
@@ -77,12 +80,21 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: agentd [command] [flags]
 
 commands:
-  run       run the agent in the foreground (default)
-  engines   print the container engines on this host as a tree (--json)
+  run       run the agent in the foreground (default); with no OTLP endpoint
+            configured it shows the engines and their containers like
+            docker stats, redrawn in place on a terminal
+  run --once
+            print one snapshot of the engines and their containers and exit:
+            it waits for discovery and two stats rounds (CPU % needs two
+            samples), at most `+onceWait.String()+`; exit status 1 when no engine
+            is found (the output then says what was looked for)
+  engines   print the container engines on this host as a tree, and the
+            systemd socket units that would start one (--json)
   status    ask a running agent for its health and engine tree
   version   print the version
 
-Run "agentd COMMAND -h" for a command's flags.
+Run "agentd COMMAND -h" for a command's flags ("agentd run -h" for --once,
+--config and the OTLP flags).
 `)
 }
 
@@ -95,8 +107,15 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	protocol := fs.String("otlp-protocol", "", "OTLP protocol: grpc or http/protobuf (overrides export.protocol and OTEL_EXPORTER_OTLP_*PROTOCOL)")
 	hostProc := fs.String("host-proc", "", "the host's procfs when agentd runs in a container (overrides host.proc and AGENTD_HOST_PROC)")
 	hostCgroup := fs.String("host-cgroup", "", "the host's cgroup tree when agentd runs in a container (overrides host.cgroup and AGENTD_HOST_CGROUP)")
+	once := fs.Bool("once", false, "print one snapshot of the engines and their containers on stdout and exit (exit status 1 when no engine is found)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: run: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	explicit := false
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
@@ -133,6 +152,9 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// handler, which writes to stderr; telemetry logs them already, as one
 	// problem for the whole outage.
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Debug("opentelemetry sdk", logging.Err(err)) }))
+	if *once {
+		return runOnce(ctx, cfg, log, stdout)
+	}
 	return run(ctx, cfg, override, level, log, stdout)
 }
 

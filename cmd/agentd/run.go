@@ -21,6 +21,7 @@ import (
 	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/internal/sdnotify"
 	"github.com/agentd-dev/agentd/status"
+	"github.com/agentd-dev/agentd/telemetry"
 )
 
 // run runs the agent until ctx ends. SIGHUP re-reads the configuration file
@@ -63,7 +64,7 @@ func run(ctx context.Context, cfg config.Config, override func(*config.Config), 
 		if err != nil {
 			return err
 		}
-		log.Info("status endpoint listening", "socket", l.Addr().String(), "from_systemd", passed)
+		log.Debug("status endpoint listening", "socket", l.Addr().String(), "from_systemd", passed)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -82,8 +83,10 @@ func run(ctx context.Context, cfg config.Config, override func(*config.Config), 
 	}()
 
 	for {
+		out := console(stdout)
 		a, err := agent.New(cfg, agent.Options{
-			Log: log, Stdout: console(stdout), Version: version,
+			Log: log, Stdout: out, Version: version,
+			Console: telemetry.ConsoleOptions{Terminal: isTerminal(out)},
 			Ready: func() {
 				if err := sdnotify.Ready("watching engines"); err != nil {
 					log.Warn("sd_notify READY", logging.Err(err))
@@ -189,8 +192,19 @@ func console(stdout io.Writer) io.Writer {
 	if isJournal, err := journal.StdoutIsJournalStream(); err == nil && isJournal && f == os.Stdout {
 		return nil
 	}
-	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil && os.Getenv("INVOCATION_ID") != "" {
+	if !isTerminal(f) && os.Getenv("INVOCATION_ID") != "" {
 		return nil
 	}
 	return stdout
+}
+
+// isTerminal reports whether w is a terminal, where the readable view is
+// redrawn in place; anything else (a pipe, a file) gets appended text.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

@@ -85,7 +85,7 @@ func (a *Adapter) setMode(m criEventMode, why string) {
 	}
 	switch m {
 	case criModePolling:
-		a.log.Info("cri runtime polled for its containers", "reason", why, "interval", a.pollInterval)
+		a.log.Debug("cri runtime polled for its containers", "reason", why, "interval", a.pollInterval)
 	case criModeStreaming:
 		a.log.Info("cri runtime streams container events (GetContainerEvents)")
 	}
