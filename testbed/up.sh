@@ -21,10 +21,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # One provisioning at a time: a second up.sh (another test run, another
 # terminal) waits here instead of racing apt, the engines and the caches.
-exec 9>/run/agentd-testbed-up.lock
-if ! flock -n 9; then
-	log "another testbed/up.sh is running; waiting for it"
-	flock 9
+# flock -o holds the lock in flock itself: the engines this script starts
+# must not inherit it, or the lock would outlive the script.
+if [ -z "${AGENTD_TESTBED_LOCKED:-}" ]; then
+	export AGENTD_TESTBED_LOCKED=1
+	lock=/run/agentd-testbed-up.lock
+	rc=0
+	flock -n -E 75 -o "$lock" bash "$0" "$@" || rc=$?
+	if [ "$rc" = 75 ]; then
+		log "another testbed/up.sh is running; waiting for it"
+		exec flock -o "$lock" bash "$0" "$@"
+	fi
+	exit "$rc"
 fi
 command -v go >/dev/null || die "go is not on PATH: agentd and the collector need Go 1.26 (expected at /usr/local/go/bin)"
 
