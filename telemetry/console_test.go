@@ -123,7 +123,13 @@ func (f consoleFixture) emitEvents(t *testing.T, exp sdklog.Exporter, at time.Ti
 // checkGolden compares got with testdata/console/name, rewritten with -update.
 func checkGolden(t *testing.T, name, got string) {
 	t.Helper()
-	golden := filepath.Join("testdata", "console", name)
+	compareGolden(t, filepath.Join("testdata", "console", name), got, "the console view", "TestConsole")
+}
+
+// compareGolden compares got with the file golden, rewritten with -update;
+// what names the output and test the test that rewrites it.
+func compareGolden(t *testing.T, golden, got, what, test string) {
+	t.Helper()
 	if *update {
 		if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
 			t.Fatal(err)
@@ -137,7 +143,7 @@ func checkGolden(t *testing.T, name, got string) {
 		t.Fatalf("%v (run with -update to create it)", err)
 	}
 	if got != string(want) {
-		t.Errorf("the console view changed; if that is intended, run go test ./telemetry -run TestConsole -update\n--- got\n%s\n--- want\n%s", got, want)
+		t.Errorf("%s changed; if that is intended, run go test ./telemetry -run %s -update\n--- got\n%s\n--- want\n%s", what, test, got, want)
 	}
 }
 

@@ -57,21 +57,20 @@ func pointsOf(d metricdata.Aggregation) []point {
 	var out []point
 	switch d := d.(type) {
 	case metricdata.Gauge[int64]:
-		for _, p := range d.DataPoints {
-			out = append(out, point{p.Attributes, float64(p.Value)})
-		}
+		out = appendPoints(out, d.DataPoints)
 	case metricdata.Gauge[float64]:
-		for _, p := range d.DataPoints {
-			out = append(out, point{p.Attributes, p.Value})
-		}
+		out = appendPoints(out, d.DataPoints)
 	case metricdata.Sum[int64]:
-		for _, p := range d.DataPoints {
-			out = append(out, point{p.Attributes, float64(p.Value)})
-		}
+		out = appendPoints(out, d.DataPoints)
 	case metricdata.Sum[float64]:
-		for _, p := range d.DataPoints {
-			out = append(out, point{p.Attributes, p.Value})
-		}
+		out = appendPoints(out, d.DataPoints)
+	}
+	return out
+}
+
+func appendPoints[N int64 | float64](out []point, dps []metricdata.DataPoint[N]) []point {
+	for _, p := range dps {
+		out = append(out, point{p.Attributes, float64(p.Value)})
 	}
 	return out
 }

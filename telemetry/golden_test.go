@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -25,22 +24,7 @@ func TestOTLPShapeGolden(t *testing.T) {
 	batch := newBuilder(&cfg, Host{Name: "host-1", ID: "machine-id-1"}, "test").build(now, cs, es)
 	got := renderBatch(batch)
 
-	golden := filepath.Join("testdata", "otlp-shape.golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("the OTLP shape changed; if that is intended, run go test ./telemetry -run TestOTLPShapeGolden -update\n--- got\n%s\n--- want\n%s", got, want)
-	}
+	compareGolden(t, filepath.Join("testdata", "otlp-shape.golden"), got, "the OTLP shape", "TestOTLPShapeGolden")
 	if strings.Contains(got, "secret") {
 		t.Errorf("a label outside the allowlist was exported:\n%s", got)
 	}

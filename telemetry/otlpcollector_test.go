@@ -469,12 +469,7 @@ func TestOTLPDeltaTemporalityAtTheCollector(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			name := strings.ReplaceAll(c.name, " ", "_")
-			layer := c.file
-			if layer.Protocol == ProtocolHTTPProtobuf {
-				layer.Endpoint = "http://" + col.HTTPEndpoint()
-			} else {
-				layer.Endpoint, layer.Insecure = col.Endpoint(), boolp(true)
-			}
+			layer := plainLayer(col, c.file)
 			cfg := DefaultConfig()
 			cfg.OTLP, cfg.Getenv = layer, envOf(c.env)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -555,12 +550,7 @@ func TestOTLPTimeoutAgainstAStalledCollector(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			name := strings.ReplaceAll(c.name, " ", "_")
-			layer := c.file
-			if layer.Protocol == ProtocolHTTPProtobuf {
-				layer.Endpoint = "http://" + col.HTTPEndpoint()
-			} else {
-				layer.Endpoint, layer.Insecure = col.Endpoint(), boolp(true)
-			}
+			layer := plainLayer(col, c.file)
 			resume := col.Stall(t)
 			began := time.Now()
 			outcomes, err := startExport(t, name, layer, c.env)
@@ -604,4 +594,15 @@ func TestOTLPTimeoutAgainstAStalledCollector(t *testing.T) {
 			waitCase(t, col, name)
 		})
 	}
+}
+
+// plainLayer is layer sent to col without TLS, over the protocol layer
+// names: the collector's HTTP receiver for OTLP/HTTP, else its gRPC one.
+func plainLayer(col *testbed.Otelcol, layer OTLPSettings) OTLPSettings {
+	if layer.Protocol == ProtocolHTTPProtobuf {
+		layer.Endpoint = "http://" + col.HTTPEndpoint()
+	} else {
+		layer.Endpoint, layer.Insecure = col.Endpoint(), boolp(true)
+	}
+	return layer
 }
