@@ -255,7 +255,7 @@ var engineTypes = []string{"docker", "containerd", "cri", "cri-o", "podman"}
 func Default() Config {
 	return Config{
 		Export:    Export{Interval: Duration(10 * time.Second), QueueSize: DefaultQueueSize},
-		Events:    Events{FlushInterval: Duration(time.Second)},
+		Events:    Events{FlushInterval: Duration(100 * time.Millisecond)},
 		Discovery: Discovery{Interval: Duration(5 * time.Second), ProcRoot: "/proc", GracePeriod: Duration(5 * time.Minute)},
 		Host:      Host{Cgroup: "/sys/fs/cgroup"},
 		Activation: Activation{

@@ -17,7 +17,7 @@ func TestParse(t *testing.T) {
 		check   func(t *testing.T, c Config)
 	}{
 		{name: "an empty file gives the defaults", yaml: "", check: func(t *testing.T, c Config) {
-			if c.Export.Interval.Std() != 10*time.Second || c.Events.FlushInterval.Std() != time.Second {
+			if c.Export.Interval.Std() != 10*time.Second || c.Events.FlushInterval.Std() != 100*time.Millisecond {
 				t.Errorf("defaults not applied: %+v", c)
 			}
 		}},
