@@ -13,6 +13,8 @@ import (
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
+
+	"github.com/agentd-dev/agentd/model"
 )
 
 // Console is the human-readable sink used when no OTLP endpoint is
@@ -44,6 +46,20 @@ func resAttr(r *resource.Resource, key string) string {
 	return ""
 }
 
+// running reports whether a container's resource says it is running (the
+// others carry only their state, restarts and health).
+func running(rm *metricdata.ResourceMetrics) bool {
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == Metrics[mState].Name && len(g.DataPoints) > 0 {
+				v, _ := g.DataPoints[0].Attributes.Value(AttrState)
+				return v.AsString() == string(model.StateRunning)
+			}
+		}
+	}
+	return true
+}
+
 // ExportMetrics prints the round as two tables.
 func (c *Console) ExportMetrics(_ context.Context, batch []*metricdata.ResourceMetrics) error {
 	var b strings.Builder
@@ -52,7 +68,9 @@ func (c *Console) ExportMetrics(_ context.Context, batch []*metricdata.ResourceM
 	var ctrs []*metricdata.ResourceMetrics
 	for _, rm := range batch {
 		if resAttr(rm.Resource, "container.id") != "" {
-			ctrs = append(ctrs, rm)
+			if running(rm) {
+				ctrs = append(ctrs, rm)
+			}
 			continue
 		}
 		var up, running, total int64
@@ -105,6 +123,14 @@ func (c *Console) ExportMetrics(_ context.Context, batch []*metricdata.ResourceM
 						}
 					}
 				case metricdata.Sum[int64]:
+					if !d.IsMonotonic && len(d.DataPoints) > 0 { // memory and PIDs
+						if m.Unit == "By" {
+							v[m.Name] = bytesString(d.DataPoints[0].Value)
+						} else {
+							v[m.Name] = fmt.Sprint(d.DataPoints[0].Value)
+						}
+						continue
+					}
 					for _, p := range d.DataPoints {
 						dir, _ := p.Attributes.Value("network.io.direction")
 						ddir, _ := p.Attributes.Value("disk.io.direction")
