@@ -145,3 +145,30 @@ func v2Field(t *testing.T, file, key string) uint64 {
 	t.Fatalf("%s has no %s", file, key)
 	return 0
 }
+
+// TestDeviceNamesOfTheRealSysfs names every block device of this host's
+// sysfs as the kernel does: the name of its /sys/class/block entry, which
+// /sys/dev/block/MAJ:MIN links to.
+func TestDeviceNamesOfTheRealSysfs(t *testing.T) {
+	devs, err := os.ReadDir("/sys/dev/block")
+	if err != nil || len(devs) == 0 {
+		testbed.Unavailable(t, "no block devices in /sys/dev/block: %v", err)
+	}
+	r := NewReader("/proc", "/sys/fs/cgroup")
+	for _, d := range devs {
+		ma, mi, ok := strings.Cut(d.Name(), ":")
+		a, err1 := strconv.ParseUint(ma, 10, 32)
+		b, err2 := strconv.ParseUint(mi, 10, 32)
+		if !ok || err1 != nil || err2 != nil {
+			t.Fatalf("unexpected entry %q", d.Name())
+		}
+		link, err := os.Readlink(filepath.Join("/sys/dev/block", d.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A partition's DEVNAME is its own name too (sda1), as is the link's base.
+		if got, want := r.deviceName(uint32(a), uint32(b)), filepath.Base(link); got != want {
+			t.Errorf("%s: named %q, sysfs says %q", d.Name(), got, want)
+		}
+	}
+}
