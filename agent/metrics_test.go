@@ -11,12 +11,13 @@ import (
 	"github.com/agentd-dev/agentd/telemetry"
 )
 
-// TestAgentExportsThrottlingOOMKillsHealthAndPressure runs three Docker
-// containers on the host (cgroup v1 with the cgroup2 hierarchy beside it):
-// one spinning under --cpus 0.1, one whose dd the OOM killer kills while its
-// shell lives on, and one with a passing health check; agentd must export
-// their throttling, the OOM kill, the health status and the pressure stall
-// times read from the real cgroup files, with the instruments of the table.
+// TestAgentExportsThrottlingOOMKillsHealthAndPressure runs Docker containers
+// on the host (cgroup v1 with the cgroup2 hierarchy beside it): one spinning
+// under --cpus 0.1, one whose dd the OOM killer kills while its shell lives
+// on, two with a health check (one turning unhealthy) and one restarted by
+// its policy until it stays exited; agentd must export their throttling, the
+// OOM kill, health, restarts and state, and the pressure stall times read
+// from the real cgroup files, with the instruments of the table.
 func TestAgentExportsThrottlingOOMKillsHealthAndPressure(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.Docker, testbed.Collector)
 	tag := fmt.Sprintf("metrics-%08x", rand.Uint32())
@@ -36,17 +37,22 @@ func TestAgentExportsThrottlingOOMKillsHealthAndPressure(t *testing.T) {
 	flap := run("flap", "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", testbed.BusyboxImage,
 		"sh", "-c", "touch /tmp/ok; sleep 15; rm /tmp/ok; sleep 3600")
 
+	// Fails at once, restarted twice by its policy, then exited for good.
+	crash := run("crash", "--restart", "on-failure:2", testbed.BusyboxImage, "sh", "-c", "exit 3")
+
 	// The health status is read when agentd lists the container: wait for
-	// the first passing check, and for the OOM kill, before it starts.
+	// the first passing check, the OOM kill and the last restart before it
+	// starts.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		h := testbed.Run(t, "docker", "inspect", "-f", "{{.State.Health.Status}}", healthy)
 		hf := testbed.Run(t, "docker", "inspect", "-f", "{{.State.Health.Status}}", flap)
+		cr := testbed.Run(t, "docker", "inspect", "-f", "{{.RestartCount}} {{.State.Status}}", crash)
 		logs := testbed.Run(t, "docker", "logs", oom)
-		if h == "healthy" && hf == "healthy" && strings.Contains(logs, "Killed") {
+		if h == "healthy" && hf == "healthy" && cr == "2 exited" && strings.Contains(logs, "Killed") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("health %q and %q, dd output %q: no passing health check or no OOM kill within 30 s", h, hf, logs)
+			t.Fatalf("health %q and %q, restarts and state %q, dd output %q: not there within 30 s", h, hf, cr, logs)
 		}
 	}
 
@@ -85,6 +91,17 @@ func TestAgentExportsThrottlingOOMKillsHealthAndPressure(t *testing.T) {
 	t.Run("the container with a passing health check is healthy, the others have no health", func(t *testing.T) {
 		if _, ok := value(m, spin, "agentd.container.health", nil); ok {
 			t.Errorf("a container without a health check has agentd.container.health")
+		}
+	})
+	t.Run("an exited container that was restarted twice exports its state and restarts only", func(t *testing.T) {
+		if v, ok := value(m, crash, "agentd.container.state", map[string]string{telemetry.AttrState: "exited"}); !ok || v != 1 {
+			t.Errorf("agentd.container.state{exited} = %v (%v), want 1", v, ok)
+		}
+		if v, ok := value(m, crash, "agentd.container.restarts", nil); !ok || v != 2 {
+			t.Errorf("agentd.container.restarts = %v (%v), want 2", v, ok)
+		}
+		if mt := m.Metric(map[string]string{"container.id": crash}, "container.memory.usage"); mt != nil {
+			t.Errorf("the exited container has container.memory.usage")
 		}
 	})
 	t.Run("a health check that starts failing turns the metric unhealthy and emits a WARN health_status", func(t *testing.T) {
