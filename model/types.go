@@ -75,6 +75,13 @@ const (
 	StateUnknown ContainerState = "unknown"
 )
 
+// Health check statuses, as Docker and podman report them.
+const (
+	HealthStarting  = "starting"
+	HealthHealthy   = "healthy"
+	HealthUnhealthy = "unhealthy"
+)
+
 // Running reports whether a container in state s has processes: running or
 // paused.
 func (s ContainerState) Running() bool { return s == StateRunning || s == StatePaused }
@@ -98,6 +105,10 @@ type Container struct {
 	ExitCode     int       `json:"exit_code"`
 	OOMKilled    bool      `json:"oom_killed,omitempty"`
 	RestartCount int       `json:"restart_count,omitempty"`
+	// Health is the status of the container's health check (HealthStarting,
+	// HealthHealthy, HealthUnhealthy), "" when it has none or the engine
+	// does not report it.
+	Health string `json:"health,omitempty"`
 	// CgroupPath is the container's cgroup relative to the cgroup mount, where known.
 	CgroupPath string `json:"cgroup_path,omitempty"`
 }
@@ -115,6 +126,7 @@ const (
 	EventDie         EventType = "container.die"
 	EventOOM         EventType = "container.oom"
 	EventDestroy     EventType = "container.destroy"
+	EventHealth      EventType = "container.health_status" // the health check's status changed (Container.Health)
 	EventEngineFound EventType = "agentd.engine.found"
 	EventEngineLost  EventType = "agentd.engine.lost"
 )

@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,7 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
 // ErrCgroupOutsideNamespace is wrapped by Locate when /proc/<pid>/cgroup shows
@@ -31,8 +34,12 @@ type Cgroup struct {
 	// of them are the one unified directory.
 	CPU, Memory, IO, Pids string
 
-	// Full file paths, computed once so reads do not allocate.
+	// Full file paths, computed once so reads do not allocate. An optional
+	// file (cpuThrottle, memEvents, pressure) the kernel does not have is
+	// set to "" at its first failed read, so it costs no syscall after.
 	cpuUsage, cpuStat, memUsage, memStat, memLimit, io, pids string
+	cpuThrottle, memEvents                                   string
+	pressure                                                 [numPressure]string
 
 	// The process's net/dev and whether it is in the host's network
 	// namespace, decided at the first read (a process keeps its namespace).
@@ -59,10 +66,20 @@ type Reader struct {
 	cgroupRoot string
 	unified    string // the cgroup v2 mount: cgroupRoot, or cgroupRoot/unified on a hybrid host
 	hostNetNS  string
+	sysRoot    string // "" when unknown: devices are named MAJ:MIN
 
 	open    atomic.Int64 // files kept open now
 	maxOpen int64
+
+	devMu    sync.Mutex
+	devNames map[uint64]string // MAJ<<32|MIN to name, see deviceName
 }
+
+// SetSysRoot sets where sysfs is, for the names of block devices
+// (/sys/dev/block/MAJ:MIN/uevent); "" names them MAJ:MIN. NewReader derives
+// it from a cgroup root ending in fs/cgroup ("/sys/fs/cgroup" gives "/sys").
+// Call it before the first Read.
+func (r *Reader) SetSysRoot(dir string) { r.sysRoot = dir }
 
 // SetMaxOpenFiles sets how many files the Reader may keep open (0: none, every
 // read opens and closes). It applies to files opened from now on; call it
@@ -85,6 +102,9 @@ func NewReader(procRoot, cgroupRoot string) *Reader {
 		cgroupRoot = "/sys/fs/cgroup"
 	}
 	r := &Reader{procRoot: procRoot, cgroupRoot: cgroupRoot, unified: cgroupRoot, maxOpen: DefaultMaxOpenFiles}
+	if clean := filepath.Clean(cgroupRoot); filepath.Base(clean) == "cgroup" && filepath.Base(filepath.Dir(clean)) == "fs" {
+		r.sysRoot = filepath.Dir(filepath.Dir(clean))
+	}
 	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err != nil {
 		if _, err := os.Stat(filepath.Join(cgroupRoot, "unified", "cgroup.controllers")); err == nil {
 			r.unified = filepath.Join(cgroupRoot, "unified")
@@ -104,6 +124,7 @@ func NewReader(procRoot, cgroupRoot string) *Reader {
 // v1 controller names agentd reads, by what they give.
 const (
 	ctrlCPU    = "cpuacct"
+	ctrlCFS    = "cpu" // CFS bandwidth: throttling
 	ctrlMemory = "memory"
 	ctrlIO     = "blkio"
 	ctrlPids   = "pids"
@@ -129,7 +150,7 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 		return Cgroup{}, err
 	}
 	var cg Cgroup
-	var v2path string
+	var v2path, cfsDir string
 	hasV1 := false
 	for _, l := range lines {
 		l.Path = ownCgroup(l.Path, id)
@@ -142,6 +163,8 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 			switch c {
 			case ctrlCPU:
 				dst = &cg.CPU
+			case ctrlCFS:
+				dst = &cfsDir
 			case ctrlMemory:
 				dst = &cg.Memory
 			case ctrlIO:
@@ -164,10 +187,14 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 			cg.cpuUsage = filepath.Join(cg.CPU, "cpuacct.usage")
 			cg.cpuStat = filepath.Join(cg.CPU, "cpuacct.stat")
 		}
+		if cfsDir != "" {
+			cg.cpuThrottle = filepath.Join(cfsDir, "cpu.stat")
+		}
 		if cg.Memory != "" {
 			cg.memUsage = filepath.Join(cg.Memory, "memory.usage_in_bytes")
 			cg.memStat = filepath.Join(cg.Memory, "memory.stat")
 			cg.memLimit = filepath.Join(cg.Memory, "memory.limit_in_bytes")
+			cg.memEvents = filepath.Join(cg.Memory, "memory.oom_control")
 		}
 		if cg.IO != "" {
 			cg.io = filepath.Join(cg.IO, "blkio.throttle.io_service_bytes")
@@ -177,6 +204,14 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 		}
 		if cg.CPU == "" && cg.Memory == "" && cg.IO == "" && cg.Pids == "" {
 			return Cgroup{}, fmt.Errorf("%s: cgroup v1 under %s: %w", file, r.cgroupRoot, ErrNoCgroup)
+		}
+		// A hybrid host has the cgroup v2 hierarchy too, controllerless but
+		// with the pressure files of every cgroup.
+		if v2path != "" && r.unified != r.cgroupRoot && !strings.HasPrefix(v2path, "/..") {
+			dir := filepath.Join(r.unified, v2path)
+			if st, err := os.Stat(dir); err == nil && st.IsDir() {
+				cg.setPressure(dir)
+			}
 		}
 		return cg, nil
 	}
@@ -197,7 +232,15 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 	cg.memLimit = filepath.Join(dir, "memory.max")
 	cg.io = filepath.Join(dir, "io.stat")
 	cg.pids = filepath.Join(dir, "pids.current")
+	cg.memEvents = filepath.Join(dir, "memory.events")
+	cg.setPressure(dir)
 	return cg, nil
+}
+
+func (cg *Cgroup) setPressure(dir string) {
+	cg.pressure[PressureCPU] = filepath.Join(dir, "cpu.pressure")
+	cg.pressure[PressureMemory] = filepath.Join(dir, "memory.pressure")
+	cg.pressure[PressureIO] = filepath.Join(dir, "io.pressure")
 }
 
 // ownCgroup cuts path back to the container's own cgroup: the deepest part
@@ -284,6 +327,7 @@ func (r *Reader) Read(cg *Cgroup, pid int, s *Stats, buf *[]byte) error {
 	case 2:
 		keep(r.readV2(cg, s, buf))
 	}
+	keep(r.readPressure(cg, s, buf))
 	if pid > 0 {
 		keep(r.readNet(cg, pid, s, buf))
 	}
@@ -324,6 +368,11 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 			}
 		}
 	}
+	if cg.cpuThrottle != "" {
+		if data, err := r.readOptional(cg, fileCPUThrottle, &cg.cpuThrottle, buf); keep(err) && data != nil {
+			keep(throttling(cg.cpuThrottle, data, "throttled_time", 1, s))
+		}
+	}
 	if cg.memUsage != "" {
 		if data, err := r.read(cg, fileMemUsage, cg.memUsage, buf); keep(err) {
 			v, err := parseSingle(cg.memUsage, data)
@@ -333,7 +382,7 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 			}
 		}
 		if data, err := r.read(cg, fileMemStat, cg.memStat, buf); keep(err) {
-			var rss, totalRSS, inactive, limit uint64
+			var rss, totalRSS, inactive, limit, pgfault, pgmaj, totalPgfault, totalPgmaj uint64
 			var seen int
 			err := keyed(cg.memStat, data, func(k []byte, v uint64) {
 				switch string(k) {
@@ -345,6 +394,14 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 					inactive, seen = v, seen|4
 				case "hierarchical_memory_limit":
 					limit, seen = v, seen|8
+				case "pgfault":
+					pgfault, seen = v, seen|16
+				case "pgmajfault":
+					pgmaj, seen = v, seen|32
+				case "total_pgfault":
+					totalPgfault, seen = v, seen|64
+				case "total_pgmajfault":
+					totalPgmaj, seen = v, seen|128
 				}
 			})
 			if keep(err) {
@@ -355,6 +412,12 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 				case seen&1 != 0:
 					s.MemoryRSS = rss
 					s.Has |= FieldMemoryRSS
+				}
+				switch {
+				case seen&192 == 192: // hierarchical, includes child cgroups
+					s.setFaults(totalPgfault, totalPgmaj)
+				case seen&48 == 48:
+					s.setFaults(pgfault, pgmaj)
 				}
 				if seen&4 != 0 && s.Has&FieldMemoryUsage != 0 {
 					s.MemoryWorkingSet = Sub0(s.MemoryUsage, inactive)
@@ -371,6 +434,9 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 				}
 			}
 		}
+		if cg.memEvents != "" {
+			r.readOOMKills(cg, s, buf, keep)
+		}
 		if !cg.memLimitInStat {
 			if data, err := r.read(cg, fileMemLimit, cg.memLimit, buf); keep(err) {
 				v, err := parseSingle(cg.memLimit, data)
@@ -383,10 +449,12 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 	}
 	if cg.io != "" {
 		if data, err := r.read(cg, fileIO, cg.io, buf); keep(err) {
-			rd, wr, err := parseBlkio(cg.io, data)
+			disks := s.Disks[:0]
+			err := parseBlkio(cg.io, data, func(major, minor uint32, rd, wr uint64) {
+				disks = r.addDisk(disks, major, minor, rd, wr)
+			})
 			if keep(err) {
-				s.DiskReadBytes, s.DiskWriteBytes = rd, wr
-				s.Has |= FieldDisk
+				s.setDisks(disks)
 			}
 		}
 	}
@@ -405,7 +473,7 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 		return err == nil
 	}
 	if data, err := r.read(cg, fileCPUStat, cg.cpuStat, buf); keep(err) {
-		var usage, user, system uint64
+		var usage, user, system, periods, throttled, throttledUsec uint64
 		var seen int
 		err := keyed(cg.cpuStat, data, func(k []byte, v uint64) {
 			switch string(k) {
@@ -415,9 +483,19 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 				user, seen = v, seen|2
 			case "system_usec":
 				system, seen = v, seen|4
+			case "nr_periods":
+				periods, seen = v, seen|8
+			case "nr_throttled":
+				throttled, seen = v, seen|16
+			case "throttled_usec":
+				throttledUsec, seen = v, seen|32
 			}
 		})
 		if keep(err) {
+			if seen&56 == 56 && periods > 0 {
+				s.CPUPeriods, s.CPUThrottledPeriods, s.CPUThrottledNanos = periods, throttled, throttledUsec*1000
+				s.Has |= FieldCPUThrottling
+			}
 			if seen&1 != 0 {
 				s.CPUTotalNanos = usage * 1000
 				s.Has |= FieldCPUTotal
@@ -436,7 +514,7 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 		}
 	}
 	if data, err := r.read(cg, fileMemStat, cg.memStat, buf); keep(err) {
-		var anon, inactive uint64
+		var anon, inactive, pgfault, pgmaj uint64
 		var seen int
 		err := keyed(cg.memStat, data, func(k []byte, v uint64) {
 			switch string(k) {
@@ -444,9 +522,16 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 				anon, seen = v, seen|1
 			case "inactive_file":
 				inactive, seen = v, seen|2
+			case "pgfault":
+				pgfault, seen = v, seen|4
+			case "pgmajfault":
+				pgmaj, seen = v, seen|8
 			}
 		})
 		if keep(err) {
+			if seen&12 == 12 {
+				s.setFaults(pgfault, pgmaj)
+			}
 			if seen&1 != 0 {
 				s.MemoryRSS = anon
 				s.Has |= FieldMemoryRSS
@@ -464,11 +549,16 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 			s.Has |= FieldMemoryLimit
 		}
 	}
+	if cg.memEvents != "" {
+		r.readOOMKills(cg, s, buf, keep)
+	}
 	if data, err := r.read(cg, fileIO, cg.io, buf); keep(err) {
-		rd, wr, err := parseIOStat(cg.io, data)
+		disks := s.Disks[:0]
+		err := parseIOStat(cg.io, data, func(major, minor uint32, rd, wr uint64) {
+			disks = r.addDisk(disks, major, minor, rd, wr)
+		})
 		if keep(err) {
-			s.DiskReadBytes, s.DiskWriteBytes = rd, wr
-			s.Has |= FieldDisk
+			s.setDisks(disks)
 		}
 	}
 	r.readPids(cg, s, buf, keep)
@@ -483,6 +573,153 @@ func (r *Reader) readPids(cg *Cgroup, s *Stats, buf *[]byte, keep func(error) bo
 			s.Has |= FieldPids
 		}
 	}
+}
+
+// readOOMKills reads oom_kill of v2 memory.events or v1 memory.oom_control
+// (which has it from Linux 4.13).
+func (r *Reader) readOOMKills(cg *Cgroup, s *Stats, buf *[]byte, keep func(error) bool) {
+	file := cg.memEvents
+	data, err := r.readOptional(cg, fileMemEvents, &cg.memEvents, buf)
+	if !keep(err) || data == nil {
+		return
+	}
+	var n uint64
+	found := false
+	err = keyed(file, data, func(k []byte, v uint64) {
+		if string(k) == "oom_kill" {
+			n, found = v, true
+		}
+	})
+	if keep(err) && found {
+		s.OOMKills = n
+		s.Has |= FieldOOMKills
+	}
+}
+
+// readPressure reads the cgroup's pressure files, those that exist.
+func (r *Reader) readPressure(cg *Cgroup, s *Stats, buf *[]byte) error {
+	var errs []error
+	for i := range cg.pressure {
+		if cg.pressure[i] == "" {
+			continue
+		}
+		file := cg.pressure[i]
+		data, err := r.readOptional(cg, filePressure+i, &cg.pressure[i], buf)
+		if err != nil || data == nil {
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		p, err := parsePressure(file, data)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.Pressure[i] = p
+		s.Has |= FieldPressure
+	}
+	return errors.Join(errs...)
+}
+
+// throttling reads the CFS bandwidth counters of a cpu.stat whose throttled
+// time is under key, in units of unitNanos nanoseconds.
+func throttling(file string, data []byte, key string, unitNanos uint64, s *Stats) error {
+	var periods, throttled, t uint64
+	var seen int
+	err := keyed(file, data, func(k []byte, v uint64) {
+		switch string(k) {
+		case "nr_periods":
+			periods, seen = v, seen|1
+		case "nr_throttled":
+			throttled, seen = v, seen|2
+		case key:
+			t, seen = v, seen|4
+		}
+	})
+	if err == nil && seen == 7 && periods > 0 {
+		s.CPUPeriods, s.CPUThrottledPeriods, s.CPUThrottledNanos = periods, throttled, t*unitNanos
+		s.Has |= FieldCPUThrottling
+	}
+	return err
+}
+
+func (s *Stats) setFaults(all, major uint64) {
+	s.MemoryMinorFaults, s.MemoryMajorFaults = Sub0(all, major), major
+	s.Has |= FieldMemoryFaults
+}
+
+// setDisks sets the disk counters to disks and their sums.
+func (s *Stats) setDisks(disks []Disk) {
+	var rd, wr uint64
+	for i := range disks {
+		rd += disks[i].ReadBytes
+		wr += disks[i].WriteBytes
+	}
+	s.Disks, s.DiskReadBytes, s.DiskWriteBytes = disks, rd, wr
+	s.Has |= FieldDisk
+}
+
+// addDisk adds a row's bytes to the device's entry of disks, appending it
+// the first time (blkio has a row per device and operation).
+func (r *Reader) addDisk(disks []Disk, major, minor uint32, rd, wr uint64) []Disk {
+	for i := range disks {
+		if d := &disks[i]; d.Major == major && d.Minor == minor {
+			d.ReadBytes += rd
+			d.WriteBytes += wr
+			return disks
+		}
+	}
+	name := ""
+	if i := len(disks); i < cap(disks) {
+		if d := disks[:i+1][i]; d.Major == major && d.Minor == minor {
+			name = d.Device // the same device in the same place as last round
+		}
+	}
+	if name == "" {
+		name = r.deviceName(major, minor)
+	}
+	return append(disks, Disk{Major: major, Minor: minor, Device: name, ReadBytes: rd, WriteBytes: wr})
+}
+
+// deviceName is the /dev name of block device major:minor, from DEVNAME in
+// sysfs's /sys/dev/block/MAJ:MIN/uevent, or "MAJ:MIN" when that cannot be
+// read (no sysfs root, a device of another namespace). Names are cached for
+// the Reader's life: device numbers are not reused while a disk is attached.
+func (r *Reader) deviceName(major, minor uint32) string {
+	key := uint64(major)<<32 | uint64(minor)
+	r.devMu.Lock()
+	defer r.devMu.Unlock()
+	if n, ok := r.devNames[key]; ok {
+		return n
+	}
+	dev := strconv.FormatUint(uint64(major), 10) + ":" + strconv.FormatUint(uint64(minor), 10)
+	name := dev
+	if r.sysRoot != "" {
+		if data, err := os.ReadFile(filepath.Join(r.sysRoot, "dev", "block", dev, "uevent")); err == nil {
+			if n := ueventDevName(data); n != "" {
+				name = n
+			}
+		}
+	}
+	if r.devNames == nil {
+		r.devNames = make(map[uint64]string)
+	}
+	r.devNames[key] = name
+	return name
+}
+
+// ueventDevName returns DEVNAME of a sysfs uevent file ("KEY=value" lines),
+// "" when absent.
+func ueventDevName(data []byte) string {
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte{'\n'})
+		if v, ok := bytes.CutPrefix(line, []byte("DEVNAME=")); ok && len(v) > 0 && utf8.Valid(v) && !bytes.ContainsAny(v, "\x00 ") {
+			return string(v)
+		}
+	}
+	return ""
 }
 
 // readNet reads /proc/<pid>/net/dev unless pid shares the host's network

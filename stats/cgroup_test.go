@@ -18,6 +18,19 @@ func tree(name string) *Reader {
 	return NewReader(filepath.Join("testdata", name, "proc"), filepath.Join("testdata", name, "cgroup"))
 }
 
+// sysTree makes a sysfs tree naming block devices 8:0 sda and 259:0 nvme0n1
+// (a temporary one: module file names may hold no colon).
+func sysTree(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for dev, name := range map[string]string{"8:0": "sda", "259:0": "nvme0n1"} {
+		d := filepath.Join(dir, "dev", "block", dev)
+		must(t, os.MkdirAll(d, 0o755))
+		must(t, os.WriteFile(filepath.Join(d, "uevent"), []byte("MAJOR=x\nDEVNAME="+name+"\nDEVTYPE=disk\n"), 0o644))
+	}
+	return dir
+}
+
 func TestReaderReadsTestdataTrees(t *testing.T) {
 	eth := []Interface{{Name: "eth0", RxBytes: 5406, TxBytes: 1076}, {Name: "eth1", RxBytes: 1234567890123, TxBytes: 42}}
 	tests := []struct {
@@ -30,27 +43,48 @@ func TestReaderReadsTestdataTrees(t *testing.T) {
 		{
 			name: "a cgroup v1 container on separate controller mounts reads every field", tree: "v1", pid: 4242, version: 1,
 			want: Stats{
-				Has:           FieldCPUTotal | FieldCPUModes | FieldMemoryUsage | FieldMemoryRSS | FieldMemoryWorkingSet | FieldDisk | FieldPids | FieldNetwork,
+				Has: FieldCPUTotal | FieldCPUModes | FieldMemoryUsage | FieldMemoryRSS | FieldMemoryWorkingSet | FieldDisk | FieldPids | FieldNetwork |
+					FieldMemoryFaults | FieldOOMKills | FieldCPUThrottling | FieldPressure,
 				CPUTotalNanos: 25289880, CPUUserNanos: 1500000000, CPUSystemNanos: 250000000,
 				MemoryUsage: 2076672, MemoryRSS: 61440, MemoryWorkingSet: 2076672 - 1044480,
+				MemoryMinorFaults: 990, MemoryMajorFaults: 10, OOMKills: 2,
+				CPUPeriods: 120, CPUThrottledPeriods: 45, CPUThrottledNanos: 3500000000,
+				Pressure: [numPressure]Pressure{
+					PressureCPU:    {SomeNanos: 466232000, FullNanos: 192400000, HasSome: true, HasFull: true},
+					PressureMemory: {HasSome: true, HasFull: true},
+					PressureIO:     {SomeNanos: 18516000, FullNanos: 17117000, HasSome: true, HasFull: true},
+				},
 				DiskReadBytes: 4196, DiskWriteBytes: 8192, Pids: 3, Networks: eth,
+				Disks: []Disk{{Major: 8, Minor: 0, Device: "sda", ReadBytes: 4096, WriteBytes: 8192}, {Major: 8, Minor: 16, Device: "8:16", ReadBytes: 100}},
 			},
 		},
 		{
 			name: "a cgroup v1 line naming co-mounted controllers falls back to the controller's own mount", tree: "v1", pid: 4243, version: 1,
 			want: Stats{
-				Has:           FieldCPUTotal | FieldCPUModes | FieldMemoryUsage | FieldMemoryRSS | FieldMemoryWorkingSet | FieldNetwork,
+				Has: FieldCPUTotal | FieldCPUModes | FieldMemoryUsage | FieldMemoryRSS | FieldMemoryWorkingSet | FieldNetwork |
+					FieldMemoryFaults | FieldOOMKills | FieldCPUThrottling,
 				CPUTotalNanos: 25289880, CPUUserNanos: 1500000000, CPUSystemNanos: 250000000,
 				MemoryUsage: 2076672, MemoryRSS: 61440, MemoryWorkingSet: 2076672 - 1044480, Networks: eth,
+				MemoryMinorFaults: 990, MemoryMajorFaults: 10, OOMKills: 2,
+				CPUPeriods: 120, CPUThrottledPeriods: 45, CPUThrottledNanos: 3500000000,
 			},
 		},
 		{
 			name: "a cgroup v2 container reads every field including the memory limit", tree: "v2", pid: 777, version: 2,
 			want: Stats{
-				Has:           FieldCPUTotal | FieldCPUModes | FieldMemoryUsage | FieldMemoryRSS | FieldMemoryWorkingSet | FieldMemoryLimit | FieldDisk | FieldPids | FieldNetwork,
+				Has: FieldCPUTotal | FieldCPUModes | FieldMemoryUsage | FieldMemoryRSS | FieldMemoryWorkingSet | FieldMemoryLimit | FieldDisk | FieldPids | FieldNetwork |
+					FieldMemoryFaults | FieldOOMKills | FieldCPUThrottling | FieldPressure,
 				CPUTotalNanos: 2500000000, CPUUserNanos: 2000000000, CPUSystemNanos: 500000000,
 				MemoryUsage: 10485760, MemoryRSS: 4194304, MemoryWorkingSet: 10485760 - 4194304, MemoryLimit: 268435456,
+				MemoryMinorFaults: 4970, MemoryMajorFaults: 30, OOMKills: 1,
+				CPUPeriods: 300, CPUThrottledPeriods: 12, CPUThrottledNanos: 250000000,
+				Pressure: [numPressure]Pressure{
+					PressureCPU:    {SomeNanos: 2000000000, HasSome: true},
+					PressureMemory: {SomeNanos: 300000, FullNanos: 100000, HasSome: true, HasFull: true},
+					PressureIO:     {SomeNanos: 40000, FullNanos: 20000, HasSome: true, HasFull: true},
+				},
 				DiskReadBytes: 1005, DiskWriteBytes: 2007, Pids: 2, Networks: eth,
+				Disks: []Disk{{Major: 8, Minor: 0, Device: "sda", ReadBytes: 1000, WriteBytes: 2000}, {Major: 259, Minor: 0, Device: "nvme0n1", ReadBytes: 5, WriteBytes: 7}},
 			},
 		},
 		{
@@ -64,6 +98,7 @@ func TestReaderReadsTestdataTrees(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := tree(tt.tree)
+			r.SetSysRoot(sysTree(t))
 			cg, err := r.Locate(tt.pid, "")
 			if err != nil {
 				t.Fatal(err)
@@ -85,9 +120,15 @@ func TestReaderReadsTestdataTrees(t *testing.T) {
 
 func equalStats(a, b Stats) bool {
 	an, bn := a.Networks, b.Networks
-	a.Networks, b.Networks = nil, nil
-	if !reflect.DeepEqual(a, b) || len(an) != len(bn) {
+	ad, bd := a.Disks, b.Disks
+	a.Networks, b.Networks, a.Disks, b.Disks = nil, nil, nil, nil
+	if !reflect.DeepEqual(a, b) || len(an) != len(bn) || len(ad) != len(bd) {
 		return false
+	}
+	for i := range ad {
+		if ad[i] != bd[i] {
+			return false
+		}
 	}
 	for i := range an {
 		if an[i] != bn[i] {

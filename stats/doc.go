@@ -36,6 +36,18 @@
 // namespace (--network host) would report the host's interfaces, so network
 // counters are left out for it.
 //
+// # Throttling, OOM kills, pressure and devices
+//
+// The CFS counters are in cpu.stat: v2's own, v1's in the cpu controller
+// (not cpuacct). OOM kills are oom_kill of v2 memory.events, or of v1
+// memory.oom_control from Linux 4.13. Pressure stall information lives only
+// in the cgroup v2 hierarchy, which a hybrid host has as well: a v1
+// container's pressure files are read from its "0::" path under the cgroup2
+// mount. A file a kernel lacks is tried once per cgroup, not every round.
+// Block devices of io.stat and blkio are MAJ:MIN; their names come from
+// DEVNAME in <sysfs>/dev/block/MAJ:MIN/uevent, read once per device and
+// cached (see Reader.SetSysRoot).
+//
 // # Cost
 //
 // File paths are computed once per container and cached; files are read with

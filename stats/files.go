@@ -2,6 +2,7 @@ package stats
 
 import (
 	"bytes"
+	"errors"
 	"io/fs"
 	"syscall"
 
@@ -18,7 +19,10 @@ const (
 	fileIO
 	filePids
 	fileNetDev
-	numFiles
+	fileCPUThrottle // v1 cpu controller's cpu.stat
+	fileMemEvents   // v2 memory.events, v1 memory.oom_control
+	filePressure    // filePressure+PressureCPU, ...Memory, ...IO
+	numFiles        = filePressure + numPressure
 )
 
 // DefaultMaxOpenFiles is how many cgroup and procfs files a Reader keeps open
@@ -114,4 +118,19 @@ func preadAll(fd int, buf *[]byte) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimRight(b, "\x00"), nil
+}
+
+// readOptional reads file number i of cg, at *path, like read, for a file
+// that some kernels do not have: when it does not exist or the kernel does
+// not support it (pressure files with PSI disabled answer EOPNOTSUPP), *path
+// is set to "" so the file is not tried again, and nil data with a nil error
+// is returned.
+func (r *Reader) readOptional(cg *Cgroup, i int, path *string, buf *[]byte) ([]byte, error) {
+	data, err := r.read(cg, i, *path, buf)
+	if err != nil && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EOPNOTSUPP)) {
+		r.closeFile(cg, i)
+		*path = ""
+		return nil, nil
+	}
+	return data, err
 }

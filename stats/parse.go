@@ -71,9 +71,24 @@ func keyed(file string, data []byte, fn func(key []byte, v uint64)) error {
 	return nil
 }
 
-// parseBlkio sums the Read and Write rows of blkio.throttle.io_service_bytes
-// (v1): rows "MAJ:MIN Op bytes" and a final "Total bytes".
-func parseBlkio(file string, data []byte) (read, write uint64, err error) {
+// parseDev parses a "MAJ:MIN" device number.
+func parseDev(dev []byte) (major, minor uint32, ok bool) {
+	a, b, found := bytes.Cut(dev, []byte{':'})
+	if !found {
+		return 0, 0, false
+	}
+	ma, ok1 := procfs.ParseUint(a)
+	mi, ok2 := procfs.ParseUint(b)
+	if !ok1 || !ok2 || ma > 1<<32-1 || mi > 1<<32-1 {
+		return 0, 0, false
+	}
+	return uint32(ma), uint32(mi), true
+}
+
+// parseBlkio walks the Read and Write rows of blkio.throttle.io_service_bytes
+// (v1): rows "MAJ:MIN Op bytes" and a final "Total bytes". fn is called for
+// each Read row with (read, 0) and each Write row with (0, write).
+func parseBlkio(file string, data []byte, fn func(major, minor uint32, read, write uint64)) error {
 	for len(data) > 0 {
 		var line []byte
 		line, data, _ = bytes.Cut(data, []byte{'\n'})
@@ -82,35 +97,36 @@ func parseBlkio(file string, data []byte) (read, write uint64, err error) {
 		}
 		f0, rest, ok := bytes.Cut(line, []byte{' '})
 		if !ok {
-			return 0, 0, malformed(file, "line %q has one field", truncate(line))
+			return malformed(file, "line %q has one field", truncate(line))
 		}
 		if string(f0) == "Total" {
 			if _, ok := procfs.ParseUint(bytes.TrimSpace(rest)); !ok {
-				return 0, 0, malformed(file, "line %q has no unsigned integer total", truncate(line))
+				return malformed(file, "line %q has no unsigned integer total", truncate(line))
 			}
 			continue
 		}
 		op, val, ok := bytes.Cut(rest, []byte{' '})
-		if !ok || bytes.IndexByte(f0, ':') < 0 {
-			return 0, 0, malformed(file, "line %q is not \"MAJ:MIN Op bytes\"", truncate(line))
+		major, minor, devOK := parseDev(f0)
+		if !ok || !devOK {
+			return malformed(file, "line %q is not \"MAJ:MIN Op bytes\"", truncate(line))
 		}
 		n, ok := procfs.ParseUint(bytes.TrimSpace(val))
 		if !ok {
-			return 0, 0, malformed(file, "line %q has no unsigned integer value", truncate(line))
+			return malformed(file, "line %q has no unsigned integer value", truncate(line))
 		}
 		switch string(op) {
 		case "Read":
-			read += n
+			fn(major, minor, n, 0)
 		case "Write":
-			write += n
+			fn(major, minor, 0, n)
 		}
 	}
-	return read, write, nil
+	return nil
 }
 
-// parseIOStat sums rbytes and wbytes over the devices of io.stat (v2): rows
-// "MAJ:MIN key=value key=value ...".
-func parseIOStat(file string, data []byte) (read, write uint64, err error) {
+// parseIOStat calls fn with the rbytes and wbytes of each device row of
+// io.stat (v2): rows "MAJ:MIN key=value key=value ...".
+func parseIOStat(file string, data []byte, fn func(major, minor uint32, read, write uint64)) error {
 	for len(data) > 0 {
 		var line []byte
 		line, data, _ = bytes.Cut(data, []byte{'\n'})
@@ -118,9 +134,11 @@ func parseIOStat(file string, data []byte) (read, write uint64, err error) {
 			continue
 		}
 		dev, rest, _ := bytes.Cut(line, []byte{' '})
-		if bytes.IndexByte(dev, ':') < 0 {
-			return 0, 0, malformed(file, "line %q does not start with MAJ:MIN", truncate(line))
+		major, minor, ok := parseDev(dev)
+		if !ok {
+			return malformed(file, "line %q does not start with MAJ:MIN", truncate(line))
 		}
+		var read, write uint64
 		for len(rest) > 0 {
 			var kv []byte
 			kv, rest, _ = bytes.Cut(rest, []byte{' '})
@@ -129,23 +147,71 @@ func parseIOStat(file string, data []byte) (read, write uint64, err error) {
 			}
 			k, v, ok := bytes.Cut(kv, []byte{'='})
 			if !ok {
-				return 0, 0, malformed(file, "field %q is not key=value", truncate(kv))
+				return malformed(file, "field %q is not key=value", truncate(kv))
 			}
 			if string(k) != "rbytes" && string(k) != "wbytes" {
 				continue
 			}
 			n, ok := procfs.ParseUint(v)
 			if !ok {
-				return 0, 0, malformed(file, "field %q has no unsigned integer value", truncate(kv))
+				return malformed(file, "field %q has no unsigned integer value", truncate(kv))
 			}
 			if k[0] == 'r' {
-				read += n
+				read = n
 			} else {
-				write += n
+				write = n
 			}
 		}
+		fn(major, minor, read, write)
 	}
-	return read, write, nil
+	return nil
+}
+
+// parsePressure parses a cgroup v2 pressure file (cpu.pressure,
+// memory.pressure, io.pressure): lines "some|full avg10=F avg60=F avg300=F
+// total=N", total being the cumulative stall time in microseconds. Only the
+// totals are kept; a file without a some line (PSI disabled) is malformed.
+func parsePressure(file string, data []byte) (Pressure, error) {
+	var p Pressure
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte{'\n'})
+		if len(line) == 0 {
+			continue
+		}
+		kind, rest, _ := bytes.Cut(line, []byte{' '})
+		var total uint64
+		found := false
+		for len(rest) > 0 {
+			var kv []byte
+			kv, rest, _ = bytes.Cut(rest, []byte{' '})
+			k, v, ok := bytes.Cut(kv, []byte{'='})
+			if !ok {
+				return Pressure{}, malformed(file, "field %q is not key=value", truncate(kv))
+			}
+			if string(k) == "total" {
+				if total, ok = procfs.ParseUint(v); !ok || total > (1<<64-1)/1000 {
+					return Pressure{}, malformed(file, "field %q has no microsecond total", truncate(kv))
+				}
+				found = true
+			}
+		}
+		if !found {
+			return Pressure{}, malformed(file, "line %q has no total", truncate(line))
+		}
+		switch string(kind) {
+		case "some":
+			p.SomeNanos, p.HasSome = total*1000, true
+		case "full":
+			p.FullNanos, p.HasFull = total*1000, true
+		default:
+			return Pressure{}, malformed(file, "line %q is neither some nor full", truncate(line))
+		}
+	}
+	if !p.HasSome {
+		return Pressure{}, malformed(file, "no \"some\" line")
+	}
+	return p, nil
 }
 
 // parseNetDev calls fn for each interface row of /proc/<pid>/net/dev other

@@ -16,7 +16,7 @@ import (
 )
 
 // Field is a bit set telling which parts of Stats were read.
-type Field uint16
+type Field uint32
 
 // The fields of Stats.
 const (
@@ -27,9 +27,13 @@ const (
 	FieldMemoryRSS                          // MemoryRSS
 	FieldMemoryWorkingSet                   // MemoryWorkingSet
 	FieldMemoryLimit                        // MemoryLimit (absent: no limit)
-	FieldDisk                               // DiskReadBytes, DiskWriteBytes
+	FieldDisk                               // DiskReadBytes, DiskWriteBytes, Disks
 	FieldPids                               // Pids
 	FieldNetwork                            // Networks
+	FieldMemoryFaults                       // MemoryMinorFaults, MemoryMajorFaults
+	FieldCPUThrottling                      // CPUPeriods, CPUThrottledPeriods, CPUThrottledNanos
+	FieldOOMKills                           // OOMKills
+	FieldPressure                           // Pressure (each resource says what it has)
 )
 
 // Source says where a sample came from.
@@ -64,13 +68,67 @@ type Stats struct {
 	MemoryWorkingSet uint64 // usage minus inactive file cache
 	MemoryLimit      uint64 // bytes; see FieldMemoryLimit
 
+	// MemoryMinorFaults and MemoryMajorFaults are the cumulative page
+	// faults of the cgroup (memory.stat pgfault minus pgmajfault, and
+	// pgmajfault), so that the two add up to every fault.
+	MemoryMinorFaults uint64
+	MemoryMajorFaults uint64
+	// OOMKills counts the processes of the cgroup the OOM killer killed
+	// (v2 memory.events oom_kill, v1 memory.oom_control oom_kill).
+	OOMKills uint64
+
+	// CPUPeriods, CPUThrottledPeriods and CPUThrottledNanos come from the
+	// CFS bandwidth controller (cpu.stat nr_periods, nr_throttled,
+	// throttled_usec or v1 throttled_time). They are set only when periods
+	// were counted, i.e. the container has (or had) a CPU quota.
+	CPUPeriods          uint64
+	CPUThrottledPeriods uint64
+	CPUThrottledNanos   uint64
+
+	// Pressure is the pressure stall information of the cgroup
+	// (cpu.pressure, memory.pressure, io.pressure of the cgroup v2
+	// hierarchy, which a hybrid cgroup v1 host has as well), indexed by
+	// PressureCPU, PressureMemory and PressureIO.
+	Pressure [numPressure]Pressure
+
 	DiskReadBytes  uint64
 	DiskWriteBytes uint64
+	// Disks holds the byte counters by block device, when the source gives
+	// them (the cgroup files do, the engine fallback does not).
+	Disks []Disk
 
 	Pids uint64
 
 	// Networks holds the container's interfaces other than lo.
 	Networks []Interface
+}
+
+// Disk is one block device's cumulative byte counters of a container.
+type Disk struct {
+	Major, Minor uint32
+	// Device is the device's name in /dev (DEVNAME of
+	// /sys/dev/block/MAJ:MIN/uevent, e.g. "sda"), or "MAJ:MIN" when the
+	// name cannot be read.
+	Device     string
+	ReadBytes  uint64
+	WriteBytes uint64
+}
+
+// The resources of Stats.Pressure.
+const (
+	PressureCPU = iota
+	PressureMemory
+	PressureIO
+	numPressure
+)
+
+// Pressure is one resource's cumulative stall time: Some is the time at
+// least one task of the cgroup was stalled on the resource, Full the time all
+// of its non-idle tasks were at once. Has says which of the two were read
+// (cpu.pressure has no full line before Linux 5.13).
+type Pressure struct {
+	SomeNanos, FullNanos uint64
+	HasSome, HasFull     bool
 }
 
 // Interface is one network interface's cumulative byte counters.
@@ -259,8 +317,8 @@ func (s *Sampler) sampleOne(ctx context.Context, c *model.Container, st *contain
 }
 
 func (s *Sampler) sampleLive(ctx context.Context, c *model.Container, st *containerState, out *Stats, buf *[]byte) error {
-	nets := out.Networks[:0]
-	*out = Stats{Networks: nets}
+	nets, disks := out.Networks[:0], out.Disks[:0]
+	*out = Stats{Networks: nets, Disks: disks}
 	if c.PID > 0 && (st.pid != c.PID || st.cg.Version == 0) {
 		st.pid = c.PID
 		st.hasPrev = false
@@ -278,7 +336,7 @@ func (s *Sampler) sampleLive(ctx context.Context, c *model.Container, st *contai
 			}
 		}
 	}
-	if out.Has == 0 || out.Has&^FieldNetwork == 0 {
+	if out.Has&^(FieldNetwork|FieldPressure) == 0 {
 		// The cgroup could not be read (no PID, not located, or every file
 		// missing, e.g. the process just exited): ask the engine, if it can.
 		var fb Fallback

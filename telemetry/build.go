@@ -21,11 +21,24 @@ var (
 	setCPUSystem   = attribute.NewSet(semconv.CPUModeSystem)
 	setDiskRead    = attribute.NewSet(semconv.DiskIODirectionRead)
 	setDiskWrite   = attribute.NewSet(semconv.DiskIODirectionWrite)
+	setFaultMajor  = attribute.NewSet(semconv.SystemPagingFaultTypeMajor)
+	setFaultMinor  = attribute.NewSet(semconv.SystemPagingFaultTypeMinor)
+	setStallSome   = attribute.NewSet(attribute.String(AttrStallType, "some"))
+	setStallFull   = attribute.NewSet(attribute.String(AttrStallType, "full"))
+	pressureMetric = [...]int{stats.PressureCPU: mCPUPressure, stats.PressureMemory: mMemoryPressure, stats.PressureIO: mIOPressure}
+	healthStates   = []string{model.HealthStarting, model.HealthHealthy, model.HealthUnhealthy}
 	engineStates   = []model.ContainerState{model.StateCreated, model.StateRunning, model.StatePaused, model.StateExited, model.StateUnknown}
 	engineStateSet = func() map[model.ContainerState]attribute.Set {
 		m := make(map[model.ContainerState]attribute.Set, len(engineStates))
 		for _, s := range engineStates {
 			m[s] = attribute.NewSet(attribute.String(AttrState, string(s)))
+		}
+		return m
+	}()
+	healthSet = func() map[string]attribute.Set {
+		m := make(map[string]attribute.Set, len(healthStates))
+		for _, s := range healthStates {
+			m[s] = attribute.NewSet(attribute.String(AttrHealth, s))
 		}
 		return m
 	}()
@@ -52,6 +65,7 @@ type containerState struct {
 	start     time.Time // start time of cumulative points
 	startedAt time.Time // the container's StartedAt the start was taken from
 	netSets   map[string][2]attribute.Set
+	diskSets  map[string][2]attribute.Set
 	round     uint64
 	out       containerOut
 }
@@ -82,9 +96,10 @@ func points[N int64 | float64](o *containerOut, m int, pts *[]metricdata.DataPoi
 	sl := &o.slots[m]
 	if sl.agg == nil || len(*pts) != n {
 		*pts = make([]metricdata.DataPoint[N], n)
-		if Metrics[m].Kind == Counter {
-			sl.agg = metricdata.Sum[N]{DataPoints: *pts, Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
-		} else {
+		switch Metrics[m].Kind {
+		case Counter, UpDownCounter:
+			sl.agg = metricdata.Sum[N]{DataPoints: *pts, Temporality: metricdata.CumulativeTemporality, IsMonotonic: Metrics[m].Kind == Counter}
+		default:
 			sl.agg = metricdata.Gauge[N]{DataPoints: *pts}
 		}
 	}
@@ -103,6 +118,11 @@ func (o *containerOut) int(m, n int) []metricdata.DataPoint[int64] {
 // gaugeOf sets the one point of a gauge to v at t.
 func gaugeOf[N int64 | float64](pts []metricdata.DataPoint[N], v N, t time.Time) {
 	pts[0] = metricdata.DataPoint[N]{Time: t, Value: v}
+}
+
+// sumOf sets the one point of a cumulative sum to v at t, counted from start.
+func sumOf[N int64 | float64](pts []metricdata.DataPoint[N], v N, start, t time.Time) {
+	pts[0] = metricdata.DataPoint[N]{StartTime: start, Time: t, Value: v}
 }
 
 type engineState struct {
@@ -157,7 +177,9 @@ func (b *builder) engine(e *model.Engine) *engineState {
 	return st
 }
 
-// sampled is one container to export with its sample.
+// sampled is one container to export with its sample; stats is nil for a
+// container that is not running, which carries only its state, restarts and
+// health.
 type sampled struct {
 	engine    *model.Engine
 	container *model.Container
@@ -177,7 +199,7 @@ func (b *builder) build(now time.Time, cs []sampled, es []engineCount) []*metric
 	out := make([]*metricdata.ResourceMetrics, 0, len(cs)+len(es))
 	for i := range cs {
 		st := b.container(cs[i].engine, cs[i].container, now)
-		out = append(out, b.containerMetrics(st, cs[i].container, cs[i].stats, now))
+		out = append(out, b.containerMetrics(st, cs[i].engine, cs[i].container, cs[i].stats, now))
 	}
 	for i := range es {
 		st := b.engine(es[i].engine)
@@ -201,9 +223,12 @@ func metric[N int64 | float64](m int, data metricdata.Aggregation) metricdata.Me
 	return metricdata.Metrics{Name: d.Name, Description: d.Description, Unit: d.Unit, Data: data}
 }
 
-func (b *builder) containerMetrics(st *containerState, c *model.Container, s *stats.Stats, now time.Time) *metricdata.ResourceMetrics {
+func (b *builder) containerMetrics(st *containerState, e *model.Engine, c *model.Container, s *stats.Stats, now time.Time) *metricdata.ResourceMetrics {
 	o := &st.out
 	o.ms = o.ms[:0]
+	if s == nil {
+		s = &stats.Stats{}
+	}
 	t := s.Time
 	if t.IsZero() {
 		t = now
@@ -217,23 +242,40 @@ func (b *builder) containerMetrics(st *containerState, c *model.Container, s *st
 	if s.Has&stats.FieldCPUUsage != 0 {
 		gaugeOf(o.float(mCPUUsage, 1), s.CPUUsage, t)
 	}
+	if s.Has&stats.FieldCPUThrottling != 0 {
+		sumOf(o.int(mCPUPeriods, 1), int64(s.CPUPeriods), start, t)
+		sumOf(o.int(mCPUThrottledPeriods, 1), int64(s.CPUThrottledPeriods), start, t)
+		sumOf(o.float(mCPUThrottledTime, 1), float64(s.CPUThrottledNanos)/1e9, start, t)
+	}
+	b.pressure(o, s, stats.PressureCPU, start, t)
 	if s.Has&stats.FieldMemoryUsage != 0 {
-		gaugeOf(o.int(mMemoryUsage, 1), int64(s.MemoryUsage), t)
+		sumOf(o.int(mMemoryUsage, 1), int64(s.MemoryUsage), start, t)
 	}
 	if s.Has&stats.FieldMemoryRSS != 0 {
-		gaugeOf(o.int(mMemoryRSS, 1), int64(s.MemoryRSS), t)
+		sumOf(o.int(mMemoryRSS, 1), int64(s.MemoryRSS), start, t)
 	}
 	if s.Has&stats.FieldMemoryWorkingSet != 0 {
-		gaugeOf(o.int(mMemoryWorkingSet, 1), int64(s.MemoryWorkingSet), t)
+		sumOf(o.int(mMemoryWorkingSet, 1), int64(s.MemoryWorkingSet), start, t)
+	}
+	if s.Has&(stats.FieldMemoryWorkingSet|stats.FieldMemoryLimit) == stats.FieldMemoryWorkingSet|stats.FieldMemoryLimit {
+		sumOf(o.int(mMemoryAvailable, 1), int64(stats.Sub0(s.MemoryLimit, s.MemoryWorkingSet)), start, t)
 	}
 	if s.Has&stats.FieldMemoryLimit != 0 {
-		gaugeOf(o.int(mMemoryLimit, 1), int64(s.MemoryLimit), t)
+		sumOf(o.int(mMemoryLimit, 1), int64(s.MemoryLimit), start, t)
 	}
+	if s.Has&stats.FieldMemoryFaults != 0 {
+		p := o.int(mPagingFaults, 2)
+		p[0] = metricdata.DataPoint[int64]{Attributes: setFaultMajor, StartTime: start, Time: t, Value: int64(s.MemoryMajorFaults)}
+		p[1] = metricdata.DataPoint[int64]{Attributes: setFaultMinor, StartTime: start, Time: t, Value: int64(s.MemoryMinorFaults)}
+	}
+	if s.Has&stats.FieldOOMKills != 0 {
+		sumOf(o.int(mOOMKills, 1), int64(s.OOMKills), start, t)
+	}
+	b.pressure(o, s, stats.PressureMemory, start, t)
 	if s.Has&stats.FieldDisk != 0 {
-		p := o.int(mDiskIO, 2)
-		p[0] = metricdata.DataPoint[int64]{Attributes: setDiskRead, StartTime: start, Time: t, Value: int64(s.DiskReadBytes)}
-		p[1] = metricdata.DataPoint[int64]{Attributes: setDiskWrite, StartTime: start, Time: t, Value: int64(s.DiskWriteBytes)}
+		st.diskIO(o, s, start, t)
 	}
+	b.pressure(o, s, stats.PressureIO, start, t)
 	if s.Has&stats.FieldNetwork != 0 && len(s.Networks) > 0 {
 		if st.netSets == nil {
 			st.netSets = make(map[string][2]attribute.Set, len(s.Networks))
@@ -254,14 +296,78 @@ func (b *builder) containerMetrics(st *containerState, c *model.Container, s *st
 		}
 	}
 	if s.Has&stats.FieldPids != 0 {
-		gaugeOf(o.int(mPidsCount, 1), int64(s.Pids), t)
+		sumOf(o.int(mPidsCount, 1), int64(s.Pids), start, t)
 	}
-	if !c.StartedAt.IsZero() && !c.StartedAt.After(t) {
+	if c.State.Running() && !c.StartedAt.IsZero() && !c.StartedAt.After(t) {
 		gaugeOf(o.float(mUptime, 1), t.Sub(c.StartedAt).Seconds(), t)
+	}
+	created := c.CreatedAt
+	if created.IsZero() || created.After(start) {
+		created = start
+	}
+	if e.Type == model.Docker || e.Type == model.Podman { // the engines that count restarts
+		sumOf(o.int(mRestarts, 1), int64(max(c.RestartCount, 0)), created, t)
+	}
+	state := c.State
+	if _, ok := engineStateSet[state]; !ok {
+		state = model.StateUnknown
+	}
+	p := o.int(mState, 1)
+	p[0] = metricdata.DataPoint[int64]{Attributes: engineStateSet[state], Time: t, Value: 1}
+	if set, ok := healthSet[c.Health]; ok {
+		p := o.int(mHealth, 1)
+		p[0] = metricdata.DataPoint[int64]{Attributes: set, Time: t, Value: 1}
 	}
 	o.scope[0] = metricdata.ScopeMetrics{Scope: b.scope, Metrics: o.ms}
 	o.rm = metricdata.ResourceMetrics{Resource: st.res, ScopeMetrics: o.scope[:]}
 	return &o.rm
+}
+
+// pressure appends the stall time of resource r (a stats.Pressure index),
+// some and, where the kernel counts it, full.
+func (b *builder) pressure(o *containerOut, s *stats.Stats, r int, start, t time.Time) {
+	ps := &s.Pressure[r]
+	if s.Has&stats.FieldPressure == 0 || !ps.HasSome {
+		return
+	}
+	n := 1
+	if ps.HasFull {
+		n = 2
+	}
+	p := o.float(pressureMetric[r], n)
+	p[0] = metricdata.DataPoint[float64]{Attributes: setStallSome, StartTime: start, Time: t, Value: float64(ps.SomeNanos) / 1e9}
+	if ps.HasFull {
+		p[1] = metricdata.DataPoint[float64]{Attributes: setStallFull, StartTime: start, Time: t, Value: float64(ps.FullNanos) / 1e9}
+	}
+}
+
+// diskIO appends container.disk.io: by device when the sample has devices,
+// else (engine fallback) the totals without system.device.
+func (st *containerState) diskIO(o *containerOut, s *stats.Stats, start, t time.Time) {
+	if len(s.Disks) == 0 {
+		p := o.int(mDiskIO, 2)
+		p[0] = metricdata.DataPoint[int64]{Attributes: setDiskRead, StartTime: start, Time: t, Value: int64(s.DiskReadBytes)}
+		p[1] = metricdata.DataPoint[int64]{Attributes: setDiskWrite, StartTime: start, Time: t, Value: int64(s.DiskWriteBytes)}
+		return
+	}
+	if st.diskSets == nil {
+		st.diskSets = make(map[string][2]attribute.Set, len(s.Disks))
+	}
+	p := o.int(mDiskIO, 2*len(s.Disks))
+	for i := range s.Disks {
+		d := &s.Disks[i]
+		sets, ok := st.diskSets[d.Device]
+		if !ok {
+			dev := semconv.SystemDevice(d.Device)
+			sets = [2]attribute.Set{
+				attribute.NewSet(semconv.DiskIODirectionRead, dev),
+				attribute.NewSet(semconv.DiskIODirectionWrite, dev),
+			}
+			st.diskSets[d.Device] = sets
+		}
+		p[2*i] = metricdata.DataPoint[int64]{Attributes: sets[0], StartTime: start, Time: t, Value: int64(d.ReadBytes)}
+		p[2*i+1] = metricdata.DataPoint[int64]{Attributes: sets[1], StartTime: start, Time: t, Value: int64(d.WriteBytes)}
+	}
 }
 
 func (b *builder) engineMetrics(st *engineState, ec *engineCount, now time.Time) *metricdata.ResourceMetrics {

@@ -344,3 +344,23 @@ func TestPrintableKeepsTheTerminalSafe(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleListsOnlyRunningContainers: a stopped container's resource,
+// which carries only its state, restarts and health, gets no row.
+func TestConsoleListsOnlyRunningContainers(t *testing.T) {
+	engine := resource.NewSchemaless(attribute.String(AttrEngineID, "e1"), attribute.String("container.runtime.name", "docker"))
+	state := func(s string) metricdata.Metrics {
+		return metricdata.Metrics{Name: Metrics[mState].Name, Data: metricdata.Gauge[int64]{DataPoints: []metricdata.DataPoint[int64]{
+			{Attributes: attribute.NewSet(attribute.String(AttrState, s)), Value: 1}}}}
+	}
+	ctr := func(id, s string) *metricdata.ResourceMetrics {
+		return &metricdata.ResourceMetrics{
+			Resource:     resource.NewSchemaless(attribute.String("container.id", id), attribute.String("container.name", id), attribute.String(AttrEngineID, "e1")),
+			ScopeMetrics: []metricdata.ScopeMetrics{{Metrics: []metricdata.Metrics{state(s)}}},
+		}
+	}
+	r := reduceRound([]*metricdata.ResourceMetrics{{Resource: engine}, ctr("up", "running"), ctr("done", "exited"), ctr("new", "created")})
+	if r.containers != 1 || len(r.engines) != 1 || len(r.engines[0].containers) != 1 || r.engines[0].containers[0].name != "up" {
+		t.Fatalf("want only the running container, got %d containers", r.containers)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
+
+	"github.com/agentd-dev/agentd/model"
 )
 
 // This file turns a round of metrics and event records into the text the
@@ -80,6 +82,24 @@ func attrString(s attribute.Set, key string) string {
 	return v.AsString()
 }
 
+// runningResource reports whether a container's resource says it is
+// running: its state metric, when it has one, names the state.
+func runningResource(rm *metricdata.ResourceMetrics) bool {
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != Metrics[mState].Name {
+				continue
+			}
+			for _, p := range pointsOf(m.Data) {
+				if p.v > 0 {
+					return attrString(p.attrs, AttrState) == string(model.StateRunning)
+				}
+			}
+		}
+	}
+	return true
+}
+
 // reduceRound reads a batch into engines and their containers.
 func reduceRound(batch []*metricdata.ResourceMetrics) consoleRound {
 	r := consoleRound{byID: map[string]*consoleEngine{}, names: map[string]string{}}
@@ -92,9 +112,12 @@ func reduceRound(batch []*metricdata.ResourceMetrics) consoleRound {
 			if c.name == "" {
 				c.name = shortID(id)
 			}
+			engineOf[id] = c.engineID
+			if !runningResource(rm) {
+				continue // a stopped container carries only its state, restarts and health
+			}
 			readContainer(c, rm)
 			ctrs = append(ctrs, c)
-			engineOf[id] = c.engineID
 			continue
 		}
 		id := resAttr(res, AttrEngineID)

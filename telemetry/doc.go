@@ -85,10 +85,15 @@
 //
 // # Deviations from the semantic conventions
 //
-// container.memory.usage is a Counter in the conventions; it is exported as a
-// Gauge because memory goes down. container.cpu.usage is a double (CPUs in
-// use), not an int. Event attributes and agentd.engine.* are agentd's own.
-// Container environment variables are never read.
+// The container metrics follow the conventions of SemconvVersion (v1.44):
+// memory usage, RSS, working set and available are UpDownCounters,
+// container.paging.faults carries system.paging.fault.type and
+// container.disk.io system.device. container.cpu.usage is a double (CPUs in
+// use). container.memory.limit and container.pids.count are not in the
+// conventions and keep their names; throttling, pressure, OOM kills,
+// restarts, state and health, event attributes and agentd.engine.* are
+// agentd's own, under agentd. Container environment variables are never
+// read.
 //
 // # Concurrency
 //

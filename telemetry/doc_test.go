@@ -37,9 +37,17 @@ func fixedWorkload(n int) ([]sampled, []engineCount) {
 		c := &model.Container{ID: fmt.Sprintf("%064d", i), Name: fmt.Sprintf("c%d", i), EngineID: "e1", ImageName: "local/busybox",
 			ImageTags: []string{"latest"}, ImageID: "sha256:abc", Labels: map[string]string{"app": "x", "secret": "y"},
 			State: model.StateRunning, PID: 1000 + i, StartedAt: start}
+		c.CreatedAt, c.RestartCount, c.Health = start.Add(-time.Hour), 1, model.HealthHealthy
 		s := &stats.Stats{Time: start.Add(time.Minute), Has: ^stats.Field(0), CPUUserNanos: 1e9, CPUSystemNanos: 2e9, CPUUsage: 0.5,
 			MemoryUsage: 1 << 20, MemoryRSS: 1 << 19, MemoryWorkingSet: 1 << 19, MemoryLimit: 1 << 30, DiskReadBytes: 1, DiskWriteBytes: 2,
-			Pids: 3, Networks: []stats.Interface{{Name: "eth0", RxBytes: 10, TxBytes: 20}}}
+			MemoryMinorFaults: 100, MemoryMajorFaults: 2, OOMKills: 1, CPUPeriods: 50, CPUThrottledPeriods: 5, CPUThrottledNanos: 25e7,
+			Pressure: [3]stats.Pressure{
+				stats.PressureCPU:    {SomeNanos: 15e8, HasSome: true},
+				stats.PressureMemory: {SomeNanos: 2e6, FullNanos: 1e6, HasSome: true, HasFull: true},
+				stats.PressureIO:     {SomeNanos: 4e6, FullNanos: 3e6, HasSome: true, HasFull: true},
+			},
+			Disks: []stats.Disk{{Major: 8, Minor: 0, Device: "sda", ReadBytes: 1, WriteBytes: 2}},
+			Pids:  3, Networks: []stats.Interface{{Name: "eth0", RxBytes: 10, TxBytes: 20}}}
 		cs[i] = sampled{engine: e, container: c, stats: s}
 	}
 	return cs, []engineCount{{engine: e, counts: map[model.ContainerState]int64{model.StateRunning: int64(n)}}}

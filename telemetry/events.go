@@ -117,6 +117,13 @@ func (em *eventEmitter) emit(ctx context.Context, ev *model.Event, engine *model
 			sev = log.SeverityWarn
 		}
 	}
+	if ev.Type == model.EventHealth && ev.Container != nil {
+		r.AddAttributes(attribute.String(AttrHealth, ev.Container.Health))
+		body += " (" + ev.Container.Health + ")"
+		if ev.Container.Health == model.HealthUnhealthy {
+			sev = log.SeverityWarn
+		}
+	}
 	if ev.Signal != "" {
 		r.AddAttributes(attribute.String(AttrSignal, ev.Signal))
 	}

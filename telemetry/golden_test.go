@@ -10,16 +10,22 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/agentd-dev/agentd/model"
 )
 
 // TestOTLPShapeGolden pins the shape of one export round: the resources with
 // their attributes, and every metric's name, unit, kind, temporality, point
-// attributes and values, for a fixed workload of two containers and their
-// engine. Refresh with `go test ./telemetry -run TestOTLPShapeGolden -update`.
+// attributes and values, for a fixed workload of two running containers, an exited
+// one and their engine. Refresh with `go test ./telemetry -run TestOTLPShapeGolden -update`.
 func TestOTLPShapeGolden(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.LabelAllowlist = []string{"app"}
 	cs, es := fixedWorkload(2)
+	// An exited container: its state and restarts, no usage.
+	exited := *cs[1].container
+	exited.ID, exited.Name, exited.State, exited.PID, exited.Health, exited.RestartCount = fmt.Sprintf("%064d", 9), "c9", model.StateExited, 0, "", 3
+	cs = append(cs, sampled{engine: cs[0].engine, container: &exited})
 	now := time.Date(2026, 1, 1, 0, 1, 0, 0, time.UTC)
 	batch := newBuilder(&cfg, Host{Name: "host-1", ID: "machine-id-1"}, "test").build(now, cs, es)
 	got := renderBatch(batch)

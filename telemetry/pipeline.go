@@ -302,6 +302,7 @@ func (p *Pipeline) round(ctx context.Context, b *builder, samples []stats.Stats)
 		counts[i] = engineCount{engine: &engines[i], counts: make(map[model.ContainerState]int64, len(engineStates))}
 	}
 	running := make([]model.Container, 0, len(all))
+	var idle []model.Container // kept, not running: state, restarts and health only
 	for i := range all {
 		c := &all[i]
 		e := byID[c.EngineID]
@@ -313,8 +314,13 @@ func (p *Pipeline) round(ctx context.Context, b *builder, samples []stats.Stats)
 				counts[j].counts[c.State]++
 			}
 		}
-		if c.State == model.StateRunning && p.cfg.keep(e.Type, c) {
+		if !p.cfg.keep(e.Type, c) {
+			continue
+		}
+		if c.State == model.StateRunning {
 			running = append(running, *c)
+		} else {
+			idle = append(idle, *c)
 		}
 	}
 	samples, err := p.opts.Sampler.Sample(ctx, running, samples)
@@ -324,12 +330,15 @@ func (p *Pipeline) round(ctx context.Context, b *builder, samples []stats.Stats)
 		}
 		p.log.Warn("container stats", logging.Err(err))
 	}
-	batch := make([]sampled, 0, len(running))
+	batch := make([]sampled, 0, len(running)+len(idle))
 	for i := range running {
 		if samples[i].Has == 0 {
 			continue
 		}
 		batch = append(batch, sampled{engine: byID[running[i].EngineID], container: &running[i], stats: &samples[i]})
+	}
+	for i := range idle {
+		batch = append(batch, sampled{engine: byID[idle[i].EngineID], container: &idle[i]})
 	}
 	now := time.Now()
 	rms := b.build(now, batch, counts)

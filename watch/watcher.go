@@ -521,6 +521,12 @@ func (w *Watcher) apply(ctx context.Context, ch engine.Change) error {
 		if known {
 			c.State = cur.State
 		}
+	case model.EventHealth:
+		// The inspection gave the new status; the state follows the
+		// lifecycle events.
+		if known {
+			c.State = cur.State
+		}
 	default:
 		return fmt.Errorf("unknown event type %q", ch.Type)
 	}

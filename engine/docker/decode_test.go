@@ -8,6 +8,7 @@ import (
 	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/model"
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 )
 
@@ -21,6 +22,7 @@ func TestDecodeDockerEvent(t *testing.T) {
 	}{
 		{"a die carries its exit code", `{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"137"}},"timeNano":1700000000000000001}`, model.EventDie, 137, nil},
 		{"a start is a start", `{"Type":"container","Action":"start","Actor":{"ID":"abc"},"time":1700000000}`, model.EventStart, 0, nil},
+		{"a health status change is a health event", `{"Type":"container","Action":"health_status: unhealthy","Actor":{"ID":"abc"},"time":1700000000}`, model.EventHealth, 0, nil},
 		{"a kill is ignored", `{"Type":"container","Action":"kill","Actor":{"ID":"abc"}}`, "", 0, engine.ErrIgnored},
 		{"an exec is ignored", `{"Type":"container","Action":"exec_start: sh","Actor":{"ID":"abc"}}`, "", 0, engine.ErrIgnored},
 		{"an image event is ignored", `{"Type":"image","Action":"pull","Actor":{"ID":"busybox"}}`, "", 0, engine.ErrIgnored},
@@ -61,4 +63,29 @@ func FuzzDecodeDockerEvent(f *testing.F) {
 		ch, err := decodeDockerEvent(m)
 		enginetest.CheckChange(t, ch, err)
 	})
+}
+
+func TestDockerContainerHealth(t *testing.T) {
+	tests := []struct {
+		name   string
+		health *container.Health
+		want   string
+	}{
+		{"a container without a health check has no health", nil, ""},
+		{"a container whose health check has not passed yet is starting", &container.Health{Status: container.Starting}, model.HealthStarting},
+		{"a passing health check is healthy", &container.Health{Status: container.Healthy}, model.HealthHealthy},
+		{"a failing health check is unhealthy", &container.Health{Status: container.Unhealthy}, model.HealthUnhealthy},
+		{"a status of none is no health check", &container.Health{Status: container.NoHealthcheck}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{
+				ID: "abc", State: &container.State{Status: "running", Running: true, Pid: 1, Health: tt.health}, RestartCount: 2,
+			}}
+			c := dockerContainer(r)
+			if c.Health != tt.want || c.RestartCount != 2 {
+				t.Errorf("health %q restarts %d, want %q and 2", c.Health, c.RestartCount, tt.want)
+			}
+		})
+	}
 }

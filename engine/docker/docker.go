@@ -109,8 +109,10 @@ func (s *dockerStream) Close() error {
 }
 
 // decodeDockerEvent maps a Docker event to a engine.Change: create, start, pause,
-// unpause, stop, die (with the exitCode attribute), oom and destroy. Other
-// container actions (kill, attach, exec_*, health_status, ...) are engine.ErrIgnored.
+// unpause, stop, die (with the exitCode attribute), oom, destroy and
+// health_status (a change of the health check's status, re-read by
+// inspecting). Other container actions (kill, attach, exec_*, ...) are
+// engine.ErrIgnored.
 func decodeDockerEvent(m events.Message) (engine.Change, error) {
 	if m.Type != "" && m.Type != events.ContainerEventType {
 		return engine.Change{}, fmt.Errorf("docker %s event: %w", m.Type, engine.ErrIgnored)
@@ -144,6 +146,11 @@ func decodeDockerEvent(m events.Message) (engine.Change, error) {
 			ch.ExitCode = &n
 		}
 	default:
+		// "health_status: healthy": Docker sends it when the status changes.
+		if strings.HasPrefix(string(m.Action), string(events.ActionHealthStatus)) {
+			ch.Type = model.EventHealth
+			return ch, nil
+		}
 		return engine.Change{}, fmt.Errorf("docker %q event: %w", m.Action, engine.ErrIgnored)
 	}
 	return ch, nil
@@ -203,6 +210,9 @@ func dockerContainer(r container.InspectResponse) model.Container {
 		FinishedAt:   engine.ParseTime(r.State.FinishedAt),
 		State:        dockerState(r.State),
 	}
+	if r.State.Health != nil {
+		c.Health = healthStatus(r.State.Health.Status)
+	}
 	if r.Config != nil {
 		c.Labels = r.Config.Labels
 		c.ImageName, c.ImageTags = engine.SplitImageRef(r.Config.Image)
@@ -211,6 +221,16 @@ func dockerContainer(r container.InspectResponse) model.Container {
 		c.PID = 0
 	}
 	return c
+}
+
+// healthStatus keeps the health check statuses agentd knows; "none" and
+// anything else is no health check.
+func healthStatus(s string) string {
+	switch s {
+	case model.HealthStarting, model.HealthHealthy, model.HealthUnhealthy:
+		return s
+	}
+	return ""
 }
 
 func dockerState(s *container.State) model.ContainerState {

@@ -1,6 +1,7 @@
 package podman
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 
@@ -49,4 +50,26 @@ func FuzzDecodePodmanEvent(f *testing.F) {
 		ch, err := decodePodmanEvent(b)
 		enginetest.CheckChange(t, ch, err)
 	})
+}
+
+func TestPodmanContainerHealth(t *testing.T) {
+	tests := []struct {
+		name, json, want string
+	}{
+		{"a container without a health check has no health", `{"Id":"abc","State":{"Status":"running","Running":true,"Pid":1}}`, ""},
+		{"podman's Health state is read", `{"Id":"abc","State":{"Status":"running","Running":true,"Pid":1,"Health":{"Status":"healthy"}}}`, model.HealthHealthy},
+		{"podman's older Healthcheck name is read", `{"Id":"abc","State":{"Status":"running","Running":true,"Pid":1,"Healthcheck":{"Status":"unhealthy"}}}`, model.HealthUnhealthy},
+		{"an unknown status is no health", `{"Id":"abc","State":{"Status":"running","Running":true,"Pid":1,"Health":{"Status":""}}}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r podmanInspect
+			if err := json.Unmarshal([]byte(tt.json), &r); err != nil {
+				t.Fatal(err)
+			}
+			if c := podmanContainer(r); c.Health != tt.want {
+				t.Errorf("health %q, want %q", c.Health, tt.want)
+			}
+		})
+	}
 }

@@ -321,11 +321,19 @@ type podmanInspect struct {
 		StartedAt  string `json:"StartedAt"`
 		FinishedAt string `json:"FinishedAt"`
 		CgroupPath string `json:"CgroupPath"`
+		// Health is the health check's state (podman 4.x also writes it
+		// under Healthcheck, the older name).
+		Health      *podmanHealth `json:"Health"`
+		Healthcheck *podmanHealth `json:"Healthcheck"`
 	} `json:"State"`
 	RestartCount int `json:"RestartCount"`
 	Config       struct {
 		Labels map[string]string `json:"Labels"`
 	} `json:"Config"`
+}
+
+type podmanHealth struct {
+	Status string `json:"Status"`
 }
 
 // Inspect returns one container; the PID is in the engine's PID namespace.
@@ -361,6 +369,14 @@ func podmanContainer(r podmanInspect) model.Container {
 		State:        podmanState(r.State.Status, r.State.Running, r.State.Paused),
 	}
 	c.ImageName, c.ImageTags = engine.SplitImageRef(r.ImageName)
+	for _, h := range []*podmanHealth{r.State.Health, r.State.Healthcheck} {
+		if h != nil && c.Health == "" {
+			switch h.Status {
+			case model.HealthStarting, model.HealthHealthy, model.HealthUnhealthy:
+				c.Health = h.Status
+			}
+		}
+	}
 	if !c.State.Running() {
 		c.PID = 0
 	}
