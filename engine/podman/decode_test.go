@@ -73,3 +73,27 @@ func TestPodmanContainerHealth(t *testing.T) {
 		})
 	}
 }
+
+func TestAnswerError(t *testing.T) {
+	tests := []struct {
+		name     string
+		status   int
+		body     string
+		notFound bool
+	}{
+		{"404 is a missing container", 404, `{"cause":"no such container","message":"no container with name or ID \"x\" found: no such container","response":404}`, true},
+		// podman 4.3 answers so for a container removed while it inspects it.
+		{"500 with the cause no such container is a missing container", 500, `{"cause":"no such container","message":"container abc does not exist in database: no such container","response":500}`, true},
+		{"another 500 is an engine error", 500, `{"cause":"database is locked","message":"database is locked","response":500}`, false},
+		{"a 500 without JSON is an engine error", 500, `no such container`, false},
+		{"409 is an engine error", 409, `{"cause":"no such container"}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := answerError(tt.status, []byte(tt.body))
+			if got := errors.Is(err, engine.ErrNotFound); got != tt.notFound {
+				t.Errorf("ErrNotFound %v, want %v (%v)", got, tt.notFound, err)
+			}
+		})
+	}
+}

@@ -79,13 +79,24 @@ func (p *Adapter) get(ctx context.Context, pathQuery string) (*http.Response, er
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		err := fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
-		if resp.StatusCode == http.StatusNotFound {
-			err = fmt.Errorf("%w: %w", engine.ErrNotFound, err)
-		}
-		return nil, err
+		return nil, answerError(resp.StatusCode, b)
 	}
 	return resp, nil
+}
+
+// answerError is the error for a non-200 answer with body b. A missing
+// container is engine.ErrNotFound: podman says so with 404, and (4.x, while
+// a container is being removed) with 500 and the cause "no such container".
+func answerError(status int, b []byte) error {
+	err := fmt.Errorf("HTTP %d: %s", status, strings.TrimSpace(string(b)))
+	var body struct {
+		Cause string `json:"cause"`
+	}
+	if status == http.StatusNotFound ||
+		(status == http.StatusInternalServerError && json.Unmarshal(b, &body) == nil && body.Cause == "no such container") {
+		return fmt.Errorf("%w: %w", engine.ErrNotFound, err)
+	}
+	return err
 }
 
 func (p *Adapter) getJSON(ctx context.Context, pathQuery string, v any) error {

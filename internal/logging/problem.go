@@ -1,7 +1,9 @@
 package logging
 
 import (
+	"context"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -66,7 +68,7 @@ func (p *Problem) Fail(err error, attrs ...any) {
 	if !first {
 		args = append(args, "failures", n, "failing_for", now.Sub(since).Round(time.Second))
 	}
-	p.log.Warn(p.msg, args...)
+	p.logAt(slog.LevelWarn, p.msg, args)
 }
 
 // OK records a success: when a problem was going on it ends, logged once with
@@ -80,7 +82,21 @@ func (p *Problem) OK(attrs ...any) {
 	d, n := p.now().Sub(p.since).Round(time.Second), p.failures
 	p.since, p.failures, p.unlogged = time.Time{}, 0, 0
 	p.mu.Unlock()
-	p.log.Info(p.msg+": resolved", append([]any{"failures", n, "failed_for", d}, attrs...)...)
+	p.logAt(slog.LevelInfo, p.msg+": resolved", append([]any{"failures", n, "failed_for", d}, attrs...))
+}
+
+// logAt logs with the source of Fail's or OK's caller, so that the journal's
+// CODE_FILE names the part that failed (watch/watcher.go), not this file.
+func (p *Problem) logAt(level slog.Level, msg string, args []any) {
+	ctx := context.Background()
+	if !p.log.Enabled(ctx, level) {
+		return
+	}
+	var pcs [1]uintptr
+	runtime.Callers(3, pcs[:]) // runtime.Callers, logAt, Fail or OK
+	r := slog.NewRecord(time.Now(), level, msg, pcs[0])
+	r.Add(args...)
+	_ = p.log.Handler().Handle(ctx, r)
 }
 
 // Failing reports whether a problem is going on.

@@ -56,3 +56,22 @@ func TestProblemLogsStartRepeatsAndEnd(t *testing.T) {
 		t.Error("Failing() = true after OK")
 	}
 }
+
+// TestProblemLinesNameTheirCaller: the source of a Problem's lines (the
+// journal's CODE_FILE) is where Fail and OK are called, not problem.go.
+func TestProblemLinesNameTheirCaller(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{AddSource: true}))
+	p := NewProblem(log, "engine unreachable", time.Minute)
+	p.Fail(errors.New("EOF"))
+	p.OK()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2:\n%s", len(lines), buf.String())
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "problem_test.go:") || strings.Contains(l, "problem.go:") {
+			t.Errorf("the line does not name its caller: %s", l)
+		}
+	}
+}
