@@ -412,6 +412,10 @@ func TestDebLifecycleOnSystemdHost(t *testing.T) {
 	})
 
 	t.Run("journalctl ENGINE_TYPE=podman has the entries of discovery, activation and watch", func(t *testing.T) {
+		// A watch that goes well is quiet at INFO; a restart of the engine
+		// is what an operator looks for: the watch's lines say it broke
+		// off and resynced.
+		h.must(t, "systemctl restart podman.service")
 		h.waitFor(t, 30*time.Second, "entries of all three packages", func() bool {
 			files := map[string]bool{}
 			for _, e := range h.journal(t, installed, "ENGINE_TYPE=podman") {
