@@ -158,12 +158,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	// reload rebuilds the pipeline wait on it for the next one.
 	events := a.store.Subscribe(4096)
 	defer events.Close()
+	// OOM kills that no engine reports, from the kernel log (package oom);
+	// telemetry holds a SIGKILLed die until the log is read through it.
+	oomDet := oom.New(a.store, oom.Config{
+		Path:     a.opts.KernelLog,
+		ProcRoot: cfg.HostProc(),
+	}, a.log.With("part", "oom"))
 	pipeOpts := telemetry.Options{
-		Workload: workload{a.store},
-		Events:   events.C(),
-		Sampler:  sampler,
-		Host:     a.host,
-		Version:  a.opts.Version,
+		KernelLog: oomDet,
+		Workload:  workload{a.store},
+		Events:    events.C(),
+		Sampler:   sampler,
+		Host:      a.host,
+		Version:   a.opts.Version,
 	}
 	if err := pipe.build(ctx, pipeOpts, a.log.With("part", "telemetry")); err != nil {
 		return err
@@ -194,11 +201,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun("activation", a.act.Run)
 		goRun("socket units", func(ctx context.Context) error { return a.followUnits(ctx, units.C()) })
 	}
-	// OOM kills that no engine reports, from the kernel log (package oom).
-	goRun("oom", oom.New(a.store, oom.Config{
-		Path:     a.opts.KernelLog,
-		ProcRoot: cfg.HostProc(),
-	}, a.log.With("part", "oom")).Run)
+	goRun("oom", oomDet.Run)
 
 	// The first pass decides what the agent sees at start; READY follows it.
 	if _, err := a.disc.Scan(ctx); err != nil && ctx.Err() == nil {

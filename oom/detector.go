@@ -4,9 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -99,10 +101,11 @@ type Stats struct {
 //     ORs the stored one in) and telemetry's die record carries
 //     agentd.container.oom_killed=true. When the die comes first, the flag
 //     is set again when the die is seen, so the exported state shows it, and
-//     telemetry holds the die of a SIGKILLed container (exit code 137) for up
-//     to 200 ms waiting for the flag, so its record still carries it; only a
-//     kill logged later than that goes out as a die without the flag,
-//     followed by container.oom. (The Store keeps the flag against a
+//     telemetry holds the die of a SIGKILLed container (exit code 137) until
+//     the Detector has read the log through the die's arrival (ReadThrough,
+//     usually a millisecond or two; at most 200 ms), so its record still
+//     carries it; only a kill the Detector could not read in time goes out as
+//     a die without the flag, followed by container.oom. (The Store keeps the flag against a
 //     watcher's update of the same run made from an older inspection.)
 //  2. After Grace, a container.oom event with the kernel's time of the kill,
 //     unless the engine reported an "oom" for the container within Window (a
@@ -121,12 +124,54 @@ type Detector struct {
 
 	records, malformed, overruns, kills, matched, unmatched, emitted, dedup, coalesced atomic.Uint64
 
+	// ReadThrough's state: mode (a readMode), the time up to which the log
+	// has been read and applied (UnixNano), whether a sync is wanted, and
+	// the file whose read deadline wakes the reader.
+	mode     atomic.Int32
+	through  atomic.Int64
+	syncWant atomic.Bool
+	syncFile atomic.Pointer[os.File]
+
 	// The state below belongs to Run's goroutine.
 	pending []pendingOOM
 	ours    map[model.ContainerKey]time.Time // time of the container.oom we emitted
 	engine  map[model.ContainerKey]time.Time // when an engine's own oom was seen
 	last    map[model.ContainerKey]lastKill  // the last kill reported per container
 	gone    []goneContainer                  // recently destroyed, oldest first
+}
+
+// readMode is what ReadThrough can tell.
+type readMode int32
+
+const (
+	modeStarting readMode = iota // not known yet: false
+	modeSync                     // the reader answers syncs
+	modeBlind                    // a source that cannot tell: false
+	modeOff                      // no kernel log read: true
+)
+
+// ReadThrough reports whether every kernel log record written before t has
+// been read and its OOM kill, if any, marked in the Store, so that a die that
+// arrived at t and whose container is not marked OOMKilled was not an OOM
+// kill. When that is not known yet it asks the reader to look and returns
+// false; ask again a few milliseconds later. It is true when no kernel log is
+// read (none will ever mark a container), and false for good when the source
+// cannot tell (a regular file): callers then wait as long as they see fit.
+// Safe for concurrent use.
+func (d *Detector) ReadThrough(t time.Time) bool {
+	switch readMode(d.mode.Load()) {
+	case modeOff:
+		return true
+	case modeSync:
+		if d.through.Load() >= t.UnixNano() {
+			return true
+		}
+		d.syncWant.Store(true)
+		if f := d.syncFile.Load(); f != nil {
+			_ = f.SetReadDeadline(time.Now())
+		}
+	}
+	return false
 }
 
 type pendingOOM struct {
@@ -195,6 +240,7 @@ func (d *Detector) Stats() Stats {
 func (d *Detector) Run(ctx context.Context) error {
 	src, err := d.open(d.cfg.Path, d.cfg.FromStart)
 	if err != nil {
+		d.mode.Store(int32(modeOff))
 		d.log.Warn("cannot read the kernel log, OOM kills are not detected: agentd needs CAP_SYSLOG (or root) to read it",
 			"path", d.cfg.Path, "err", err)
 		return nil
@@ -204,10 +250,18 @@ func (d *Detector) Run(ctx context.Context) error {
 
 	rctx, cancel := context.WithCancel(ctx)
 	kills := make(chan Kill)
+	synced := make(chan time.Time)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		if f, rc, ok := syncable(src); ok {
+			d.syncFile.Store(f)
+			d.mode.Store(int32(modeSync))
+			d.readSyncing(rctx, f, rc, kills, synced)
+			return
+		}
+		d.mode.Store(int32(modeBlind))
 		d.read(rctx, src, kills)
 	}()
 	defer func() {
@@ -228,10 +282,19 @@ func (d *Detector) Run(ctx context.Context) error {
 			return nil
 		case k, ok := <-kills:
 			if !ok {
+				// The reader has stopped and every kill it read is
+				// applied: no kill will be marked any more.
 				kills = nil
+				d.mode.Store(int32(modeOff))
 				continue
 			}
 			d.onKill(k, time.Now())
+		case t := <-synced:
+			// Every kill read before t has been applied (kills is
+			// unbuffered); the dies emitted meanwhile are applied now, so
+			// that a die whose kill was read earlier is marked again.
+			d.drain(sub)
+			d.through.Store(t.UnixNano())
 		case ev := <-sub.C():
 			d.onEvent(ev, time.Now())
 		case <-timer.C:
@@ -242,6 +305,32 @@ func (d *Detector) Run(ctx context.Context) error {
 			timer.Reset(max(d.pending[0].due.Sub(now), 0))
 		}
 	}
+}
+
+// drain applies the events waiting on sub without blocking.
+func (d *Detector) drain(sub *model.Subscription) {
+	for {
+		select {
+		case ev := <-sub.C():
+			d.onEvent(ev, time.Now())
+		default:
+			return
+		}
+	}
+}
+
+// syncable returns src as a file the runtime poller waits on, which
+// readSyncing needs: a read deadline can be set on it.
+func syncable(src io.ReadCloser) (*os.File, syscall.RawConn, bool) {
+	f, ok := src.(*os.File)
+	if !ok || f.SetReadDeadline(time.Time{}) != nil {
+		return nil, nil, false
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, nil, false
+	}
+	return f, rc, true
 }
 
 // bootTime is the wall-clock time the printk clock counts from.

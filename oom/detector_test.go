@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -449,4 +450,91 @@ func TestMemoryCgroup(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestReadThrough(t *testing.T) {
+	fifo := func(t *testing.T) (string, *os.File) {
+		p := filepath.Join(t.TempDir(), "kmsg.fifo")
+		if err := unix.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		w, err := os.OpenFile(p, os.O_RDWR, 0) // O_RDWR: opening does not wait for a reader
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.Close() })
+		return p, w
+	}
+	// until polls ReadThrough(at) as a caller does, every millisecond.
+	until := func(t *testing.T, d *Detector, at time.Time) time.Duration {
+		t.Helper()
+		began := time.Now()
+		for !d.ReadThrough(at) {
+			if time.Since(began) > 5*time.Second {
+				t.Fatalf("ReadThrough(%v) still false after 5 s", at)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return time.Since(began)
+	}
+
+	t.Run("an empty log is read through at once, without waiting for a record", func(t *testing.T) {
+		p, _ := fifo(t)
+		h := start(t, mustOpen(t, p), nil, running1(), Config{})
+		took := until(t, h.det, time.Now())
+		t.Logf("read through after %v", took)
+	})
+	t.Run("a kill written before t is marked in the store when ReadThrough(t) turns true", func(t *testing.T) {
+		p, w := fifo(t)
+		h := start(t, mustOpen(t, p), nil, running1(), Config{Grace: time.Hour})
+		for i := range 50 {
+			// Noise first, then the kill: the reader has records to get
+			// through before it finds the log empty.
+			if _, err := fmt.Fprintf(w, "6,%d,5432440000,-;eth0: link up %d\n", 1000+i, i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := w.WriteString(killRecords); err != nil {
+			t.Fatal(err)
+		}
+		until(t, h.det, time.Now())
+		if c, _ := h.store.Container(model.ContainerKey{EngineID: "docker-1", ID: testID}); !c.OOMKilled {
+			t.Errorf("read through, but the container is not marked OOMKilled; stats %+v", h.det.Stats())
+		}
+	})
+	t.Run("a source the poller cannot wait on cannot tell: false, so the caller waits its own time", func(t *testing.T) {
+		h := start(t, newScripted(), nil, running1(), Config{})
+		time.Sleep(50 * time.Millisecond)
+		if h.det.ReadThrough(time.Now().Add(-time.Hour)) {
+			t.Error("ReadThrough is true for a source that cannot tell")
+		}
+	})
+	t.Run("a log that ended: true, nothing more will be marked", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "kmsg")
+		if err := os.WriteFile(p, []byte(killRecords), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		h := start(t, mustOpen(t, p), nil, running1(), Config{})
+		until(t, h.det, time.Now())
+		if c, _ := h.store.Container(model.ContainerKey{EngineID: "docker-1", ID: testID}); !c.OOMKilled {
+			t.Error("the kill before the end is not marked")
+		}
+	})
+	t.Run("no kernel log read: true, nothing will ever be marked", func(t *testing.T) {
+		h := start(t, nil, &os.PathError{Op: "open", Path: "/dev/kmsg", Err: syscall.EPERM}, running1(), Config{Path: "/dev/kmsg"})
+		for deadline := time.Now().Add(5 * time.Second); !h.det.ReadThrough(time.Now()); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("ReadThrough false without a kernel log")
+			}
+		}
+	})
+}
+
+func mustOpen(t *testing.T, p string) io.ReadCloser {
+	t.Helper()
+	f, err := openKmsg(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/agentd-dev/agentd/internal/procfs"
 )
@@ -42,58 +43,138 @@ func openKmsg(path string, fromStart bool) (io.ReadCloser, error) {
 	return f, nil
 }
 
+// records turns what is read from the kernel log into Kills: it splits the
+// reads into records, parses them and feeds the OOM report parser.
+type records struct {
+	d     *Detector
+	buf   []byte
+	sp    splitter
+	p     Parser
+	kills []Kill
+}
+
+func (d *Detector) newRecords() *records {
+	return &records{d: d, buf: make([]byte, readBuf)}
+}
+
+// feed takes the n bytes read into buf and sends the Kills they complete to
+// out; false when ctx ended meanwhile.
+func (r *records) feed(ctx context.Context, n int, out chan<- Kill) bool {
+	if n <= 0 {
+		return true
+	}
+	d := r.d
+	r.sp.feed(r.buf[:n], func(b []byte) {
+		rec, err := ParseRecord(b)
+		if err != nil {
+			if m := d.malformed.Add(1); bits.OnesCount64(m) == 1 {
+				d.log.Debug("skipping malformed kernel log record", "path", d.cfg.Path, "err", err, "malformed", m)
+			}
+			return
+		}
+		d.records.Add(1)
+		if k, ok := r.p.Feed(rec); ok {
+			k.Time = d.bootTime().Add(k.SinceBoot)
+			r.kills = append(r.kills, k)
+		}
+	})
+	defer func() { r.kills = r.kills[:0] }()
+	for _, k := range r.kills {
+		select {
+		case out <- k:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// failed handles a read error; false when reading must stop.
+func (r *records) failed(ctx context.Context, err error) bool {
+	d := r.d
+	switch {
+	case err == nil:
+	case errors.Is(err, syscall.EPIPE):
+		// The ring buffer overwrote records before they were read; the
+		// next read continues with the oldest one left.
+		if o := d.overruns.Add(1); bits.OnesCount64(o) == 1 {
+			d.log.Warn("kernel log overrun: records were lost before agentd read them, an OOM kill among them goes unreported",
+				"path", d.cfg.Path, "overruns", o)
+		}
+	case errors.Is(err, syscall.EINVAL) && len(r.buf) < maxReadBuf:
+		r.buf = make([]byte, 2*len(r.buf))
+	case ctx.Err() != nil || errors.Is(err, os.ErrClosed):
+		return false
+	case errors.Is(err, io.EOF):
+		d.log.Info("kernel log ended: OOM kills are no longer detected", "path", d.cfg.Path)
+		return false
+	default:
+		d.log.Warn("cannot read the kernel log: OOM kills are no longer detected", "path", d.cfg.Path, "err", err)
+		return false
+	}
+	return true
+}
+
 // read reads records from r until it fails, ends or ctx ends, parses them and
 // sends the Kills they complete to out. It closes out when it returns.
 func (d *Detector) read(ctx context.Context, r io.Reader, out chan<- Kill) {
 	defer close(out)
-	buf := make([]byte, readBuf)
-	var sp splitter
-	var p Parser
-	var kills []Kill
+	rs := d.newRecords()
 	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			sp.feed(buf[:n], func(b []byte) {
-				rec, err := ParseRecord(b)
-				if err != nil {
-					if m := d.malformed.Add(1); bits.OnesCount64(m) == 1 {
-						d.log.Debug("skipping malformed kernel log record", "path", d.cfg.Path, "err", err, "malformed", m)
-					}
-					return
-				}
-				d.records.Add(1)
-				if k, ok := p.Feed(rec); ok {
-					k.Time = d.bootTime().Add(k.SinceBoot)
-					kills = append(kills, k)
-				}
-			})
-			for _, k := range kills {
-				select {
-				case out <- k:
-				case <-ctx.Done():
-					return
-				}
-			}
-			kills = kills[:0]
+		n, err := r.Read(rs.buf)
+		if !rs.feed(ctx, n, out) || !rs.failed(ctx, err) {
+			return
 		}
-		switch {
-		case err == nil:
-		case errors.Is(err, syscall.EPIPE):
-			// The ring buffer overwrote records before they were read; the
-			// next read continues with the oldest one left.
-			if o := d.overruns.Add(1); bits.OnesCount64(o) == 1 {
-				d.log.Warn("kernel log overrun: records were lost before agentd read them, an OOM kill among them goes unreported",
-					"path", d.cfg.Path, "overruns", o)
+	}
+}
+
+// readSyncing is read for a kernel log that the runtime poller waits on
+// (/dev/kmsg, a FIFO), which lets it answer ReadThrough: when a sync is
+// wanted and a read finds the log empty, it sends the time that read began on
+// synced, after every Kill read before. Records written before that time have
+// all been read. ReadThrough wakes a waiting read with a read deadline.
+func (d *Detector) readSyncing(ctx context.Context, f *os.File, rc syscall.RawConn, out chan<- Kill, synced chan<- time.Time) {
+	defer close(out)
+	rs := d.newRecords()
+	for {
+		var (
+			n     int
+			rerr  error
+			empty bool
+			began time.Time
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			began = time.Now()
+			n, rerr = syscall.Read(int(fd), rs.buf)
+			switch {
+			case errors.Is(rerr, syscall.EINTR):
+				n, rerr = 0, nil
+			case errors.Is(rerr, syscall.EAGAIN):
+				if !d.syncWant.Swap(false) {
+					return false // wait until the log is readable
+				}
+				n, rerr, empty = 0, nil, true
+			case rerr == nil && n == 0:
+				rerr = io.EOF
 			}
-		case errors.Is(err, syscall.EINVAL) && len(buf) < maxReadBuf:
-			buf = make([]byte, 2*len(buf))
-		case ctx.Err() != nil || errors.Is(err, os.ErrClosed):
-			return
-		case errors.Is(err, io.EOF):
-			d.log.Info("kernel log ended: OOM kills are no longer detected", "path", d.cfg.Path)
-			return
-		default:
-			d.log.Warn("cannot read the kernel log: OOM kills are no longer detected", "path", d.cfg.Path, "err", err)
+			return true
+		})
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// ReadThrough woke the wait; the next read looks again.
+			_ = f.SetReadDeadline(time.Time{})
+			continue
+		case err != nil:
+			rerr = err
+		case empty:
+			select {
+			case synced <- began:
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		if !rs.feed(ctx, n, out) || !rs.failed(ctx, rerr) {
 			return
 		}
 	}

@@ -76,13 +76,17 @@ func (w *lookupWorkload) markOOM(k model.ContainerKey) {
 }
 
 func TestSIGKILLedDieWaitsForTheOOMFlag(t *testing.T) {
-	run := func(t *testing.T, markAfter time.Duration, exitCode int) []string {
+	run := func(t *testing.T, markAfter time.Duration, exitCode int, kernel func(*lookupWorkload) KernelLog) []string {
 		w := &lookupWorkload{oom: map[model.ContainerKey]bool{}}
+		var kl KernelLog
+		if kernel != nil {
+			kl = kernel(w)
+		}
 		events := make(chan model.Event, 8)
 		logs := &memLogs{}
 		cfg := DefaultConfig()
 		cfg.EventFlushInterval = 20 * time.Millisecond
-		p, err := NewPipeline(cfg, Options{Workload: w, Events: events, Sampler: noStats{}, Metrics: noMetrics{}, Logs: logs}, nil)
+		p, err := NewPipeline(cfg, Options{Workload: w, Events: events, Sampler: noStats{}, Metrics: noMetrics{}, Logs: logs, KernelLog: kl}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,22 +110,35 @@ func TestSIGKILLedDieWaitsForTheOOMFlag(t *testing.T) {
 		}
 		return logs.got()
 	}
+	c1 := model.ContainerKey{EngineID: "e", ID: "c1"}
 	tests := []struct {
 		name      string
 		markAfter time.Duration
 		exitCode  int
+		kernel    func(*lookupWorkload) KernelLog
 		want      []string
 	}{
-		{"a kill the detector marks shortly after the die is flagged on the die, and order is kept", 50 * time.Millisecond, 137,
+		{"a kill the detector marks shortly after the die is flagged on the die, and order is kept", 50 * time.Millisecond, 137, nil,
 			[]string{"container.die oom=true", "container.destroy oom="}},
-		{"a kill nobody marks goes out unflagged after the hold", -1, 137,
+		{"a kill nobody marks goes out unflagged after the hold", -1, 137, nil,
 			[]string{"container.die oom=false", "container.destroy oom="}},
-		{"a die that is not a SIGKILL is not held", 2 * dieHold, 1,
+		{"a die that is not a SIGKILL is not held", 2 * dieHold, 1, nil,
 			[]string{"container.die oom=false", "container.destroy oom="}},
+		// A mark 150 ms later would flag a die held dieHold: a log read
+		// through at once releases it before.
+		{"a kernel log read through the die's arrival releases it at once", 150 * time.Millisecond, 137,
+			func(*lookupWorkload) KernelLog { return kernelAt{} },
+			[]string{"container.die oom=false", "container.destroy oom="}},
+		{"a kill read on the way through is flagged on the die", -1, 137,
+			func(w *lookupWorkload) KernelLog { return kernelAt{mark: func() { w.markOOM(c1) }} },
+			[]string{"container.die oom=true", "container.destroy oom="}},
+		{"a kernel log that cannot tell keeps the hold", 50 * time.Millisecond, 137,
+			func(*lookupWorkload) KernelLog { return kernelAt{never: true} },
+			[]string{"container.die oom=true", "container.destroy oom="}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := run(t, tt.markAfter, tt.exitCode)
+			got := run(t, tt.markAfter, tt.exitCode, tt.kernel)
 			if len(got) != len(tt.want) {
 				t.Fatalf("records %q, want %q", got, tt.want)
 			}
@@ -132,4 +149,21 @@ func TestSIGKILLedDieWaitsForTheOOMFlag(t *testing.T) {
 			}
 		})
 	}
+}
+
+// kernelAt is a KernelLog read through every time at once (never: at no
+// time); mark, if set, runs first, as the detector marks the kills it reads.
+type kernelAt struct {
+	never bool
+	mark  func()
+}
+
+func (k kernelAt) ReadThrough(time.Time) bool {
+	if k.never {
+		return false
+	}
+	if k.mark != nil {
+		k.mark()
+	}
+	return true
 }

@@ -28,11 +28,25 @@ type Workload interface {
 	Container(k model.ContainerKey) (model.Container, bool)
 }
 
-// dieHold is how long the die of a container killed by SIGKILL (exit code
-// 137) without an OOM flag waits for the OOM detector, which reads the kernel
-// log, to mark it: the kernel logs the kill as it sends the signal, so the
-// engine's die usually comes later, but not always.
+// dieHold is how long, at most, the die of a container killed by SIGKILL
+// (exit code 137) without an OOM flag waits for the OOM detector, which reads
+// the kernel log, to mark it: the kernel logs the kill as it sends the signal,
+// so the engine's die comes later, but the detector may not have read it yet.
+// With a KernelLog the die waits only until the log is read through its
+// arrival, usually a millisecond or two.
 const dieHold = 200 * time.Millisecond
+
+// KernelLog tells whether the kernel log has been read through a time;
+// *oom.Detector satisfies it.
+type KernelLog interface {
+	// ReadThrough reports whether every record written before t has been
+	// read and its OOM kill marked in the Workload's containers.
+	ReadThrough(t time.Time) bool
+}
+
+// dieRecheck is how often a held die looks again at its container's flag and
+// at the KernelLog.
+const dieRecheck = 2 * time.Millisecond
 
 // Sampler reads the stats of running containers; *stats.Sampler satisfies it.
 type Sampler interface {
@@ -52,6 +66,9 @@ type Options struct {
 	// both. Required. The pipeline shuts both down when Run returns.
 	Metrics MetricSink
 	Logs    sdklog.Exporter
+	// KernelLog, when set, releases a held die as soon as the kernel log
+	// has been read through its arrival; without it the die waits dieHold.
+	KernelLog KernelLog
 	// Host is carried by every resource (DetectHost).
 	Host Host
 	// Version is agentd's version, the instrumentation scope version.
@@ -213,9 +230,11 @@ func (p *Pipeline) forwardEvents(ctx context.Context, em *eventEmitter) {
 	// waits dieHold once, not once per kill.
 	lookup := p.opts.Workload
 	type heldEvent struct {
-		ev  model.Event
-		due time.Time // zero: not a held die
+		ev      model.Event
+		arrived time.Time
+		due     time.Time // zero: not a held die
 	}
+	kernel := p.opts.KernelLog
 	var held []heldEvent
 	mustHold := func(ev *model.Event) bool {
 		return ev.Type == model.EventDie && ev.Container != nil &&
@@ -228,7 +247,13 @@ func (p *Pipeline) forwardEvents(ctx context.Context, em *eventEmitter) {
 				c, ok := lookup.Container(h.ev.Container.Key())
 				flagged := ok && c.OOMKilled
 				if !flagged && now.Before(h.due) && !all {
-					return
+					if kernel == nil || !kernel.ReadThrough(h.arrived) {
+						return
+					}
+					// Read through: a kill before the die would be
+					// marked by now; look once more.
+					c, ok = lookup.Container(h.ev.Container.Key())
+					flagged = ok && c.OOMKilled
 				}
 				if flagged {
 					cc := *h.ev.Container
@@ -245,7 +270,7 @@ func (p *Pipeline) forwardEvents(ctx context.Context, em *eventEmitter) {
 		now := time.Now()
 		switch {
 		case mustHold(&ev):
-			held = append(held, heldEvent{ev: ev, due: now.Add(dieHold)})
+			held = append(held, heldEvent{ev: ev, arrived: now, due: now.Add(dieHold)})
 		case len(held) > 0:
 			held = append(held, heldEvent{ev: ev})
 		default:
@@ -258,7 +283,11 @@ func (p *Pipeline) forwardEvents(ctx context.Context, em *eventEmitter) {
 	defer recheck.Stop()
 	for {
 		if len(held) > 0 {
-			recheck.Reset(dieHold / 8)
+			if kernel != nil {
+				recheck.Reset(dieRecheck)
+			} else {
+				recheck.Reset(dieHold / 8)
+			}
 		}
 		select {
 		case ev, ok := <-p.opts.Events:
