@@ -76,7 +76,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	image := fs.String("image", "local/busybox:latest", "image of the containers")
 	label := fs.String("label", "agentd.bench.latency=1", "label (key=value) put on the containers; they are removed at the end")
 	poll := fs.Duration("poll", 10*time.Millisecond, "how often the logs file is read")
-	gap := fs.Duration("gap", 100*time.Millisecond, "pause between a container's start and its kill, and between containers")
+	gap := fs.Duration("gap", 100*time.Millisecond, "pause between a container's start and its kill, and between containers (one after the other, without -rate)")
+	rate := fs.Float64("rate", 0, "containers started per second, each killed -life after its start, overlapping (0: one after the other)")
+	life := fs.Duration("life", time.Second, "with -rate: how long each container runs before its kill")
+	workers := fs.Int("workers", 64, "with -rate: containers being created, started or killed at once, at most")
 	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the last records")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -128,32 +131,53 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}()
 
 	var ids []string
+	var idsMu sync.Mutex
 	defer func() {
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer rcancel()
+		idsMu.Lock()
+		defer idsMu.Unlock()
 		for _, id := range ids {
 			_ = cli.ContainerRemove(rctx, id, container.RemoveOptions{Force: true})
 		}
 	}()
-	began := time.Now()
-	for i := 0; i < *count && ctx.Err() == nil; i++ {
+	// lifecycle creates, starts and, after pause, kills one container.
+	lifecycle := func(i int, pause time.Duration) error {
 		c, err := cli.ContainerCreate(ctx, &container.Config{
 			Image: *image, Cmd: []string{"sleep", "1d"}, Labels: map[string]string{lk: lv},
 		}, &container.HostConfig{}, nil, nil, "")
 		if err != nil {
 			return fmt.Errorf("create container %d: %w", i, err)
 		}
+		idsMu.Lock()
 		ids = append(ids, c.ID)
+		idsMu.Unlock()
 		if err := cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
 			return fmt.Errorf("start container %s: %w", c.ID, err)
 		}
-		time.Sleep(*gap)
+		time.Sleep(pause)
 		if err := cli.ContainerKill(ctx, c.ID, "KILL"); err != nil {
 			return fmt.Errorf("kill container %s: %w", c.ID, err)
 		}
-		time.Sleep(*gap)
+		return nil
 	}
-	fmt.Fprintf(out, "started and killed %d containers in %v\n", len(ids), time.Since(began).Round(time.Millisecond))
+	began := time.Now()
+	if *rate > 0 {
+		achieved, err := storm(ctx, *count, *rate, *workers, func(i int) error { return lifecycle(i, *life) })
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "started and killed %d containers in %v: %.1f starts/s (asked %.1f/s), each killed %v after its start\n",
+			len(ids), time.Since(began).Round(time.Millisecond), achieved, *rate, *life)
+	} else {
+		for i := 0; i < *count && ctx.Err() == nil; i++ {
+			if err := lifecycle(i, *gap); err != nil {
+				return err
+			}
+			time.Sleep(*gap)
+		}
+		fmt.Fprintf(out, "started and killed %d containers in %v\n", len(ids), time.Since(began).Round(time.Millisecond))
+	}
 
 	want := make([]key, 0, 2*len(ids))
 	for _, id := range ids {
@@ -172,6 +196,51 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	report(out, tr, want)
 	return nil
+}
+
+// storm calls lifecycle for containers 0..count-1, starting one every
+// 1/rate seconds, at most workers at once (a start waits for a free worker,
+// so the achieved rate may fall short of rate on a slow engine). It returns
+// the achieved rate of starts and the first error.
+func storm(ctx context.Context, count int, rate float64, workers int, lifecycle func(i int) error) (float64, error) {
+	if workers < 1 {
+		workers = 1
+	}
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	began := time.Now()
+	started := 0
+	for ; started < count && ctx.Err() == nil; started++ {
+		if started > 0 {
+			select {
+			case <-ctx.Done():
+				continue
+			case <-tick.C:
+			}
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := lifecycle(i); err != nil {
+				once.Do(func() { first = err })
+			}
+		}(started)
+	}
+	elapsed := time.Since(began)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	if elapsed <= 0 {
+		return 0, first
+	}
+	return float64(started) / elapsed.Seconds(), first
 }
 
 // missing counts the events of want that have not both an engine and an arrival time.
