@@ -382,15 +382,7 @@ func TestOpenKmsg(t *testing.T) {
 		}
 	})
 	t.Run("a FIFO, which cannot seek, feeds a Detector and closing it on stop ends the read", func(t *testing.T) {
-		p := filepath.Join(t.TempDir(), "kmsg.fifo")
-		if err := unix.Mkfifo(p, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		w, err := os.OpenFile(p, os.O_RDWR, 0) // O_RDWR: opening does not wait for a reader
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
+		p, w := newFIFO(t)
 		store := model.NewStore(slog.New(slog.DiscardHandler))
 		c := running1()
 		store.Upsert(c)
@@ -453,18 +445,6 @@ func TestMemoryCgroup(t *testing.T) {
 }
 
 func TestReadThrough(t *testing.T) {
-	fifo := func(t *testing.T) (string, *os.File) {
-		p := filepath.Join(t.TempDir(), "kmsg.fifo")
-		if err := unix.Mkfifo(p, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		w, err := os.OpenFile(p, os.O_RDWR, 0) // O_RDWR: opening does not wait for a reader
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { w.Close() })
-		return p, w
-	}
 	// until polls ReadThrough(at) as a caller does, every millisecond.
 	until := func(t *testing.T, d *Detector, at time.Time) time.Duration {
 		t.Helper()
@@ -479,13 +459,13 @@ func TestReadThrough(t *testing.T) {
 	}
 
 	t.Run("an empty log is read through at once, without waiting for a record", func(t *testing.T) {
-		p, _ := fifo(t)
+		p, _ := newFIFO(t)
 		h := start(t, mustOpen(t, p), nil, running1(), Config{})
 		took := until(t, h.det, time.Now())
 		t.Logf("read through after %v", took)
 	})
 	t.Run("a kill written before t is marked in the store when ReadThrough(t) turns true", func(t *testing.T) {
-		p, w := fifo(t)
+		p, w := newFIFO(t)
 		h := start(t, mustOpen(t, p), nil, running1(), Config{Grace: time.Hour})
 		for i := range 50 {
 			// Noise first, then the kill: the reader has records to get
@@ -537,4 +517,20 @@ func mustOpen(t *testing.T, p string) io.ReadCloser {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// newFIFO makes a FIFO to stand for /dev/kmsg and opens its writing end,
+// closed when the test ends.
+func newFIFO(t *testing.T) (string, *os.File) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "kmsg.fifo")
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(p, os.O_RDWR, 0) // O_RDWR: opening does not wait for a reader
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return p, w
 }
