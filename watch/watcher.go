@@ -458,7 +458,16 @@ func (w *Watcher) apply(ctx context.Context, ch engine.Change) error {
 	if known && stale(ch, cur) {
 		return nil
 	}
-	c, err := w.inspect(ctx, ch)
+	var c model.Container
+	var err error
+	if known && ch.Type == model.EventDie && ch.ExitCode != nil {
+		// The event carries all that a die changes (the exit code, the
+		// time): a known container needs no inspect, one request less per
+		// lifecycle on a busy engine.
+		c = cur
+	} else {
+		c, err = w.inspect(ctx, ch)
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, engine.ErrNotFound) || errors.Is(err, context.Canceled):
