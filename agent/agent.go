@@ -50,7 +50,7 @@ type Options struct {
 	// Optional.
 	Status func(line string)
 	// Families are the engine families agentd discovers and watches; nil
-	// means Families().
+	// means Families with the request budgets of engines.request_budget.
 	Families engine.Families
 	// KernelLog is the kernel log the OOM detector reads; "" means /dev/kmsg
 	// (see package oom).
@@ -68,6 +68,9 @@ type Agent struct {
 	act   *activation.Manager
 	sup   *watch.Supervisor
 	start time.Time
+	// budgets are the request budgets of the engine endpoints, shared by
+	// discovery's and activation's probes and the watchers' adapters.
+	budgets *engine.Budgets
 
 	// pipe is the running telemetry pipeline, for StatusLine.
 	pipe atomic.Pointer[telemetry.Pipeline]
@@ -88,10 +91,12 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if opts.Log == nil {
 		return nil, errors.New("agent: Options.Log is required")
 	}
+	budget := cfg.Engines.RequestBudget
+	budgets := engine.NewBudgets(budget.Rate, budget.Burst, nil)
 	if opts.Families == nil {
-		opts.Families = Families()
+		opts.Families = Families(budgets)
 	}
-	a := &Agent{cfg: cfg, opts: opts, log: opts.Log, start: time.Now(),
+	a := &Agent{cfg: cfg, opts: opts, log: opts.Log, start: time.Now(), budgets: budgets,
 		problems: map[string]string{}, units: map[string]activation.SocketEngine{},
 		refilter: make(chan struct{}, 1), retelemetry: make(chan struct{}, 1)}
 	a.store = model.NewStore(opts.Log.With("part", "model"))
@@ -131,9 +136,10 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 
 // Families returns the engine families agentd knows, in the order an
 // endpoint of unknown type is probed (podman first: it also answers Docker's
-// API).
-func Families() engine.Families {
-	return engine.Families{podman.Family(), docker.Family(), containerd.Family(), cri.Family()}
+// API). Their probes and adapters take the requests they make to an
+// endpoint from its budget in budgets (nil: unlimited).
+func Families(budgets *engine.Budgets) engine.Families {
+	return engine.Families{podman.Family(budgets), docker.Family(budgets), containerd.Family(budgets), cri.Family(budgets)}
 }
 
 // Store is the agent's workload model (for tests and the status endpoint).

@@ -44,9 +44,14 @@ var (
 
 // NewAdapter returns an adapter for the Docker engine e (e.Endpoint is
 // the socket path as reached from the host). It does not connect yet. Close
-// releases its connections.
+// releases its connections. Its requests keep to no budget (Family's
+// adapters keep to their endpoint's).
 func NewAdapter(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
-	cli, tr, err := newClient(e.Endpoint)
+	return newAdapter(e, log, nil)
+}
+
+func newAdapter(e model.Engine, log *slog.Logger, b *engine.Budget) (engine.Adapter, error) {
+	cli, tr, err := newClient(e.Endpoint, b)
 	if err != nil {
 		return nil, fmt.Errorf("docker at %s: %w", e.Endpoint, err)
 	}
