@@ -38,8 +38,9 @@ type Adapter struct {
 }
 
 var (
-	_ engine.Adapter = (*Adapter)(nil)
-	_ engine.Stream  = (*dockerStream)(nil)
+	_ engine.Adapter            = (*Adapter)(nil)
+	_ engine.InspectConcurrency = (*Adapter)(nil)
+	_ engine.Stream             = (*dockerStream)(nil)
 )
 
 // NewAdapter returns an adapter for the Docker engine e (e.Endpoint is
@@ -57,6 +58,10 @@ func newAdapter(e model.Engine, log *slog.Logger, b *engine.Budget) (engine.Adap
 	}
 	return &Adapter{endpoint: e.Endpoint, cli: cli, tr: tr, concurrency: 8, log: log}, nil
 }
+
+// SetInspectConcurrency bounds the inspects in flight during List (default
+// 8; n below 1 counts as 1).
+func (d *Adapter) SetInspectConcurrency(n int) { d.concurrency = max(n, 1) }
 
 // Close releases the adapter's connections.
 func (d *Adapter) Close() error {

@@ -38,8 +38,9 @@ type Adapter struct {
 }
 
 var (
-	_ engine.Adapter = (*Adapter)(nil)
-	_ engine.Stream  = (*podmanStream)(nil)
+	_ engine.Adapter            = (*Adapter)(nil)
+	_ engine.InspectConcurrency = (*Adapter)(nil)
+	_ engine.Stream             = (*podmanStream)(nil)
 )
 
 // NewAdapter returns an adapter for the podman engine e (e.Endpoint is
@@ -65,6 +66,10 @@ func newAdapter(e model.Engine, log *slog.Logger, b *engine.Budget) (engine.Adap
 // ForeignEvents is true: podman's events come back from the journal, where
 // every user's podman writes (see engine.ForeignEvents).
 func (p *Adapter) ForeignEvents() bool { return true }
+
+// SetInspectConcurrency bounds the inspects in flight during List (default
+// 8; n below 1 counts as 1).
+func (p *Adapter) SetInspectConcurrency(n int) { p.concurrency = max(n, 1) }
 
 // Close releases idle connections.
 func (p *Adapter) Close() error {
