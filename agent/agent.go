@@ -165,7 +165,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	events := a.store.Subscribe(4096)
 	defer events.Close()
 	pipeOpts := telemetry.Options{
-		Workload: workload{a.store},
+		Workload: workload{s: a.store, budgets: a.budgets, sup: a.sup},
 		Events:   events.C(),
 		Sampler:  sampler,
 		Host:     a.host,
@@ -200,6 +200,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun("activation", a.act.Run)
 		goRun("socket units", func(ctx context.Context) error { return a.followUnits(ctx, units.C()) })
 	}
+	goRun("request budgets", func(ctx context.Context) error {
+		logBudgets(ctx, a.budgets, cfg.Export.Interval.Std(), a.log.With("part", "engines"))
+		return nil
+	})
 	// OOM kills that no engine reports, from the kernel log (package oom).
 	goRun("oom", oom.New(a.store, oom.Config{
 		Path:     a.opts.KernelLog,
@@ -543,7 +547,14 @@ func OTLPSettings(c config.Config) telemetry.OTLPSettings {
 }
 
 // workload adapts the Store to telemetry.Workload.
-type workload struct{ s *model.Store }
+// workload is the telemetry pipeline's view of the agent: the model, and
+// what agentd asked of each engine (its endpoint's request budget, its
+// watcher's coalesced inspects).
+type workload struct {
+	s       *model.Store
+	budgets *engine.Budgets
+	sup     *watch.Supervisor
+}
 
 func (w workload) Engines() []model.Engine       { return w.s.Snapshot().Engines }
 func (w workload) Containers() []model.Container { return w.s.Snapshot().Containers }
@@ -551,4 +562,53 @@ func (w workload) Container(k model.ContainerKey) (model.Container, bool) {
 	return w.s.Container(k)
 }
 
-var _ telemetry.Workload = workload{}
+// EngineRequests returns the counters of e's request budget and watcher;
+// false for an engine agentd has not asked anything yet.
+func (w workload) EngineRequests(e model.Engine) (telemetry.RequestStats, bool) {
+	b := w.budgets.Get(e.Endpoint)
+	if b == nil {
+		return telemetry.RequestStats{}, false
+	}
+	bst := b.Stats()
+	rs := telemetry.RequestStats{Requests: bst.Requests, Waits: bst.Waits, WaitTime: bst.WaitTime, Since: bst.Since}
+	if w.sup != nil {
+		if wt, ok := w.sup.Watcher(e.ID); ok {
+			st := wt.Stats()
+			rs.Coalesced, rs.CoalescedSince = st.Coalesced, st.Since
+		}
+	}
+	return rs, true
+}
+
+// logBudgets says at DEBUG, once per interval and per engine endpoint, how
+// many requests waited for the endpoint's budget in that interval (nothing
+// when none did), until ctx ends.
+func logBudgets(ctx context.Context, budgets *engine.Budgets, interval time.Duration, log *slog.Logger) {
+	if budgets == nil || interval <= 0 {
+		return
+	}
+	last := map[string]engine.BudgetStats{}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, b := range budgets.All() {
+			st, prev := b.Stats(), last[b.Endpoint()]
+			last[b.Endpoint()] = st
+			if st.Waits == prev.Waits {
+				continue
+			}
+			log.Debug("engine requests waited for the request budget", logging.KeyEndpoint, b.Endpoint(),
+				"requests", st.Requests-prev.Requests, "waits", st.Waits-prev.Waits, "wait_time", st.WaitTime-prev.WaitTime)
+		}
+	}
+}
+
+var (
+	_ telemetry.Workload       = workload{}
+	_ telemetry.EngineRequests = workload{}
+)

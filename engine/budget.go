@@ -26,6 +26,7 @@ type Budget struct {
 	endpoint string
 	lim      *rate.Limiter
 	clock    Clock
+	since    time.Time
 
 	requests, waits atomic.Uint64
 	waitNanos       atomic.Int64
@@ -39,6 +40,8 @@ type BudgetStats struct {
 	Waits uint64
 	// WaitTime is the total time requests waited.
 	WaitTime time.Duration
+	// Since is when the budget started counting.
+	Since time.Time
 }
 
 // Clock is the time source of Budgets, a seam for tests.
@@ -72,7 +75,7 @@ func NewBudget(endpoint string, perSecond float64, burst int, clock Clock) *Budg
 	if perSecond <= 0 {
 		limit = rate.Inf
 	}
-	return &Budget{endpoint: endpoint, lim: rate.NewLimiter(limit, max(burst, 1)), clock: clock}
+	return &Budget{endpoint: endpoint, lim: rate.NewLimiter(limit, max(burst, 1)), clock: clock, since: clock.Now()}
 }
 
 // Wait blocks until the budget grants one request or ctx ends; in the latter
@@ -110,7 +113,7 @@ func (b *Budget) Stats() BudgetStats {
 	if b == nil {
 		return BudgetStats{}
 	}
-	return BudgetStats{Requests: b.requests.Load(), Waits: b.waits.Load(), WaitTime: time.Duration(b.waitNanos.Load())}
+	return BudgetStats{Requests: b.requests.Load(), Waits: b.waits.Load(), WaitTime: time.Duration(b.waitNanos.Load()), Since: b.since}
 }
 
 // Endpoint returns the engine endpoint the budget belongs to.
@@ -155,6 +158,16 @@ func (bs *Budgets) For(endpoint string) *Budget {
 		bs.m[endpoint] = b
 	}
 	return b
+}
+
+// Get returns the budget of endpoint, nil when nothing asked for it yet.
+func (bs *Budgets) Get(endpoint string) *Budget {
+	if bs == nil {
+		return nil
+	}
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	return bs.m[endpoint]
 }
 
 // All returns every endpoint's budget, ordered by endpoint.

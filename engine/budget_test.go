@@ -74,6 +74,7 @@ func TestBudgetWait(t *testing.T) {
 				}
 			}
 			st := b.Stats()
+			st.Since = time.Time{}
 			if st.Requests != uint64(tt.requests) || st.Waits != tt.waits || st.WaitTime != tt.waitTime {
 				t.Fatalf("stats %+v, want %d requests, %d waits, %s waited", st, tt.requests, tt.waits, tt.waitTime)
 			}
@@ -121,7 +122,7 @@ func TestNilBudgetIsUnlimited(t *testing.T) {
 		t.Fatalf("nil budget: err %v, stats %+v", err, b.Stats())
 	}
 	var bs *Budgets
-	if bs.For("/x") != nil || bs.All() != nil {
+	if bs.For("/x") != nil || bs.Get("/x") != nil || bs.All() != nil {
 		t.Fatal("nil Budgets hands out budgets")
 	}
 }
@@ -129,7 +130,7 @@ func TestNilBudgetIsUnlimited(t *testing.T) {
 func TestBudgetsShareOneBudgetPerEndpoint(t *testing.T) {
 	bs := NewBudgets(10, 10, nil)
 	a, b, c := bs.For("/run/a.sock"), bs.For("/run/a.sock"), bs.For("/run/b.sock")
-	if a != b || a == c {
+	if a != b || a == c || bs.Get("/run/a.sock") != a || bs.Get("/run/c.sock") != nil {
 		t.Fatal("one endpoint must have one budget, two endpoints two")
 	}
 	all := bs.All()
