@@ -34,9 +34,11 @@ type Budget struct {
 
 // BudgetStats are a Budget's counters. They only grow.
 type BudgetStats struct {
-	// Requests is the number of requests that asked for a token.
+	// Requests is the number of requests granted: made to the engine.
+	// At any time it is at most burst + rate × (now − Since).
 	Requests uint64
-	// Waits is the number of those that had to wait for one.
+	// Waits is the number of requests that had to wait for a token,
+	// granted or given up when their context ended.
 	Waits uint64
 	// WaitTime is the total time requests waited.
 	WaitTime time.Duration
@@ -85,11 +87,11 @@ func (b *Budget) Wait(ctx context.Context) error {
 	if b == nil {
 		return nil
 	}
-	b.requests.Add(1)
 	now := b.clock.Now()
 	r := b.lim.ReserveN(now, 1)
 	d := r.DelayFrom(now)
 	if d <= 0 {
+		b.requests.Add(1)
 		return nil
 	}
 	b.waits.Add(1)
@@ -98,6 +100,7 @@ func (b *Budget) Wait(ctx context.Context) error {
 	select {
 	case <-c:
 		b.waitNanos.Add(int64(d))
+		b.requests.Add(1)
 		return nil
 	case <-ctx.Done():
 		// Give the token back for whoever comes next.
