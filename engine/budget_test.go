@@ -3,11 +3,17 @@ package engine
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // fakeClock is a Clock whose time moves only when a waiter sleeps: After
@@ -156,5 +162,44 @@ func TestTransportTakesATokenPerRequest(t *testing.T) {
 	}
 	if st := b.Stats(); st.Requests != 4 || st.Waits != 2 || st.WaitTime != 2*time.Second {
 		t.Fatalf("stats %+v, want 4 requests, 2 waits of 1s", st)
+	}
+}
+
+func TestGRPCOptionsTakeATokenPerCallAndPerStream(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "engine.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	defer func() { srv.Stop(); <-served }()
+
+	clk := &fakeClock{now: time.Unix(1_000_000, 0)}
+	b := NewBudget(sock, 1, 2, clk)
+	conn, err := DialGRPC(sock, GRPCOptions(b)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 3 {
+		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil { // the first status; the stream stays open
+		t.Fatal(err)
+	}
+	if got := b.Stats(); got.Requests != 4 || got.Waits != 2 || got.WaitTime != 2*time.Second {
+		t.Fatalf("stats %+v, want 4 requests (3 calls, 1 stream), 2 waits of 1s", got)
 	}
 }
