@@ -20,7 +20,7 @@ import (
 // testConfig is DefaultConfig with agentd's engine families.
 func testConfig() Config {
 	c := DefaultConfig()
-	c.Families = engine.Families{podman.Family(), docker.Family(), containerd.Family(), cri.Family()}
+	c.Families = engine.Families{podman.Family(nil), docker.Family(nil), containerd.Family(nil), cri.Family(nil)}
 	return c
 }
 

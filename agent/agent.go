@@ -50,7 +50,7 @@ type Options struct {
 	// Optional.
 	Status func(line string)
 	// Families are the engine families agentd discovers and watches; nil
-	// means Families().
+	// means Families with the request budgets of engines.request_budget.
 	Families engine.Families
 	// KernelLog is the kernel log the OOM detector reads; "" means /dev/kmsg
 	// (see package oom).
@@ -68,6 +68,9 @@ type Agent struct {
 	act   *activation.Manager
 	sup   *watch.Supervisor
 	start time.Time
+	// budgets are the request budgets of the engine endpoints, shared by
+	// discovery's and activation's probes and the watchers' adapters.
+	budgets *engine.Budgets
 
 	// pipe is the running telemetry pipeline, for StatusLine.
 	pipe atomic.Pointer[telemetry.Pipeline]
@@ -88,10 +91,12 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if opts.Log == nil {
 		return nil, errors.New("agent: Options.Log is required")
 	}
+	budget := cfg.Engines.RequestBudget
+	budgets := engine.NewBudgets(budget.Rate, budget.Burst, nil)
 	if opts.Families == nil {
-		opts.Families = Families()
+		opts.Families = Families(budgets)
 	}
-	a := &Agent{cfg: cfg, opts: opts, log: opts.Log, start: time.Now(),
+	a := &Agent{cfg: cfg, opts: opts, log: opts.Log, start: time.Now(), budgets: budgets,
 		problems: map[string]string{}, units: map[string]activation.SocketEngine{},
 		refilter: make(chan struct{}, 1), retelemetry: make(chan struct{}, 1)}
 	a.store = model.NewStore(opts.Log.With("part", "model"))
@@ -131,9 +136,10 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 
 // Families returns the engine families agentd knows, in the order an
 // endpoint of unknown type is probed (podman first: it also answers Docker's
-// API).
-func Families() engine.Families {
-	return engine.Families{podman.Family(), docker.Family(), containerd.Family(), cri.Family()}
+// API). Their probes and adapters take the requests they make to an
+// endpoint from its budget in budgets (nil: unlimited).
+func Families(budgets *engine.Budgets) engine.Families {
+	return engine.Families{podman.Family(budgets), docker.Family(budgets), containerd.Family(budgets), cri.Family(budgets)}
 }
 
 // Store is the agent's workload model (for tests and the status endpoint).
@@ -166,7 +172,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}, a.log.With("part", "oom"))
 	pipeOpts := telemetry.Options{
 		KernelLog: oomDet,
-		Workload:  workload{a.store},
+		Workload:  workload{s: a.store, budgets: a.budgets, sup: a.sup},
 		Events:    events.C(),
 		Sampler:   sampler,
 		Host:      a.host,
@@ -201,6 +207,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun("activation", a.act.Run)
 		goRun("socket units", func(ctx context.Context) error { return a.followUnits(ctx, units.C()) })
 	}
+	goRun("request budgets", func(ctx context.Context) error {
+		logBudgets(ctx, a.budgets, cfg.Export.Interval.Std(), a.log.With("part", "engines"))
+		return nil
+	})
 	goRun("oom", oomDet.Run)
 
 	// The first pass decides what the agent sees at start; READY follows it.
@@ -540,7 +550,14 @@ func OTLPSettings(c config.Config) telemetry.OTLPSettings {
 }
 
 // workload adapts the Store to telemetry.Workload.
-type workload struct{ s *model.Store }
+// workload is the telemetry pipeline's view of the agent: the model, and
+// what agentd asked of each engine (its endpoint's request budget, its
+// watcher's coalesced inspects).
+type workload struct {
+	s       *model.Store
+	budgets *engine.Budgets
+	sup     *watch.Supervisor
+}
 
 func (w workload) Engines() []model.Engine       { return w.s.Snapshot().Engines }
 func (w workload) Containers() []model.Container { return w.s.Snapshot().Containers }
@@ -548,4 +565,53 @@ func (w workload) Container(k model.ContainerKey) (model.Container, bool) {
 	return w.s.Container(k)
 }
 
-var _ telemetry.Workload = workload{}
+// EngineRequests returns the counters of e's request budget and watcher;
+// false for an engine agentd has not asked anything yet.
+func (w workload) EngineRequests(e model.Engine) (telemetry.RequestStats, bool) {
+	b := w.budgets.Get(e.Endpoint)
+	if b == nil {
+		return telemetry.RequestStats{}, false
+	}
+	bst := b.Stats()
+	rs := telemetry.RequestStats{Requests: bst.Requests, Waits: bst.Waits, WaitTime: bst.WaitTime, Since: bst.Since}
+	if w.sup != nil {
+		if wt, ok := w.sup.Watcher(e.ID); ok {
+			st := wt.Stats()
+			rs.Coalesced, rs.CoalescedSince = st.Coalesced, st.Since
+		}
+	}
+	return rs, true
+}
+
+// logBudgets says at DEBUG, once per interval and per engine endpoint, how
+// many requests waited for the endpoint's budget in that interval (nothing
+// when none did), until ctx ends.
+func logBudgets(ctx context.Context, budgets *engine.Budgets, interval time.Duration, log *slog.Logger) {
+	if budgets == nil || interval <= 0 {
+		return
+	}
+	last := map[string]engine.BudgetStats{}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, b := range budgets.All() {
+			st, prev := b.Stats(), last[b.Endpoint()]
+			last[b.Endpoint()] = st
+			if st.Waits == prev.Waits {
+				continue
+			}
+			log.Debug("engine requests waited for the request budget", logging.KeyEndpoint, b.Endpoint(),
+				"requests", st.Requests-prev.Requests, "waits", st.Waits-prev.Waits, "wait_time", st.WaitTime-prev.WaitTime)
+		}
+	}
+}
+
+var (
+	_ telemetry.Workload       = workload{}
+	_ telemetry.EngineRequests = workload{}
+)

@@ -17,8 +17,8 @@ import (
 // (see Diff). The zero value means nothing to do.
 type Changes struct {
 	// Rebuild names the keys whose change needs the whole agent rebuilt
-	// (its model and watchers started afresh): discovery.proc_root and
-	// activation.*.
+	// (its model and watchers started afresh): discovery.proc_root,
+	// engines.request_budget and activation.*.
 	Rebuild []string
 	// Telemetry: export.*, events.*, labels.* or the filters changed; the
 	// exporters and the pipeline are rebuilt, the events waiting for them
@@ -50,6 +50,11 @@ func Diff(old, new config.Config) Changes {
 	}
 	if old.Discovery.GracePeriod != new.Discovery.GracePeriod {
 		c.Rebuild = append(c.Rebuild, "discovery.grace_period")
+	}
+	if old.Engines != new.Engines {
+		// The families the discoverer and the watchers hold were built
+		// with the budgets.
+		c.Rebuild = append(c.Rebuild, "engines.request_budget")
 	}
 	if !reflect.DeepEqual(old.Activation, new.Activation) {
 		c.Rebuild = append(c.Rebuild, "activation")

@@ -24,6 +24,7 @@ type Config struct {
 	Export     Export     `yaml:"export"`
 	Events     Events     `yaml:"events"`
 	Discovery  Discovery  `yaml:"discovery"`
+	Engines    Engines    `yaml:"engines"`
 	Host       Host       `yaml:"host"`
 	Activation Activation `yaml:"activation"`
 	Labels     Labels     `yaml:"labels"`
@@ -157,6 +158,27 @@ type Discovery struct {
 	GracePeriod Duration `yaml:"grace_period"`
 }
 
+// Engines configures how agentd treats the engines it talks to.
+type Engines struct {
+	// RequestBudget bounds the requests agentd makes to each engine
+	// endpoint, whoever makes them (watcher, discovery and activation
+	// probes, stats fallback).
+	RequestBudget RequestBudget `yaml:"request_budget"`
+}
+
+// RequestBudget is engines.request_budget: a token bucket per engine
+// endpoint.
+type RequestBudget struct {
+	// Rate is the sustained number of requests per second; 0 is unlimited.
+	Rate float64 `yaml:"rate"`
+	// Burst is how many requests may go at once after a quiet spell (at
+	// least 1 when Rate is set).
+	Burst int `yaml:"burst"`
+}
+
+// MaxRequestRate bounds engines.request_budget.rate and .burst.
+const MaxRequestRate = 1_000_000
+
 // Host says where agentd finds the host it watches: its own root unless it
 // runs in a container, where the host's /proc and cgroup tree are mounted
 // elsewhere (read-only, e.g. under /host).
@@ -257,6 +279,7 @@ func Default() Config {
 		Export:    Export{Interval: Duration(10 * time.Second), QueueSize: DefaultQueueSize},
 		Events:    Events{FlushInterval: Duration(100 * time.Millisecond)},
 		Discovery: Discovery{Interval: Duration(5 * time.Second), ProcRoot: "/proc", GracePeriod: Duration(5 * time.Minute)},
+		Engines:   Engines{RequestBudget: RequestBudget{Rate: 50, Burst: 100}},
 		Host:      Host{Cgroup: "/sys/fs/cgroup"},
 		Activation: Activation{
 			Enabled: true,
@@ -369,6 +392,12 @@ func (c Config) Validate() error {
 	}
 	if g := c.Discovery.GracePeriod.Std(); g <= c.Discovery.Interval.Std() || g > 24*time.Hour {
 		bad("discovery.grace_period", g, "must be longer than discovery.interval and at most 24h")
+	}
+	if r := c.Engines.RequestBudget.Rate; !(r >= 0 && r <= MaxRequestRate) {
+		bad("engines.request_budget.rate", r, fmt.Sprintf("must be between 0 (unlimited) and %d requests per second", MaxRequestRate))
+	}
+	if b := c.Engines.RequestBudget.Burst; b < 0 || b > MaxRequestRate || (b < 1 && c.Engines.RequestBudget.Rate > 0) {
+		bad("engines.request_budget.burst", b, fmt.Sprintf("must be between 1 and %d requests", MaxRequestRate))
 	}
 	if c.Discovery.ProcRoot == "" || !filepath.IsAbs(c.Discovery.ProcRoot) {
 		bad("discovery.proc_root", c.Discovery.ProcRoot, "must be an absolute path")

@@ -80,6 +80,26 @@ func TestParse(t *testing.T) {
 		{name: "a relative export queue directory is refused", yaml: "export:\n  queue_dir: queue\n", wantErr: []string{"export.queue_dir", "absolute"}},
 		{name: "a relative proc root is refused", yaml: "discovery:\n  proc_root: proc\n", wantErr: []string{"discovery.proc_root"}},
 		{name: "a relative host proc is refused", yaml: "host:\n  proc: host/proc\n", wantErr: []string{"host.proc", "host/proc"}},
+		{name: "the request budget defaults to 50 per second with bursts of 100", yaml: "", check: func(t *testing.T, c Config) {
+			if c.Engines.RequestBudget != (RequestBudget{Rate: 50, Burst: 100}) {
+				t.Errorf("request budget = %+v", c.Engines.RequestBudget)
+			}
+		}},
+		{name: "the request budget is read", yaml: "engines:\n  request_budget:\n    rate: 2.5\n    burst: 5\n", check: func(t *testing.T, c Config) {
+			if c.Engines.RequestBudget != (RequestBudget{Rate: 2.5, Burst: 5}) {
+				t.Errorf("request budget = %+v", c.Engines.RequestBudget)
+			}
+		}},
+		{name: "a request rate of 0 is unlimited and needs no burst", yaml: "engines:\n  request_budget:\n    rate: 0\n    burst: 0\n", check: func(t *testing.T, c Config) {
+			if c.Engines.RequestBudget != (RequestBudget{}) {
+				t.Errorf("request budget = %+v", c.Engines.RequestBudget)
+			}
+		}},
+		{name: "a negative request rate names file, line, key and value", yaml: "engines:\n  request_budget:\n    rate: -1\n", wantErr: []string{"agentd.yaml:3", "engines.request_budget.rate", "-1"}},
+		{name: "a request rate that is not a number names the line", yaml: "engines:\n  request_budget:\n    rate: fast\n", wantErr: []string{"line 3", "fast"}},
+		{name: "a request rate without a burst is refused", yaml: "engines:\n  request_budget:\n    rate: 10\n    burst: 0\n", wantErr: []string{"agentd.yaml:4", "engines.request_budget.burst", "0", "between 1 and"}},
+		{name: "a too large burst is refused", yaml: "engines:\n  request_budget:\n    burst: 2000000\n", wantErr: []string{"engines.request_budget.burst", "2000000"}},
+		{name: "an unknown key under engines names it", yaml: "engines:\n  request_budgit: {}\n", wantErr: []string{"line 2", "request_budgit"}},
 		{name: "a relative host cgroup root is refused", yaml: "host:\n  cgroup: sys/fs/cgroup\n", wantErr: []string{"host.cgroup", "sys/fs/cgroup"}},
 	}
 	for _, tt := range tests {
@@ -131,4 +151,28 @@ func TestLoad(t *testing.T) {
 			t.Fatalf("Load = %+v, %v", c, err)
 		}
 	})
+}
+
+// The packaging test compares the whole shipped file with the defaults; this
+// one checks the request budget's entry from here, where the tests are quick.
+func TestShippedFileDocumentsTheRequestBudget(t *testing.T) {
+	data, err := os.ReadFile("../packaging/agentd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := strings.Cut(string(data), "\n\n") // the header is prose
+	var b strings.Builder
+	for _, line := range strings.Split(body, "\n") {
+		b.WriteString(strings.TrimPrefix(strings.TrimPrefix(line, "# "), "#") + "\n")
+	}
+	cfg, err := Parse("uncommented.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.IsSet("engines.request_budget.rate") || !cfg.IsSet("engines.request_budget.burst") {
+		t.Fatal("the shipped file does not show engines.request_budget")
+	}
+	if cfg.Engines != Default().Engines {
+		t.Fatalf("shipped engines = %+v, defaults %+v", cfg.Engines, Default().Engines)
+	}
 }

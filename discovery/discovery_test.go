@@ -547,7 +547,7 @@ func TestOnlyAPodmanServiceIsACandidate(t *testing.T) {
 		procs = append(procs, fakeProc{pid: 10 + i, ppid: 1, comm: "podman", start: 4, cmdline: tt.cmd})
 	}
 	writeFakeProc(t, root, procs)
-	d, err := New(Config{ProcRoot: root}, engine.Families{podman.Family()}, nil, nil)
+	d, err := New(Config{ProcRoot: root}, engine.Families{podman.Family(nil)}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

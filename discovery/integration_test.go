@@ -27,7 +27,7 @@ import (
 // realFamilies is agentd's list of engine families, in its order (package
 // agent's Families, which imports this package).
 func realFamilies() engine.Families {
-	return engine.Families{podman.Family(), docker.Family(), containerd.Family(), cri.Family()}
+	return engine.Families{podman.Family(nil), docker.Family(nil), containerd.Family(nil), cri.Family(nil)}
 }
 
 // watchUntilListed gives discovery the model it places nested engines by, as

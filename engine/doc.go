@@ -2,7 +2,11 @@
 // knows: what an engine family package provides (Family: process names,
 // probe, watcher adapter, socket-unit names) and what a watcher's Adapter and
 // Stream promise, with the helpers the families share (image references,
-// timestamps, bounded inspection).
+// timestamps, bounded inspection), and the request budget of each engine
+// endpoint (Budget, Budgets): a token bucket every connection to the endpoint
+// draws on, through an HTTP transport (Transport) or gRPC interceptors
+// (GRPCOptions), so that the probes, the watcher and the stats fallback of one
+// endpoint together keep to engines.request_budget.
 //
 // Each family lives in a package of its own below this one (docker, podman,
 // containerd, cri) and owns everything agentd knows about that engine: how

@@ -52,6 +52,14 @@ type ForeignEvents interface {
 	ForeignEvents() bool
 }
 
+// InspectConcurrency is implemented by an Adapter whose List inspects
+// containers one by one (Docker, podman): the watcher sets how many of those
+// inspects may be in flight (watch.Options.InspectConcurrency). Called before
+// the adapter's first List, not concurrently with it.
+type InspectConcurrency interface {
+	SetInspectConcurrency(n int)
+}
+
 // Stream is an open event subscription.
 type Stream interface {
 	// Next blocks until the next change, ctx ends, or the stream fails. An error

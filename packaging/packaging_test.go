@@ -59,7 +59,7 @@ func TestDefaultConfigShowsTheBuiltInDefaults(t *testing.T) {
 		}
 		want := config.Default()
 		// Empty lists and maps decode as empty, not nil: compare what has a value.
-		if cfg.Export.Interval != want.Export.Interval || cfg.Events != want.Events || cfg.Discovery != want.Discovery ||
+		if cfg.Export.Interval != want.Export.Interval || cfg.Events != want.Events || cfg.Discovery != want.Discovery || cfg.Engines != want.Engines ||
 			cfg.Activation.Enabled != want.Activation.Enabled || len(cfg.Activation.SocketSuffixes) != len(want.Activation.SocketSuffixes) ||
 			cfg.Status != want.Status || cfg.Log != want.Log || cfg.Export.Endpoint != want.Export.Endpoint ||
 			cfg.Export.Insecure != want.Export.Insecure || cfg.Export.Compression != want.Export.Compression ||

@@ -190,6 +190,8 @@ type sampled struct {
 type engineCount struct {
 	engine *model.Engine
 	counts map[model.ContainerState]int64
+	// requests, when known, are the requests agentd made to the engine.
+	requests *RequestStats
 }
 
 // build returns the batch of one round. Entries of earlier rounds that are
@@ -382,6 +384,14 @@ func (b *builder) engineMetrics(st *engineState, ec *engineCount, now time.Time)
 		up = 1
 	}
 	gaugeOf(o.int(mEngineUp, 1), up, now)
+	if r := ec.requests; r != nil {
+		sumOf(o.int(mEngineRequests, 1), int64(r.Requests), r.Since, now)
+		sumOf(o.int(mEngineRequestWaits, 1), int64(r.Waits), r.Since, now)
+		sumOf(o.float(mEngineRequestWaitTime, 1), r.WaitTime.Seconds(), r.Since, now)
+		if !r.CoalescedSince.IsZero() {
+			sumOf(o.int(mEngineRequestsCoalesced, 1), int64(r.Coalesced), r.CoalescedSince, now)
+		}
+	}
 	o.scope[0] = metricdata.ScopeMetrics{Scope: b.scope, Metrics: o.ms}
 	o.rm = metricdata.ResourceMetrics{Resource: st.res, ScopeMetrics: o.scope[:]}
 	return &o.rm

@@ -40,6 +40,15 @@ func (w *dockerWorkload) Container(k model.ContainerKey) (model.Container, bool)
 	}
 	return model.Container{}, false
 }
+
+// EngineRequests reports counters as agentd's wiring does from the
+// engine's request budget and watcher (TestEngineRequestMetrics checks their
+// values; here they only have to reach the collector).
+func (w *dockerWorkload) EngineRequests(model.Engine) (RequestStats, bool) {
+	since := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	return RequestStats{Requests: 12, Waits: 2, WaitTime: time.Second, Since: since, Coalesced: 3, CoalescedSince: since}, true
+}
+
 func (w *dockerWorkload) set(cs []model.Container) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

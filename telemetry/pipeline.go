@@ -28,6 +28,30 @@ type Workload interface {
 	Container(k model.ContainerKey) (model.Container, bool)
 }
 
+// EngineRequests is implemented by a Workload that knows what agentd asked
+// of each engine; the pipeline then exports agentd.engine.requests and the
+// metrics that go with it on the engine's resource.
+type EngineRequests interface {
+	// EngineRequests returns engine e's counters; false when there are
+	// none (yet).
+	EngineRequests(e model.Engine) (RequestStats, bool)
+}
+
+// RequestStats are the counters of the requests agentd made to one engine.
+// They only grow, each pair from its Since.
+type RequestStats struct {
+	// Requests and Waits count the requests to the engine's endpoint and
+	// those that waited for its request budget; WaitTime is how long they
+	// waited. Counted since Since.
+	Requests, Waits uint64
+	WaitTime        time.Duration
+	Since           time.Time
+	// Coalesced counts the inspects the engine's watcher saved, since
+	// CoalescedSince.
+	Coalesced      uint64
+	CoalescedSince time.Time
+}
+
 // dieHold is how long, at most, the die of a container killed by SIGKILL
 // (exit code 137) without an OOM flag waits for the OOM detector, which reads
 // the kernel log, to mark it: the kernel logs the kill as it sends the signal,
@@ -329,6 +353,11 @@ func (p *Pipeline) round(ctx context.Context, b *builder, samples []stats.Stats)
 	for i := range engines {
 		byID[engines[i].ID] = &engines[i]
 		counts[i] = engineCount{engine: &engines[i], counts: make(map[model.ContainerState]int64, len(engineStates))}
+		if er, ok := p.opts.Workload.(EngineRequests); ok {
+			if rs, ok := er.EngineRequests(engines[i]); ok {
+				counts[i].requests = &rs
+			}
+		}
 	}
 	running := make([]model.Container, 0, len(all))
 	var idle []model.Container // kept, not running: state, restarts and health only

@@ -98,6 +98,10 @@ const (
 	mHealth
 	mEngineContainers
 	mEngineUp
+	mEngineRequests
+	mEngineRequestWaits
+	mEngineRequestWaitTime
+	mEngineRequestsCoalesced
 	mExportDropped
 	mExportQueueSize
 	numMetrics
@@ -117,32 +121,36 @@ const attrsStall = "agentd.pressure.stall_type (some, full)"
 // for additive values that go down. container.cpu.usage is a double (CPUs in
 // use, 0.5 = half a core), as the conventions' model says.
 var Metrics = [numMetrics]Metric{
-	mCPUTime:             {"container.cpu.time", "s", Counter, Float, "CPU time consumed by the container, by mode.", "cpu.mode (user, system)", "container"},
-	mCPUUsage:            {"container.cpu.usage", "{cpu}", Gauge, Float, "CPUs in use by the container, averaged since the previous sample.", "", "container"},
-	mCPUPeriods:          {"agentd.container.cpu.periods", "{period}", Counter, Int, "CFS enforcement periods that elapsed while the container had runnable tasks; absent without a CPU quota.", "", "container"},
-	mCPUThrottledPeriods: {"agentd.container.cpu.throttled_periods", "{period}", Counter, Int, "Periods in which the container used up its CPU quota and was throttled; throttled_periods / periods is the throttled ratio.", "", "container"},
-	mCPUThrottledTime:    {"agentd.container.cpu.throttled_time", "s", Counter, Float, "Time the container's tasks were throttled by its CPU quota.", "", "container"},
-	mCPUPressure:         {"agentd.container.cpu.pressure.stall_time", "s", Counter, Float, "Time some (or all) of the container's runnable tasks waited for a CPU (PSI).", attrsStall, "container"},
-	mMemoryUsage:         {"container.memory.usage", "By", UpDownCounter, Int, "Memory charged to the container's cgroup, page cache included.", "", "container"},
-	mMemoryRSS:           {"container.memory.rss", "By", UpDownCounter, Int, "Anonymous memory of the container (cgroup v1 total_rss, v2 anon).", "", "container"},
-	mMemoryWorkingSet:    {"container.memory.working_set", "By", UpDownCounter, Int, "Memory usage minus inactive file cache: what the kernel cannot easily reclaim.", "", "container"},
-	mMemoryAvailable:     {"container.memory.available", "By", UpDownCounter, Int, "Memory limit minus working set: what the container can still use before the OOM killer acts; absent without a limit.", "", "container"},
-	mMemoryLimit:         {"container.memory.limit", "By", UpDownCounter, Int, "Memory limit of the container; absent when it has none.", "", "container"},
-	mPagingFaults:        {"container.paging.faults", "{fault}", Counter, Int, "Page faults of the container's processes, by type (minor: pgfault − pgmajfault).", "system.paging.fault.type (major, minor)", "container"},
-	mOOMKills:            {"agentd.container.oom_kills", "{process}", Counter, Int, "Processes of the container the OOM killer killed, counted by the kernel in its cgroup (also those that did not end the container).", "", "container"},
-	mMemoryPressure:      {"agentd.container.memory.pressure.stall_time", "s", Counter, Float, "Time some (or all) of the container's tasks were stalled on memory: reclaim, refaults, swap-in (PSI).", attrsStall, "container"},
-	mDiskIO:              {"container.disk.io", "By", Counter, Int, "Bytes read from and written to block devices by the container, by device.", "disk.io.direction (read, write), system.device", "container"},
-	mIOPressure:          {"agentd.container.io.pressure.stall_time", "s", Counter, Float, "Time some (or all) of the container's tasks waited for block I/O (PSI).", attrsStall, "container"},
-	mNetworkIO:           {"container.network.io", "By", Counter, Int, "Bytes received and transmitted on the container's network interfaces, loopback excluded.", "network.io.direction (receive, transmit), network.interface.name", "container"},
-	mPidsCount:           {"container.pids.count", "{process}", UpDownCounter, Int, "Processes and threads in the container's cgroup.", "", "container"},
-	mUptime:              {"container.uptime", "s", Gauge, Float, "Time since the container started.", "", "container"},
-	mRestarts:            {"agentd.container.restarts", "{restart}", Counter, Int, "Times the engine restarted the container by its restart policy, since it was created (Docker and podman count them).", "", "container"},
-	mState:               {"agentd.container.state", "1", Gauge, Int, "1 for the container's state; exported for every container the engine reports, running or not.", "agentd.container.state (created, running, paused, exited, unknown)", "container"},
-	mHealth:              {"agentd.container.health", "1", Gauge, Int, "1 for the container's health check status; absent without a health check.", "agentd.container.health.status (starting, healthy, unhealthy)", "container"},
-	mEngineContainers:    {"agentd.engine.containers", "{container}", Gauge, Int, "Containers the engine manages, by state.", "agentd.container.state (created, running, paused, exited, unknown)", "engine"},
-	mEngineUp:            {"agentd.engine.up", "1", Gauge, Int, "1 when agentd is connected to the engine, else 0.", "", "engine"},
-	mExportDropped:       {"agentd.export.dropped", "{request}", Counter, Int, "Export requests agentd dropped: did not fit in the export queue (queue_full), refused for good by the collector (rejected), still queued in memory at shutdown (shutdown), unreadable in the disk queue (corrupt).", "agentd.export.signal (metrics, events), agentd.export.reason (queue_full, rejected, shutdown, corrupt)", "agent"},
-	mExportQueueSize:     {"agentd.export.queue.size", "By", Gauge, Int, "Bytes of encoded export requests waiting in the export queue.", "", "agent"},
+	mCPUTime:                 {"container.cpu.time", "s", Counter, Float, "CPU time consumed by the container, by mode.", "cpu.mode (user, system)", "container"},
+	mCPUUsage:                {"container.cpu.usage", "{cpu}", Gauge, Float, "CPUs in use by the container, averaged since the previous sample.", "", "container"},
+	mCPUPeriods:              {"agentd.container.cpu.periods", "{period}", Counter, Int, "CFS enforcement periods that elapsed while the container had runnable tasks; absent without a CPU quota.", "", "container"},
+	mCPUThrottledPeriods:     {"agentd.container.cpu.throttled_periods", "{period}", Counter, Int, "Periods in which the container used up its CPU quota and was throttled; throttled_periods / periods is the throttled ratio.", "", "container"},
+	mCPUThrottledTime:        {"agentd.container.cpu.throttled_time", "s", Counter, Float, "Time the container's tasks were throttled by its CPU quota.", "", "container"},
+	mCPUPressure:             {"agentd.container.cpu.pressure.stall_time", "s", Counter, Float, "Time some (or all) of the container's runnable tasks waited for a CPU (PSI).", attrsStall, "container"},
+	mMemoryUsage:             {"container.memory.usage", "By", UpDownCounter, Int, "Memory charged to the container's cgroup, page cache included.", "", "container"},
+	mMemoryRSS:               {"container.memory.rss", "By", UpDownCounter, Int, "Anonymous memory of the container (cgroup v1 total_rss, v2 anon).", "", "container"},
+	mMemoryWorkingSet:        {"container.memory.working_set", "By", UpDownCounter, Int, "Memory usage minus inactive file cache: what the kernel cannot easily reclaim.", "", "container"},
+	mMemoryAvailable:         {"container.memory.available", "By", UpDownCounter, Int, "Memory limit minus working set: what the container can still use before the OOM killer acts; absent without a limit.", "", "container"},
+	mMemoryLimit:             {"container.memory.limit", "By", UpDownCounter, Int, "Memory limit of the container; absent when it has none.", "", "container"},
+	mPagingFaults:            {"container.paging.faults", "{fault}", Counter, Int, "Page faults of the container's processes, by type (minor: pgfault − pgmajfault).", "system.paging.fault.type (major, minor)", "container"},
+	mOOMKills:                {"agentd.container.oom_kills", "{process}", Counter, Int, "Processes of the container the OOM killer killed, counted by the kernel in its cgroup (also those that did not end the container).", "", "container"},
+	mMemoryPressure:          {"agentd.container.memory.pressure.stall_time", "s", Counter, Float, "Time some (or all) of the container's tasks were stalled on memory: reclaim, refaults, swap-in (PSI).", attrsStall, "container"},
+	mDiskIO:                  {"container.disk.io", "By", Counter, Int, "Bytes read from and written to block devices by the container, by device.", "disk.io.direction (read, write), system.device", "container"},
+	mIOPressure:              {"agentd.container.io.pressure.stall_time", "s", Counter, Float, "Time some (or all) of the container's tasks waited for block I/O (PSI).", attrsStall, "container"},
+	mNetworkIO:               {"container.network.io", "By", Counter, Int, "Bytes received and transmitted on the container's network interfaces, loopback excluded.", "network.io.direction (receive, transmit), network.interface.name", "container"},
+	mPidsCount:               {"container.pids.count", "{process}", UpDownCounter, Int, "Processes and threads in the container's cgroup.", "", "container"},
+	mUptime:                  {"container.uptime", "s", Gauge, Float, "Time since the container started.", "", "container"},
+	mRestarts:                {"agentd.container.restarts", "{restart}", Counter, Int, "Times the engine restarted the container by its restart policy, since it was created (Docker and podman count them).", "", "container"},
+	mState:                   {"agentd.container.state", "1", Gauge, Int, "1 for the container's state; exported for every container the engine reports, running or not.", "agentd.container.state (created, running, paused, exited, unknown)", "container"},
+	mHealth:                  {"agentd.container.health", "1", Gauge, Int, "1 for the container's health check status; absent without a health check.", "agentd.container.health.status (starting, healthy, unhealthy)", "container"},
+	mEngineContainers:        {"agentd.engine.containers", "{container}", Gauge, Int, "Containers the engine manages, by state.", "agentd.container.state (created, running, paused, exited, unknown)", "engine"},
+	mEngineUp:                {"agentd.engine.up", "1", Gauge, Int, "1 when agentd is connected to the engine, else 0.", "", "engine"},
+	mEngineRequests:          {"agentd.engine.requests", "{request}", Counter, Int, "Requests agentd made to the engine's endpoint: watcher, discovery and activation probes, stats fallback; an event stream counts once, when opened. Engines on one socket (containerd and its CRI plugin) share one request budget and report the same counts.", "", "engine"},
+	mEngineRequestWaits:      {"agentd.engine.request.waits", "{request}", Counter, Int, "Requests that waited for the engine endpoint's request budget (engines.request_budget).", "", "engine"},
+	mEngineRequestWaitTime:   {"agentd.engine.request.wait_time", "s", Counter, Float, "Time requests waited for the engine endpoint's request budget.", "", "engine"},
+	mEngineRequestsCoalesced: {"agentd.engine.requests.coalesced", "{request}", Counter, Int, "Inspects the watcher saved: events of one container that arrived together were served by one inspect.", "", "engine"},
+	mExportDropped:           {"agentd.export.dropped", "{request}", Counter, Int, "Export requests agentd dropped: did not fit in the export queue (queue_full), refused for good by the collector (rejected), still queued in memory at shutdown (shutdown), unreadable in the disk queue (corrupt).", "agentd.export.signal (metrics, events), agentd.export.reason (queue_full, rejected, shutdown, corrupt)", "agent"},
+	mExportQueueSize:         {"agentd.export.queue.size", "By", Gauge, Int, "Bytes of encoded export requests waiting in the export queue.", "", "agent"},
 }
 
 // Event declares one exported event (an OTLP log record with EventName).

@@ -5,9 +5,11 @@
 // engine.Adapter that the engine's family builds (package engine and its
 // docker, podman, containerd and cri packages): it subscribes to the engine's events first,
 // then lists the containers and reconciles the model with the list, so that no
-// change between the list and the events is lost; then it applies each event,
-// inspecting the container where the event alone is not enough, and emits
-// normalised lifecycle events (model.Event). When the engine goes away it
+// change between the list and the events is lost; then it applies the events
+// in short batches, in order, inspecting each container concerned once per
+// batch where the events alone are not enough (a burst of one container's
+// events costs one request of the engine's budget), and emits normalised
+// lifecycle events (model.Event). When the engine goes away it
 // reconnects with capped exponential backoff and resyncs by listing again,
 // emitting exactly the transitions it missed.
 //

@@ -222,5 +222,5 @@ func (h *harness) labelled() []string {
 // testFamilies is agentd's list of engine families (agent.Families, which
 // watch's tests cannot import).
 func testFamilies() engine.Families {
-	return engine.Families{podman.Family(), docker.Family(), containerd.Family(), cri.Family()}
+	return engine.Families{podman.Family(nil), docker.Family(nil), containerd.Family(nil), cri.Family(nil)}
 }

@@ -24,8 +24,17 @@ type Options struct {
 	ProcRoot string
 	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 250ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
-	// InspectConcurrency bounds concurrent Inspect calls during a list (default 8).
+	// InspectConcurrency bounds concurrent Inspect calls during a list
+	// (through engine.InspectConcurrency, for adapters whose List inspects)
+	// and while the inspects of a batch of events are made (default 8).
 	InspectConcurrency int
+	// CoalesceWindow is how long the watcher gathers events after the first
+	// one before it applies them together: the events of one container in
+	// a batch cost one inspect, and those queued while an inspect waited
+	// for the engine's request budget join the next batch (default 10 ms;
+	// negative: no wait, only the events already queued are gathered).
+	// Events keep their order; none is dropped.
+	CoalesceWindow time.Duration
 	// CallTimeout bounds every call a watcher makes to its engine (subscribe,
 	// list, inspect; not the wait for the next event, which may rightly be
 	// long) so that an engine that accepts and never answers cannot wedge the
@@ -49,6 +58,9 @@ func (o Options) withDefaults() Options {
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = 60 * time.Second
 	}
+	if o.CoalesceWindow == 0 {
+		o.CoalesceWindow = 10 * time.Millisecond
+	}
 	return o
 }
 
@@ -66,6 +78,12 @@ type Stats struct {
 	// Syncs is the number of completed list reconciliations (1 after the
 	// initial list, +1 per resync).
 	Syncs uint64
+	// Coalesced is the number of events that needed a look at their
+	// container and got it without an inspect of their own, from the
+	// batch they came in (see Options.CoalesceWindow).
+	Coalesced uint64
+	// Since is when the watcher was made and its counters started.
+	Since time.Time
 }
 
 // Watcher keeps one engine's containers in the Store and emits their lifecycle
@@ -85,8 +103,13 @@ type Watcher struct {
 	// down is the engine being unreachable, as the journal tells it: once
 	// when it starts, once a minute while it lasts, once when it ends.
 	down *logging.Problem
+	// created is when the counters started.
+	created time.Time
 
-	events, malformed, ignored, reconnects, syncs atomic.Uint64
+	events, malformed, ignored, reconnects, syncs, coalesced atomic.Uint64
+	// pending counts the stream's results read but not yet handled (tests
+	// wait for it to be 0).
+	pending atomic.Int64
 }
 
 // NewWatcher returns a Watcher of engine e that talks to it through a,
@@ -96,6 +119,9 @@ func NewWatcher(e model.Engine, a engine.Adapter, store *model.Store, opts Optio
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if ic, ok := a.(engine.InspectConcurrency); ok {
+		ic.SetInspectConcurrency(opts.InspectConcurrency)
+	}
 	return &Watcher{
 		engine:    e,
 		adapter:   a,
@@ -104,6 +130,7 @@ func NewWatcher(e model.Engine, a engine.Adapter, store *model.Store, opts Optio
 		log:       log.With(e.LogAttrs()...),
 		enginePID: e.PID,
 		wake:      make(chan struct{}, 1),
+		created:   time.Now(),
 	}
 }
 
@@ -132,6 +159,8 @@ func (w *Watcher) Stats() Stats {
 		Ignored:    w.ignored.Load(),
 		Reconnects: w.reconnects.Load(),
 		Syncs:      w.syncs.Load(),
+		Coalesced:  w.coalesced.Load(),
+		Since:      w.created,
 	}
 }
 
@@ -208,31 +237,224 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 	w.store.SetConnected(w.engine.ID, true)
 	w.down.OK()
 	w.syncs.Add(1)
+
+	// A reader goroutine, owned by the session, feeds the stream's events
+	// to batches. It ends with the session: cancelling the session's
+	// context also ends the stream's call (it was opened with it), so a
+	// Next blocked on the engine returns.
+	nexts := make(chan next, maxBatch)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel(nil)
+		wg.Wait()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			ch, err := st.Next(ctx)
+			w.pending.Add(1)
+			select {
+			case nexts <- next{ch, err}:
+			case <-ctx.Done():
+				w.pending.Add(-1)
+				return
+			}
+			if err != nil && !errors.Is(err, engine.ErrIgnored) && !errors.Is(err, engine.ErrMalformed) {
+				return
+			}
+		}
+	}()
+	var batch []engine.Change
 	for {
-		ch, err := st.Next(ctx)
+		var end error
+		var n int
+		batch, n, end = w.gather(ctx, nexts, batch[:0], good)
+		w.applyBatch(ctx, batch)
+		w.pending.Add(-int64(n))
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if end != nil {
+			return end
+		}
+	}
+}
+
+// next is one result of Stream.Next.
+type next struct {
+	ch  engine.Change
+	err error
+}
+
+// maxBatch bounds the events applied together.
+const maxBatch = 256
+
+// gather receives the stream's results into batch: it blocks for the first
+// event, then takes what arrives within Options.CoalesceWindow (what is
+// already queued when the window is negative), at most maxBatch events.
+// Ignored and malformed events are counted, not batched. end is the error
+// that ended the stream (or ctx's); the events before it are in batch. n is
+// the number of results received.
+func (w *Watcher) gather(ctx context.Context, nexts <-chan next, batch []engine.Change, good func()) (_ []engine.Change, n int, end error) {
+	var window <-chan time.Time
+	for ; len(batch) < maxBatch; n++ {
+		var nx next
 		switch {
-		case err == nil:
-		case errors.Is(err, engine.ErrIgnored):
+		case len(batch) == 0:
+			select {
+			case nx = <-nexts:
+			case <-ctx.Done():
+				return batch, n, ctx.Err()
+			}
+		case window == nil:
+			select {
+			case nx = <-nexts:
+			default:
+				return batch, n, nil
+			}
+		default:
+			select {
+			case nx = <-nexts:
+			case <-window:
+				return batch, n, nil
+			case <-ctx.Done():
+				return batch, n, ctx.Err()
+			}
+		}
+		switch {
+		case nx.err == nil:
+		case errors.Is(nx.err, engine.ErrIgnored):
 			w.ignored.Add(1)
 			good()
 			continue
-		case errors.Is(err, engine.ErrMalformed):
+		case errors.Is(nx.err, engine.ErrMalformed):
 			w.malformed.Add(1)
-			w.log.Warn("skipping malformed engine event", logging.Err(err))
+			w.log.Warn("skipping malformed engine event", logging.Err(nx.err))
 			continue
 		default:
-			return err
+			return batch, n + 1, nx.err
 		}
 		w.events.Add(1)
 		good()
-		if err := w.apply(ctx, ch); err != nil {
+		batch = append(batch, nx.ch)
+		if len(batch) == 1 && w.opts.CoalesceWindow > 0 {
+			t := time.NewTimer(w.opts.CoalesceWindow)
+			defer t.Stop()
+			window = t.C
+		}
+	}
+	return batch, n, nil
+}
+
+// looked is a container as an inspect saw it, shared by the events of one
+// batch.
+type looked struct {
+	c    model.Container
+	err  error
+	used bool
+}
+
+// applyBatch applies a batch of changes in their order. Each container
+// concerned is inspected once for the whole batch, the inspects of
+// different containers in parallel (at most Options.InspectConcurrency):
+// the inspection serves the container's last event of the batch (and its
+// first if the model does not know it yet), while its earlier events build
+// on the model's state, as the event alone says what changed. So a burst of
+// events costs one inspect per container, and every event is applied: an
+// inspect that fails falls back on the model's state, as apply does.
+func (w *Watcher) applyBatch(ctx context.Context, batch []engine.Change) {
+	if len(batch) == 0 {
+		return
+	}
+	last := make(map[model.ContainerKey]int, len(batch))
+	for i, ch := range batch {
+		if ch.Type != model.EventDestroy {
+			last[w.key(ch.Namespace, ch.ContainerID)] = i
+		}
+	}
+	seen := make(map[model.ContainerKey]*looked, len(last))
+	if len(batch) > 1 {
+		w.prefetch(ctx, batch, last, seen)
+	}
+	for i, ch := range batch {
+		k := w.key(ch.Namespace, ch.ContainerID)
+		look := func(ctx context.Context, ch engine.Change) (model.Container, error) {
+			if cur, known := w.store.Container(k); known && last[k] != i {
+				w.coalesced.Add(1)
+				return cur, nil
+			}
+			if l, ok := seen[k]; ok {
+				if l.used {
+					w.coalesced.Add(1)
+				}
+				l.used = true
+				return l.c, l.err
+			}
+			c, err := w.inspect(ctx, ch)
+			seen[k] = &looked{c: c, err: err, used: true}
+			return c, err
+		}
+		if err := w.applyWith(ctx, ch, look); err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return
 			}
 			w.malformed.Add(1)
 			w.log.Warn("skipping engine event", "event", string(ch.Type), logging.KeyContainerID, ch.ContainerID, logging.Err(err))
 		}
 	}
+}
+
+// prefetch inspects, in parallel, every container of the batch that one of
+// its events will look at as the model stands now (apply skips events the
+// model already reflects), and records the results in seen.
+func (w *Watcher) prefetch(ctx context.Context, batch []engine.Change, last map[model.ContainerKey]int, seen map[model.ContainerKey]*looked) {
+	type job struct {
+		k  model.ContainerKey
+		ch engine.Change
+		l  *looked
+	}
+	var jobs []job
+	for _, ch := range batch {
+		if ch.ContainerID == "" || ch.Type == model.EventDestroy {
+			continue
+		}
+		k := w.key(ch.Namespace, ch.ContainerID)
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		cur, known := w.store.Container(k)
+		if known && (ch.Type == model.EventCreate || stale(ch, cur) || dieSaysAll(batch[last[k]], known)) {
+			continue
+		}
+		l := &looked{}
+		seen[k] = l
+		jobs = append(jobs, job{k: k, ch: batch[last[k]], l: l})
+	}
+	sem := make(chan struct{}, w.opts.InspectConcurrency)
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			j.l.err = ctx.Err()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			j.l.c, j.l.err = w.inspect(ctx, j.ch)
+		}()
+	}
+	wg.Wait()
+}
+
+// dieSaysAll reports whether ch is a die that carries all it changes (the
+// exit code, the time) for a container the model knows: it needs no inspect,
+// one request less per lifecycle on a busy engine.
+func dieSaysAll(ch engine.Change, known bool) bool {
+	return known && ch.Type == model.EventDie && ch.ExitCode != nil
 }
 
 // errCallTimeout is the cause of a call to the engine that took longer than
@@ -432,6 +654,12 @@ func (w *Watcher) inspect(ctx context.Context, ch engine.Change) (model.Containe
 // The model's state follows the event, not the inspection (which may be ahead
 // of the stream), so every later event still finds its transition.
 func (w *Watcher) apply(ctx context.Context, ch engine.Change) error {
+	return w.applyWith(ctx, ch, w.inspect)
+}
+
+// applyWith is apply, looking at the container through look (an inspect, or
+// what a batch already knows of it).
+func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(context.Context, engine.Change) (model.Container, error)) error {
 	if ch.ContainerID == "" {
 		return errors.New("change without a container ID")
 	}
@@ -460,13 +688,10 @@ func (w *Watcher) apply(ctx context.Context, ch engine.Change) error {
 	}
 	var c model.Container
 	var err error
-	if known && ch.Type == model.EventDie && ch.ExitCode != nil {
-		// The event carries all that a die changes (the exit code, the
-		// time): a known container needs no inspect, one request less per
-		// lifecycle on a busy engine.
+	if dieSaysAll(ch, known) {
 		c = cur
 	} else {
-		c, err = w.inspect(ctx, ch)
+		c, err = look(ctx, ch)
 	}
 	switch {
 	case err == nil:
@@ -496,6 +721,12 @@ func (w *Watcher) apply(ctx context.Context, ch engine.Change) error {
 		w.log.Debug("inspect after event failed, using the model's state", logging.KeyContainerID, ch.ContainerID, logging.Err(err))
 		c = cur
 	}
+	if known && ahead(c, ch.Time) {
+		// The inspection came after later events of the container (it
+		// waited for the request budget, or served a batch): its run
+		// belongs to them, the model's to this event.
+		c.StartedAt, c.FinishedAt, c.ExitCode, c.OOMKilled = cur.StartedAt, cur.FinishedAt, cur.ExitCode, cur.OOMKilled
+	}
 	switch ch.Type {
 	case model.EventCreate:
 		c.State = model.StateCreated
@@ -522,7 +753,7 @@ func (w *Watcher) apply(ctx context.Context, ch engine.Change) error {
 		if ch.ExitCode != nil {
 			c.ExitCode = *ch.ExitCode
 		}
-		if c.FinishedAt.IsZero() || c.FinishedAt.Before(ch.Time.Add(-time.Minute)) {
+		if c.FinishedAt.IsZero() || c.FinishedAt.Before(ch.Time.Add(-time.Minute)) || c.FinishedAt.Before(c.StartedAt) {
 			c.FinishedAt = ch.Time
 		}
 		c.OOMKilled = c.OOMKilled || (known && cur.OOMKilled)
@@ -542,6 +773,17 @@ func (w *Watcher) apply(ctx context.Context, ch engine.Change) error {
 	c = w.store.Upsert(c)
 	w.emit(ch, c)
 	return nil
+}
+
+// aheadSlack absorbs the difference between an engine's event time and the
+// state time it records for the same transition.
+const aheadSlack = 50 * time.Millisecond
+
+// ahead reports whether inspection c saw the container start or finish
+// after an event at t: it describes a later run than the event's.
+func ahead(c model.Container, t time.Time) bool {
+	limit := t.Add(aheadSlack)
+	return c.StartedAt.After(limit) || c.FinishedAt.After(limit)
 }
 
 // stale reports whether a change is already reflected in the model's cur.

@@ -116,7 +116,7 @@ func (f *fakeEngine) idle(w *Watcher, syncs uint64) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.waiting && len(s.queue) == 0
+	return s.waiting && len(s.queue) == 0 && w.pending.Load() == 0
 }
 
 // send queues an event, or an error, on the open stream; f.mu is held.

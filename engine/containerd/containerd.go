@@ -104,12 +104,17 @@ var _ engine.Adapter = (*Adapter)(nil)
 // New connects to the containerd at e.Endpoint (a host path such
 // as /run/containerd/containerd.sock or /proc/PID/root/run/containerd/containerd.sock).
 // It does not wait for the engine: an engine that is down now is reached when
-// it answers again (the Watcher retries).
+// it answers again (the Watcher retries). Its calls keep to no request
+// budget (Family's adapters keep to their endpoint's).
 func New(e model.Engine, log *slog.Logger) (*Adapter, error) {
+	return newAdapter(e, log, nil)
+}
+
+func newAdapter(e model.Engine, log *slog.Logger, b *engine.Budget) (*Adapter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	conn, err := engine.DialGRPC(e.Endpoint, dialOptions()...)
+	conn, err := engine.DialGRPC(e.Endpoint, append(dialOptions(), engine.GRPCOptions(b)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: connect: %w", e.Endpoint, err)
 	}

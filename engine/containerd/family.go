@@ -15,23 +15,32 @@ import (
 
 // Family describes containerd: containerd processes, the version and
 // introspection probe and the watcher's Adapter. Its CRI plugin, on the same
-// socket, is the cri family's.
-func Family() engine.Family {
+// socket, is the cri family's. The probe and the adapter of an endpoint
+// take their requests from its budget in budgets (nil: unlimited), which the
+// cri family's on the same socket share.
+func Family(budgets *engine.Budgets) engine.Family {
 	return engine.Family{
 		Name:  "containerd",
 		Types: []model.EngineType{model.Containerd},
 		Comms: []string{"containerd"},
-		Probe: Probe,
+		Probe: func(ctx context.Context, endpoint string) ([]model.Engine, error) {
+			return probe(ctx, endpoint, budgets.For(endpoint))
+		},
 		NewAdapter: func(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
-			return New(e, log)
+			return newAdapter(e, log, budgets.For(e.Endpoint))
 		},
 	}
 }
 
 // Probe asks the containerd at endpoint for its version and server UUID (the
-// engine's ID; "containerd:"+endpoint when it has none).
+// engine's ID; "containerd:"+endpoint when it has none). It keeps to no
+// request budget (Family's probe keeps to the endpoint's).
 func Probe(ctx context.Context, endpoint string) ([]model.Engine, error) {
-	conn, err := engine.DialGRPC(endpoint, dialOptions()...)
+	return probe(ctx, endpoint, nil)
+}
+
+func probe(ctx context.Context, endpoint string, b *engine.Budget) ([]model.Engine, error) {
+	conn, err := engine.DialGRPC(endpoint, append(dialOptions(), engine.GRPCOptions(b)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: %w", endpoint, err)
 	}

@@ -65,6 +65,6 @@ func FuzzContainerdAnswers(f *testing.F) {
 			}
 			return nil
 		})
-		enginetest.Exercise(t, containerd.Family(), sock)
+		enginetest.Exercise(t, containerd.Family(nil), sock)
 	})
 }

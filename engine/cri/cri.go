@@ -89,6 +89,7 @@ type Adapter struct {
 	rt           runtimeapi.RuntimeServiceClient
 	pollInterval time.Duration
 	probeWindow  time.Duration
+	budget       *engine.Budget
 
 	mu   sync.Mutex
 	mode criEventMode
@@ -113,6 +114,12 @@ func WithPolling() Option {
 	return func(a *Adapter) { a.mode = criModePolling }
 }
 
+// WithBudget makes every call of the adapter take a token of b first (nil:
+// unlimited); a stream takes one when it is opened.
+func WithBudget(b *engine.Budget) Option {
+	return func(a *Adapter) { a.budget = b }
+}
+
 // New returns an adapter for the CRI runtime service at e.Endpoint (a
 // host path such as /run/containerd/containerd.sock). It does not wait for
 // the runtime: the connection comes up in the background, and a runtime that
@@ -121,23 +128,23 @@ func New(e model.Engine, log *slog.Logger, opts ...Option) (*Adapter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	conn, err := engine.DialGRPC(e.Endpoint,
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(criMaxMsgSize)))
-	if err != nil {
-		return nil, fmt.Errorf("cri at %s: connect: %w", e.Endpoint, err)
-	}
 	a := &Adapter{
 		engine:       e,
 		log:          log,
 		endpoint:     e.Endpoint,
-		conn:         conn,
-		rt:           runtimeapi.NewRuntimeServiceClient(conn),
 		pollInterval: DefaultPollInterval,
 		probeWindow:  500 * time.Millisecond,
 	}
 	for _, o := range opts {
 		o(a)
 	}
+	conn, err := engine.DialGRPC(e.Endpoint, append([]grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(criMaxMsgSize))}, engine.GRPCOptions(a.budget)...)...)
+	if err != nil {
+		return nil, fmt.Errorf("cri at %s: connect: %w", e.Endpoint, err)
+	}
+	a.conn = conn
+	a.rt = runtimeapi.NewRuntimeServiceClient(conn)
 	return a, nil
 }
 

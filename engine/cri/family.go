@@ -14,24 +14,33 @@ import (
 
 // Family describes the CRI runtime service: CRI-O's crio processes and
 // containerd's CRI plugin (which serves on containerd's own socket), the CRI
-// version probe and the watcher's Adapter.
-func Family() engine.Family {
+// version probe and the watcher's Adapter. The probe and the adapter of an
+// endpoint take their requests from its budget in budgets (nil: unlimited),
+// shared with containerd's own API on the same socket.
+func Family(budgets *engine.Budgets) engine.Family {
 	return engine.Family{
 		Name:  "cri",
 		Types: []model.EngineType{model.CRI, model.CRIO},
 		Comms: []string{"containerd", "crio"},
-		Probe: Probe,
+		Probe: func(ctx context.Context, endpoint string) ([]model.Engine, error) {
+			return probe(ctx, endpoint, budgets.For(endpoint))
+		},
 		NewAdapter: func(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
-			return New(e, log)
+			return New(e, log, WithBudget(budgets.For(e.Endpoint)))
 		},
 		Sockets: []string{"crio.sock"},
 	}
 }
 
 // Probe asks the CRI runtime service at endpoint for its name and version:
-// a runtime naming itself cri-o is CRI-O, any other is reported as CRI.
+// a runtime naming itself cri-o is CRI-O, any other is reported as CRI. It
+// keeps to no request budget (Family's probe keeps to the endpoint's).
 func Probe(ctx context.Context, endpoint string) ([]model.Engine, error) {
-	conn, err := engine.DialGRPC(endpoint)
+	return probe(ctx, endpoint, nil)
+}
+
+func probe(ctx context.Context, endpoint string, b *engine.Budget) ([]model.Engine, error) {
+	conn, err := engine.DialGRPC(endpoint, engine.GRPCOptions(b)...)
 	if err != nil {
 		return nil, fmt.Errorf("cri at %s: %w", endpoint, err)
 	}

@@ -37,7 +37,7 @@ func FuzzCRIAnswers(f *testing.F) {
 		marshal(f, &runtimeapi.ContainerEventResponse{ContainerId: "fuzz", ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, CreatedAt: 1,
 			ContainersStatuses: []*runtimeapi.ContainerStatus{{Id: "fuzz", ExitCode: 1}}}))
 	f.Add([]byte{}, []byte{}, []byte{}, []byte{}, []byte{})
-	fam := cri.Family()
+	fam := cri.Family(nil)
 	// Poll often: a runtime whose event stream ends is listed on a schedule.
 	fam.NewAdapter = func(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
 		return cri.New(e, log, cri.WithPollInterval(10*time.Millisecond))

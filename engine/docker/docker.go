@@ -38,20 +38,30 @@ type Adapter struct {
 }
 
 var (
-	_ engine.Adapter = (*Adapter)(nil)
-	_ engine.Stream  = (*dockerStream)(nil)
+	_ engine.Adapter            = (*Adapter)(nil)
+	_ engine.InspectConcurrency = (*Adapter)(nil)
+	_ engine.Stream             = (*dockerStream)(nil)
 )
 
 // NewAdapter returns an adapter for the Docker engine e (e.Endpoint is
 // the socket path as reached from the host). It does not connect yet. Close
-// releases its connections.
+// releases its connections. Its requests keep to no budget (Family's
+// adapters keep to their endpoint's).
 func NewAdapter(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
-	cli, tr, err := newClient(e.Endpoint)
+	return newAdapter(e, log, nil)
+}
+
+func newAdapter(e model.Engine, log *slog.Logger, b *engine.Budget) (engine.Adapter, error) {
+	cli, tr, err := newClient(e.Endpoint, b)
 	if err != nil {
 		return nil, fmt.Errorf("docker at %s: %w", e.Endpoint, err)
 	}
 	return &Adapter{endpoint: e.Endpoint, cli: cli, tr: tr, concurrency: 8, log: log}, nil
 }
+
+// SetInspectConcurrency bounds the inspects in flight during List (default
+// 8; n below 1 counts as 1).
+func (d *Adapter) SetInspectConcurrency(n int) { d.concurrency = max(n, 1) }
 
 // Close releases the adapter's connections.
 func (d *Adapter) Close() error {

@@ -18,10 +18,10 @@ func FuzzDockerAnswers(f *testing.F) {
 		[]byte(`{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"x"}},"timeNano":1}`+"\n"))
 	f.Fuzz(func(t *testing.T, version, list, inspect, events []byte) {
 		sock := enginetest.ServeHTTP(t, enginetest.HTTPAnswers{Version: version, List: list, Inspect: inspect, Events: events})
-		enginetest.Exercise(t, docker.Family(), sock)
+		enginetest.Exercise(t, docker.Family(nil), sock)
 	})
 }
 
 func TestDockerAdapterRefusesAnswersPastTheBounds(t *testing.T) {
-	enginetest.CheckAnswerBounds(t, docker.Family())
+	enginetest.CheckAnswerBounds(t, docker.Family(nil))
 }

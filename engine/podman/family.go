@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/internal/unixhttp"
@@ -12,16 +13,21 @@ import (
 
 // Family describes podman: "podman system service" processes (long-running
 // or socket-activated), podman.sock socket units, the libpod probe and the
-// watcher's Adapter.
-func Family() engine.Family {
+// watcher's Adapter. The probe and the adapter of an endpoint take their
+// requests from its budget in budgets (nil: unlimited).
+func Family(budgets *engine.Budgets) engine.Family {
 	return engine.Family{
-		Name:       "podman",
-		Types:      []model.EngineType{model.Podman},
-		Comms:      []string{"podman"},
-		Match:      IsService,
-		Probe:      Probe,
-		NewAdapter: NewAdapter,
-		Sockets:    []string{"podman.sock"},
+		Name:  "podman",
+		Types: []model.EngineType{model.Podman},
+		Comms: []string{"podman"},
+		Match: IsService,
+		Probe: func(ctx context.Context, endpoint string) ([]model.Engine, error) {
+			return probe(ctx, endpoint, budgets.For(endpoint))
+		},
+		NewAdapter: func(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
+			return newAdapter(e, log, budgets.For(e.Endpoint))
+		},
+		Sockets: []string{"podman.sock"},
 	}
 }
 
@@ -39,8 +45,13 @@ func IsService(cmdline []string) bool {
 
 // Probe asks the libpod REST API at endpoint for podman's version. A socket
 // that answers HTTP but not libpod (Docker, or podman's compat-only mode)
-// gives an error wrapping engine.ErrNotEngine.
+// gives an error wrapping engine.ErrNotEngine. It keeps to no request
+// budget (Family's probe keeps to the endpoint's).
 func Probe(ctx context.Context, endpoint string) ([]model.Engine, error) {
+	return probe(ctx, endpoint, nil)
+}
+
+func probe(ctx context.Context, endpoint string, b *engine.Budget) ([]model.Engine, error) {
 	var v struct {
 		Version    string
 		Components []struct {
@@ -50,7 +61,7 @@ func Probe(ctx context.Context, endpoint string) ([]model.Engine, error) {
 		}
 	}
 	hc := unixhttp.NewClient(endpoint, 0)
-	hc.Transport = unixhttp.Limit(hc.Transport)
+	hc.Transport = engine.Transport(b, unixhttp.Limit(hc.Transport))
 	a := &Adapter{endpoint: endpoint, http: hc}
 	if err := a.getJSON(ctx, "/version", &v); err != nil {
 		if errors.Is(err, engine.ErrNotFound) {

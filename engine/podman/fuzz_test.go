@@ -18,10 +18,10 @@ func FuzzPodmanAnswers(f *testing.F) {
 		[]byte(`{"status":"died","id":"abc","Type":"container","Action":"died","Actor":{"ID":"abc","Attributes":{"containerExitCode":"1"}},"timeNano":1}`+"\n"))
 	f.Fuzz(func(t *testing.T, version, list, inspect, events []byte) {
 		sock := enginetest.ServeHTTP(t, enginetest.HTTPAnswers{Version: version, List: list, Inspect: inspect, Events: events})
-		enginetest.Exercise(t, podman.Family(), sock)
+		enginetest.Exercise(t, podman.Family(nil), sock)
 	})
 }
 
 func TestPodmanAdapterRefusesAnswersPastTheBounds(t *testing.T) {
-	enginetest.CheckAnswerBounds(t, podman.Family())
+	enginetest.CheckAnswerBounds(t, podman.Family(nil))
 }

@@ -38,15 +38,21 @@ type Adapter struct {
 }
 
 var (
-	_ engine.Adapter = (*Adapter)(nil)
-	_ engine.Stream  = (*podmanStream)(nil)
+	_ engine.Adapter            = (*Adapter)(nil)
+	_ engine.InspectConcurrency = (*Adapter)(nil)
+	_ engine.Stream             = (*podmanStream)(nil)
 )
 
 // NewAdapter returns an adapter for the podman engine e (e.Endpoint is
 // the socket path as reached from the host). It does not connect yet.
 // Answers are bounded (unixhttp.Limit): an event line at 1 MiB, any other
-// answer at 16 MiB.
+// answer at 16 MiB. Its requests keep to no budget (Family's adapters keep
+// to their endpoint's).
 func NewAdapter(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
+	return newAdapter(e, log, nil)
+}
+
+func newAdapter(e model.Engine, log *slog.Logger, b *engine.Budget) (engine.Adapter, error) {
 	if e.Endpoint == "" {
 		return nil, errors.New("podman: engine without an endpoint")
 	}
@@ -54,12 +60,16 @@ func NewAdapter(e model.Engine, log *slog.Logger) (engine.Adapter, error) {
 	tr := unixhttp.NewTransport(endpoint)
 	tr.MaxIdleConnsPerHost = 4
 	tr.IdleConnTimeout = 30 * time.Second
-	return &Adapter{endpoint: endpoint, http: &http.Client{Transport: unixhttp.Limit(tr, "/events")}, concurrency: 8, log: log}, nil
+	return &Adapter{endpoint: endpoint, http: &http.Client{Transport: engine.Transport(b, unixhttp.Limit(tr, "/events"))}, concurrency: 8, log: log}, nil
 }
 
 // ForeignEvents is true: podman's events come back from the journal, where
 // every user's podman writes (see engine.ForeignEvents).
 func (p *Adapter) ForeignEvents() bool { return true }
+
+// SetInspectConcurrency bounds the inspects in flight during List (default
+// 8; n below 1 counts as 1).
+func (p *Adapter) SetInspectConcurrency(n int) { p.concurrency = max(n, 1) }
 
 // Close releases idle connections.
 func (p *Adapter) Close() error {

@@ -1,0 +1,230 @@
+package watch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/docker"
+	"github.com/agentd-dev/agentd/internal/testbed"
+	"github.com/agentd-dev/agentd/model"
+)
+
+// budgetDockerd starts a dockerd of the test's own, on the testbed's
+// containerd under namespaces named name, with its roots under a directory of
+// its own and its own network namespace, loads the busybox image into it and
+// returns its socket; it is stopped and cleaned up when the test ends. A
+// storm against it leaves the shared testbed engines alone. (The idea of
+// agent/reliability_stop_test.go's privateDockerd, with the image loaded.)
+func budgetDockerd(t *testing.T, name string) string {
+	t.Helper()
+	if _, err := exec.LookPath("dockerd"); err != nil {
+		testbed.Unavailable(t, "dockerd binary for a private engine: %v", err)
+	}
+	dir, err := os.MkdirTemp("/var/tmp", name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "docker.sock")
+	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "daemon.json")
+	if err := os.WriteFile(conf, []byte(`{"deprecated-key-path": "`+filepath.Join(dir, "key.json")+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("dockerd",
+		"--host", "unix://"+sock,
+		"--data-root", filepath.Join(dir, "data"),
+		"--exec-root", filepath.Join(dir, "exec"),
+		"--pidfile", filepath.Join(dir, "dockerd.pid"),
+		"--config-file", conf,
+		"--bridge=none", "--iptables=false", "--ip-masq=false",
+		"--containerd", testbed.ContainerdSocket,
+		"--containerd-namespace", name,
+		"--containerd-plugins-namespace", name+"-plugins",
+	)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNET}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logf.Close()
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	dk := func(args ...string) *exec.Cmd {
+		return exec.Command("docker", append([]string{"-H", "unix://" + sock}, args...)...)
+	}
+	t.Cleanup(func() {
+		out, _ := dk("ps", "-aq").Output()
+		if ids := strings.Fields(string(out)); len(ids) > 0 {
+			_ = dk(append([]string{"rm", "-f"}, ids...)...).Run()
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		_ = exec.Command("ctr", "namespaces", "remove", name).Run()
+		_ = exec.Command("ctr", "namespaces", "remove", name+"-plugins").Run()
+		_ = exec.Command("sh", "-c", "awk '{print $5}' /proc/self/mountinfo | grep '^"+dir+"/' | sort -r | xargs -r umount -l").Run()
+		_ = os.RemoveAll(dir)
+	})
+	deadline := time.Now().Add(90 * time.Second)
+	for dk("version").Run() != nil {
+		select {
+		case <-done:
+			deadline = time.Time{}
+		default:
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(dir, "dockerd.log"))
+			t.Fatalf("private dockerd did not answer within 90 s:\n%s", b)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out, err := exec.Command("sh", "-c", "docker save "+testbed.BusyboxImage+" | docker -H unix://"+sock+" load").CombinedOutput(); err != nil {
+		t.Fatalf("loading busybox into the private dockerd: %v\n%s", err, out)
+	}
+	return sock
+}
+
+// TestDockerStormKeepsToTheRequestBudget starts and stops a storm of
+// containers on a private dockerd while discovery-like probes hammer the
+// same endpoint, and checks at the budget, all along, that agentd's requests
+// never exceed rate × elapsed + burst, and that the watcher still reports
+// every container's create, start and die.
+func TestDockerStormKeepsToTheRequestBudget(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.Docker, testbed.Containerd)
+	suffix := make([]byte, 3)
+	_, _ = rand.Read(suffix)
+	sock := budgetDockerd(t, "agentd-budget-"+hex.EncodeToString(suffix))
+
+	const (
+		rate       = 10.0
+		burst      = 10
+		containers = 24
+	)
+	budgets := engine.NewBudgets(rate, burst, nil)
+	fam := docker.Family(budgets)
+	pctx, pcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	found, err := fam.Probe(pctx, sock)
+	pcancel()
+	if err != nil || len(found) != 1 {
+		t.Fatalf("probe of the private dockerd: %v %v", found, err)
+	}
+	e := found[0]
+	a, err := fam.NewAdapter(e, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	label := testLabel(t)
+	h := startWatcher(t, e, a, label, Options{})
+	b := budgets.Get(sock)
+	if b == nil || b != budgets.For(e.Endpoint) {
+		t.Fatal("the probe and the adapter do not share the endpoint's budget")
+	}
+
+	// within checks the budget's promise now.
+	var maxRatio float64
+	within := func() engine.BudgetStats {
+		t.Helper()
+		st := b.Stats()
+		limit := rate*time.Since(st.Since).Seconds() + burst
+		if float64(st.Requests) > limit {
+			t.Fatalf("%d requests granted in %s, more than the budget's %.1f", st.Requests, time.Since(st.Since), limit)
+		}
+		maxRatio = max(maxRatio, float64(st.Requests)/limit)
+		return st
+	}
+
+	// Discovery's rescans, much faster than the real ones, on the same endpoint.
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, _ = fam.Probe(pctx, sock)
+			cancel()
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { stop(); wg.Wait() }()
+
+	// The storm: containers started at once, each exiting after 200 ms.
+	ids := make([]string, containers)
+	errs := make([]error, containers)
+	var storm sync.WaitGroup
+	for i := range containers {
+		storm.Add(1)
+		go func() {
+			defer storm.Done()
+			out, err := exec.Command("docker", "-H", "unix://"+sock, "run", "-d", "--network", "none",
+				"--label", "agentd.test="+label, testbed.BusyboxImage, "sh", "-c", "sleep 0.2; exit 3").CombinedOutput()
+			ids[i], errs[i] = strings.TrimSpace(string(out)), err
+		}()
+	}
+	storm.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("docker run %d: %v: %s", i, err, ids[i])
+		}
+	}
+
+	// Every container's create, start and die reaches the model, in order,
+	// however long the inspects wait for the budget.
+	missing := func() []string {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		seen := map[string][]model.EventType{}
+		for _, ev := range h.events {
+			seen[ev.Container.ID] = append(seen[ev.Container.ID], ev.Type)
+		}
+		var out []string
+		for _, id := range ids {
+			if got := fmt.Sprint(seen[id]); got != fmt.Sprint([]model.EventType{model.EventCreate, model.EventStart, model.EventDie}) {
+				out = append(out, id[:12]+" "+got)
+			}
+		}
+		return out
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		within()
+		m := missing()
+		if len(m) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events missing after 3 minutes: %v", m)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The probes go on a little longer, against a budget that is used up.
+	time.Sleep(2 * time.Second)
+	st := within()
+	if st.Waits == 0 {
+		t.Errorf("no request waited: the storm did not reach the budget (%+v)", st)
+	}
+	ws := h.w.Stats()
+	t.Logf("%d requests granted in %.1f s (cap rate×elapsed+burst = %.1f, highest ratio seen %.2f), %d waited %s in all; %d events, %d inspects coalesced",
+		st.Requests, time.Since(st.Since).Seconds(), rate*time.Since(st.Since).Seconds()+burst, maxRatio, st.Waits, st.WaitTime, ws.Events, ws.Coalesced)
+}

@@ -1,0 +1,161 @@
+package watch
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentd-dev/agentd/model"
+)
+
+// countingEngine is a fakeEngine that counts its inspects and, with gate
+// set, holds each one until the test lets it go (an inspect waiting for the
+// request budget).
+type countingEngine struct {
+	*fakeEngine
+	inspects atomic.Int64
+	gate     chan chan struct{}
+}
+
+func (c *countingEngine) Inspect(ctx context.Context, id string) (model.Container, error) {
+	c.inspects.Add(1)
+	if c.gate != nil {
+		release := make(chan struct{})
+		select {
+		case c.gate <- release:
+		case <-ctx.Done():
+			return model.Container{}, ctx.Err()
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return model.Container{}, ctx.Err()
+		}
+	}
+	return c.fakeEngine.Inspect(ctx, id)
+}
+
+// runCounted runs a watcher of a countingEngine until the test ends and
+// returns it with the store's event subscription, after the first list.
+func runCounted(t *testing.T, before []fakeOp, gated bool) (*countingEngine, *Watcher, *model.Subscription) {
+	t.Helper()
+	log := testLogger(t)
+	store := model.NewStore(log)
+	e := model.Engine{ID: "fake", Type: model.Docker, Endpoint: "/run/fake.sock"}
+	store.PutEngine(e)
+	sub := store.Subscribe(1000)
+	t.Cleanup(sub.Close)
+	f := &countingEngine{fakeEngine: newFakeEngine(store, e.ID)}
+	if gated {
+		f.gate = make(chan chan struct{})
+	}
+	f.do(before...)
+	// A long window: everything one f.do sends is one batch.
+	w := NewWatcher(e, f, store, Options{MinBackoff: time.Millisecond, CoalesceWindow: 100 * time.Millisecond}, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	eventually(t, 10*time.Second, "the watcher lists", func() bool { return f.idle(w, 1) })
+	return f, w, sub
+}
+
+func drained(sub *model.Subscription) []string {
+	var got []string
+	for len(sub.C()) > 0 {
+		got = append(got, fakeEvent(<-sub.C()))
+	}
+	return got
+}
+
+func TestWatcherCoalescesInspects(t *testing.T) {
+	tests := []struct {
+		name          string
+		before, burst []fakeOp
+		want          []string
+		// inspects and coalesced are the inspects made and the events
+		// served without one.
+		inspects, coalesced int64
+	}{
+		{
+			name:     "a burst of one container's lifecycle costs one inspect",
+			burst:    []fakeOp{create("a"), start("a"), die("a", 137)},
+			want:     []string{"create a", "start a", "die a exit=137 SIGKILL"},
+			// The die needs no inspect at all (dieSaysAll).
+			inspects: 1, coalesced: 1,
+		},
+		{
+			name:     "a restart loop keeps every die and start in order",
+			before:   []fakeOp{create("a"), start("a")},
+			burst:    []fakeOp{die("a", 1), start("a"), die("a", 2), start("a")},
+			want:     []string{"die a exit=1", "start a", "die a exit=2", "start a"},
+			inspects: 1, coalesced: 1,
+		},
+		{
+			name:     "two containers are inspected once each",
+			burst:    []fakeOp{create("a"), create("b"), start("a"), start("b")},
+			want:     []string{"create a", "create b", "start a", "start b"},
+			inspects: 2, coalesced: 2,
+		},
+		{
+			name:     "a container created and removed within the window is still reported",
+			burst:    []fakeOp{create("a"), start("a"), die("a", 0), destroy("a")},
+			want:     []string{"create a", "start a", "die a exit=0", "destroy a"},
+			inspects: 1, coalesced: 1,
+		},
+		{
+			name:     "events the list already reflects cost nothing",
+			before:   []fakeOp{create("a"), start("a")},
+			burst:    []fakeOp{destroy("b")},
+			want:     nil,
+			inspects: 0, coalesced: 0,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, w, sub := runCounted(t, tt.before, false)
+			f.do(tt.burst...)
+			eventually(t, 10*time.Second, "the watcher handles the burst", func() bool { return f.idle(w, 1) })
+			if got := drained(sub); !slices.Equal(got, tt.want) {
+				t.Errorf("events:\n got %q\nwant %q", got, tt.want)
+			}
+			if n, c := f.inspects.Load(), int64(w.Stats().Coalesced); n != tt.inspects || c != tt.coalesced {
+				t.Errorf("%d inspects, %d coalesced; want %d, %d", n, c, tt.inspects, tt.coalesced)
+			}
+		})
+	}
+}
+
+func TestWatcherLosesNoEventWhileAnInspectWaits(t *testing.T) {
+	f, w, sub := runCounted(t, []fakeOp{create("a"), start("a"), die("a", 0)}, true)
+	f.do(start("a"))
+	release := <-f.gate // the start's inspect waits for its token
+	f.do(die("a", 1), start("a"), die("a", 2), start("a"))
+	close(release)
+	go func() {
+		// Later inspects go at once.
+		for r := range f.gate {
+			close(r)
+		}
+	}()
+	defer close(f.gate)
+	eventually(t, 10*time.Second, "the watcher handles the events", func() bool { return f.idle(w, 1) })
+	want := []string{"start a", "die a exit=1", "start a", "die a exit=2", "start a"}
+	if got := drained(sub); !slices.Equal(got, want) {
+		t.Errorf("events:\n got %q\nwant %q", got, want)
+	}
+	// One inspect for the first start, one for the four events queued
+	// behind it, whose first start builds on the model and whose dies need
+	// none.
+	if n := f.inspects.Load(); n != 2 {
+		t.Errorf("%d inspects, want 2", n)
+	}
+	if c := w.Stats().Coalesced; c != 1 {
+		t.Errorf("%d coalesced, want 1", c)
+	}
+}
