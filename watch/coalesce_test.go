@@ -83,9 +83,9 @@ func TestWatcherCoalescesInspects(t *testing.T) {
 		inspects, coalesced int64
 	}{
 		{
-			name:     "a burst of one container's lifecycle costs one inspect",
-			burst:    []fakeOp{create("a"), start("a"), die("a", 137)},
-			want:     []string{"create a", "start a", "die a exit=137 SIGKILL"},
+			name:  "a burst of one container's lifecycle costs one inspect",
+			burst: []fakeOp{create("a"), start("a"), die("a", 137)},
+			want:  []string{"create a", "start a", "die a exit=137 SIGKILL"},
 			// The die needs no inspect at all (dieSaysAll).
 			inspects: 1, coalesced: 1,
 		},
