@@ -1,40 +1,21 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/testbed"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestLogBudgetsSaysOncePerIntervalWhenRequestsWaited(t *testing.T) {
 	budgets := engine.NewBudgets(20, 1, nil)
 	waited, idle := budgets.For("/run/busy.sock"), budgets.For("/run/idle.sock")
-	var out syncBuffer
-	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	out := testbed.NewLogBuffer(t)
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	for range 3 { // the burst is 1: two of them wait 50 ms each
 		if err := waited.Wait(ctx); err != nil {

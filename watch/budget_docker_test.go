@@ -2,105 +2,19 @@ package watch
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/engine/docker"
+	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 )
-
-// budgetDockerd starts a dockerd of the test's own, on the testbed's
-// containerd under namespaces named name, with its roots under a directory of
-// its own and its own network namespace, loads the busybox image into it and
-// returns its socket; it is stopped and cleaned up when the test ends. A
-// storm against it leaves the shared testbed engines alone. (The idea of
-// agent/reliability_stop_test.go's privateDockerd, with the image loaded.)
-func budgetDockerd(t *testing.T, name string) string {
-	t.Helper()
-	if _, err := exec.LookPath("dockerd"); err != nil {
-		testbed.Unavailable(t, "dockerd binary for a private engine: %v", err)
-	}
-	dir, err := os.MkdirTemp("/var/tmp", name+"-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "docker.sock")
-	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "daemon.json")
-	if err := os.WriteFile(conf, []byte(`{"deprecated-key-path": "`+filepath.Join(dir, "key.json")+`"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("dockerd",
-		"--host", "unix://"+sock,
-		"--data-root", filepath.Join(dir, "data"),
-		"--exec-root", filepath.Join(dir, "exec"),
-		"--pidfile", filepath.Join(dir, "dockerd.pid"),
-		"--config-file", conf,
-		"--bridge=none", "--iptables=false", "--ip-masq=false",
-		"--containerd", testbed.ContainerdSocket,
-		"--containerd-namespace", name,
-		"--containerd-plugins-namespace", name+"-plugins",
-	)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNET}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logf.Close()
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	dk := func(args ...string) *exec.Cmd {
-		return exec.Command("docker", append([]string{"-H", "unix://" + sock}, args...)...)
-	}
-	t.Cleanup(func() {
-		out, _ := dk("ps", "-aq").Output()
-		if ids := strings.Fields(string(out)); len(ids) > 0 {
-			_ = dk(append([]string{"rm", "-f"}, ids...)...).Run()
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		_ = exec.Command("ctr", "namespaces", "remove", name).Run()
-		_ = exec.Command("ctr", "namespaces", "remove", name+"-plugins").Run()
-		_ = exec.Command("sh", "-c", "awk '{print $5}' /proc/self/mountinfo | grep '^"+dir+"/' | sort -r | xargs -r umount -l").Run()
-		_ = os.RemoveAll(dir)
-	})
-	deadline := time.Now().Add(90 * time.Second)
-	for dk("version").Run() != nil {
-		select {
-		case <-done:
-			deadline = time.Time{}
-		default:
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(dir, "dockerd.log"))
-			t.Fatalf("private dockerd did not answer within 90 s:\n%s", b)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if out, err := exec.Command("sh", "-c", "docker save "+testbed.BusyboxImage+" | docker -H unix://"+sock+" load").CombinedOutput(); err != nil {
-		t.Fatalf("loading busybox into the private dockerd: %v\n%s", err, out)
-	}
-	return sock
-}
 
 // TestDockerStormKeepsToTheRequestBudget starts and stops a storm of
 // containers on a private dockerd while discovery-like probes hammer the
@@ -109,9 +23,8 @@ func budgetDockerd(t *testing.T, name string) string {
 // every container's create, start and die.
 func TestDockerStormKeepsToTheRequestBudget(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.Docker, testbed.Containerd)
-	suffix := make([]byte, 3)
-	_, _ = rand.Read(suffix)
-	sock := budgetDockerd(t, "agentd-budget-"+hex.EncodeToString(suffix))
+	// A dockerd of the test's own: the storm leaves the shared engines alone.
+	sock := enginetest.StartPrivateDockerd(t, enginetest.StartPrivateContainerd(t).Sock).Sock
 
 	const (
 		rate       = 10.0
