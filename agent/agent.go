@@ -130,7 +130,9 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("%w: activation: %w", config.ErrInvalid, err)
 		}
 	}
-	a.sup = watch.NewSupervisor(a.store, opts.Families, watch.Options{ProcRoot: cfg.HostProc()}, opts.Log.With("part", "watch"))
+	// A listing can hold the container an engine found before it lives in.
+	a.sup = watch.NewSupervisor(a.store, opts.Families, watch.Options{ProcRoot: cfg.HostProc(),
+		Listed: func(string) { a.disc.Relocate() }}, opts.Log.With("part", "watch"))
 	return a, nil
 }
 

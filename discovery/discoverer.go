@@ -280,6 +280,8 @@ type Discoverer struct {
 	// SetInterval; intervalSet wakes Run to apply it.
 	interval    atomic.Int64
 	intervalSet chan struct{}
+	// relocate wakes Run to place the engines again (Relocate).
+	relocate chan struct{}
 }
 
 // New returns a Discoverer of the engines of fams, which places nested
@@ -318,6 +320,7 @@ func New(cfg Config, fams engine.Families, containers Containers, log *slog.Logg
 	}
 	d.interval.Store(int64(cfg.Interval))
 	d.intervalSet = make(chan struct{}, 1)
+	d.relocate = make(chan struct{}, 1)
 	return d, nil
 }
 
@@ -391,12 +394,46 @@ func (d *Discoverer) Run(ctx context.Context) error {
 		case <-d.intervalSet:
 			t.Reset(time.Duration(d.interval.Load()))
 			continue
+		case <-d.relocate:
+			d.relocateNow()
+			continue
 		case <-t.C:
 		}
 		if _, err := d.scan(ctx, d.cfg.ScanWait); err != nil && ctx.Err() == nil {
 			d.log.Warn("engine discovery scan failed", logging.Err(err))
 		}
 	}
+}
+
+// Relocate asks Run to place every engine again from the containers the
+// model knows now, without a scan (no I/O), and to publish the engines whose
+// place changed. Call it when an engine's containers have been listed: an
+// engine found inside one of them before that listing was placed on the host
+// until then. It does not block and is safe for concurrent use.
+func (d *Discoverer) Relocate() {
+	select {
+	case d.relocate <- struct{}{}:
+	default: // one is pending; it reads the model as it is then
+	}
+}
+
+// relocateNow is Relocate's work, in Run's goroutine.
+func (d *Discoverer) relocateNow() {
+	d.scanMu.Lock()
+	defer d.scanMu.Unlock()
+	updated := d.refreshHierarchy()
+	if len(updated) == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var changes []Change
+	for _, id := range slices.Sorted(mapKeys(updated)) {
+		if r, ok := d.engines[id]; ok {
+			changes = append(changes, Change{Kind: EngineUpdated, Engine: r.e})
+		}
+	}
+	d.publishLocked(changes)
 }
 
 // SetInterval changes the time between Run's rescans (a configuration

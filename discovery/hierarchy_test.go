@@ -2,9 +2,11 @@ package discovery
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/agentd-dev/agentd/model"
 )
@@ -277,4 +279,66 @@ func TestDockerWinsATieWithContainerd(t *testing.T) {
 			t.Fatalf("podman placed at %+v, want %+v", got, want)
 		}
 	})
+}
+
+// TestRelocatePlacesEnginesWhenTheModelLearns: an engine found before the
+// watcher of the engine around it listed is on the host until Relocate, which
+// a listing calls, places it without a scan (the next one may be minutes
+// away) and without probing.
+func TestRelocatePlacesEnginesWhenTheModelLearns(t *testing.T) {
+	root := t.TempDir()
+	writeNestedTree(t, root)
+	fm := &fakeModel{}
+	fe := newFakeEngines()
+	d, err := New(Config{ProcRoot: root, RetryBackoff: time.Minute, Interval: time.Hour}, fe.families(), fm, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := d.Subscribe()
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	for range 3 {
+		if c := nextChange(t, sub); c.Kind != EngineFound || c.Engine.Prefix != "" {
+			t.Fatalf("change %+v, want an engine found on the host", c)
+		}
+	}
+	probes := fe.calls()
+
+	for id, cs := range nestedModel(root).byEngine {
+		fm.set(id, cs...)
+	}
+	d.Relocate()
+	got := map[string]string{}
+	for range 2 {
+		c := nextChange(t, sub)
+		if c.Kind != EngineUpdated {
+			t.Fatalf("change %+v, want updated", c)
+		}
+		got[c.Engine.ID] = c.Engine.Prefix
+	}
+	want := map[string]string{
+		"podman:" + filepath.Join(root, "201/root/run/podman/podman.sock"): "th",
+		"docker:" + filepath.Join(root, "501/root/run/docker.sock"):        "th/inner",
+	}
+	for id, p := range want {
+		if got[id] != p {
+			t.Errorf("engine %s updated to prefix %q, want %q", id, got[id], p)
+		}
+	}
+	if fe.calls() != probes {
+		t.Errorf("Relocate probed %d times", fe.calls()-probes)
+	}
+	d.Relocate() // nothing moved since: nothing to say
+	time.Sleep(50 * time.Millisecond)
+	if n := len(sub.C()); n != 0 {
+		t.Errorf("%d changes after a Relocate that moved nothing", n)
+	}
 }

@@ -40,6 +40,10 @@ type Options struct {
 	// long) so that an engine that accepts and never answers cannot wedge the
 	// watcher: the call fails and the watcher reconnects (default 60 s).
 	CallTimeout time.Duration
+	// Listed, when set, is called with the engine's ID each time a list of
+	// its containers is in the model (an engine found inside one of them
+	// can be placed then). It must not block.
+	Listed func(engineID string)
 }
 
 func (o Options) withDefaults() Options {
@@ -235,6 +239,9 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 	}
 	w.reconcile(list, w.syncs.Load() > 0)
 	w.store.SetConnected(w.engine.ID, true)
+	if w.opts.Listed != nil {
+		w.opts.Listed(w.engine.ID)
+	}
 	w.down.OK()
 	w.syncs.Add(1)
 
