@@ -566,6 +566,7 @@ func (w workload) Containers() []model.Container { return w.s.Snapshot().Contain
 func (w workload) Container(k model.ContainerKey) (model.Container, bool) {
 	return w.s.Container(k)
 }
+func (w workload) Engine(id string) (model.Engine, bool) { return w.s.Engine(id) }
 
 // EngineRequests returns the counters of e's request budget and watcher;
 // false for an engine agentd has not asked anything yet.

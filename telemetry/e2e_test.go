@@ -27,6 +27,9 @@ type dockerWorkload struct {
 }
 
 func (w *dockerWorkload) Engines() []model.Engine { return []model.Engine{w.engine} }
+func (w *dockerWorkload) Engine(id string) (model.Engine, bool) {
+	return w.engine, id == w.engine.ID
+}
 func (w *dockerWorkload) Containers() []model.Container {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -64,6 +64,9 @@ func (w *lookupWorkload) Engines() []model.Engine {
 	return []model.Engine{{ID: "e", Type: model.Docker}}
 }
 func (w *lookupWorkload) Containers() []model.Container { return nil }
+func (w *lookupWorkload) Engine(id string) (model.Engine, bool) {
+	return model.Engine{ID: id, Type: model.Docker}, id == "e"
+}
 func (w *lookupWorkload) Container(k model.ContainerKey) (model.Container, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -26,6 +26,10 @@ type Workload interface {
 	// included: the die of a SIGKILLed container waits up to dieHold for
 	// its OOM flag there (see forwardEvents).
 	Container(k model.ContainerKey) (model.Container, bool)
+	// Engine is the current record of one engine: an event's resource
+	// carries the engine's place as it is when the event goes out (the
+	// hierarchy of an engine can settle after it was found).
+	Engine(id string) (model.Engine, bool)
 }
 
 // EngineRequests is implemented by a Workload that knows what agentd asked
@@ -220,25 +224,31 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 // forwardEvents emits events until ctx ends, then drains what is queued.
 func (p *Pipeline) forwardEvents(ctx context.Context, em *eventEmitter) {
+	// engines keeps the last record seen of each engine, for the events
+	// that go out after their engine left the model (a destroy after the
+	// engine was lost).
 	engines := map[string]model.Engine{}
-	refresh := func() {
-		clear(engines)
-		for _, e := range p.opts.Workload.Engines() {
-			engines[e.ID] = e
+	current := func(id string) (model.Engine, bool) {
+		if e, ok := p.opts.Workload.Engine(id); ok {
+			engines[id] = e
+			return e, true
 		}
+		e, ok := engines[id]
+		return e, ok
 	}
-	refresh()
 	handle := func(ctx context.Context, ev *model.Event) {
 		if ev.Engine != nil {
+			if ev.Type == model.EventEngineFound {
+				// Found: the record as it is now, placed since, maybe.
+				if e, ok := p.opts.Workload.Engine(ev.Engine.ID); ok {
+					ev.Engine = &e
+				}
+			}
 			engines[ev.Engine.ID] = *ev.Engine
 		}
 		var eng *model.Engine
 		if ev.Container != nil {
-			e, ok := engines[ev.EngineID]
-			if !ok {
-				refresh()
-				e, ok = engines[ev.EngineID]
-			}
+			e, ok := current(ev.EngineID)
 			if !ok {
 				e = model.Engine{ID: ev.EngineID}
 			}

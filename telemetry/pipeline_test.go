@@ -22,6 +22,7 @@ func (w storeWorkload) Containers() []model.Container { return w.s.Snapshot().Co
 func (w storeWorkload) Container(k model.ContainerKey) (model.Container, bool) {
 	return w.s.Container(k)
 }
+func (w storeWorkload) Engine(id string) (model.Engine, bool) { return w.s.Engine(id) }
 
 // upSink keeps the agentd.engine.up point of the last export.
 type upSink struct {
