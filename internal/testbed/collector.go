@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -441,6 +442,11 @@ func (c *Otelcol) Stall(t testing.TB) (resume func()) {
 	if err := c.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatalf("collector on %s: stall: %v", c.endpoint, err)
 	}
+	// The signal is delivered asynchronously: a request sent at once could
+	// still be answered. Wait until every thread has stopped.
+	if err := waitStopped(c.cmd.Process.Pid, 5*time.Second); err != nil {
+		t.Fatalf("collector on %s: stall: %v", c.endpoint, err)
+	}
 	var once sync.Once
 	resume = func() {
 		once.Do(func() { _ = c.cmd.Process.Signal(syscall.SIGCONT) })
@@ -448,6 +454,37 @@ func (c *Otelcol) Stall(t testing.TB) (resume func()) {
 	// A stopped collector never exits on SIGTERM: resume it first.
 	t.Cleanup(resume)
 	return resume
+}
+
+// waitStopped waits until every thread of pid is in the stopped state (T in
+// /proc/PID/task/TID/stat).
+func waitStopped(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return err
+		}
+		stopped := len(tasks) > 0
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err != nil {
+				continue // the thread ended
+			}
+			// The state follows the command's closing parenthesis.
+			if i := bytes.LastIndexByte(b, ')'); i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d not stopped after %v", pid, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Down stops the collector, as a collector that goes away does, and returns
