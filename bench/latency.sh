@@ -46,6 +46,8 @@ status:
 activation:
   enabled: false
 YAML
+# LAT_AGENTD_YAML: more settings to try against the defaults (a comparison).
+[ -z "${LAT_AGENTD_YAML:-}" ] || printf '%s\n' "$LAT_AGENTD_YAML" >>"$run_dir/agentd.yaml"
 "$BENCH_WORK/agentd" run --config "$run_dir/agentd.yaml" --otlp-endpoint "$SINK_ENDPOINT" --otlp-insecure >"$run_dir/agentd.log" 2>&1 &
 AGENT_PID=$!
 blog "agentd (pid $AGENT_PID) exporting to $SINK_ENDPOINT; waiting until it watches the host Docker"
