@@ -175,23 +175,7 @@ func TestHierarchyFollowsTheModel(t *testing.T) {
 		if fe.calls() != probes {
 			t.Fatalf("probed %d times", fe.calls()-probes)
 		}
-		got := map[string]string{}
-		for range 2 {
-			c := nextChange(t, sub)
-			if c.Kind != EngineUpdated {
-				t.Fatalf("change %+v, want updated", c)
-			}
-			got[c.Engine.ID] = c.Engine.Prefix
-		}
-		want := map[string]string{
-			"podman:" + filepath.Join(root, "201/root/run/podman/podman.sock"): "th",
-			"docker:" + filepath.Join(root, "501/root/run/docker.sock"):        "th/inner",
-		}
-		for id, p := range want {
-			if got[id] != p {
-				t.Errorf("engine %s updated to prefix %q, want %q", id, got[id], p)
-			}
-		}
+		wantNestedPlaced(t, sub, root)
 		if len(sub.C()) != 0 {
 			t.Fatalf("%d more changes, want none (the host Docker did not move)", len(sub.C()))
 		}
@@ -316,6 +300,21 @@ func TestRelocatePlacesEnginesWhenTheModelLearns(t *testing.T) {
 		fm.set(id, cs...)
 	}
 	d.Relocate()
+	wantNestedPlaced(t, sub, root)
+	if fe.calls() != probes {
+		t.Errorf("Relocate probed %d times", fe.calls()-probes)
+	}
+	d.Relocate() // nothing moved since: nothing to say
+	time.Sleep(50 * time.Millisecond)
+	if n := len(sub.C()); n != 0 {
+		t.Errorf("%d changes after a Relocate that moved nothing", n)
+	}
+}
+
+// wantNestedPlaced expects the next two changes to place the nested tree's
+// podman in th and its inner Docker in th/inner.
+func wantNestedPlaced(t *testing.T, sub *Subscription, root string) {
+	t.Helper()
 	got := map[string]string{}
 	for range 2 {
 		c := nextChange(t, sub)
@@ -332,13 +331,5 @@ func TestRelocatePlacesEnginesWhenTheModelLearns(t *testing.T) {
 		if got[id] != p {
 			t.Errorf("engine %s updated to prefix %q, want %q", id, got[id], p)
 		}
-	}
-	if fe.calls() != probes {
-		t.Errorf("Relocate probed %d times", fe.calls()-probes)
-	}
-	d.Relocate() // nothing moved since: nothing to say
-	time.Sleep(50 * time.Millisecond)
-	if n := len(sub.C()); n != 0 {
-		t.Errorf("%d changes after a Relocate that moved nothing", n)
 	}
 }
