@@ -369,7 +369,7 @@ type looked struct {
 // first if the model does not know it yet), while its earlier events build
 // on the model's state, as the event alone says what changed. So a burst of
 // events costs one inspect per container, and every event is applied: an
-// inspect that fails falls back on the model's state, as apply does.
+// inspect that fails falls back on the model's state, as applyWith does.
 func (w *Watcher) applyBatch(ctx context.Context, batch []engine.Change) {
 	if len(batch) == 0 {
 		return
@@ -413,7 +413,7 @@ func (w *Watcher) applyBatch(ctx context.Context, batch []engine.Change) {
 }
 
 // prefetch inspects, in parallel, every container of the batch that one of
-// its events will look at as the model stands now (apply skips events the
+// its events will look at as the model stands now (applyWith skips events the
 // model already reflects), and records the results in seen.
 func (w *Watcher) prefetch(ctx context.Context, batch []engine.Change, last map[model.ContainerKey]int, seen map[model.ContainerKey]*looked) {
 	type job struct {
@@ -649,7 +649,7 @@ func (w *Watcher) inspect(ctx context.Context, ch engine.Change) (model.Containe
 	return c, nil
 }
 
-// apply applies one change from the stream. Changes that the model already
+// applyWith applies one change from the stream. Changes that the model already
 // reflects (because the list that followed the subscription saw them) are
 // skipped, which is what makes subscribe-then-list free of duplicates:
 //   - create: the container is known;
@@ -660,12 +660,9 @@ func (w *Watcher) inspect(ctx context.Context, ch engine.Change) (model.Containe
 //
 // The model's state follows the event, not the inspection (which may be ahead
 // of the stream), so every later event still finds its transition.
-func (w *Watcher) apply(ctx context.Context, ch engine.Change) error {
-	return w.applyWith(ctx, ch, w.inspect)
-}
-
-// applyWith is apply, looking at the container through look (an inspect, or
-// what a batch already knows of it).
+//
+// It looks at the container through look: an inspect, or what the batch
+// already knows of it (applyBatch).
 func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(context.Context, engine.Change) (model.Container, error)) error {
 	if ch.ContainerID == "" {
 		return errors.New("change without a container ID")
