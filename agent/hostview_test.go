@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/agentd-dev/agentd/internal/testbed"
 )
 
 // fakeProc builds a procfs-like tree: PID 2's comm, and ns links for "self"
@@ -80,7 +82,7 @@ func TestDetectHostView(t *testing.T) {
 	}
 	t.Run("this machine's /proc", func(t *testing.T) {
 		if _, err := os.Readlink("/proc/2/ns/mnt"); err != nil {
-			t.Skipf("PID 2's namespaces are out of reach: %v", err)
+			testbed.Unavailable(t, "PID 2's namespaces are out of reach: %v", err)
 		}
 		v := detectHostView("/proc", "/proc", "/sys/fs/cgroup", "/sys/fs/cgroup")
 		if v.root != "/" || len(v.warnings) > 0 {
