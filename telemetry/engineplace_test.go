@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,28 +10,11 @@ import (
 	"github.com/agentd-dev/agentd/model"
 )
 
-// prefixLogs keeps each record's event name and its engine prefix.
-type prefixLogs struct {
-	mu   sync.Mutex
-	recs []string
-}
-
-func (m *prefixLogs) Export(_ context.Context, rs []sdklog.Record) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, r := range rs {
-		res := r.Resource()
-		v, _ := res.Set().Value(AttrEnginePrefix)
-		m.recs = append(m.recs, r.EventName()+" prefix="+v.AsString())
-	}
-	return nil
-}
-func (m *prefixLogs) Shutdown(context.Context) error   { return nil }
-func (m *prefixLogs) ForceFlush(context.Context) error { return nil }
-func (m *prefixLogs) got() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]string(nil), m.recs...)
+// prefixOf renders a record as its event name and its engine prefix.
+func prefixOf(r sdklog.Record) string {
+	res := r.Resource()
+	v, _ := res.Set().Value(AttrEnginePrefix)
+	return r.EventName() + " prefix=" + v.AsString()
 }
 
 // TestEventsCarryTheEnginesPlaceAsItIsNow: an engine found inside a
@@ -54,7 +36,7 @@ func TestEventsCarryTheEnginesPlaceAsItIsNow(t *testing.T) {
 	store.Upsert(c)
 	store.Emit(model.Event{Type: model.EventStart, Time: time.Now(), EngineID: e.ID, Container: &c})
 
-	logs := &prefixLogs{}
+	logs := &memLogs{render: prefixOf}
 	cfg := DefaultConfig()
 	cfg.EventFlushInterval = 10 * time.Millisecond
 	p, err := NewPipeline(cfg, Options{Workload: storeWorkload{store}, Events: sub.C(), Sampler: noStats{}, Metrics: noMetrics{}, Logs: logs}, nil)

@@ -14,16 +14,22 @@ import (
 	"github.com/agentd-dev/agentd/stats"
 )
 
-// memLogs keeps exported log records: event name and the OOM attribute.
+// memLogs keeps exported log records as strings: render's, by default the
+// event name and the OOM attribute.
 type memLogs struct {
-	mu   sync.Mutex
-	recs []string
+	render func(sdklog.Record) string
+	mu     sync.Mutex
+	recs   []string
 }
 
 func (m *memLogs) Export(_ context.Context, rs []sdklog.Record) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range rs {
+		if m.render != nil {
+			m.recs = append(m.recs, m.render(r))
+			continue
+		}
 		oom := ""
 		r.WalkAttributes(func(kv attribute.KeyValue) bool {
 			if string(kv.Key) == AttrOOMKilled {
