@@ -89,6 +89,13 @@ type Change struct {
 	ExitCode *int
 	// Signal is the signal that stopped the container, when the engine says.
 	Signal string
+	// Container is what a create event itself says of its container (name,
+	// image reference, labels), for engines whose events carry it, nil
+	// otherwise. The watcher reports the create from it at once and asks the
+	// engine for the rest (image ID, cgroup, PID) afterwards, so the event
+	// does not wait for an inspect the engine may be slow to answer while it
+	// starts the container. Never the PID.
+	Container *model.Container
 }
 
 // ErrNotEngine is wrapped by a Probe's error for a socket that answered, but

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -157,5 +158,86 @@ func TestWatcherLosesNoEventWhileAnInspectWaits(t *testing.T) {
 	}
 	if c := w.Stats().Coalesced; c != 1 {
 		t.Errorf("%d coalesced, want 1", c)
+	}
+}
+
+// createSaying is create, with the event saying what was created (name,
+// image, a label), as Docker's create events do.
+func createSaying(id, image string) fakeOp {
+	return func(f *fakeEngine) {
+		f.now = f.now.Add(time.Second)
+		c := model.Container{ID: id, Name: id, ImageName: image, ImageID: "sha256:" + image, State: model.StateCreated,
+			CreatedAt: f.now, Labels: map[string]string{"tier": "front"}, CgroupPath: "/system.slice/" + id}
+		f.containers[id] = c
+		said := model.Container{ID: id, Name: id, ImageName: image, State: model.StateCreated, Labels: map[string]string{"tier": "front"}}
+		f.send(engine.Change{Type: model.EventCreate, ContainerID: id, Time: f.now, Container: &said}, nil)
+	}
+}
+
+func TestWatcherReportsCreateAndStartWithoutWaitingForTheEngine(t *testing.T) {
+	f, w, sub := runCounted(t, nil, true)
+	f.do(createSaying("a", "web"), start("a"))
+	// The refresh's inspect is held (the engine is busy starting the
+	// container): both events are out all the same.
+	release := <-f.gate
+	eventually(t, 10*time.Second, "both events without an answer from the engine", func() bool { return len(sub.C()) == 2 })
+	created := <-sub.C()
+	if c := created.Container; created.Type != model.EventCreate || c.Name != "a" || c.ImageName != "web" || c.Labels["tier"] != "front" || c.ImageID != "" {
+		t.Errorf("the create as its event said it: %+v", c)
+	}
+	if ev := <-sub.C(); ev.Type != model.EventStart || ev.Container.State != model.StateRunning {
+		t.Errorf("then the start: %s %+v", ev.Type, ev.Container)
+	}
+	close(release)
+	eventually(t, 10*time.Second, "the refresh brings what only the engine knows", func() bool {
+		c, ok := w.store.Container(model.ContainerKey{EngineID: "fake", ID: "a"})
+		return ok && c.ImageID == "sha256:web" && c.CgroupPath == "/system.slice/a" && c.State == model.StateRunning
+	})
+	if n := f.inspects.Load(); n != 1 {
+		t.Errorf("%d inspects, want 1 for both events", n)
+	}
+	if got := drained(sub); len(got) != 0 {
+		t.Errorf("the refresh emitted %q", got)
+	}
+
+	// The next create of a container of the same image says its image ID
+	// at once.
+	go func() {
+		for r := range f.gate {
+			close(r)
+		}
+	}()
+	defer close(f.gate)
+	f.do(createSaying("b", "web"))
+	eventually(t, 10*time.Second, "the second create", func() bool { return len(sub.C()) == 1 })
+	if c := (<-sub.C()).Container; c.ImageID != "sha256:web" {
+		t.Errorf("a create of a known image without its ID: %+v", c)
+	}
+	eventually(t, 10*time.Second, "the second refresh", func() bool { return f.idle(w, 1) })
+}
+
+func TestSameRun(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	running := func(started time.Time) model.Container {
+		return model.Container{State: model.StateRunning, StartedAt: started}
+	}
+	exited := model.Container{State: model.StateExited, StartedAt: t0, FinishedAt: t0.Add(time.Second)}
+	tests := []struct {
+		name    string
+		cur, in model.Container
+		want    bool
+	}{
+		{"the engine recorded the start a little before its event", running(t0), running(t0.Add(-20 * time.Millisecond)), true},
+		{"the inspect saw the container dead: the model's run is not over", running(t0), exited, false},
+		{"the inspect saw a later run", running(t0), running(t0.Add(3 * time.Second)), false},
+		{"the inspect saw a run long before", running(t0), running(t0.Add(-time.Minute)), false},
+		{"both see it created", model.Container{State: model.StateCreated}, model.Container{State: model.StateCreated}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sameRun(tt.cur, tt.in); got != tt.want {
+				t.Errorf("sameRun = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

@@ -109,6 +109,10 @@ type Watcher struct {
 	down *logging.Problem
 	// created is when the counters started.
 	created time.Time
+	// imu guards images: image reference → the image ID last seen behind
+	// it (see imageID).
+	imu    sync.Mutex
+	images map[string]string
 
 	events, malformed, ignored, reconnects, syncs, coalesced atomic.Uint64
 	// pending counts the stream's results read but not yet handled (tests
@@ -135,6 +139,7 @@ func NewWatcher(e model.Engine, a engine.Adapter, store *model.Store, opts Optio
 		enginePID: e.PID,
 		wake:      make(chan struct{}, 1),
 		created:   time.Now(),
+		images:    map[string]string{},
 	}
 }
 
@@ -251,9 +256,11 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 	// Next blocked on the engine returns.
 	nexts := make(chan next, maxBatch)
 	var wg sync.WaitGroup
+	refresh := newRefresher(w)
 	defer func() {
 		cancel(nil)
 		wg.Wait()
+		refresh.wait()
 	}()
 	wg.Add(1)
 	go func() {
@@ -276,8 +283,8 @@ func (w *Watcher) session(ctx context.Context, good func()) error {
 	for {
 		var end error
 		var n int
-		batch, n, end = w.gather(ctx, nexts, batch[:0], good)
-		w.applyBatch(ctx, batch)
+		batch, n, end = w.gather(ctx, nexts, refresh, batch[:0], good)
+		w.applyBatch(ctx, batch, refresh)
 		w.pending.Add(-int64(n))
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -302,15 +309,19 @@ const maxBatch = 256
 // already queued when the window is negative), at most maxBatch events.
 // Ignored and malformed events are counted, not batched. end is the error
 // that ended the stream (or ctx's); the events before it are in batch. n is
-// the number of results received.
-func (w *Watcher) gather(ctx context.Context, nexts <-chan next, batch []engine.Change, good func()) (_ []engine.Change, n int, end error) {
+// the number of results received. The answers of refreshes that arrive
+// meanwhile are merged into the model.
+func (w *Watcher) gather(ctx context.Context, nexts <-chan next, refresh *refresher, batch []engine.Change, good func()) (_ []engine.Change, n int, end error) {
 	var window <-chan time.Time
-	for ; len(batch) < maxBatch; n++ {
+	for len(batch) < maxBatch {
 		var nx next
 		switch {
 		case len(batch) == 0:
 			select {
 			case nx = <-nexts:
+			case a := <-refresh.done:
+				refresh.answered(ctx, a)
+				continue
 			case <-ctx.Done():
 				return batch, n, ctx.Err()
 			}
@@ -323,12 +334,16 @@ func (w *Watcher) gather(ctx context.Context, nexts <-chan next, batch []engine.
 		default:
 			select {
 			case nx = <-nexts:
+			case a := <-refresh.done:
+				refresh.answered(ctx, a)
+				continue
 			case <-window:
 				return batch, n, nil
 			case <-ctx.Done():
 				return batch, n, ctx.Err()
 			}
 		}
+		n++
 		switch {
 		case nx.err == nil:
 		case errors.Is(nx.err, engine.ErrIgnored):
@@ -340,7 +355,7 @@ func (w *Watcher) gather(ctx context.Context, nexts <-chan next, batch []engine.
 			w.log.Warn("skipping malformed engine event", logging.Err(nx.err))
 			continue
 		default:
-			return batch, n + 1, nx.err
+			return batch, n, nx.err
 		}
 		w.events.Add(1)
 		good()
@@ -370,10 +385,11 @@ type looked struct {
 // on the model's state, as the event alone says what changed. So a burst of
 // events costs one inspect per container, and every event is applied: an
 // inspect that fails falls back on the model's state, as applyWith does.
-func (w *Watcher) applyBatch(ctx context.Context, batch []engine.Change) {
+func (w *Watcher) applyBatch(ctx context.Context, batch []engine.Change, refresh *refresher) {
 	if len(batch) == 0 {
 		return
 	}
+	refresh.batch++
 	last := make(map[model.ContainerKey]int, len(batch))
 	for i, ch := range batch {
 		if ch.Type != model.EventDestroy {
@@ -402,7 +418,9 @@ func (w *Watcher) applyBatch(ctx context.Context, batch []engine.Change) {
 			seen[k] = &looked{c: c, err: err, used: true}
 			return c, err
 		}
-		if err := w.applyWith(ctx, ch, look); err != nil {
+		l, fresh := seen[k]
+		fresh = fresh && (l.err == nil || errors.Is(l.err, engine.ErrNotFound))
+		if err := w.applyWith(ctx, ch, look, fresh, refresh); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -422,16 +440,24 @@ func (w *Watcher) prefetch(ctx context.Context, batch []engine.Change, last map[
 		l  *looked
 	}
 	var jobs []job
+	decided := make(map[model.ContainerKey]bool, len(last))
 	for _, ch := range batch {
 		if ch.ContainerID == "" || ch.Type == model.EventDestroy {
 			continue
 		}
 		k := w.key(ch.Namespace, ch.ContainerID)
-		if _, ok := seen[k]; ok {
+		if decided[k] {
 			continue
 		}
+		decided[k] = true
 		cur, known := w.store.Container(k)
-		if known && (ch.Type == model.EventCreate || stale(ch, cur) || dieSaysAll(batch[last[k]], known)) {
+		if selfSufficient(ch, known) && selfSufficient(batch[last[k]], true) {
+			// Every event of it in the batch is reported from the events
+			// and the model (the container is known once its first is
+			// applied).
+			continue
+		}
+		if known && (ch.Type == model.EventCreate || stale(ch, cur)) {
 			continue
 		}
 		l := &looked{}
@@ -455,6 +481,22 @@ func (w *Watcher) prefetch(ctx context.Context, batch []engine.Change, last map[
 		}()
 	}
 	wg.Wait()
+}
+
+// selfSufficient reports whether ch is applied without looking at its
+// container (known: the model has it): a destroy, a die that carries its
+// exit code, a start of a known container and a create that says what it
+// created. The last two are refreshed afterwards (see refresher).
+func selfSufficient(ch engine.Change, known bool) bool {
+	switch ch.Type {
+	case model.EventDestroy:
+		return true
+	case model.EventStart:
+		return known
+	case model.EventCreate:
+		return known || ch.Container != nil
+	}
+	return dieSaysAll(ch, known)
 }
 
 // dieSaysAll reports whether ch is a die that carries all it changes (the
@@ -516,6 +558,7 @@ func (w *Watcher) reconcile(list []model.Container, resync bool) {
 		}
 		seen[k] = true
 		o, had := old[k]
+		w.learnImage(c)
 		w.store.Upsert(c)
 		if resync {
 			for _, ev := range transitions(o, had, c) {
@@ -646,6 +689,7 @@ func (w *Watcher) inspect(ctx context.Context, ch engine.Change) (model.Containe
 	}
 	c.Namespace = ch.Namespace
 	w.normalise(&c)
+	w.learnImage(c)
 	return c, nil
 }
 
@@ -663,7 +707,12 @@ func (w *Watcher) inspect(ctx context.Context, ch engine.Change) (model.Containe
 //
 // It looks at the container through look: an inspect, or what the batch
 // already knows of it (applyBatch).
-func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(context.Context, engine.Change) (model.Container, error)) error {
+//
+// A create that says what it created and a start of a known container are
+// applied from the event and the model, and then refreshed (see refresher),
+// unless fresh: the batch has an inspect of the container made after its
+// events, which look gives without asking the engine again.
+func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(context.Context, engine.Change) (model.Container, error), fresh bool, refresh *refresher) error {
 	if ch.ContainerID == "" {
 		return errors.New("change without a container ID")
 	}
@@ -692,9 +741,23 @@ func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(con
 	}
 	var c model.Container
 	var err error
-	if dieSaysAll(ch, known) {
+	switch {
+	case dieSaysAll(ch, known):
 		c = cur
-	} else {
+	case fresh:
+		c, err = look(ctx, ch)
+	case ch.Type == model.EventStart && known:
+		// A new run: what the last one left (PID, exit code, OOM flag)
+		// is not this one's; the refresh brings the PID.
+		c = cur
+		c.PID, c.ExitCode, c.OOMKilled = 0, 0, false
+		defer refresh.ask(ctx, k, ch)
+	case ch.Type == model.EventCreate && ch.Container != nil:
+		c = *ch.Container
+		c.EngineID, c.Namespace, c.PID = w.engine.ID, ch.Namespace, 0
+		c.ImageID = w.imageID(c)
+		defer refresh.ask(ctx, k, ch)
+	default:
 		c, err = look(ctx, ch)
 	}
 	switch {

@@ -52,6 +52,30 @@ func TestDecodeDockerEvent(t *testing.T) {
 	}
 }
 
+func TestDecodeDockerCreateCarriesTheContainer(t *testing.T) {
+	in := `{"Type":"container","Action":"create","Actor":{"ID":"abc","Attributes":{"image":"registry.example:5000/team/app:1.2","name":"web","tier":"front"}},"timeNano":1700000000000000001}`
+	var m events.Message
+	if err := json.Unmarshal([]byte(in), &m); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := decodeDockerEvent(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ch.Container
+	if c == nil {
+		t.Fatal("a create event without the container it describes")
+	}
+	if c.ID != "abc" || c.Name != "web" || c.ImageName != "registry.example:5000/team/app" || len(c.ImageTags) != 1 || c.ImageTags[0] != "1.2" ||
+		c.State != model.StateCreated || c.PID != 0 || len(c.Labels) != 1 || c.Labels["tier"] != "front" {
+		t.Errorf("container from the create event: %+v", *c)
+	}
+	m.Action = events.ActionStart
+	if ch, _ := decodeDockerEvent(m); ch.Container != nil {
+		t.Errorf("a start carries a container: %+v (only a create's attributes are what the watcher reports from)", *ch.Container)
+	}
+}
+
 func FuzzDecodeDockerEvent(f *testing.F) {
 	f.Add([]byte(`{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"1"}},"timeNano":5}`))
 	f.Add([]byte(`{"Type":"container","Action":"health_status: healthy","Actor":{"ID":"abc"}}`))

@@ -134,6 +134,7 @@ func decodeDockerEvent(m events.Message) (engine.Change, error) {
 	switch m.Action {
 	case events.ActionCreate:
 		ch.Type = model.EventCreate
+		ch.Container = createdContainer(m.Actor)
 	case events.ActionStart:
 		ch.Type = model.EventStart
 	case events.ActionPause:
@@ -164,6 +165,25 @@ func decodeDockerEvent(m events.Message) (engine.Change, error) {
 		return engine.Change{}, fmt.Errorf("docker %q event: %w", m.Action, engine.ErrIgnored)
 	}
 	return ch, nil
+}
+
+// createdContainer is what a create event says of its container: dockerd
+// puts the container's labels in the attributes, then its name and the image
+// reference it was created from (so a label named "name" or "image" is
+// shadowed: the inspect that follows has them right).
+func createdContainer(a events.Actor) *model.Container {
+	c := &model.Container{ID: a.ID, Name: a.Attributes["name"], State: model.StateCreated}
+	c.ImageName, c.ImageTags = engine.SplitImageRef(a.Attributes["image"])
+	for k, v := range a.Attributes {
+		if k == "name" || k == "image" {
+			continue
+		}
+		if c.Labels == nil {
+			c.Labels = make(map[string]string, len(a.Attributes))
+		}
+		c.Labels[k] = v
+	}
+	return c
 }
 
 // List returns every container, inspected for PIDs, times and exit codes.

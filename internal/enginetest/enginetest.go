@@ -352,4 +352,7 @@ func CheckChange(t *testing.T, ch engine.Change, err error) {
 	if ch.ContainerID == "" || ch.Type == "" {
 		t.Fatalf("accepted change without ID or type: %+v", ch)
 	}
+	if c := ch.Container; c != nil && (c.ID != ch.ContainerID || c.PID != 0) {
+		t.Fatalf("change of %s carries container %s with PID %d", ch.ContainerID, c.ID, c.PID)
+	}
 }

@@ -1,0 +1,207 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/logging"
+	"github.com/agentd-dev/agentd/model"
+)
+
+// A create that says what it created and a start of a container the model
+// knows are reported from the event and the model at once: an inspect made
+// then may wait seconds (dockerd holds a container's lock while it starts
+// it, and the request budget may be spent in a storm), and the event must
+// not wait with it. What only the engine can tell (the PID for the stats, the
+// image ID, the cgroup, the health) is asked for afterwards by a refresh,
+// one in flight per container, whose answer the session's loop merges into
+// the model without an event.
+
+// refreshed is the answer to a refresh of container k.
+type refreshed struct {
+	k   model.ContainerKey
+	c   model.Container
+	err error
+}
+
+// refresher runs the refreshes of one session: at most
+// Options.InspectConcurrency in flight, owned by the session (its goroutines
+// end with the session's context, and wait waits for them).
+type refresher struct {
+	w    *Watcher
+	sem  chan struct{}
+	done chan refreshed
+	wg   sync.WaitGroup
+	// inflight holds the containers being refreshed.
+	inflight map[model.ContainerKey]*flight
+	// batch numbers the session's batches (applyBatch counts them).
+	batch uint64
+}
+
+// flight is a refresh in flight.
+type flight struct {
+	// batch is the batch that asked: its inspect is made after every
+	// event of that batch.
+	batch uint64
+	// again is set when a later batch asked too: the answer may predate
+	// its events, one more refresh follows.
+	again bool
+}
+
+func newRefresher(w *Watcher) *refresher {
+	return &refresher{
+		w:        w,
+		sem:      make(chan struct{}, w.opts.InspectConcurrency),
+		done:     make(chan refreshed, maxBatch),
+		inflight: map[model.ContainerKey]*flight{},
+	}
+}
+
+// ask schedules a refresh of container k, whose event ch was reported from
+// what it said. Called from the session's loop only.
+func (r *refresher) ask(ctx context.Context, k model.ContainerKey, ch engine.Change) {
+	if f, busy := r.inflight[k]; busy {
+		if f.batch == r.batch || f.again {
+			// The refresh asked for, or the one to follow it, is
+			// made after this event.
+			r.w.coalesced.Add(1)
+		} else {
+			f.again = true
+		}
+		return
+	}
+	r.inflight[k] = &flight{batch: r.batch}
+	r.w.pending.Add(1)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		select {
+		case r.sem <- struct{}{}:
+		case <-ctx.Done():
+			r.w.pending.Add(-1)
+			return
+		}
+		c, err := r.w.inspect(ctx, ch)
+		<-r.sem
+		select {
+		case r.done <- refreshed{k: k, c: c, err: err}:
+		case <-ctx.Done():
+			r.w.pending.Add(-1)
+		}
+	}()
+}
+
+// answered merges a refresh's answer into the model and asks again if an
+// event came in the meantime. Called from the session's loop only.
+func (r *refresher) answered(ctx context.Context, a refreshed) {
+	again := r.inflight[a.k].again
+	delete(r.inflight, a.k)
+	defer r.w.pending.Add(-1)
+	r.w.merge(a)
+	if again && ctx.Err() == nil {
+		r.ask(ctx, a.k, engine.Change{ContainerID: a.k.ID, Namespace: a.k.Namespace})
+	}
+}
+
+// wait waits for the refreshes' goroutines and drops the answers not merged;
+// cancel the session's context first.
+func (r *refresher) wait() {
+	r.wg.Wait()
+	for {
+		select {
+		case <-r.done:
+			r.w.pending.Add(-1)
+		default:
+			return
+		}
+	}
+}
+
+// merge brings what a refresh saw into the model's container: what an event
+// cannot tell (name, image, labels, cgroup, restart count) always, the PID
+// and the health only when the inspect saw the run the model is in (a
+// refresh may be answered after the container died or ran again; the events
+// of that are the model's, and their own refresh follows).
+func (w *Watcher) merge(a refreshed) {
+	cur, known := w.store.Container(a.k)
+	if a.err != nil {
+		if !errors.Is(a.err, engine.ErrNotFound) && !errors.Is(a.err, context.Canceled) {
+			w.log.Debug("refreshing a container after its event failed", logging.KeyContainerID, a.k.ID, logging.Err(a.err))
+		}
+		return
+	}
+	if !known {
+		return
+	}
+	in := a.c
+	w.learnImage(in)
+	c := cur
+	if in.Name != "" {
+		c.Name = in.Name
+	}
+	if in.ImageName != "" || in.ImageID != "" {
+		c.ImageName, c.ImageTags, c.ImageID = in.ImageName, in.ImageTags, in.ImageID
+	}
+	if in.Labels != nil {
+		c.Labels = in.Labels
+	}
+	if in.CgroupPath != "" {
+		c.CgroupPath = in.CgroupPath
+	}
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = in.CreatedAt
+	}
+	c.RestartCount = max(c.RestartCount, in.RestartCount)
+	if sameRun(cur, in) {
+		c.PID, c.Health = in.PID, in.Health
+	}
+	w.store.Upsert(c)
+}
+
+// runSlack is how much earlier than the start event an engine may record
+// the start of the same run.
+const runSlack = 5 * time.Second
+
+// sameRun reports whether inspection in saw the run of the container that
+// the model's cur is in.
+func sameRun(cur, in model.Container) bool {
+	if cur.State.Running() != in.State.Running() || ahead(in, cur.StartedAt) {
+		return false
+	}
+	return !in.StartedAt.Before(cur.StartedAt.Add(-runSlack))
+}
+
+// maxImages bounds the image IDs a watcher remembers.
+const maxImages = 4096
+
+// learnImage remembers the image ID behind c's image reference, for the next
+// create of a container from it (see imageID).
+func (w *Watcher) learnImage(c model.Container) {
+	if c.ImageID == "" || c.ImageName == "" {
+		return
+	}
+	w.imu.Lock()
+	defer w.imu.Unlock()
+	if len(w.images) >= maxImages {
+		clear(w.images)
+	}
+	w.images[imageRef(c)] = c.ImageID
+}
+
+// imageID returns the image ID last seen behind c's image reference, "" if
+// none was: a create reported from its event carries the ID its image had
+// when agentd last looked (a tag pulled anew since is right in the model
+// once the refresh is answered).
+func (w *Watcher) imageID(c model.Container) string {
+	w.imu.Lock()
+	defer w.imu.Unlock()
+	return w.images[imageRef(c)]
+}
+
+func imageRef(c model.Container) string {
+	return c.ImageName + ":" + strings.Join(c.ImageTags, ",")
+}
