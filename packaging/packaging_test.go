@@ -429,8 +429,20 @@ func TestDebLifecycleOnSystemdHost(t *testing.T) {
 		})
 	})
 
+	t.Run("agentd rode out the restart of podman.service without a crash", func(t *testing.T) {
+		// Restart=on-failure would hide a crash from the other subtests:
+		// the unit is active again seconds later.
+		if n := h.show(t, "NRestarts"); n != "0" {
+			crash, _ := h.run("journalctl -u agentd.service --no-pager -o cat --after-cursor '" + installed + "' | " +
+				"grep -m1 -B20 -A80 -E '^(panic:|fatal error:|SIGABRT|SIGQUIT|SIGSEGV)|Watchdog timeout'")
+			t.Fatalf("agentd.service restarted %s times; the first crash in its journal:\n%s", n, crash)
+		}
+	})
+
 	t.Run("journalctl -x explains the engine found entry from the packaged catalog", func(t *testing.T) {
-		out := h.must(t, "journalctl -x -u agentd.service --no-pager -n 400")
+		// Only the catalogued entries: a journal that also holds a
+		// goroutine dump must not push them out of sight.
+		out := h.must(t, "journalctl -x -u agentd.service --no-pager MESSAGE_ID="+logging.MessageIDEngineFound)
 		for _, want := range []string{"agentd watches a container engine: podman", "To see everything agentd logs about this engine"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("journalctl -x lacks %q:\n%s", want, out)
