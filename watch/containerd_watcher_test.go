@@ -214,7 +214,8 @@ func TestContainerdWatcherLifecycle(t *testing.T) {
 							ev.ExitCode, ev.Signal, c.ExitCode, c.State, c.PID)
 					}
 				case model.EventStart:
-					startPID = c.PID
+					// Reported from the event; the PID follows.
+					startPID = h.startedIn(ns, id).PID
 				case model.EventDestroy:
 					if c.State != model.StateExited || c.ExitCode != 137 {
 						t.Errorf("destroy: container state %s exit %d, want the last known exited 137", c.State, c.ExitCode)
@@ -390,7 +391,7 @@ func TestContainerdWatcherResyncAfterLostConnection(t *testing.T) {
 		testbed.Run(t, "ctr", "-n", ns, "tasks", "start", "-d", id)
 		h.expect(model.EventCreate, model.EventStart)
 	}
-	keptBefore, _ := h.store.Container(model.ContainerKey{EngineID: e.ID, Namespace: ns, ID: kept})
+	keptBefore := h.startedIn(ns, kept)
 	if keptBefore.State != model.StateRunning || keptBefore.PID <= 0 {
 		t.Fatalf("kept container before the cut: %+v", keptBefore)
 	}
@@ -468,7 +469,8 @@ func TestDedupDockerAndContainerd(t *testing.T) {
 	eventually(t, 30*time.Second, "both watchers have the running container", func() bool {
 		d, okD := h.store.Container(dockerKey)
 		c, okC := h.store.Container(ctrdKey)
-		return okD && okC && d.State == model.StateRunning && c.State == model.StateRunning
+		// A start is reported from its event; the PID follows.
+		return okD && okC && d.State == model.StateRunning && c.State == model.StateRunning && d.PID > 0 && c.PID > 0
 	})
 	checkOnce := func(t *testing.T, state model.ContainerState) {
 		t.Helper()

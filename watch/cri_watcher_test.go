@@ -193,7 +193,8 @@ func TestCRIWatcherLifecycle(t *testing.T) {
 				}
 				switch ev.Type {
 				case model.EventStart:
-					startPID = c.PID
+					// Reported from the event; the PID follows.
+					startPID = h.startedIn("", ctrID).PID
 				case model.EventDie:
 					if ev.ExitCode != 137 || ev.Signal != "SIGKILL" || c.ExitCode != 137 || c.State != model.StateExited || c.PID != 0 {
 						t.Errorf("die: exit %d signal %q, container exit %d state %s pid %d; want 137 SIGKILL exited 0",
@@ -286,7 +287,8 @@ func TestDedupCRIAndContainerd(t *testing.T) {
 		a, okA := h.store.Container(criKey)
 		b, okB := h.store.Container(ctrdKey)
 		_, okS := h.store.Container(sandboxKey)
-		return okA && okB && okS && a.State == model.StateRunning && b.State == model.StateRunning
+		// A start is reported from its event; the PID follows.
+		return okA && okB && okS && a.State == model.StateRunning && b.State == model.StateRunning && a.PID > 0 && b.PID > 0
 	})
 	t.Run("a running CRI container is in the Snapshot once, under CRI, and its sandbox not at all", func(t *testing.T) {
 		got := snapshotCopies(h.store, ctrID)

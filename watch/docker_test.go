@@ -76,16 +76,16 @@ func TestDockerLifecycle(t *testing.T) {
 				}
 				switch ev.Type {
 				case model.EventStart:
-					pid := ev.Container.PID
-					want := docker("inspect", "-f", "{{.State.Pid}}", id)
-					if strconv.Itoa(pid) != want {
-						t.Errorf("start: pid %d, docker says %s", pid, want)
-					}
 					if ev.Container.ImageName != "local/busybox" || !slices.Equal(ev.Container.ImageTags, []string{"latest"}) {
 						t.Errorf("start: image %q %v", ev.Container.ImageName, ev.Container.ImageTags)
 					}
-					if !strings.HasSuffix(ev.Container.CgroupPath, id) && !strings.HasSuffix(ev.Container.CgroupPath, id+".scope") {
-						t.Errorf("start: cgroup path %q", ev.Container.CgroupPath)
+					c := h.started(id)
+					want := docker("inspect", "-f", "{{.State.Pid}}", id)
+					if strconv.Itoa(c.PID) != want {
+						t.Errorf("after the start: pid %d, docker says %s", c.PID, want)
+					}
+					if !strings.HasSuffix(c.CgroupPath, id) && !strings.HasSuffix(c.CgroupPath, id+".scope") {
+						t.Errorf("after the start: cgroup path %q", c.CgroupPath)
 					}
 				case model.EventDie:
 					if ev.ExitCode != 137 || ev.Signal != "SIGKILL" {

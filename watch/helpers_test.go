@@ -207,6 +207,25 @@ func (h *harness) container(id string) model.Container {
 	return c
 }
 
+// started waits until the model has the PID of running container id: a
+// start is reported from the event, its PID follows from the refresh.
+func (h *harness) started(id string) model.Container {
+	h.t.Helper()
+	return h.startedIn("", id)
+}
+
+// startedIn is started for a container of containerd namespace ns.
+func (h *harness) startedIn(ns, id string) model.Container {
+	h.t.Helper()
+	var c model.Container
+	eventually(h.t, 10*time.Second, "the started container's PID in the model", func() bool {
+		var ok bool
+		c, ok = h.store.Container(model.ContainerKey{EngineID: h.w.engine.ID, Namespace: ns, ID: id})
+		return ok && c.State == model.StateRunning && c.PID > 0
+	})
+	return c
+}
+
 // labelled returns the IDs of the model's containers with the test's label.
 func (h *harness) labelled() []string {
 	var ids []string

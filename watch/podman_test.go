@@ -72,7 +72,7 @@ func TestPodmanLifecycle(t *testing.T) {
 			for _, ev := range evs {
 				switch ev.Type {
 				case model.EventStart:
-					assertHostPID(t, ev.Container.PID, podmanCLI(t, "inspect", "-f", "{{.State.Pid}}", id))
+					assertHostPID(t, h.started(id).PID, podmanCLI(t, "inspect", "-f", "{{.State.Pid}}", id))
 				case model.EventDie:
 					if ev.ExitCode != 137 {
 						t.Errorf("die: exit code %d, want 137", ev.ExitCode)
