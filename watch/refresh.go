@@ -101,7 +101,7 @@ func (r *refresher) answered(ctx context.Context, a refreshed) {
 	again := r.inflight[a.k].again
 	delete(r.inflight, a.k)
 	defer r.w.pending.Add(-1)
-	r.w.merge(a)
+	r.w.merge(a, !again)
 	if again && ctx.Err() == nil {
 		r.ask(ctx, a.k, engine.Change{ContainerID: a.k.ID, Namespace: a.k.Namespace})
 	}
@@ -122,11 +122,13 @@ func (r *refresher) wait() {
 }
 
 // merge brings what a refresh saw into the model's container: what an event
-// cannot tell (name, image, labels, cgroup, restart count) always, the PID
-// and the health only when the inspect saw the run the model is in (a
-// refresh may be answered after the container died or ran again; the events
-// of that are the model's, and their own refresh follows).
-func (w *Watcher) merge(a refreshed) {
+// cannot tell (name, image, labels, cgroup, restart count) always; the PID,
+// the health and the engine's own start time only when current (no event
+// of the container was applied since the refresh was asked: its answer is
+// not older than the model) and the inspect saw the run the model is in (it
+// may be ahead of the stream: the container died or ran again, and those
+// events, and their own refresh, follow).
+func (w *Watcher) merge(a refreshed, current bool) {
 	cur, known := w.store.Container(a.k)
 	if a.err != nil {
 		if !errors.Is(a.err, engine.ErrNotFound) && !errors.Is(a.err, context.Canceled) {
@@ -156,8 +158,13 @@ func (w *Watcher) merge(a refreshed) {
 		c.CreatedAt = in.CreatedAt
 	}
 	c.RestartCount = max(c.RestartCount, in.RestartCount)
-	if sameRun(cur, in) {
+	if current && sameRun(cur, in) {
 		c.PID, c.Health = in.PID, in.Health
+		if !in.StartedAt.IsZero() {
+			// The engine's record of the start, as a list gives it
+			// after a reconnect: the event's time is a little later.
+			c.StartedAt = in.StartedAt
+		}
 	}
 	w.store.Upsert(c)
 }
