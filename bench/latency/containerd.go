@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd"
 	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/events"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/typeurl/v2"
 )
@@ -64,30 +65,25 @@ func (c *containerdEngine) watch(ctx context.Context, tr *tracker) error {
 	msgs, errs := c.cli.Subscribe(ctx,
 		fmt.Sprintf("namespace==%q,topic==%q", c.ns, "/tasks/start"),
 		fmt.Sprintf("namespace==%q,topic==%q", c.ns, "/tasks/exit"))
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errs:
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("containerd events, namespace %s: %w", c.ns, err)
-		case env := <-msgs:
-			ev, err := typeurl.UnmarshalAny(env.Event)
-			if err != nil {
-				return fmt.Errorf("containerd event %s: %w", env.Topic, err)
-			}
-			switch e := ev.(type) {
-			case *apievents.TaskStart:
-				tr.setEngine(key{e.ContainerID, "start"}, env.Timestamp)
-			case *apievents.TaskExit:
-				if e.ID == e.ContainerID { // the init process, not an exec
-					tr.setEngine(key{e.ContainerID, "die"}, env.Timestamp)
-				}
+	err := follow(ctx, msgs, errs, func(env *events.Envelope) error {
+		ev, err := typeurl.UnmarshalAny(env.Event)
+		if err != nil {
+			return fmt.Errorf("event %s: %w", env.Topic, err)
+		}
+		switch e := ev.(type) {
+		case *apievents.TaskStart:
+			tr.setEngine(key{e.ContainerID, "start"}, env.Timestamp)
+		case *apievents.TaskExit:
+			if e.ID == e.ContainerID { // the init process, not an exec
+				tr.setEngine(key{e.ContainerID, "die"}, env.Timestamp)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("containerd events, namespace %s: %w", c.ns, err)
 	}
+	return nil
 }
 
 func (c *containerdEngine) lifecycle(ctx context.Context, i int, life time.Duration, started func(pid int)) (string, error) {

@@ -45,19 +45,14 @@ func (d *dockerEngine) watch(ctx context.Context, tr *tracker) error {
 	msgs, errs := d.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
 		filters.Arg("type", "container"), filters.Arg("label", d.label),
 		filters.Arg("event", "start"), filters.Arg("event", "die"))})
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errs:
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("docker events: %w", err)
-		case m := <-msgs:
-			tr.setEngine(key{m.Actor.ID, string(m.Action)}, time.Unix(0, m.TimeNano))
-		}
+	err := follow(ctx, msgs, errs, func(m events.Message) error {
+		tr.setEngine(key{m.Actor.ID, string(m.Action)}, time.Unix(0, m.TimeNano))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("docker events: %w", err)
 	}
+	return nil
 }
 
 func (d *dockerEngine) lifecycle(ctx context.Context, i int, life time.Duration, started func(pid int)) (string, error) {

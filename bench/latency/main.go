@@ -27,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"slices"
@@ -322,6 +323,26 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	return res.write(cfg.results)
 }
 
+// follow calls handle with what arrives on msgs until ctx is done (then it
+// returns nil), errs has an error or handle returns one.
+func follow[T any](ctx context.Context, msgs <-chan T, errs <-chan error, handle func(T) error) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errs:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case m := <-msgs:
+			if err := handle(m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
 // waitFor polls done every 100 ms for at most d; an error from errc ends it.
 func waitFor(ctx context.Context, d time.Duration, done func() bool, errc <-chan error) error {
 	deadline := time.Now().Add(d)
@@ -344,13 +365,8 @@ func (r results) write(path string) error {
 	if path == "" {
 		return nil
 	}
-	keys := make([]string, 0, len(r))
-	for k := range r {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var b strings.Builder
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(r)) {
 		fmt.Fprintf(&b, "%s %s\n", k, r[k])
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {

@@ -306,3 +306,31 @@ func TestParseArgsPicksTheEnginesImage(t *testing.T) {
 		}
 	}
 }
+
+func TestFollowHandsOnUntilAnErrorOrTheEnd(t *testing.T) {
+	msgs := make(chan int, 3)
+	msgs <- 1
+	msgs <- 2
+	var got []int
+	boom := errors.New("boom")
+	err := follow(context.Background(), msgs, nil, func(m int) error {
+		got = append(got, m)
+		if m == 2 {
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) || len(got) != 2 {
+		t.Errorf("err %v after %v, want boom after [1 2]", err, got)
+	}
+	errs := make(chan error, 1)
+	errs <- errors.New("stream broke")
+	if err := follow(context.Background(), nil, errs, func(int) error { return nil }); err == nil {
+		t.Error("a stream error: none returned")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := follow(ctx, nil, make(chan error), func(int) error { return nil }); err != nil {
+		t.Errorf("the end of ctx: %v, want nil", err)
+	}
+}
