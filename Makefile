@@ -92,9 +92,10 @@ vulncheck: ## govulncheck (pinned, pinned database): fail on a called vulnerabil
 	fi; \
 	$(GO) run $(GOVULNCHECK) -db "file://$(VULNDB)" -format json ./... | $(GO) run ./internal/vulncheck -allow internal/vulncheck/allow.txt
 
-bench: bench-go testbed ## Go benchmarks, then agentd vs the docker_stats peer and event latency (bench/out/)
+bench: bench-go testbed ## Go benchmarks, then agentd vs the docker_stats peer, event latency and the start/stop storm (bench/out/)
 	bash bench/run.sh $(BENCH_N)
 	bash bench/latency.sh
+	bash bench/storm.sh
 
 bench-go: ## only the Go benchmarks of the hot paths (benchstat-friendly)
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -26,9 +26,7 @@ AGENT_PID= SINK_PID=
 cleanup() {
 	stop_pid "$AGENT_PID"
 	stop_pid "$SINK_PID"
-	local ids
-	ids=$(docker ps -aq --filter "label=$LAT_LABEL")
-	[ -z "$ids" ] || xargs -n 50 /usr/bin/docker rm -f <<<"$ids" >/dev/null 2>&1 || true
+	bench_cleanup "$LAT_LABEL"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -36,23 +34,10 @@ trap 'exit 130' INT TERM
 docker info >/dev/null 2>&1 || die "the host Docker does not answer (bash testbed/up.sh)"
 bash "$repo/testbed/collector.sh"
 blog "building agentd and bench/latency"
-{ build_agentd "$BENCH_WORK/agentd" && (cd "$repo" && go build -o "$BENCH_WORK/latency" ./bench/latency); } || die "go build failed"
+{ build_agentd "$BENCH_WORK/agentd" && build_latency "$BENCH_WORK/latency"; } || die "go build failed"
 
 sink_start "$run_dir/sink" 10ms
-# agentd's defaults (events flushed every 100 ms), no status socket, no activation.
-cat >"$run_dir/agentd.yaml" <<YAML
-status:
-  socket: ""
-activation:
-  enabled: false
-YAML
-# LAT_AGENTD_YAML: more settings to try against the defaults (a comparison).
-[ -z "${LAT_AGENTD_YAML:-}" ] || printf '%s\n' "$LAT_AGENTD_YAML" >>"$run_dir/agentd.yaml"
-"$BENCH_WORK/agentd" run --config "$run_dir/agentd.yaml" --otlp-endpoint "$SINK_ENDPOINT" --otlp-insecure >"$run_dir/agentd.log" 2>&1 &
-AGENT_PID=$!
-blog "agentd (pid $AGENT_PID) exporting to $SINK_ENDPOINT; waiting until it watches the host Docker"
-sleep 5
-kill -0 "$AGENT_PID" 2>/dev/null || { tail -20 "$run_dir/agentd.log" >&2; die "agentd exited"; }
+agentd_events_start "$run_dir"
 
 blog "starting and killing $count containers, $rate a second (0: one after the other)"
 out=$("$BENCH_WORK/latency" -logs "$run_dir/sink/logs.jsonl" -count "$count" -rate "$rate" -label "$LAT_LABEL") ||

@@ -42,10 +42,11 @@ bench_scale() {
 	((have >= want)) || die "only $have bench containers run, want $want"
 }
 
-# bench_cleanup: remove every container carrying the bench label.
+# bench_cleanup [LABEL]: remove every container carrying LABEL (key=value,
+# default the bench label).
 bench_cleanup() {
 	local ids
-	ids=$(docker ps -aq --filter "label=$BENCH_LABEL")
+	ids=$(docker ps -aq --filter "label=${1:-$BENCH_LABEL}")
 	[ -z "$ids" ] && return 0
 	blog "removing $(wc -w <<<"$ids") bench containers"
 	# shellcheck disable=SC2086
@@ -155,6 +156,31 @@ stop_pid() {
 	done
 	kill -9 "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
+}
+
+# build_latency OUT: build the bench/latency tool into OUT.
+build_latency() { (cd "$repo" && go build -o "$1" ./bench/latency); }
+
+# agentd_events_start DIR: start agentd with its defaults (events flushed every
+# 100 ms) but no status socket and no activation, plus the settings in
+# LAT_AGENTD_YAML (a comparison), exporting to the sink at SINK_ENDPOINT; its
+# configuration and log in DIR. Sets AGENT_PID and waits 5 s for it to watch the
+# engines.
+agentd_events_start() {
+	local dir=$1
+	mkdir -p "$dir"
+	cat >"$dir/agentd.yaml" <<YAML
+status:
+  socket: ""
+activation:
+  enabled: false
+YAML
+	[ -z "${LAT_AGENTD_YAML:-}" ] || printf '%s\n' "$LAT_AGENTD_YAML" >>"$dir/agentd.yaml"
+	"$BENCH_WORK/agentd" run --config "$dir/agentd.yaml" --otlp-endpoint "$SINK_ENDPOINT" --otlp-insecure >"$dir/agentd.log" 2>&1 &
+	AGENT_PID=$!
+	blog "agentd (pid $AGENT_PID) exporting to $SINK_ENDPOINT; waiting until it watches the engines"
+	sleep 5
+	kill -0 "$AGENT_PID" 2>/dev/null || { tail -20 "$dir/agentd.log" >&2; die "agentd exited"; }
 }
 
 # agentd_config FILE INTERVAL: agentd's configuration for the bench: no status
