@@ -14,6 +14,7 @@
 # Targets: agentd adds under 5 % to the engines' CPU, loses no event, p99 < 1 s.
 #
 #   bench/storm.sh [RATE [SECONDS]]      (default 50 a second for 120 s)
+#   STORM_ENGINES="containerd" bench/storm.sh   (only the engines named)
 #
 # The containers carry the label agentd.bench.storm=1 and are removed at the
 # end, even on failure. Writes bench/out/storm.md.
@@ -109,7 +110,7 @@ table() {
 	echo
 }
 
-for engine in docker containerd; do
+for engine in ${STORM_ENGINES:-docker containerd}; do
 	storm "$engine" without -no-sink
 	sink_start "$run_dir/$engine/sink" 10ms
 	agentd_events_start "$run_dir/$engine"

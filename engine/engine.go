@@ -89,6 +89,10 @@ type Change struct {
 	ExitCode *int
 	// Signal is the signal that stopped the container, when the engine says.
 	Signal string
+	// PID is the started task's PID in the engine's PID namespace, for a
+	// start whose event says it (containerd's), 0 otherwise: the watcher
+	// then needs no inspect to follow the container's stats.
+	PID int
 	// Container is what a create event itself says of its container (name,
 	// image reference, labels), for engines whose events carry it, nil
 	// otherwise. The watcher reports the create from it at once and asks the

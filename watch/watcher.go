@@ -748,10 +748,18 @@ func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(con
 		c, err = look(ctx, ch)
 	case ch.Type == model.EventStart && known:
 		// A new run: what the last one left (PID, exit code, OOM flag)
-		// is not this one's; the refresh brings the PID.
+		// is not this one's; the event or the refresh brings the PID.
 		c = cur
 		c.PID, c.ExitCode, c.OOMKilled = 0, 0, false
-		defer refresh.ask(ctx, k, ch)
+		if ch.PID > 0 {
+			// normalise takes the start time from the process, as a
+			// list does for an engine that records none.
+			c.PID, c.State, c.StartedAt = ch.PID, model.StateRunning, time.Time{}
+			w.normalise(&c)
+		}
+		if c.PID == 0 || c.CgroupPath == "" {
+			defer refresh.ask(ctx, k, ch)
+		}
 	case ch.Type == model.EventCreate && ch.Container != nil:
 		c = *ch.Container
 		c.EngineID, c.Namespace, c.PID = w.engine.ID, ch.Namespace, 0

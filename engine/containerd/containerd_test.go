@@ -58,7 +58,7 @@ func TestDecodeContainerdEvent(t *testing.T) {
 			want: engine.Change{Type: model.EventCreate, ContainerID: "c1", Namespace: "default", Time: ts}},
 		{name: "task start becomes start", ns: "default", topic: "/tasks/start",
 			msg:  &apievents.TaskStart{ContainerID: "c1", Pid: 42},
-			want: engine.Change{Type: model.EventStart, ContainerID: "c1", Namespace: "default", Time: ts}},
+			want: engine.Change{Type: model.EventStart, ContainerID: "c1", Namespace: "default", Time: ts, PID: 42}},
 		{name: "task paused becomes pause", ns: "n", topic: "/tasks/paused",
 			msg:  &apievents.TaskPaused{ContainerID: "c1"},
 			want: engine.Change{Type: model.EventPause, ContainerID: "c1", Namespace: "n", Time: ts}},

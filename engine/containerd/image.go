@@ -8,9 +8,11 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"time"
 
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	imagesapi "github.com/containerd/containerd/api/services/images/v1"
+	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/platforms"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
@@ -41,7 +43,22 @@ type ctrdImageResolver struct {
 
 	mu    sync.Mutex
 	cache map[string]string // target digest → config digest
+	// refs remembers for refTTL what a reference named: the inspects of
+	// a storm of containers of one image ask the images service once, not
+	// once each (a request of the engine's budget).
+	refs map[string]refLookup // namespace NUL reference → its lookup
+	now  func() time.Time
 }
+
+// refLookup is an image ID looked up by reference, and when.
+type refLookup struct {
+	id string
+	at time.Time
+}
+
+// refTTL is how long an image reference's ID is taken as known: a tag
+// pulled anew shows in containers created that much later at the latest.
+const refTTL = 10 * time.Second
 
 // ctrdImageGetter is the part of containerd's images service the resolver uses.
 type ctrdImageGetter interface {
@@ -59,6 +76,8 @@ func newCtrdImageResolver(images ctrdImageGetter, content ctrdContentReader) *ct
 		content:  content,
 		platform: platforms.Default(),
 		cache:    make(map[string]string),
+		refs:     make(map[string]refLookup),
+		now:      time.Now,
 	}
 }
 
@@ -67,6 +86,28 @@ func newCtrdImageResolver(images ctrdImageGetter, content ctrdContentReader) *ct
 // with the error; when the image record itself is missing, "" and an error
 // for which engine.IsGRPCNotFound holds.
 func (r *ctrdImageResolver) imageID(ctx context.Context, ref string) (string, error) {
+	ns, _ := namespaces.Namespace(ctx)
+	key := ns + "\x00" + ref
+	r.mu.Lock()
+	l, ok := r.refs[key]
+	r.mu.Unlock()
+	if ok && r.now().Sub(l.at) < refTTL {
+		return l.id, nil
+	}
+	id, err := r.lookup(ctx, ref)
+	if err == nil {
+		r.mu.Lock()
+		if len(r.refs) >= maxImageIDCache {
+			clear(r.refs)
+		}
+		r.refs[key] = refLookup{id: id, at: r.now()}
+		r.mu.Unlock()
+	}
+	return id, err
+}
+
+// lookup is imageID without the reference cache.
+func (r *ctrdImageResolver) lookup(ctx context.Context, ref string) (string, error) {
 	resp, err := r.images.Get(ctx, &imagesapi.GetImageRequest{Name: ref})
 	if err != nil {
 		return "", fmt.Errorf("image %s: %w", ref, err)

@@ -32,9 +32,11 @@ type fakeStore struct {
 	images map[string]*apitypes.Descriptor
 	blobs  map[string][]byte
 	reads  int
+	gets   int
 }
 
 func (f *fakeStore) Get(_ context.Context, in *imagesapi.GetImageRequest, _ ...grpc.CallOption) (*imagesapi.GetImageResponse, error) {
+	f.gets++
 	d, ok := f.images[in.GetName()]
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "image %q: not found", in.GetName())
@@ -162,6 +164,36 @@ func TestCtrdImageResolver(t *testing.T) {
 		}
 		if n := f.reads - before; n != 2 {
 			t.Fatalf("%d blob reads for three lookups of one image, want 2 (index and manifest, once)", n)
+		}
+	})
+
+	t.Run("a reference is looked up once per refTTL and per namespace", func(t *testing.T) {
+		r := newCtrdImageResolver(f, f)
+		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		r.now = func() time.Time { return now }
+		look := func(ns string) {
+			t.Helper()
+			if got, err := r.imageID(namespaces.WithNamespace(context.Background(), ns), "index"); err != nil || got != cfgHere {
+				t.Fatalf("imageID = %q, %v", got, err)
+			}
+		}
+		before := f.gets
+		look("a")
+		look("a")
+		look("b")
+		if n := f.gets - before; n != 2 {
+			t.Fatalf("%d image lookups for three of one reference in two namespaces, want 2", n)
+		}
+		now = now.Add(refTTL)
+		look("a")
+		if n := f.gets - before; n != 3 {
+			t.Fatalf("%d image lookups once the first is refTTL old, want 3", n)
+		}
+		before = f.gets
+		_, _ = r.imageID(context.Background(), "absent")
+		_, _ = r.imageID(context.Background(), "absent")
+		if n := f.gets - before; n != 2 {
+			t.Fatalf("%d lookups of an absent image, want 2: a failure is not remembered", n)
 		}
 	})
 }

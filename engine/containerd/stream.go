@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -326,6 +327,7 @@ func decodeContainerdEvent(ns, topic string, ts time.Time, typeURL string, value
 	case *apievents.TaskStart:
 		ok = topic == containerdTopicTaskStart
 		ch.Type, ch.ContainerID = model.EventStart, e.GetContainerID()
+		ch.PID = int(min(e.GetPid(), math.MaxInt32))
 	case *apievents.TaskPaused:
 		ok = topic == containerdTopicTaskPaused
 		ch.Type, ch.ContainerID = model.EventPause, e.GetContainerID()

@@ -352,6 +352,9 @@ func CheckChange(t *testing.T, ch engine.Change, err error) {
 	if ch.ContainerID == "" || ch.Type == "" {
 		t.Fatalf("accepted change without ID or type: %+v", ch)
 	}
+	if ch.PID < 0 || (ch.PID > 0 && ch.Type != model.EventStart) {
+		t.Fatalf("%s of %s with PID %d", ch.Type, ch.ContainerID, ch.PID)
+	}
 	if c := ch.Container; c != nil && (c.ID != ch.ContainerID || c.PID != 0) {
 		t.Fatalf("change of %s carries container %s with PID %d", ch.ContainerID, c.ID, c.PID)
 	}
