@@ -60,6 +60,17 @@ type InspectConcurrency interface {
 	SetInspectConcurrency(n int)
 }
 
+// InspectMany is implemented by adapters that inspect several containers for
+// the price of one: containerd lists the containers of a namespace matching
+// any of several IDs in one request, and their tasks in one more. The
+// watcher inspects a batch's containers through it, so that in a storm,
+// where the request budget makes batches grow, a container costs less the
+// more of them come together. ids are as Adapter.Inspect takes them; a
+// container missing from the answer is gone (ErrNotFound).
+type InspectMany interface {
+	InspectMany(ctx context.Context, ids []string) (map[string]model.Container, error)
+}
+
 // Stream is an open event subscription.
 type Stream interface {
 	// Next blocks until the next change, ctx ends, or the stream fails. An error

@@ -525,3 +525,34 @@ func TestDedupDockerAndContainerd(t *testing.T) {
 		}
 	})
 }
+
+// TestContainerdInspectManyAnswersForTheBatch proves against the real
+// containerd that one InspectMany answers for several containers of a
+// namespace, created and started, and leaves out the one that is not there.
+func TestContainerdInspectManyAnswersForTheBatch(t *testing.T) {
+	testbed.Require(t, testbed.Containerd)
+	ns := enginetest.ContainerdNamespace(t)
+	e := model.Engine{ID: "containerd-many-" + enginetest.Random(t), Type: model.Containerd, Endpoint: testbed.ContainerdSocket}
+	a := newContainerdAdapter(t, e)
+	t.Cleanup(func() { _ = a.Close() })
+	created, started := "created-"+enginetest.Random(t), "started-"+enginetest.Random(t)
+	for _, id := range []string{created, started} {
+		testbed.Run(t, "ctr", "-n", ns, "containers", "create", "--label", "agentd.test=many", enginetest.BusyboxRef, id, "/bin/sleep", "1000")
+	}
+	testbed.Run(t, "ctr", "-n", ns, "tasks", "start", "-d", started)
+	ids := []string{ns + "/" + created, ns + "/" + started, ns + "/gone-" + enginetest.Random(t)}
+	got, err := a.InspectMany(context.Background(), ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d containers for %q, want the two that exist: %+v", len(got), ids, got)
+	}
+	if c := got[ids[0]]; c.ID != created || c.State != model.StateCreated || c.PID != 0 || c.Labels["agentd.test"] != "many" || c.CgroupPath == "" {
+		t.Errorf("the created container: %+v", c)
+	}
+	pid, _ := ctrTaskPID(t, ns, started)
+	if c := got[ids[1]]; c.ID != started || c.State != model.StateRunning || c.PID != pid || c.ImageID == "" {
+		t.Errorf("the started container (ctr says pid %d): %+v", pid, c)
+	}
+}

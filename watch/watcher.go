@@ -464,6 +464,30 @@ func (w *Watcher) prefetch(ctx context.Context, batch []engine.Change, last map[
 		seen[k] = l
 		jobs = append(jobs, job{k: k, ch: batch[last[k]], l: l})
 	}
+	if many, ok := w.adapter.(engine.InspectMany); ok && len(jobs) > 1 {
+		ids := make([]string, len(jobs))
+		for i, j := range jobs {
+			ids[i] = inspectID(j.ch)
+		}
+		ictx, cancel := context.WithTimeoutCause(ctx, w.opts.CallTimeout, errCallTimeout)
+		got, err := many.InspectMany(ictx, ids)
+		cancel()
+		for i, j := range jobs {
+			c, found := got[ids[i]]
+			switch {
+			case found:
+				c.Namespace = j.ch.Namespace
+				w.normalise(&c)
+				w.learnImage(c)
+				j.l.c = c
+			case err != nil:
+				j.l.err = fmt.Errorf("inspect %s: %w", ids[i], err)
+			default:
+				j.l.err = fmt.Errorf("inspect %s: %w", ids[i], engine.ErrNotFound)
+			}
+		}
+		return
+	}
 	sem := make(chan struct{}, w.opts.InspectConcurrency)
 	var wg sync.WaitGroup
 	for _, j := range jobs {
@@ -671,13 +695,19 @@ func foreign(a engine.Adapter) bool {
 	return ok && f.ForeignEvents()
 }
 
+// inspectID is the ID the adapter's Inspect takes for ch's container:
+// "namespace/id" for containerd, whose IDs are unique only within a
+// namespace.
+func inspectID(ch engine.Change) string {
+	if ch.Namespace != "" {
+		return ch.Namespace + "/" + ch.ContainerID
+	}
+	return ch.ContainerID
+}
+
 // inspect asks the adapter for a container and normalises it.
 func (w *Watcher) inspect(ctx context.Context, ch engine.Change) (model.Container, error) {
-	id := ch.ContainerID
-	if ch.Namespace != "" {
-		// containerd IDs are unique only within a namespace.
-		id = ch.Namespace + "/" + id
-	}
+	id := inspectID(ch)
 	ictx, cancel := context.WithTimeoutCause(ctx, w.opts.CallTimeout, errCallTimeout)
 	defer cancel()
 	c, err := w.adapter.Inspect(ictx, id)
