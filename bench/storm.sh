@@ -110,7 +110,8 @@ table() {
 	echo
 }
 
-for engine in ${STORM_ENGINES:-docker containerd}; do
+engines=${STORM_ENGINES:-docker containerd}
+for engine in $engines; do
 	storm "$engine" without -no-sink
 	sink_start "$run_dir/$engine/sink" 10ms
 	agentd_events_start "$run_dir/$engine"
@@ -131,9 +132,11 @@ out=$(
 	echo "engines' CPU-seconds, with against without; per container, when the runs started different numbers."
 	echo "Latency: engine event time to the record in the sink's file (flushed and polled every 10 ms)."
 	echo "The machine is shared and noisy: other tests' load lands in either run."
-	echo
-	table docker
-	table containerd
+	[ -z "${LAT_AGENTD_YAML:-}" ] || printf 'agentd settings added to the defaults:\n\n```yaml\n%s\n```\n' "$LAT_AGENTD_YAML"
+	for engine in $engines; do
+		echo
+		table "$engine"
+	done
 )
 echo "$out"
 echo "$out" >"$BENCH_OUT/storm.md"
