@@ -56,7 +56,7 @@ func newRefresher(w *Watcher) *refresher {
 	return &refresher{
 		w:        w,
 		sem:      make(chan struct{}, w.opts.InspectConcurrency),
-		done:     make(chan refreshed, maxBatch),
+		done:     make(chan refreshed, w.opts.InspectConcurrency),
 		inflight: map[model.ContainerKey]*flight{},
 	}
 }

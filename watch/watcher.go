@@ -476,9 +476,7 @@ func (w *Watcher) prefetch(ctx context.Context, batch []engine.Change, last map[
 			c, found := got[ids[i]]
 			switch {
 			case found:
-				c.Namespace = j.ch.Namespace
-				w.normalise(&c)
-				w.learnImage(c)
+				w.adopt(&c, j.ch.Namespace)
 				j.l.c = c
 			case err != nil:
 				j.l.err = fmt.Errorf("inspect %s: %w", ids[i], err)
@@ -717,10 +715,16 @@ func (w *Watcher) inspect(ctx context.Context, ch engine.Change) (model.Containe
 		}
 		return model.Container{}, err
 	}
-	c.Namespace = ch.Namespace
-	w.normalise(&c)
-	w.learnImage(c)
+	w.adopt(&c, ch.Namespace)
 	return c, nil
+}
+
+// adopt makes an inspected container the watcher's: its namespace, its
+// engine and host PID (normalise), and its image ID remembered.
+func (w *Watcher) adopt(c *model.Container, ns string) {
+	c.Namespace = ns
+	w.normalise(c)
+	w.learnImage(*c)
 }
 
 // applyWith applies one change from the stream. Changes that the model already
