@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/internal/logging"
+	"github.com/agentd-dev/agentd/internal/procfs"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -160,6 +161,8 @@ type candidate struct {
 	lastError error
 	// probing is the candidate's probe batch in flight, nil when none is.
 	probing *probeBatch
+	// endpoints are the endpoints of the engines it answered with.
+	endpoints []string
 	// warned lists the sockets already reported as not answering as an
 	// engine: each is said once per process, not at every retry.
 	warned []string
@@ -552,6 +555,9 @@ func (d *Discoverer) pass(ctx context.Context, wait time.Duration) error {
 		}
 		if len(results[key]) > 0 {
 			c.found, c.failures = true, 0
+			for _, e := range results[key] {
+				c.endpoints = append(c.endpoints, e.Endpoint)
+			}
 			continue
 		}
 		for _, j := range b.jobs {
@@ -605,8 +611,13 @@ func (d *Discoverer) detect(pid int, comm string) *detector {
 	return nil
 }
 
-// jobsFor lists a candidate's listening sockets as probe jobs.
+// jobsFor lists a candidate's listening sockets as probe jobs, or the
+// endpoints its command line names for a family that says where they are
+// (engine.Family.Endpoints).
 func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
+	if c.det.named() {
+		return d.namedJobs(key, c)
+	}
 	paths, err := d.procs.ListeningSockets(key.pid)
 	if err != nil {
 		if isPermission(err) && !c.fdWarned {
@@ -628,6 +639,37 @@ func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 			continue
 		}
 		jobs = append(jobs, &probeJob{key: key, det: c.det, endpoint: ep})
+	}
+	return jobs, nil
+}
+
+// namedJobs lists the endpoints a candidate's command line names, reached
+// from the host through the process's root, as probe jobs.
+func (d *Discoverer) namedJobs(key candKey, c *candidate) ([]*probeJob, error) {
+	p, err := d.procs.Process(key.pid)
+	if err != nil {
+		return nil, err
+	}
+	root, err := d.procs.HostRoot(key.pid)
+	if err != nil {
+		return nil, err
+	}
+	var jobs []*probeJob
+	for _, f := range c.det.fams {
+		if f.Endpoints == nil {
+			continue
+		}
+		for _, ep := range f.Endpoints(p.Cmdline) {
+			host, err := procfs.SecureJoin(root, ep)
+			if err != nil {
+				d.log.Debug("engine endpoint not reachable", "pid", key.pid, "endpoint", ep, logging.Err(err))
+				continue
+			}
+			jobs = append(jobs, &probeJob{key: key, det: &detector{comm: c.det.comm, fams: engine.Families{f}}, endpoint: host})
+		}
+	}
+	if len(jobs) == 0 {
+		return nil, errors.New("no engine endpoint in the command line")
 	}
 	return jobs, nil
 }
@@ -733,12 +775,18 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 				e.ID += "@" + e.Endpoint
 			}
 			if r, ok := d.engines[e.ID]; ok {
+				if r.e.Daemonless && r.proc != key && d.aliveLocked(r.proc) {
+					continue // served by its first conmon while that runs
+				}
 				if r.proc != key || r.e.PID != e.PID {
 					if !r.goneSince.IsZero() {
 						d.log.Info("engine back", append(r.e.LogAttrs(), "pid", e.PID, "gone_for", now.Sub(r.goneSince).Round(time.Second))...)
 					}
 					r.proc, r.e.PID, r.goneSince = key, e.PID, time.Time{}
 					r.e.Version, r.e.APIVersion = e.Version, e.APIVersion
+					if e.Storage != "" {
+						r.e.Storage = e.Storage
+					}
 					updated[e.ID] = true
 				}
 				continue
@@ -750,6 +798,13 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 	for id, r := range d.engines {
 		if r.proc != (candKey{}) {
 			if _, _, start, ok := d.procs.Lookup(r.proc.pid); ok && start == r.proc.start {
+				continue
+			}
+			if k, ok := d.otherServerLocked(r); ok {
+				// A daemonless podman is served by every conmon of its
+				// storage: another one takes over.
+				r.proc, r.e.PID = k, k.pid
+				updated[id] = true
 				continue
 			}
 			// The process is gone. A socket unit keeps an added engine;
@@ -805,6 +860,34 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 		}
 	}
 	d.publishLocked(changes)
+}
+
+// aliveLocked reports whether the process k still runs. d.scanMu is held.
+func (d *Discoverer) aliveLocked(k candKey) bool {
+	_, _, start, ok := d.procs.Lookup(k.pid)
+	return ok && start == k.start
+}
+
+// otherServerLocked finds another running process that serves the
+// daemonless engine of r (found with r's endpoint), for when r's is gone.
+// d.scanMu and d.mu are held.
+func (d *Discoverer) otherServerLocked(r *engineRec) (candKey, bool) {
+	if !r.e.Daemonless {
+		return candKey{}, false
+	}
+	var best candKey
+	for k, c := range d.cands {
+		if k == r.proc || !c.found || !slices.Contains(c.endpoints, r.e.Endpoint) {
+			continue
+		}
+		if !d.aliveLocked(k) {
+			continue
+		}
+		if best == (candKey{}) || k.pid < best.pid {
+			best = k
+		}
+	}
+	return best, best != (candKey{})
 }
 
 func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {

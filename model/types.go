@@ -35,6 +35,15 @@ type Engine struct {
 	// and it differs from Type: a CRI runtime service names the runtime behind
 	// it ("containerd" for containerd's CRI plugin, "cri-o").
 	Runtime string `json:"runtime,omitempty"`
+	// Storage is podman's storage root (graphroot) in the engine's own mount
+	// namespace, "" when unknown and for other engines: a podman service and
+	// a daemonless podman with the same Storage and Prefix are one podman,
+	// whose containers are reported once (see Store).
+	Storage string `json:"storage,omitempty"`
+	// Daemonless is true for podman with no service: an engine read from
+	// podman's storage and its conmon processes, whose Endpoint is the
+	// storage root as reached from the host.
+	Daemonless bool `json:"daemonless,omitempty"`
 	// PID is the engine's process ID in the host PID namespace; 0 for an engine
 	// known only by its socket unit (not running).
 	PID int `json:"pid,omitempty"`
