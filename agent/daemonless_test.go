@@ -136,3 +136,66 @@ func TestAgentReportsDaemonlessPodman(t *testing.T) {
 		t.Errorf("a podman service socket appeared at %s", p.Sock)
 	}
 }
+
+// visibleCopies returns the engines whose copy of container id the model
+// reports.
+func visibleCopies(a *agent.Agent, id string) []string {
+	var out []string
+	for _, c := range a.Store().Snapshot().Containers {
+		if c.ID == id {
+			out = append(out, c.EngineID)
+		}
+	}
+	return out
+}
+
+// waitCopies waits until container id is reported once, by engine want.
+func waitCopies(t *testing.T, a *agent.Agent, id, want string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got := visibleCopies(a, id)
+		if len(got) == 1 && got[0] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %.12s reported by %v, want once by %s", id, got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAgentReportsAPodmanOnceWithAndWithoutItsService: one podman storage,
+// first daemonless, then with `podman system service` started on it, then
+// with the service killed. Its container is reported once throughout: by
+// the daemonless view, by the service while it answers, by the daemonless
+// view again when it is gone.
+func TestAgentReportsAPodmanOnceWithAndWithoutItsService(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.Collector)
+	if _, err := exec.LookPath("podman"); err != nil {
+		testbed.Unavailable(t, "podman is not installed: %v", err)
+	}
+	p := enginetest.NewPrivatePodmanStorage(t)
+	tag := enginetest.Random(t)
+	id := p.CLI("run", "-d", "--network", "none", "--name", "dl-twice-"+tag, testbed.BusyboxImage, "sleep", "1000")
+	col := testbed.StartCollector(t)
+	a, _ := startAgentWith(t, col, nil)
+	dl := waitDaemonless(t, a, p.Root(), time.Minute)
+	waitCopies(t, a, id, dl.ID)
+
+	p.Start()
+	svc := waitEngine(t, a, p.Sock, true, 2*time.Minute)
+	if svc.Storage != p.Root() {
+		t.Fatalf("the service's storage is %q, want %q", svc.Storage, p.Root())
+	}
+	waitCopies(t, a, id, svc.ID)
+
+	p.Kill()
+	waitEngine(t, a, p.Sock, false, time.Minute)
+	waitCopies(t, a, id, dl.ID)
+	p.CLI("stop", "-t", "1", id)
+	die := waitEvent(t, col, "container.die", id)
+	if got := die.Attrs["agentd.container.exit_code"]; got != "137" || die.Resource["agentd.engine.id"] != dl.ID {
+		t.Errorf("die with exit code %s from engine %s, want 137 from the daemonless view", got, die.Resource["agentd.engine.id"])
+	}
+}
