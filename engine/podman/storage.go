@@ -101,11 +101,3 @@ func ParsePIDFile(b []byte) (int, error) {
 	}
 	return n, nil
 }
-
-// bundleSpec is the part of an OCI bundle's config.json agentd uses.
-type bundleSpec struct {
-	Annotations map[string]string `json:"annotations"`
-	Linux       struct {
-		CgroupsPath string `json:"cgroupsPath"`
-	} `json:"linux"`
-}
