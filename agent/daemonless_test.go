@@ -17,6 +17,17 @@ import (
 	"github.com/agentd-dev/agentd/model"
 )
 
+// daemonlessPodman is a podman storage of the test's own with no service
+// running, and a random tag for the test's container names.
+func daemonlessPodman(t *testing.T) (*enginetest.Private, string) {
+	t.Helper()
+	testbed.Require(t, testbed.Root, testbed.Collector)
+	if _, err := exec.LookPath("podman"); err != nil {
+		testbed.Unavailable(t, "podman is not installed: %v", err)
+	}
+	return enginetest.NewPrivatePodmanStorage(t), enginetest.Random(t)
+}
+
 // waitDaemonless waits until the agent watches the daemonless podman of
 // storage root, connected.
 func waitDaemonless(t *testing.T, a *agent.Agent, root string, timeout time.Duration) model.Engine {
@@ -53,12 +64,7 @@ func waitEvent(t *testing.T, col *testbed.Otelcol, name, id string) testbed.LogR
 // podman runtime and the storage as the engine's endpoint; and no podman
 // service is ever started.
 func TestAgentReportsDaemonlessPodman(t *testing.T) {
-	testbed.Require(t, testbed.Root, testbed.Collector)
-	if _, err := exec.LookPath("podman"); err != nil {
-		testbed.Unavailable(t, "podman is not installed: %v", err)
-	}
-	p := enginetest.NewPrivatePodmanStorage(t)
-	tag := enginetest.Random(t)
+	p, tag := daemonlessPodman(t)
 	early := p.CLI("run", "-d", "--network", "none", "--name", "dl-early-"+tag, testbed.BusyboxImage, "sh", "-c",
 		"mkdir /dev/shm/x && dd if=/dev/zero of=/dev/shm/x/f bs=1M count=8 2>/dev/null; exec sleep 1000")
 
@@ -171,12 +177,7 @@ func waitCopies(t *testing.T, a *agent.Agent, id, want string) {
 // the daemonless view, by the service while it answers, by the daemonless
 // view again when it is gone.
 func TestAgentReportsAPodmanOnceWithAndWithoutItsService(t *testing.T) {
-	testbed.Require(t, testbed.Root, testbed.Collector)
-	if _, err := exec.LookPath("podman"); err != nil {
-		testbed.Unavailable(t, "podman is not installed: %v", err)
-	}
-	p := enginetest.NewPrivatePodmanStorage(t)
-	tag := enginetest.Random(t)
+	p, tag := daemonlessPodman(t)
 	id := p.CLI("run", "-d", "--network", "none", "--name", "dl-twice-"+tag, testbed.BusyboxImage, "sleep", "1000")
 	col := testbed.StartCollector(t)
 	a, _ := startAgentWith(t, col, nil)

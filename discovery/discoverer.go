@@ -650,17 +650,13 @@ func (d *Discoverer) namedJobs(key candKey, c *candidate) ([]*probeJob, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := d.procs.HostRoot(key.pid)
-	if err != nil {
-		return nil, err
-	}
 	var jobs []*probeJob
 	for _, f := range c.det.fams {
 		if f.Endpoints == nil {
 			continue
 		}
 		for _, ep := range f.Endpoints(p.Cmdline) {
-			host, err := procfs.SecureJoin(root, ep)
+			host, err := d.namedEndpoint(key.pid, ep)
 			if err != nil {
 				d.log.Debug("engine endpoint not reachable", "pid", key.pid, "endpoint", ep, logging.Err(err))
 				continue
@@ -672,6 +668,42 @@ func (d *Discoverer) namedJobs(key candKey, c *candidate) ([]*probeJob, error) {
 		return nil, errors.New("no engine endpoint in the command line")
 	}
 	return jobs, nil
+}
+
+// namedEndpoint reaches path ep of process pid's mount namespace from the
+// host: through the process's root (HostRoot), or through the root of an
+// enclosing mount namespace where the same directory is found. A rootless
+// podman's conmon lives in a mount namespace of its own that only adds
+// mounts to its user's, and its storage, in the user's home, is the same
+// directory outside: reached from there, the endpoint outlives the conmon
+// and is the same for every conmon of the storage.
+func (d *Discoverer) namedEndpoint(pid int, ep string) (string, error) {
+	root, err := d.procs.HostRoot(pid)
+	if err != nil {
+		return "", err
+	}
+	best, err := procfs.SecureJoin(root, ep)
+	if err != nil {
+		return "", err
+	}
+	id := statSocket(best)
+	for i := 0; i < 8 && id != (socketID{}) && root != "/"; i++ {
+		anchor := endpointAnchorPID(d.procs.Root(), root+"/")
+		ppid, _, _, ok := d.procs.Lookup(anchor)
+		if anchor == 0 || !ok || ppid <= 0 {
+			break
+		}
+		outer, err := d.procs.HostRoot(ppid)
+		if err != nil || outer == root {
+			break
+		}
+		p, err := procfs.SecureJoin(outer, ep)
+		if err != nil || statSocket(p) != id {
+			break
+		}
+		best, root = p, outer
+	}
+	return best, nil
 }
 
 func (d *Discoverer) probeFailed(key candKey, c *candidate, now time.Time, err error) {
