@@ -200,3 +200,63 @@ func TestAgentReportsAPodmanOnceWithAndWithoutItsService(t *testing.T) {
 		t.Errorf("die with exit code %s from engine %s, want 137 from the daemonless view", got, die.Resource["agentd.engine.id"])
 	}
 }
+
+// TestAgentReportsRootlessDaemonlessPodman: a user of the systemd host runs
+// `podman run -d` (rootless, no service: activation is off, so nothing
+// starts the user's podman.socket). agentd finds the user's storage through
+// the container's conmon, one level down in the systemd host, reached
+// through the systemd host's root (not the conmon's, which goes away),
+// lists the running container and reports its die with its exit code.
+func TestAgentReportsRootlessDaemonlessPodman(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.Docker, testbed.SystemdHost, testbed.Collector)
+	th := testbed.SystemdHostName()
+	u := testbed.NewRootlessUser(t)
+	tag := enginetest.Random(t)
+	col := testbed.StartCollector(t)
+	a, _ := startAgentWith(t, col, nil)
+	// The first scan done (the systemd host's engines placed), so that the
+	// container's conmon is found by a later one.
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		placed := false
+		for _, e := range a.Store().Snapshot().Engines {
+			placed = placed || e.Prefix == th
+		}
+		if placed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the systemd host's engines were not found within 2 minutes")
+		}
+	}
+
+	name := "dl-rl-" + tag
+	id := strings.TrimSpace(u.Run(t, "podman", "run", "-d", "--name", name, "--net=host", "--pid=host",
+		testbed.BusyboxImage, "sh", "-c", "sleep 15; exit 3"))
+	// Found while it runs: listed (a listing reports no start).
+	storage := "/home/" + u.Name + "/.local/share/containers/storage"
+	var c model.Container
+	for deadline := time.Now().Add(time.Minute); c.State != model.StateRunning; time.Sleep(100 * time.Millisecond) {
+		for _, x := range a.Store().Snapshot().Containers {
+			if x.ID == id {
+				c = x
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rootless container is not listed running within a minute: %+v", c)
+		}
+	}
+	e, _ := a.Store().Engine(c.EngineID)
+	if !e.Daemonless || e.Storage != storage || e.Prefix != th || !strings.HasSuffix(e.Endpoint, "/root"+storage) || c.Name != name || c.PID <= 0 {
+		t.Errorf("rootless container %+v of engine %+v", c, e)
+	}
+	die := waitEvent(t, col, "container.die", id)
+	if got := die.Attrs["agentd.container.exit_code"]; got != "3" {
+		t.Errorf("die exit code %s, want 3", got)
+	}
+	if r := die.Resource; r["container.name"] != name || r["agentd.engine.prefix"] != th || r["container.runtime.name"] != "podman" {
+		t.Errorf("die of the rootless container came with resource %v", r)
+	}
+	if out := testbed.RunInSystemdHost(t, "sh", "-c", "pgrep -u "+u.Name+" -f 'system service' || true"); out != "" {
+		t.Errorf("a podman service of the user runs: %s", out)
+	}
+}
