@@ -202,6 +202,9 @@ func printEngineTree(w io.Writer, views []engineView) {
 func engineLine(v engineView) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", v.Type, orDash(v.Version))
+	if v.Daemonless {
+		b.WriteString(" (daemonless: its storage and conmon processes)")
+	}
 	if v.APIVersion != "" {
 		fmt.Fprintf(&b, " (api %s)", v.APIVersion)
 	}
