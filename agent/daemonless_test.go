@@ -202,8 +202,8 @@ func TestAgentReportsAPodmanOnceWithAndWithoutItsService(t *testing.T) {
 }
 
 // TestAgentReportsRootlessDaemonlessPodman: a user of the systemd host runs
-// `podman run -d` (rootless, no service: activation is off, so nothing
-// starts the user's podman.socket). agentd finds the user's storage through
+// `podman run -d` (rootless, no service: the user's podman.socket is
+// disabled, so nothing starts a service). agentd finds the user's storage through
 // the container's conmon, one level down in the systemd host, reached
 // through the systemd host's root (not the conmon's, which goes away),
 // lists the running container and reports its die with its exit code.
@@ -211,6 +211,9 @@ func TestAgentReportsRootlessDaemonlessPodman(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.Docker, testbed.SystemdHost, testbed.Collector)
 	th := testbed.SystemdHostName()
 	u := testbed.NewRootlessUser(t)
+	// No podman.socket: nothing (another agentd on this testbed, with
+	// activation on) can start the user's podman service.
+	u.Run(t, "systemctl", "--user", "disable", "--now", "podman.socket")
 	tag := enginetest.Random(t)
 	col := testbed.StartCollector(t)
 	a, _ := startAgentWith(t, col, nil)
