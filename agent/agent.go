@@ -94,7 +94,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	budget := cfg.Engines.RequestBudget
 	budgets := engine.NewBudgets(budget.Rate, budget.Burst, nil)
 	if opts.Families == nil {
-		opts.Families = Families(budgets)
+		opts.Families = Families(budgets, cfg.HostProc())
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: opts.Log, start: time.Now(), budgets: budgets,
 		problems: map[string]string{}, units: map[string]activation.SocketEngine{},
@@ -138,10 +138,13 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 
 // Families returns the engine families agentd knows, in the order an
 // endpoint of unknown type is probed (podman first: it also answers Docker's
-// API). Their probes and adapters take the requests they make to an
-// endpoint from its budget in budgets (nil: unlimited).
-func Families(budgets *engine.Budgets) engine.Families {
-	return engine.Families{podman.Family(budgets), docker.Family(budgets), containerd.Family(budgets), cri.Family(budgets)}
+// API; daemonless podman last: it is found through conmon processes, not
+// sockets). Their probes and adapters take the requests they make to an
+// endpoint from its budget in budgets (nil: unlimited); daemonless podman
+// reads the files of its storage and the conmon processes under procRoot.
+func Families(budgets *engine.Budgets, procRoot string) engine.Families {
+	return engine.Families{podman.Family(budgets), docker.Family(budgets), containerd.Family(budgets), cri.Family(budgets),
+		podman.DaemonlessFamily(procRoot)}
 }
 
 // Store is the agent's workload model (for tests and the status endpoint).

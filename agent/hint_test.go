@@ -24,7 +24,7 @@ func TestNoEngineHint(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := NoEngineHint(Families(nil), tt.units, tt.unitsLooked)
+			got := NoEngineHint(Families(nil, "/proc"), tt.units, tt.unitsLooked)
 			for _, w := range append(tt.want, "no container engine found.", "dockerd", "podman system service", "systemctl start docker.socket") {
 				if !strings.Contains(got, w) {
 					t.Errorf("hint lacks %q:\n%s", w, got)

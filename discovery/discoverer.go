@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/internal/logging"
+	"github.com/agentd-dev/agentd/internal/procfs"
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -160,6 +161,8 @@ type candidate struct {
 	lastError error
 	// probing is the candidate's probe batch in flight, nil when none is.
 	probing *probeBatch
+	// endpoints are the endpoints of the engines it answered with.
+	endpoints []string
 	// warned lists the sockets already reported as not answering as an
 	// engine: each is said once per process, not at every retry.
 	warned []string
@@ -552,6 +555,9 @@ func (d *Discoverer) pass(ctx context.Context, wait time.Duration) error {
 		}
 		if len(results[key]) > 0 {
 			c.found, c.failures = true, 0
+			for _, e := range results[key] {
+				c.endpoints = append(c.endpoints, e.Endpoint)
+			}
 			continue
 		}
 		for _, j := range b.jobs {
@@ -605,8 +611,13 @@ func (d *Discoverer) detect(pid int, comm string) *detector {
 	return nil
 }
 
-// jobsFor lists a candidate's listening sockets as probe jobs.
+// jobsFor lists a candidate's listening sockets as probe jobs, or the
+// endpoints its command line names for a family that says where they are
+// (engine.Family.Endpoints).
 func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
+	if c.det.named() {
+		return d.namedJobs(key, c)
+	}
 	paths, err := d.procs.ListeningSockets(key.pid)
 	if err != nil {
 		if isPermission(err) && !c.fdWarned {
@@ -630,6 +641,69 @@ func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 		jobs = append(jobs, &probeJob{key: key, det: c.det, endpoint: ep})
 	}
 	return jobs, nil
+}
+
+// namedJobs lists the endpoints a candidate's command line names, reached
+// from the host through the process's root, as probe jobs.
+func (d *Discoverer) namedJobs(key candKey, c *candidate) ([]*probeJob, error) {
+	p, err := d.procs.Process(key.pid)
+	if err != nil {
+		return nil, err
+	}
+	var jobs []*probeJob
+	for _, f := range c.det.fams {
+		if f.Endpoints == nil {
+			continue
+		}
+		for _, ep := range f.Endpoints(p.Cmdline) {
+			host, err := d.namedEndpoint(key.pid, ep)
+			if err != nil {
+				d.log.Debug("engine endpoint not reachable", "pid", key.pid, "endpoint", ep, logging.Err(err))
+				continue
+			}
+			jobs = append(jobs, &probeJob{key: key, det: &detector{comm: c.det.comm, fams: engine.Families{f}}, endpoint: host})
+		}
+	}
+	if len(jobs) == 0 {
+		return nil, errors.New("no engine endpoint in the command line")
+	}
+	return jobs, nil
+}
+
+// namedEndpoint reaches path ep of process pid's mount namespace from the
+// host: through the process's root (HostRoot), or through the root of an
+// enclosing mount namespace where the same directory is found. A rootless
+// podman's conmon lives in a mount namespace of its own that only adds
+// mounts to its user's, and its storage, in the user's home, is the same
+// directory outside: reached from there, the endpoint outlives the conmon
+// and is the same for every conmon of the storage.
+func (d *Discoverer) namedEndpoint(pid int, ep string) (string, error) {
+	root, err := d.procs.HostRoot(pid)
+	if err != nil {
+		return "", err
+	}
+	best, err := procfs.SecureJoin(root, ep)
+	if err != nil {
+		return "", err
+	}
+	id := statSocket(best)
+	for i := 0; i < 8 && id != (socketID{}) && root != "/"; i++ {
+		anchor := endpointAnchorPID(d.procs.Root(), root+"/")
+		ppid, _, _, ok := d.procs.Lookup(anchor)
+		if anchor == 0 || !ok || ppid <= 0 {
+			break
+		}
+		outer, err := d.procs.HostRoot(ppid)
+		if err != nil || outer == root {
+			break
+		}
+		p, err := procfs.SecureJoin(outer, ep)
+		if err != nil || statSocket(p) != id {
+			break
+		}
+		best, root = p, outer
+	}
+	return best, nil
 }
 
 func (d *Discoverer) probeFailed(key candKey, c *candidate, now time.Time, err error) {
@@ -733,12 +807,18 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 				e.ID += "@" + e.Endpoint
 			}
 			if r, ok := d.engines[e.ID]; ok {
+				if r.e.Daemonless && r.proc != key && d.aliveLocked(r.proc) {
+					continue // served by its first conmon while that runs
+				}
 				if r.proc != key || r.e.PID != e.PID {
 					if !r.goneSince.IsZero() {
 						d.log.Info("engine back", append(r.e.LogAttrs(), "pid", e.PID, "gone_for", now.Sub(r.goneSince).Round(time.Second))...)
 					}
 					r.proc, r.e.PID, r.goneSince = key, e.PID, time.Time{}
 					r.e.Version, r.e.APIVersion = e.Version, e.APIVersion
+					if e.Storage != "" {
+						r.e.Storage = e.Storage
+					}
 					updated[e.ID] = true
 				}
 				continue
@@ -750,6 +830,13 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 	for id, r := range d.engines {
 		if r.proc != (candKey{}) {
 			if _, _, start, ok := d.procs.Lookup(r.proc.pid); ok && start == r.proc.start {
+				continue
+			}
+			if k, ok := d.otherServerLocked(r); ok {
+				// A daemonless podman is served by every conmon of its
+				// storage: another one takes over.
+				r.proc, r.e.PID = k, k.pid
+				updated[id] = true
 				continue
 			}
 			// The process is gone. A socket unit keeps an added engine;
@@ -805,6 +892,34 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 		}
 	}
 	d.publishLocked(changes)
+}
+
+// aliveLocked reports whether the process k still runs. d.scanMu is held.
+func (d *Discoverer) aliveLocked(k candKey) bool {
+	_, _, start, ok := d.procs.Lookup(k.pid)
+	return ok && start == k.start
+}
+
+// otherServerLocked finds another running process that serves the
+// daemonless engine of r (found with r's endpoint), for when r's is gone.
+// d.scanMu and d.mu are held.
+func (d *Discoverer) otherServerLocked(r *engineRec) (candKey, bool) {
+	if !r.e.Daemonless {
+		return candKey{}, false
+	}
+	var best candKey
+	for k, c := range d.cands {
+		if k == r.proc || !c.found || !slices.Contains(c.endpoints, r.e.Endpoint) {
+			continue
+		}
+		if !d.aliveLocked(k) {
+			continue
+		}
+		if best == (candKey{}) || k.pid < best.pid {
+			best = k
+		}
+	}
+	return best, best != (candKey{})
 }
 
 func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {

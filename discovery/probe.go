@@ -24,6 +24,12 @@ type detector struct {
 	fams engine.Families
 }
 
+// named reports whether the detector's families name their endpoints in the
+// command line (engine.Family.Endpoints) rather than listening on sockets.
+func (det *detector) named() bool {
+	return slices.ContainsFunc(det.fams, func(f engine.Family) bool { return f.Endpoints != nil })
+}
+
 // detectors groups the families by process name, in the families' order.
 func detectors(fams engine.Families) []detector {
 	var dets []detector

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -134,6 +135,12 @@ type Family struct {
 	// Match, when set, must also accept a process's command line (podman:
 	// only "podman system service" is an engine).
 	Match func(cmdline []string) bool
+	// Endpoints, when set, names the family's endpoints in a process's
+	// command line (paths in the process's mount namespace), asked instead
+	// of the process's listening sockets: conmon listens on no socket of
+	// podman's, but names the storage of the podman that started it.
+	// Discovery reaches each path from the host and probes it.
+	Endpoints func(cmdline []string) []string
 	// Probe asks the unix socket at endpoint (a host path) whether an engine
 	// of the family answers there, and returns what answered. It honours
 	// ctx's deadline; a socket that answers as something else gives an
@@ -161,6 +168,18 @@ func (fs Families) ForType(t model.EngineType) (Family, bool) {
 		}
 	}
 	return Family{}, false
+}
+
+// ForEngine returns the family whose adapters watch e: the first of e's
+// type that finds its endpoints the way e was found, in command lines
+// (Family.Endpoints) for a daemonless engine, on sockets for any other.
+func (fs Families) ForEngine(e model.Engine) (Family, bool) {
+	for _, f := range fs {
+		if slices.Contains(f.Types, e.Type) && (f.Endpoints != nil) == e.Daemonless {
+			return f, true
+		}
+	}
+	return fs.ForType(e.Type)
 }
 
 // ForSocket returns the family and engine type whose socket units listen on

@@ -67,7 +67,7 @@ func (s *Store) Dropped() uint64 { return s.dropped.Load() }
 // buffer is full loses the event (counted and logged, the log thinned out to
 // the 1st, 2nd, 4th, 8th, ... drop per subscriber).
 func (s *Store) Emit(ev Event) {
-	if ev.Container != nil && !s.Visible(ev.Container) {
+	if ev.Container != nil && (!s.Visible(ev.Container) || ev.Resync && s.toldByDaemonless(ev.EngineID)) {
 		return
 	}
 	if ev.Container != nil {
@@ -89,4 +89,22 @@ func (s *Store) Emit(ev Event) {
 			}
 		}
 	}
+}
+
+// toldByDaemonless reports whether engine id is a podman service with a
+// connected daemonless view of its storage, which has reported what the
+// service's resync would tell again (see Store).
+func (s *Store) toldByDaemonless(id string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.engines[id]
+	if !ok || e.Type != Podman || e.Daemonless || e.Storage == "" {
+		return false
+	}
+	for _, o := range s.engines {
+		if o.Type == Podman && o.Daemonless && o.Connected && o.Storage == e.Storage && o.Prefix == e.Prefix {
+			return true
+		}
+	}
+	return false
 }

@@ -69,6 +69,15 @@ func (s *Snapshot) Engine(id string) (Engine, bool) {
 //     trails Docker's "destroy" stays hidden even after Docker is gone). The
 //     engine test closes the race where containerd's watcher reports a create
 //     before Docker's watcher has seen it.
+//   - podman is seen through its service (`podman system service`, the
+//     libpod API) and, daemonless, through its storage and conmon processes
+//     (Engine.Daemonless): two engines with the same Storage and Prefix. While
+//     the service's watcher is connected its view is reported and the
+//     daemonless one is hidden; while it is not (the service exited, or was
+//     never started again after an idle exit), the daemonless view is
+//     reported and the service's stale one hidden. The service's resync
+//     events after it reconnects are hidden too when a daemonless view of its
+//     storage is connected: that view has already told them.
 //   - CRI (kubelet's view) runs its containers in containerd's namespace
 //     "k8s.io". A containerd-engine container in namespace "k8s.io" is hidden
 //     when a CRI engine with the same Prefix is in the Store.
@@ -304,7 +313,7 @@ func (s *Store) Visible(c *Container) bool {
 
 func (s *Store) visibleLocked(c *Container) bool {
 	if c.Namespace != NamespaceMoby && c.Namespace != NamespaceK8s {
-		return true
+		return !s.podmanTwinLocked(c.EngineID)
 	}
 	e, ok := s.engines[c.EngineID]
 	if !ok || e.Type != Containerd {
@@ -335,6 +344,27 @@ func (s *Store) visibleLocked(c *Container) bool {
 		}
 		return true
 	}
+}
+
+// podmanTwinLocked reports whether the containers of engine id are hidden
+// because another view of the same podman reports them: id is a
+// daemonless podman and a podman service of its storage (same Storage and
+// Prefix) is connected, or id is that service, disconnected, and a
+// daemonless podman of its storage is in the Store.
+func (s *Store) podmanTwinLocked(id string) bool {
+	e, ok := s.engines[id]
+	if !ok || e.Type != Podman || e.Storage == "" || (!e.Daemonless && e.Connected) {
+		return false
+	}
+	for _, o := range s.engines {
+		if o.Type != Podman || o.Daemonless == e.Daemonless || o.Storage != e.Storage || o.Prefix != e.Prefix {
+			continue
+		}
+		if e.Daemonless && o.Connected || !e.Daemonless {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Store) changed() {

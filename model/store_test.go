@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -216,4 +217,67 @@ func BenchmarkSnapshot500(b *testing.B) {
 			_ = s.Snapshot()
 		}
 	})
+}
+
+func TestPodmanServiceAndDaemonlessViewsAreReportedOnce(t *testing.T) {
+	const storage = "/var/lib/containers/storage"
+	svc := Engine{ID: "svc", Type: Podman, Storage: storage}
+	dl := Engine{ID: "dl", Type: Podman, Storage: storage, Daemonless: true}
+	tests := []struct {
+		name      string
+		engines   []Engine
+		connected []string
+		// visible: which engines' copies of container x are visible.
+		visible string
+	}{
+		{"the service's view wins while it is connected", []Engine{svc, dl}, []string{"svc", "dl"}, "svc"},
+		{"the daemonless view is reported while the service is disconnected", []Engine{svc, dl}, []string{"dl"}, "dl"},
+		{"a daemonless view alone is reported", []Engine{dl}, []string{"dl"}, "dl"},
+		{"another storage is another podman", []Engine{svc, {ID: "dl", Type: Podman, Storage: "/home/u/.local/share/containers/storage", Daemonless: true}},
+			[]string{"svc", "dl"}, "dl svc"},
+		{"a podman in another container is another podman", []Engine{svc, {ID: "dl", Type: Podman, Storage: storage, Daemonless: true, Prefix: "th"}},
+			[]string{"svc", "dl"}, "dl svc"},
+		{"a service of unknown storage hides nothing", []Engine{{ID: "svc", Type: Podman}, dl}, []string{"svc", "dl"}, "dl svc"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestStore()
+			for _, e := range tt.engines {
+				s.PutEngine(e)
+				s.Upsert(Container{ID: "x", EngineID: e.ID, State: StateRunning})
+			}
+			for _, id := range tt.connected {
+				s.SetConnected(id, true)
+			}
+			var got []string
+			for _, c := range s.Snapshot().Containers {
+				got = append(got, c.EngineID)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(strings.Fields(tt.visible)) {
+				t.Errorf("visible copies from engines %v, want %v", got, tt.visible)
+			}
+		})
+	}
+}
+
+func TestPodmanServiceResyncIsHiddenWhenTheDaemonlessViewToldIt(t *testing.T) {
+	const storage = "/var/lib/containers/storage"
+	s := newTestStore()
+	s.PutEngine(Engine{ID: "svc", Type: Podman, Storage: storage})
+	s.PutEngine(Engine{ID: "dl", Type: Podman, Storage: storage, Daemonless: true})
+	s.SetConnected("dl", true)
+	sub := s.Subscribe(8)
+	defer sub.Close()
+	c := s.Upsert(Container{ID: "x", EngineID: "svc", State: StateExited})
+	s.SetConnected("svc", true)
+	s.Emit(Event{Type: EventDie, EngineID: "svc", Container: &c, Resync: true})
+	s.Emit(Event{Type: EventDestroy, EngineID: "svc", Container: &c})
+	select {
+	case ev := <-sub.C():
+		if ev.Type != EventDestroy {
+			t.Errorf("got %s, want only the live destroy", ev.Type)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the live event of the service was hidden too")
+	}
 }

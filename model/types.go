@@ -29,14 +29,25 @@ type Engine struct {
 	// APIVersion is the negotiated API version, where the engine has one.
 	APIVersion string `json:"api_version,omitempty"`
 	// Endpoint is the unix socket path as reached from the host, e.g.
-	// /proc/812/root/run/podman/podman.sock for a nested engine.
+	// /proc/812/root/run/podman/podman.sock for a nested engine; for a
+	// daemonless podman, its storage root as reached from the host.
 	Endpoint string `json:"endpoint"`
 	// Runtime is the runtime's own name where the engine's API reports one
 	// and it differs from Type: a CRI runtime service names the runtime behind
 	// it ("containerd" for containerd's CRI plugin, "cri-o").
 	Runtime string `json:"runtime,omitempty"`
+	// Storage is podman's storage root (graphroot) in the engine's own mount
+	// namespace, "" when unknown and for other engines: a podman service and
+	// a daemonless podman with the same Storage and Prefix are one podman,
+	// whose containers are reported once (see Store).
+	Storage string `json:"storage,omitempty"`
+	// Daemonless is true for podman with no service: an engine read from
+	// podman's storage and its conmon processes, whose Endpoint is the
+	// storage root as reached from the host.
+	Daemonless bool `json:"daemonless,omitempty"`
 	// PID is the engine's process ID in the host PID namespace; 0 for an engine
-	// known only by its socket unit (not running).
+	// known only by its socket unit (not running). A daemonless podman's is
+	// one of its conmon processes.
 	PID int `json:"pid,omitempty"`
 	// Prefix is the hierarchy path: the names of the containers that enclose the
 	// engine from the host down, joined with "/"; "" on the host.

@@ -61,7 +61,7 @@ func NewSupervisor(store *model.Store, fams engine.Families, opts Options, log *
 // endpoint the old watcher is replaced. The watcher runs until Remove or Close, not until ctx ends: ctx
 // only bounds the adapter's construction.
 func (s *Supervisor) Add(ctx context.Context, e model.Engine) error {
-	fam, ok := s.fams.ForType(e.Type)
+	fam, ok := s.fams.ForEngine(e)
 	if !ok || fam.NewAdapter == nil {
 		return fmt.Errorf("%s engine %s at %s: %w", e.Type, e.ID, e.Endpoint, ErrUnsupported)
 	}

@@ -46,7 +46,7 @@ func runEngines(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: engines: unexpected argument %q", errUsage, fs.Arg(0))
 	}
-	fams := agent.Families(nil)
+	fams := agent.Families(nil, *procRoot)
 	var sockets func() []activation.SocketEngine
 	if *units {
 		var stop func()
@@ -202,6 +202,9 @@ func printEngineTree(w io.Writer, views []engineView) {
 func engineLine(v engineView) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", v.Type, orDash(v.Version))
+	if v.Daemonless {
+		b.WriteString(" (daemonless: its storage and conmon processes)")
+	}
 	if v.APIVersion != "" {
 		fmt.Fprintf(&b, " (api %s)", v.APIVersion)
 	}
@@ -247,7 +250,7 @@ func orDash(s string) string {
 // containers the watchers listed.
 func listEngines(ctx context.Context, procRoot string, timeout, listWait time.Duration, log *slog.Logger) ([]engineView, error) {
 	store := model.NewStore(log)
-	fams := agent.Families(nil)
+	fams := agent.Families(nil, procRoot)
 	d, err := discovery.New(discovery.Config{ProcRoot: procRoot, ProbeTimeout: timeout}, fams, store, log)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)

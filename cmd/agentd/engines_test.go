@@ -119,3 +119,23 @@ func TestEnginesCommandRejectsBadArguments(t *testing.T) {
 		})
 	}
 }
+
+func TestEngineLineSaysWhatIsDaemonless(t *testing.T) {
+	tests := []struct {
+		name string
+		v    engineView
+		want string
+	}{
+		{"a podman service", engineView{Engine: model.Engine{Type: model.Podman, Version: "4.3.1", Endpoint: "/run/podman/podman.sock", PID: 7}, Containers: 2},
+			"podman 4.3.1  /run/podman/podman.sock  pid 7  2 running containers"},
+		{"a daemonless podman", engineView{Engine: model.Engine{Type: model.Podman, Daemonless: true, Endpoint: "/var/lib/containers/storage", PID: 9}, Containers: 1},
+			"podman - (daemonless: its storage and conmon processes)  /var/lib/containers/storage  pid 9  1 running containers"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := engineLine(tt.v); got != tt.want {
+				t.Errorf("got  %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}

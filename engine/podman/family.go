@@ -43,7 +43,8 @@ func IsService(cmdline []string) bool {
 	return false
 }
 
-// Probe asks the libpod REST API at endpoint for podman's version. A socket
+// Probe asks the libpod REST API at endpoint for podman's version and
+// storage root (model.Engine.Storage; "" when /info does not answer). A socket
 // that answers HTTP but not libpod (Docker, or podman's compat-only mode)
 // gives an error wrapping engine.ErrNotEngine. It keeps to no request
 // budget (Family's probe keeps to the endpoint's).
@@ -79,11 +80,22 @@ func probe(ctx context.Context, endpoint string, b *engine.Budget) ([]model.Engi
 			api = c.Details["APIVersion"]
 		}
 	}
+	// The storage root tells which daemonless view is the same podman
+	// (model.Engine.Storage); without it both are reported.
+	var info struct {
+		Store struct {
+			GraphRoot string `json:"graphRoot"`
+		} `json:"store"`
+	}
+	if err := a.getJSON(ctx, "/info", &info); err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("podman at %s: info: %w", endpoint, err)
+	}
 	return []model.Engine{{
 		ID:         string(model.Podman) + ":" + endpoint,
 		Type:       model.Podman,
 		Version:    v.Version,
 		APIVersion: api,
 		Endpoint:   endpoint,
+		Storage:    info.Store.GraphRoot,
 	}}, nil
 }

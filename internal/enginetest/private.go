@@ -124,6 +124,17 @@ func StartPrivateDockerd(t testing.TB, containerdSock string) *Private {
 // returns once it answers.
 func StartPrivatePodman(t testing.TB) *Private {
 	t.Helper()
+	p := NewPrivatePodmanStorage(t)
+	p.Start()
+	return p
+}
+
+// NewPrivatePodmanStorage makes the storage of a podman of the test's own
+// (StartPrivatePodman's) with the testbed's busybox image, and starts no
+// service on it: the containers CLI starts there are daemonless podman's
+// until Start starts the service.
+func NewPrivatePodmanStorage(t testing.TB) *Private {
+	t.Helper()
 	dir := privateDir(t, "podman")
 	sock := filepath.Join(dir, "podman.sock")
 	bin, err := exec.LookPath("podman")
@@ -143,12 +154,14 @@ func StartPrivatePodman(t testing.TB) *Private {
 	p.argv[0] = bin
 	t.Cleanup(p.cleanup)
 	p.CLI("import", filepath.Join(testbed.CacheDir(), "busybox.tar"), testbed.BusyboxImage)
-	p.Start()
 	return p
 }
 
+// Root is a private podman's storage root (its --root).
+func (p *Private) Root() string { return filepath.Join(p.Dir, "root") }
+
 func (p *Private) podmanFlags() []string {
-	return []string{"podman", "--root", filepath.Join(p.Dir, "root"), "--runroot", filepath.Join(p.Dir, "runroot"),
+	return []string{"podman", "--root", p.Root(), "--runroot", filepath.Join(p.Dir, "runroot"),
 		"--tmpdir", filepath.Join(p.Dir, "tmp"), "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
 		"--events-backend", "file"}
 }
