@@ -158,10 +158,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// OOM kills that no engine reports, from the kernel log (package oom);
+	// telemetry holds a SIGKILLed die until the log is read through it, and
+	// the sampler reads the cgroups' OOM kill counters when it saw one.
+	oomDet := oom.New(a.store, oom.Config{
+		Path:     a.opts.KernelLog,
+		ProcRoot: cfg.HostProc(),
+	}, a.log.With("part", "oom"))
 	sampler := stats.NewSampler(stats.SamplerConfig{
 		ProcRoot:   cfg.HostProc(),
 		CgroupRoot: cfg.Host.Cgroup,
 		Fallback:   a.sup.Fallback,
+		KillWatch:  oomDet,
 	}, a.log.With("part", "stats"))
 	// Closed when Run returns, after every part (the pipeline) has stopped.
 	defer func() { _ = sampler.Close() }()
@@ -169,12 +177,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	// reload rebuilds the pipeline wait on it for the next one.
 	events := a.store.Subscribe(4096)
 	defer events.Close()
-	// OOM kills that no engine reports, from the kernel log (package oom);
-	// telemetry holds a SIGKILLed die until the log is read through it.
-	oomDet := oom.New(a.store, oom.Config{
-		Path:     a.opts.KernelLog,
-		ProcRoot: cfg.HostProc(),
-	}, a.log.With("part", "oom"))
 	pipeOpts := telemetry.Options{
 		KernelLog: oomDet,
 		Workload:  workload{s: a.store, budgets: a.budgets, sup: a.sup},

@@ -140,6 +140,18 @@ type Detector struct {
 	gone    []goneContainer                  // recently destroyed, oldest first
 }
 
+// KillsSeen returns the number of OOM kills read from the kernel log plus
+// the times records were lost (an overrun), and whether the kernel log is
+// being read: stats.Reader reads the cgroups' OOM kill counters only when the
+// number changes. Safe for concurrent use.
+func (d *Detector) KillsSeen() (uint64, bool) {
+	switch readMode(d.mode.Load()) {
+	case modeSync, modeBlind:
+		return d.kills.Load() + d.overruns.Load(), true
+	}
+	return 0, false
+}
+
 // readMode is what ReadThrough can tell.
 type readMode int32
 

@@ -38,8 +38,26 @@ type Cgroup struct {
 	// file (cpuThrottle, memEvents, pressure) the kernel does not have is
 	// set to "" at its first failed read, so it costs no syscall after.
 	cpuUsage, cpuStat, memUsage, memStat, memLimit, io, pids string
-	cpuThrottle, memEvents                                   string
+	cpuThrottle, cpuQuota, memEvents                         string
 	pressure                                                 [numPressure]string
+
+	// Files whose content changes only on rare events are read at the
+	// first read, at every rareEvery-th read after it (phase spreads those
+	// reads over the rounds), and when a signal says they changed; the
+	// other reads reuse the values kept here. See Reader.Read.
+	reads, phase uint32
+	// OOM kills: the KillWatch's count when memEvents was last read.
+	oomSeen  uint64
+	oomKills uint64
+	oomOK    bool
+	// v1 CFS bandwidth: whether cpu.cfs_quota_us had a quota at its last
+	// read, and cpu.stat's throttling counters of the last read.
+	quota                                  bool
+	periods, throttledPeriods, throttledNs uint64
+	throttleOK                             bool
+	// v2 memory.max of the last read.
+	limit   uint64
+	limitOK bool
 
 	// The process's net/dev and whether it is in the host's network
 	// namespace, decided at the first read (a process keeps its namespace).
@@ -70,6 +88,7 @@ type Reader struct {
 
 	open    atomic.Int64 // files kept open now
 	maxOpen int64
+	kills   KillWatch // nil: OOM kill counters read every time
 
 	devMu    sync.Mutex
 	devNames map[uint64]string // MAJ<<32|MIN to name, see deviceName
@@ -80,6 +99,20 @@ type Reader struct {
 // it from a cgroup root ending in fs/cgroup ("/sys/fs/cgroup" gives "/sys").
 // Call it before the first Read.
 func (r *Reader) SetSysRoot(dir string) { r.sysRoot = dir }
+
+// KillWatch tells a Reader when the kernel has OOM-killed a process, so
+// that it reads the OOM kill counters of cgroups only then.
+type KillWatch interface {
+	// KillsSeen returns a count that changes whenever an OOM kill is seen
+	// (or kernel log records were lost), and whether the kernel log is
+	// being read at all: without it, the counters are read every time.
+	KillsSeen() (count uint64, watching bool)
+}
+
+// SetKillWatch makes r read OOM kill counters only when w has seen a kill
+// (and at least every rareEvery-th read); nil reads them every time. Call it
+// before the first Read.
+func (r *Reader) SetKillWatch(w KillWatch) { r.kills = w }
 
 // SetMaxOpenFiles sets how many files the Reader may keep open (0: none, every
 // read opens and closes). It applies to files opened from now on; call it
@@ -189,6 +222,7 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 		}
 		if cfsDir != "" {
 			cg.cpuThrottle = filepath.Join(cfsDir, "cpu.stat")
+			cg.cpuQuota = filepath.Join(cfsDir, "cpu.cfs_quota_us")
 		}
 		if cg.Memory != "" {
 			cg.memUsage = filepath.Join(cg.Memory, "memory.usage_in_bytes")
@@ -206,13 +240,11 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 			return Cgroup{}, fmt.Errorf("%s: cgroup v1 under %s: %w", file, r.cgroupRoot, ErrNoCgroup)
 		}
 		// A hybrid host has the cgroup v2 hierarchy too, controllerless but
-		// with the pressure files of every cgroup.
-		if v2path != "" && r.unified != r.cgroupRoot && !strings.HasPrefix(v2path, "/..") {
-			dir := filepath.Join(r.unified, v2path)
-			if st, err := os.Stat(dir); err == nil && st.IsDir() {
-				cg.setPressure(dir)
-			}
-		}
+		// with pressure files for every cgroup. They are not read: three
+		// files more per container and round, 13 % of agentd's CPU at 1,000
+		// containers on such a host, for figures cAdvisor and runc give only
+		// on cgroup v2 as well (see telemetry/METRICS.md).
+		cg.phase = phaseOf(cg.Memory + cg.CPU)
 		return cg, nil
 	}
 	if v2path == "" {
@@ -234,7 +266,28 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 	cg.pids = filepath.Join(dir, "pids.current")
 	cg.memEvents = filepath.Join(dir, "memory.events")
 	cg.setPressure(dir)
+	cg.phase = phaseOf(dir)
 	return cg, nil
+}
+
+// rareEvery is how often (in reads of a Cgroup) the files whose content
+// changes only on rare events are read without a signal that they changed:
+// a minute at the default 10 s export interval.
+const rareEvery = 6
+
+// phaseOf spreads the rare reads of containers located at the same time
+// over rareEvery rounds.
+func phaseOf(dir string) uint32 {
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(dir); i++ {
+		h = (h ^ uint32(dir[i])) * 16777619
+	}
+	return h % rareEvery
+}
+
+// rare reports whether this read of cg reads the files of rare changes.
+func (cg *Cgroup) rare() bool {
+	return cg.reads == 0 || (cg.reads+cg.phase)%rareEvery == 0
 }
 
 func (cg *Cgroup) setPressure(dir string) {
@@ -314,7 +367,19 @@ func (r *Reader) v1Dir(controllers, c, path string) string {
 // leaves its fields unset (s.Has tells what was read); a file that cannot be
 // parsed is an error naming it, joined with the others, and the rest is still
 // read. Read does not set s.Time, s.Source or s.CPUUsage.
+//
+// Files whose content changes only on rare events are not read every time:
+// the OOM kill counter (v1 memory.oom_control, v2 memory.events) is read
+// when the Reader's KillWatch has seen a kill since the last read (every
+// time without a watch that is reading the kernel log), the v1 CPU quota
+// (cpu.cfs_quota_us) and v2 memory.max every rareEvery-th read, and v1's
+// throttling counters (cpu.stat of the cpu controller) every time only while
+// the container has a quota: without one they do not move. Every one of them
+// is also read at the first read and every rareEvery-th read after it, so a
+// value is never older than that many rounds. The other reads report the
+// values of the last read.
 func (r *Reader) Read(cg *Cgroup, pid int, s *Stats, buf *[]byte) error {
+	defer func() { cg.reads++ }()
 	var errs []error
 	keep := func(err error) {
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -368,11 +433,7 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 			}
 		}
 	}
-	if cg.cpuThrottle != "" {
-		if data, err := r.readOptional(cg, fileCPUThrottle, &cg.cpuThrottle, buf); keep(err) && data != nil {
-			keep(throttling(cg.cpuThrottle, data, "throttled_time", 1, s))
-		}
-	}
+	r.readThrottlingV1(cg, s, buf, keep)
 	if cg.memUsage != "" {
 		if data, err := r.read(cg, fileMemUsage, cg.memUsage, buf); keep(err) {
 			v, err := parseSingle(cg.memUsage, data)
@@ -542,12 +603,19 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 			}
 		}
 	}
-	if data, err := r.read(cg, fileMemLimit, cg.memLimit, buf); keep(err) {
-		v, unlimited, err := parseMax(cg.memLimit, data)
-		if keep(err) && !unlimited {
-			s.MemoryLimit = v
-			s.Has |= FieldMemoryLimit
+	if cg.rare() {
+		cg.limitOK = false
+		if data, err := r.read(cg, fileMemLimit, cg.memLimit, buf); keep(err) {
+			v, unlimited, err := parseMax(cg.memLimit, data)
+			if keep(err) && !unlimited {
+				cg.limit, cg.limitOK = v, true
+			}
 		}
+		r.closeFile(cg, fileMemLimit) // read once a minute: not worth a page of kernel memory
+	}
+	if cg.limitOK {
+		s.MemoryLimit = cg.limit
+		s.Has |= FieldMemoryLimit
 	}
 	if cg.memEvents != "" {
 		r.readOOMKills(cg, s, buf, keep)
@@ -577,9 +645,29 @@ func (r *Reader) readPids(cg *Cgroup, s *Stats, buf *[]byte, keep func(error) bo
 
 // readOOMKills reads oom_kill of v2 memory.events or v1 memory.oom_control
 // (which has it from Linux 4.13).
+//
+// It reads the file only when the KillWatch has seen a kill since the last
+// read, or on a rare read; otherwise the count of the last read stands.
 func (r *Reader) readOOMKills(cg *Cgroup, s *Stats, buf *[]byte, keep func(error) bool) {
+	seen, watching := uint64(0), false
+	if r.kills != nil {
+		seen, watching = r.kills.KillsSeen()
+	}
+	if watching && !cg.rare() && seen == cg.oomSeen {
+		if cg.oomOK {
+			s.OOMKills = cg.oomKills
+			s.Has |= FieldOOMKills
+		}
+		return
+	}
+	// The count is taken before the read: a kill seen during it makes the
+	// next read read again.
+	cg.oomSeen, cg.oomOK = seen, false
 	file := cg.memEvents
 	data, err := r.readOptional(cg, fileMemEvents, &cg.memEvents, buf)
+	if watching {
+		r.closeFile(cg, fileMemEvents) // read rarely: not worth a page of kernel memory
+	}
 	if !keep(err) || data == nil {
 		return
 	}
@@ -591,8 +679,46 @@ func (r *Reader) readOOMKills(cg *Cgroup, s *Stats, buf *[]byte, keep func(error
 		}
 	})
 	if keep(err) && found {
+		cg.oomKills, cg.oomOK = n, true
 		s.OOMKills = n
 		s.Has |= FieldOOMKills
+	}
+}
+
+// readThrottlingV1 reads the v1 cpu controller's throttling counters: its
+// cpu.stat at every read while cpu.cfs_quota_us sets a quota, on rare reads
+// (which read the quota too) when it does not, since the counters only move
+// under a quota.
+func (r *Reader) readThrottlingV1(cg *Cgroup, s *Stats, buf *[]byte, keep func(error) bool) {
+	if cg.cpuThrottle == "" {
+		return
+	}
+	rare := cg.rare()
+	if rare && cg.cpuQuota != "" {
+		cg.quota = true // when it cannot be read, read the counters every time
+		if data, err := r.readOptional(cg, fileCPUQuota, &cg.cpuQuota, buf); keep(err) && data != nil {
+			if v, err := parseQuota(cg.cpuQuota, data); keep(err) {
+				cg.quota = v >= 0 // -1: no quota
+			}
+		}
+		r.closeFile(cg, fileCPUQuota)
+	}
+	if rare || cg.quota || cg.cpuQuota == "" {
+		cg.throttleOK = false
+		if data, err := r.readOptional(cg, fileCPUThrottle, &cg.cpuThrottle, buf); keep(err) && data != nil {
+			var t Stats
+			if keep(throttling(cg.cpuThrottle, data, "throttled_time", 1, &t)) && t.Has&FieldCPUThrottling != 0 {
+				cg.periods, cg.throttledPeriods, cg.throttledNs = t.CPUPeriods, t.CPUThrottledPeriods, t.CPUThrottledNanos
+				cg.throttleOK = true
+			}
+		}
+		if !cg.quota {
+			r.closeFile(cg, fileCPUThrottle)
+		}
+	}
+	if cg.throttleOK {
+		s.CPUPeriods, s.CPUThrottledPeriods, s.CPUThrottledNanos = cg.periods, cg.throttledPeriods, cg.throttledNs
+		s.Has |= FieldCPUThrottling
 	}
 }
 

@@ -101,7 +101,9 @@ func TestSamplerReadsTheThrottlingOfACPULimitedContainer(t *testing.T) {
 		if out, err = s.Sample(context.Background(), []model.Container{c}, out); err != nil {
 			t.Fatal(err)
 		}
-		if out[0].Has&FieldCPUThrottling != 0 && out[0].CPUThrottledPeriods > 0 {
+		// The kernel counts a throttled period when it begins and adds its
+		// time when it ends: wait for both.
+		if out[0].Has&FieldCPUThrottling != 0 && out[0].CPUThrottledPeriods > 0 && out[0].CPUThrottledNanos > 0 {
 			break
 		}
 		if time.Now().After(deadline) {

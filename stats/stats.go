@@ -156,6 +156,9 @@ type SamplerConfig struct {
 	// Fallback returns the engine fallback for the engine with this ID, or nil
 	// for none. Nil means no fallbacks.
 	Fallback func(engineID string) Fallback
+	// KillWatch, when not nil, tells when the kernel OOM-killed a process,
+	// so that the OOM kill counters are read only then (see Reader.Read).
+	KillWatch KillWatch
 	// MaxOpenFiles bounds the cgroup and procfs files kept open between
 	// samples (see Reader): 0 means DefaultMaxOpenFiles, negative keeps none.
 	MaxOpenFiles int
@@ -198,6 +201,9 @@ type containerState struct {
 
 func newReader(cfg SamplerConfig) *Reader {
 	r := NewReader(cfg.ProcRoot, cfg.CgroupRoot)
+	if cfg.KillWatch != nil {
+		r.SetKillWatch(cfg.KillWatch)
+	}
 	switch {
 	case cfg.MaxOpenFiles < 0:
 		r.SetMaxOpenFiles(0)

@@ -49,9 +49,10 @@ type ResourceExporter interface {
 //     it appears in (exported without metrics, and captured), and is
 //     marshalled once; later rounds reuse it (the builder keeps a container's
 //     resource while the container does not change);
-//   - the metrics are written by wireRecords into protobuf records that later
-//     rounds update in place and hand to gRPC as they are; what it does not
-//     encode goes through the SDK whole and is marshalled.
+//   - the metrics are written by wireRecords as protobuf records straight
+//     into the buffer of their request, which the queue keeps and gRPC sends
+//     as it is; what it does not encode goes through the SDK whole and is
+//     marshalled into the same buffer.
 //
 // An exporter given to NewOTLPMetrics, without the interceptor, gets every
 // ResourceMetrics through Export. Exports are serialized: safe for
@@ -66,7 +67,7 @@ type OTLPMetrics struct {
 	spare     map[*resource.Resource]resourceWire // the round before's, emptied for the next
 	link      *capture                            // the connection the SDK's requests went to
 	records   wireRecords
-	recs      []*[]byte // this round's records, reused
+	reqSize   int // the largest request of the last round, to size the next's buffers
 
 	// With a queue (NewOTLP), rounds are queued and sent by sender over
 	// linkp, the connection link learned.
@@ -157,52 +158,73 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 		}
 		return fmt.Errorf("export metrics: %d resources: the OTLP exporter made no request: %w", len(batch), err)
 	}
-	o.records.begin()
-	defer o.records.end()
-	recs := o.recs[:0]
-	defer func() { clear(recs); o.recs = recs[:0] }()
+	o.records.reset()
+	var reqs []request
+	var cur request
+	largest := 0
+	flush := func() {
+		if cur.resources > 0 {
+			largest = max(largest, len(cur.data))
+			reqs = append(reqs, cur)
+		}
+		cur = request{}
+	}
 	for _, rm := range batch {
 		res, ok := seen[rm.Resource]
 		if !ok {
 			continue // its resource was refused above
 		}
-		if rec, ok := o.records.record(rm, res.enc, res.schema); ok {
-			recs = append(recs, rec)
-			continue
+		if cur.data == nil {
+			cur.data = make([]byte, 0, o.reqSize+o.reqSize/16)
 		}
-		got, ok := export(rm)
-		if !ok {
-			continue
+		if b, ok := o.records.appendRecord(cur.data, rm, res.enc, res.schema); ok {
+			cur.data = b
+		} else {
+			got, ok := export(rm)
+			if !ok {
+				continue
+			}
+			b, err := appendMarshalled(cur.data, got)
+			if err != nil {
+				refused = append(refused, err)
+				continue
+			}
+			cur.data = b
 		}
-		rec, err := marshalRecord(got)
-		if err != nil {
-			refused = append(refused, err)
-			continue
+		if cur.resources++; cur.resources == o.perRequest {
+			flush()
 		}
-		recs = append(recs, rec)
 	}
+	flush()
+	o.reqSize = largest
 	var errs []error
 	if len(refused) > 0 {
 		errs = append(errs, fmt.Errorf("export metrics: the OTLP exporter refused %d resources, first: %w", len(refused), refused[0]))
 	}
 	if o.queue != nil {
-		errs = append(errs, o.enqueue(recs, len(batch)))
+		errs = append(errs, o.enqueue(reqs, len(batch)))
 	} else {
-		errs = append(errs, o.send(ctx, o.link, recs, len(batch)))
+		errs = append(errs, o.send(ctx, o.link, reqs, len(batch)))
 	}
 	return errors.Join(errs...)
 }
 
-// marshalRecord makes a record (see wireRecords) of a ResourceMetrics the
-// SDK transformed.
-func marshalRecord(rm *metricpb.ResourceMetrics) (*[]byte, error) {
+// request is an ExportMetricsServiceRequest as the records of its resources.
+type request struct {
+	data      []byte
+	resources int
+}
+
+// appendMarshalled appends the record (see wireRecords) of a ResourceMetrics
+// the SDK transformed to dst.
+func appendMarshalled(dst []byte, rm *metricpb.ResourceMetrics) ([]byte, error) {
 	n := proto.Size(rm)
-	b := protowire.AppendTag(make([]byte, 0, max(n+16, minPooledRecordBuffer)), fieldRequestResourceMetrics, protowire.BytesType)
-	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(protowire.AppendVarint(b, uint64(n)), rm)
+	b := protowire.AppendVarint(protowire.AppendTag(dst, fieldRequestResourceMetrics, protowire.BytesType), uint64(n))
+	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, rm)
 	if err != nil {
-		return nil, fmt.Errorf("marshal resource metrics: %w", err)
+		return dst, fmt.Errorf("marshal resource metrics: %w", err)
 	}
-	return &b, nil
+	return b, nil
 }
 
 // exportEach exports every resource through the exporter on its own.
@@ -219,18 +241,16 @@ func (o *OTLPMetrics) exportEach(ctx context.Context, batch []*metricdata.Resour
 	return nil
 }
 
-// send sends the records over link, perRequest at a time; of is the round's
-// size.
-func (o *OTLPMetrics) send(ctx context.Context, link *capture, recs []*[]byte, of int) error {
+// send sends the requests over link; of is the round's size.
+func (o *OTLPMetrics) send(ctx context.Context, link *capture, reqs []request, of int) error {
 	var errs []error
 	sent := 0
-	for start := 0; start < len(recs); start += o.perRequest {
-		chunk := recs[start:min(start+o.perRequest, len(recs))]
-		if err := link.invoke(ctx, &wireRequest{recs: chunk, pool: o.records.pool}); err != nil {
+	for _, r := range reqs {
+		if err := link.invoke(ctx, rawRequest(r.data)); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		sent += len(chunk)
+		sent += r.resources
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("export metrics: %d of %d resources not delivered, first: %w", of-sent, of, errs[0])
@@ -238,8 +258,6 @@ func (o *OTLPMetrics) send(ctx context.Context, link *capture, recs []*[]byte, o
 	return nil
 }
 
-// Shutdown sends what is queued until ctx ends, and shuts the exporter
-// down.
 func (o *OTLPMetrics) Shutdown(ctx context.Context) error {
 	if o.sender != nil {
 		o.sender.stop(ctx)
@@ -302,7 +320,7 @@ var (
 // invoke sends one request over the captured connection, retrying
 // retryable failures, and reports rejected data points as an error.
 func (c *capture) invoke(ctx context.Context, req any) error {
-	if r, ok := req.(*wireRequest); ok && c.http != nil {
+	if r, ok := req.(rawRequest); ok && c.http != nil {
 		return c.invokeHTTP(ctx, r)
 	}
 	if c.md != nil {
@@ -331,8 +349,8 @@ func (c *capture) invoke(ctx context.Context, req any) error {
 	}
 }
 
-// exactCodec is gRPC's protobuf codec, except that a wireRequest goes out as
-// its records and a message is marshalled into a buffer of its own size.
+// exactCodec is gRPC's protobuf codec, except that a rawRequest goes out as
+// it is and a message is marshalled into a buffer of its own size.
 // gRPC's codec takes buffers of 1 KiB and more from a pool whose size
 // classes jump from 32 KiB to 1 MiB, and a round of metrics is a few requests
 // of 100 KB and more: each processor's pool then kept a 1 MiB buffer alive
@@ -341,9 +359,6 @@ func (c *capture) invoke(ctx context.Context, req any) error {
 type exactCodec struct{}
 
 func (exactCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if r, ok := v.(*wireRequest); ok {
-		return r.buffers(), nil
-	}
 	if r, ok := v.(rawRequest); ok {
 		return mem.BufferSlice{mem.SliceBuffer(r)}, nil
 	}

@@ -3,35 +3,24 @@ package telemetry
 import (
 	"encoding/binary"
 	"math"
-	"slices"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// wireRecords keeps each ResourceMetrics of a round as the OTLP protobuf
+// wireRecords writes each ResourceMetrics of a round as the OTLP protobuf
 // bytes that carry it: a record, the resource_metrics field of an
-// ExportMetricsServiceRequest (tag, length and message), ready to send. A
-// request is its records one after the other.
+// ExportMetricsServiceRequest (tag, length and message). A request is its
+// records one after the other, appended straight into the request's buffer,
+// which the export queue keeps or gRPC sends as it is: nothing is converted
+// into protobuf messages or marshalled by reflection.
 //
-// A container's metrics keep their shape from round to round (the same
-// metrics, the same points with the same attributes); only the times and the
-// values change, and in the encoding every one of those is a fixed64. So a
-// record whose shape did not change is brought up to date by writing 8-byte
-// values at the offsets it keeps, and is sent as it is: gRPC gets the record
-// itself (mem.NewBuffer), nothing is converted, marshalled or copied. A
-// record whose shape changed is encoded again. Before, the round was
-// converted into protobuf messages and marshalled, 15 % of agentd's CPU at 500
-// containers; BenchmarkExport500 has the numbers.
-//
-// gRPC may hold a record after the call that sent it returned (its writer
-// goroutine sends the data); it releases each through wirePool.Put. A round
-// whose records are not all released leaves them to gRPC and works on copies.
+// Earlier rounds kept every container's record and wrote only the new times
+// and values into it; at 1,000 containers those kept records were 7 MB, a
+// quarter of agentd's live heap, and the export queue copied them into its
+// requests anyway. Encoding a round afresh costs about as much as that copy.
 //
 // It encodes what agentd's builder makes: gauges and sums of int64 and
 // float64 without exemplars, with attributes of bool, int64, float64 and
@@ -40,53 +29,8 @@ import (
 // comes encoded from the caller (OTLPMetrics has the SDK transform each one
 // once). Not safe for concurrent use.
 type wireRecords struct {
-	recs  map[*metricdata.ResourceMetrics]*wireRecord
 	attrs map[attribute.Distinct][]byte // encoded KeyValue fields of a point, by set
-	pool  *wirePool                     // of the buffers handed out since the records were last copied
-	round uint64
 	w     wireWriter
-}
-
-// wireRecord is one ResourceMetrics encoded, with what it was encoded from.
-type wireRecord struct {
-	enc    []byte
-	res    []byte // the encoded resource it was made with
-	schema string // the resource's schema URL
-	scopes []wireScope
-	ms     []wireMetric
-	sets   []attribute.Set // the points' attributes, in order
-	points []wirePoint
-	round  uint64
-}
-
-type wireScope struct {
-	scope   instrumentation.Scope
-	metrics int
-}
-
-// wireMetric is what a metric's record depends on besides its points.
-type wireMetric struct {
-	name, desc, unit string
-	kind             wireKind
-	temporality      metricdata.Temporality
-	monotonic        bool
-	points           int
-}
-
-type wireKind uint8
-
-const (
-	gaugeInt wireKind = iota + 1
-	gaugeFloat
-	sumInt
-	sumFloat
-)
-
-// wirePoint is where a point's time is in the record: its value follows it,
-// and its start time, when it has one, precedes it.
-type wirePoint struct {
-	at    int32 // offset of the time's 8 bytes
-	start bool
 }
 
 // Field numbers and lengths of the OTLP messages written here
@@ -111,148 +55,30 @@ const (
 	fieldMetricGauge = 5
 	fieldMetricSum   = 7
 
-	fieldDataPoints       = 1 // of Gauge and Sum
-	fieldSumTemporality   = 2
-	fieldSumMonotonic     = 3
-	fieldPointStart       = 2
-	fieldPointTime        = 3
-	fieldPointDouble      = 4
-	fieldPointInt         = 6
-	fieldPointAttributes  = 7
-	fieldKeyValueKey      = 1
-	fieldKeyValueValue    = 2
-	fieldAnyString        = 1
-	fieldAnyBool          = 2
-	fieldAnyInt           = 3
-	fieldAnyDouble        = 4
-	otlpTemporalityDelta  = 1
-	otlpTemporalityCumul  = 2
-	fixedField            = 9 // a one-byte tag and a fixed64
-	maxCachedSets         = 4096
-	minPooledRecordBuffer = 1 << 10
+	fieldDataPoints      = 1 // of Gauge and Sum
+	fieldSumTemporality  = 2
+	fieldSumMonotonic    = 3
+	fieldPointStart      = 2
+	fieldPointTime       = 3
+	fieldPointDouble     = 4
+	fieldPointInt        = 6
+	fieldPointAttributes = 7
+	fieldKeyValueKey     = 1
+	fieldKeyValueValue   = 2
+	fieldAnyString       = 1
+	fieldAnyBool         = 2
+	fieldAnyInt          = 3
+	fieldAnyDouble       = 4
+	otlpTemporalityDelta = 1
+	otlpTemporalityCumul = 2
+	maxCachedSets        = 4096
 )
 
-// begin starts a round. Records gRPC still holds stay with it; the round
-// writes copies.
-func (c *wireRecords) begin() {
-	c.round++
-	if c.recs == nil {
-		c.recs = make(map[*metricdata.ResourceMetrics]*wireRecord)
-	}
+// reset drops the attribute cache when it grew past maxCachedSets.
+func (c *wireRecords) reset() {
 	if c.attrs == nil || len(c.attrs) > maxCachedSets {
 		c.attrs = make(map[attribute.Distinct][]byte)
 	}
-	if c.pool != nil && c.pool.out.Load() == 0 {
-		return
-	}
-	for _, r := range c.recs {
-		r.enc = slices.Grow(slices.Clone(r.enc), max(0, minPooledRecordBuffer-len(r.enc)))
-	}
-	c.pool = &wirePool{}
-}
-
-// end forgets the records of resources this round did not have.
-func (c *wireRecords) end() {
-	for rm, r := range c.recs {
-		if r.round != c.round {
-			delete(c.recs, rm)
-		}
-	}
-}
-
-// record returns rm's record for this round, res and schema being its
-// resource encoded and its schema URL; false if rm is not encodable.
-func (c *wireRecords) record(rm *metricdata.ResourceMetrics, res []byte, schema string) (*[]byte, bool) {
-	r := c.recs[rm]
-	if r != nil && r.schema == schema && sameBytes(r.res, res) && r.update(rm) {
-		r.round = c.round
-		return &r.enc, true
-	}
-	delete(c.recs, rm)
-	if !c.encodable(rm) {
-		return nil, false
-	}
-	r = c.encode(rm, res, schema, r)
-	r.round = c.round
-	c.recs[rm] = r
-	return &r.enc, true
-}
-
-// sameBytes reports whether a and b are the same bytes in memory (the
-// resource encodings are made once and shared, so this is equality).
-func sameBytes(a, b []byte) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
-}
-
-// update writes rm's times and values into the record and reports whether
-// rm has the record's shape; when it has not, the record is garbage.
-func (r *wireRecord) update(rm *metricdata.ResourceMetrics) bool {
-	if len(rm.ScopeMetrics) != len(r.scopes) {
-		return false
-	}
-	m, p := 0, 0
-	for i := range rm.ScopeMetrics {
-		sm := &rm.ScopeMetrics[i]
-		if sm.Scope != r.scopes[i].scope || len(sm.Metrics) != r.scopes[i].metrics {
-			return false
-		}
-		for j := range sm.Metrics {
-			md, want := &sm.Metrics[j], &r.ms[m]
-			m++
-			if md.Name != want.name || md.Description != want.desc || md.Unit != want.unit {
-				return false
-			}
-			var ok bool
-			switch d := md.Data.(type) {
-			case metricdata.Gauge[int64]:
-				ok = want.kind == gaugeInt && patch(r, d.DataPoints, p, want.points)
-			case metricdata.Gauge[float64]:
-				ok = want.kind == gaugeFloat && patch(r, d.DataPoints, p, want.points)
-			case metricdata.Sum[int64]:
-				ok = want.kind == sumInt && d.Temporality == want.temporality && d.IsMonotonic == want.monotonic &&
-					patch(r, d.DataPoints, p, want.points)
-			case metricdata.Sum[float64]:
-				ok = want.kind == sumFloat && d.Temporality == want.temporality && d.IsMonotonic == want.monotonic &&
-					patch(r, d.DataPoints, p, want.points)
-			}
-			if !ok {
-				return false
-			}
-			p += want.points
-		}
-	}
-	return true
-}
-
-// patch writes the times and values of pts, the record's points p to p+n.
-func patch[N int64 | float64](r *wireRecord, pts []metricdata.DataPoint[N], p, n int) bool {
-	if len(pts) != n {
-		return false
-	}
-	for i := range pts {
-		pt, at := &pts[i], r.points[p+i]
-		start := unixNano(pt.StartTime)
-		if (start != 0) != at.start || len(pt.Exemplars) > 0 || !pt.Attributes.Equals(&r.sets[p+i]) {
-			return false
-		}
-		b := r.enc[at.at : at.at+fixedField+8]
-		if at.start {
-			binary.LittleEndian.PutUint64(r.enc[at.at-fixedField:], start)
-		}
-		binary.LittleEndian.PutUint64(b, unixNano(pt.Time))
-		binary.LittleEndian.PutUint64(b[fixedField:], valueBits(pt.Value))
-	}
-	return true
-}
-
-func valueBits[N int64 | float64](v N) uint64 {
-	switch v := any(v).(type) {
-	case int64:
-		return uint64(v)
-	case float64:
-		return math.Float64bits(v)
-	}
-	return 0
 }
 
 // encodable checks everything encode relies on.
@@ -338,88 +164,82 @@ func (c *wireRecords) attributes(set attribute.Set) ([]byte, bool) {
 	return w.b, true
 }
 
-// encode writes rm's record, into a new buffer (the old one may be with
-// gRPC), reusing old's slices for the shape.
-func (c *wireRecords) encode(rm *metricdata.ResourceMetrics, res []byte, schema string, old *wireRecord) *wireRecord {
-	r := old
-	if r == nil {
-		r = &wireRecord{}
+// appendRecord appends rm's record to dst, res and schema being its
+// resource encoded and its schema URL; false, with dst as it was, if rm is
+// not encodable.
+func (c *wireRecords) appendRecord(dst []byte, rm *metricdata.ResourceMetrics, res []byte, schema string) ([]byte, bool) {
+	if c.attrs == nil {
+		c.reset()
 	}
-	r.res, r.schema = res, schema
-	r.scopes, r.ms, r.sets, r.points = r.scopes[:0], r.ms[:0], r.sets[:0], r.points[:0]
+	if !c.encodable(rm) {
+		return dst, false
+	}
 	w := &c.w
-	w.b = make([]byte, 0, max(len(r.enc)+len(r.enc)/8, minPooledRecordBuffer))
-	w.offs = w.offs[:0]
+	w.b = dst
 	rec := w.open()
 	w.b = protowire.AppendTag(w.b, fieldRMResource, protowire.BytesType)
 	w.b = protowire.AppendBytes(w.b, res)
 	for i := range rm.ScopeMetrics {
 		sm := &rm.ScopeMetrics[i]
-		r.scopes = append(r.scopes, wireScope{scope: sm.Scope, metrics: len(sm.Metrics)})
 		s := w.open()
 		sc := w.open()
 		w.str(fieldScopeName, sm.Scope.Name)
 		w.str(fieldScopeVersion, sm.Scope.Version)
 		w.close(fieldSMScope, sc)
 		for j := range sm.Metrics {
-			c.metric(r, &sm.Metrics[j])
+			c.metric(&sm.Metrics[j])
 		}
 		w.str(fieldSMSchema, sm.Scope.SchemaURL)
 		w.close(fieldRMScopes, s)
 	}
 	w.str(fieldRMSchema, schema)
 	w.close(fieldRequestResourceMetrics, rec)
-	r.enc = w.b
-	for _, at := range w.offs {
-		r.points = append(r.points, wirePoint{at: at & math.MaxInt32, start: at < 0})
-	}
+	out := w.b
 	w.b = nil
-	return r
+	return out, true
 }
 
-// metric writes one metric of r.
-func (c *wireRecords) metric(r *wireRecord, md *metricdata.Metrics) {
+// metric writes one metric.
+func (c *wireRecords) metric(md *metricdata.Metrics) {
 	w := &c.w
-	wm := wireMetric{name: md.Name, desc: md.Description, unit: md.Unit}
 	m := w.open()
 	w.str(fieldMetricName, md.Name)
 	w.str(fieldMetricDesc, md.Description)
 	w.str(fieldMetricUnit, md.Unit)
 	d := w.open()
 	field := protowire.Number(fieldMetricGauge)
+	var temporality metricdata.Temporality
+	var monotonic bool
 	switch a := md.Data.(type) {
 	case metricdata.Gauge[int64]:
-		wm.kind, wm.points = gaugeInt, encodePoints(c, r, a.DataPoints)
+		encodePoints(c, a.DataPoints)
 	case metricdata.Gauge[float64]:
-		wm.kind, wm.points = gaugeFloat, encodePoints(c, r, a.DataPoints)
+		encodePoints(c, a.DataPoints)
 	case metricdata.Sum[int64]:
-		wm.kind, wm.points = sumInt, encodePoints(c, r, a.DataPoints)
-		wm.temporality, wm.monotonic, field = a.Temporality, a.IsMonotonic, fieldMetricSum
+		encodePoints(c, a.DataPoints)
+		temporality, monotonic, field = a.Temporality, a.IsMonotonic, fieldMetricSum
 	case metricdata.Sum[float64]:
-		wm.kind, wm.points = sumFloat, encodePoints(c, r, a.DataPoints)
-		wm.temporality, wm.monotonic, field = a.Temporality, a.IsMonotonic, fieldMetricSum
+		encodePoints(c, a.DataPoints)
+		temporality, monotonic, field = a.Temporality, a.IsMonotonic, fieldMetricSum
 	}
 	if field == fieldMetricSum {
 		t := uint64(otlpTemporalityCumul)
-		if wm.temporality == metricdata.DeltaTemporality {
+		if temporality == metricdata.DeltaTemporality {
 			t = otlpTemporalityDelta
 		}
 		w.b = protowire.AppendTag(w.b, fieldSumTemporality, protowire.VarintType)
 		w.b = protowire.AppendVarint(w.b, t)
-		if wm.monotonic {
+		if monotonic {
 			w.b = protowire.AppendTag(w.b, fieldSumMonotonic, protowire.VarintType)
 			w.b = protowire.AppendVarint(w.b, 1)
 		}
 	}
 	w.close(field, d)
 	w.close(fieldSMMetrics, m)
-	r.ms = append(r.ms, wm)
 }
 
-// encodePoints writes the points of a gauge or sum and returns how many.
-// Each point's offset goes to w.offs, its sign bit set when the point has a
-// start time.
-func encodePoints[N int64 | float64](c *wireRecords, r *wireRecord, pts []metricdata.DataPoint[N]) int {
+// encodePoints writes the points of a gauge or sum.
+func encodePoints[N int64 | float64](c *wireRecords, pts []metricdata.DataPoint[N]) {
 	w := &c.w
 	valueField := protowire.Number(fieldPointDouble)
 	if _, ok := any(N(0)).(int64); ok {
@@ -434,20 +254,23 @@ func encodePoints[N int64 | float64](c *wireRecords, r *wireRecord, pts []metric
 			w.b = protowire.AppendFixed64(w.b, start)
 		}
 		w.b = protowire.AppendTag(w.b, fieldPointTime, protowire.Fixed64Type)
-		at := int32(len(w.b))
-		if start != 0 {
-			at |= math.MinInt32
-		}
-		w.offs = append(w.offs, at)
 		w.b = protowire.AppendFixed64(w.b, unixNano(pt.Time))
 		w.b = protowire.AppendTag(w.b, valueField, protowire.Fixed64Type)
 		w.b = protowire.AppendFixed64(w.b, valueBits(pt.Value))
 		attrs, _ := c.attributes(pt.Attributes)
 		w.b = append(w.b, attrs...)
 		w.close(fieldDataPoints, p)
-		r.sets = append(r.sets, pt.Attributes)
 	}
-	return len(pts)
+}
+
+func valueBits[N int64 | float64](v N) uint64 {
+	switch v := any(v).(type) {
+	case int64:
+		return uint64(v)
+	case float64:
+		return math.Float64bits(v)
+	}
+	return 0
 }
 
 // unixNano is t in Unix nanoseconds, 0 for the zero time or before 1970 (as
@@ -457,17 +280,15 @@ func unixNano(t time.Time) uint64 {
 }
 
 // wireWriter appends protobuf fields, putting each message's tag and length
-// in front of it once its end is known, and keeps offsets into what it wrote
-// (the sign bit of each is the caller's) up to date as it does.
+// in front of it once its end is known.
 type wireWriter struct {
-	b    []byte
-	offs []int32
+	b []byte
 }
 
 // wireMark is where a message's body starts.
-type wireMark struct{ at, offs int }
+type wireMark struct{ at int }
 
-func (w *wireWriter) open() wireMark { return wireMark{len(w.b), len(w.offs)} }
+func (w *wireWriter) open() wireMark { return wireMark{len(w.b)} }
 
 // close makes what was written since m the body of field f.
 func (w *wireWriter) close(f protowire.Number, m wireMark) {
@@ -477,9 +298,6 @@ func (w *wireWriter) close(f protowire.Number, m wireMark) {
 	w.b = append(w.b, h...)
 	copy(w.b[m.at+len(h):], w.b[m.at:m.at+n])
 	copy(w.b[m.at:], h)
-	for i := m.offs; i < len(w.offs); i++ {
-		w.offs[i] += int32(len(h))
-	}
 }
 
 // str writes a string field unless it is empty (proto3's default).
@@ -490,36 +308,3 @@ func (w *wireWriter) str(f protowire.Number, s string) {
 	w.b = protowire.AppendTag(w.b, f, protowire.BytesType)
 	w.b = protowire.AppendString(w.b, s)
 }
-
-// wireRequest is an ExportMetricsServiceRequest as its records, which
-// exactCodec hands to gRPC as they are.
-type wireRequest struct {
-	recs []*[]byte
-	pool *wirePool
-}
-
-// buffers returns the records as gRPC buffers that report their release to
-// the pool. A record too small for gRPC to count its references is copied.
-func (r *wireRequest) buffers() mem.BufferSlice {
-	out := make(mem.BufferSlice, 0, len(r.recs))
-	for _, b := range r.recs {
-		if mem.IsBelowBufferPoolingThreshold(cap(*b)) {
-			out = append(out, mem.SliceBuffer(slices.Clone(*b)))
-			continue
-		}
-		r.pool.out.Add(1)
-		out = append(out, mem.NewBuffer(b, r.pool))
-	}
-	return out
-}
-
-// wirePool is the mem.BufferPool of records handed to gRPC: it counts the
-// records gRPC holds. It never hands out buffers of its own making.
-type wirePool struct{ out atomic.Int64 }
-
-func (p *wirePool) Get(n int) *[]byte {
-	b := make([]byte, n)
-	return &b
-}
-
-func (p *wirePool) Put(*[]byte) { p.out.Add(-1) }

@@ -135,17 +135,9 @@ type httpLink struct {
 var retryableHTTP = map[int]bool{http.StatusTooManyRequests: true, http.StatusBadGateway: true,
 	http.StatusServiceUnavailable: true, http.StatusGatewayTimeout: true}
 
-// invokeHTTP POSTs one request of records over link, retrying retryable
+// invokeHTTP POSTs one encoded request over link, retrying retryable
 // failures as invoke does over gRPC, and reports rejected data points.
-func (c *capture) invokeHTTP(ctx context.Context, req *wireRequest) error {
-	n := 0
-	for _, r := range req.recs {
-		n += len(*r)
-	}
-	data := make([]byte, 0, n)
-	for _, r := range req.recs {
-		data = append(data, *r...)
-	}
+func (c *capture) invokeHTTP(ctx context.Context, data rawRequest) error {
 	newResp := func() proto.Message { return new(colmetricpb.ExportMetricsServiceResponse) }
 	for attempt := 0; ; attempt++ {
 		rejected, retry, _, err := c.deliverHTTP(ctx, data, newResp)

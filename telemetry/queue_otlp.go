@@ -162,25 +162,16 @@ func (l queuedLogs) Shutdown(ctx context.Context) error {
 	return l.Exporter.Shutdown(ctx)
 }
 
-// enqueue puts each request of up to perRequest records into the queue.
-func (o *OTLPMetrics) enqueue(recs []*[]byte, of int) error {
+// enqueue puts each request into the queue, which keeps its buffer.
+func (o *OTLPMetrics) enqueue(reqs []request, of int) error {
 	var errs []error
 	sent := 0
-	for start := 0; start < len(recs); start += o.perRequest {
-		chunk := recs[start:min(start+o.perRequest, len(recs))]
-		n := 0
-		for _, r := range chunk {
-			n += len(*r)
-		}
-		b := make([]byte, 0, n)
-		for _, r := range chunk {
-			b = append(b, *r...)
-		}
-		if err := o.queue.Put(SignalMetrics, b); err != nil {
+	for _, r := range reqs {
+		if err := o.queue.Put(SignalMetrics, r.data); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		sent += len(chunk)
+		sent += r.resources
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("export metrics: %d of %d resources not queued, first: %w", of-sent, of, errs[0])

@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cpuPath, heapPath := filepath.Join(*dir, "cpu.pprof"), filepath.Join(*dir, "heap.pprof")
+	heapStartPath := filepath.Join(*dir, "heap-start.pprof")
 	cpuFile, err := os.Create(cpuPath)
 	if err != nil {
 		return err
@@ -86,6 +87,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(*warmup):
+	}
+	// The allocations of the start (listing and inspecting every container)
+	// are not steady state: the window's are the heap profile's at its end
+	// less the one at its start.
+	runtime.GC()
+	if err := writeHeap(heapStartPath); err != nil {
+		return err
 	}
 	allocsBefore := totalAlloc()
 	if err := pprof.StartCPUProfile(cpuFile); err != nil {
@@ -116,15 +124,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range []struct{ title, file, index string }{
-		{"CPU", cpuPath, ""},
-		{"live heap (inuse_space)", heapPath, "inuse_space"},
-		{"allocated over the run (alloc_space)", heapPath, "alloc_space"},
+	for _, p := range []struct{ title, file, index, base string }{
+		{"CPU", cpuPath, "", ""},
+		{"live heap (inuse_space)", heapPath, "inuse_space", ""},
+		{"allocated while profiled (alloc_space, less the warm-up's)", heapPath, "alloc_space", heapStartPath},
 	} {
 		fmt.Fprintf(stdout, "## %s: go tool pprof -top %s\n\n", p.title, p.file)
 		args := []string{"tool", "pprof", "-top", fmt.Sprintf("-nodecount=%d", *top)}
 		if p.index != "" {
 			args = append(args, "-sample_index="+p.index)
+		}
+		if p.base != "" {
+			args = append(args, "-diff_base="+p.base)
 		}
 		cmd := exec.Command("go", append(args, exe, p.file)...)
 		cmd.Stdout, cmd.Stderr = stdout, stderr
