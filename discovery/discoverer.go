@@ -47,6 +47,10 @@ type Config struct {
 	// 5 min): an engine that comes back within it, under any PID, is the
 	// same engine, and its containers' missed transitions are reported.
 	GracePeriod time.Duration
+	// Endpoints limits the sockets probed and the engines reported: a
+	// socket it does not let through is never dialled (see
+	// EndpointFilter). The zero value lets every endpoint through.
+	Endpoints EndpointFilter
 }
 
 func (c Config) withDefaults() Config {
@@ -98,7 +102,7 @@ func (c Config) Validate() error {
 	case c.SubscriberBuffer < 0:
 		return fmt.Errorf("discovery: subscriber_buffer %d: must not be negative", c.SubscriberBuffer)
 	}
-	return nil
+	return c.Endpoints.Validate()
 }
 
 // ChangeKind says what happened to an engine.
@@ -627,9 +631,18 @@ func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 			d.log.Debug("engine socket not reachable", "pid", key.pid, "socket", p, logging.Err(err))
 			continue
 		}
+		if !d.watched(ep) {
+			d.log.Debug("engine socket left out by the endpoint filter", "pid", key.pid, "socket", ep)
+			continue
+		}
 		jobs = append(jobs, &probeJob{key: key, det: c.det, endpoint: ep})
 	}
 	return jobs, nil
+}
+
+// watched reports whether Config.Endpoints lets the endpoint ep through.
+func (d *Discoverer) watched(ep string) bool {
+	return d.cfg.Endpoints.Allows(ep, InRoot(d.cfg.ProcRoot, ep))
 }
 
 func (d *Discoverer) probeFailed(key candKey, c *candidate, now time.Time, err error) {
@@ -895,9 +908,13 @@ func (d *Discoverer) refreshHierarchy() map[string]bool {
 // gone (PID 0) until Remove. It returns the engines that answered (two for a
 // containerd socket serving CRI). The hierarchy of an added engine is worked
 // out from the engines and process table of the last scan, so call it after
-// Scan or while Run is going.
+// Scan or while Run is going. An endpoint that Config.Endpoints leaves out
+// is not probed: the error wraps ErrFiltered.
 func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.EngineType, unit string) ([]model.Engine, error) {
 	endpoint = filepath.Clean(endpoint)
+	if !d.watched(endpoint) {
+		return nil, fmt.Errorf("%s: %w", endpoint, ErrFiltered)
+	}
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
 	es, err := d.probeFor(hint)(pctx, endpoint)
 	cancel()
@@ -910,9 +927,10 @@ func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.Engine
 // AddEngines is Add for engines that answered someone else's probe at their
 // endpoint (activation confirms a socket unit's engine with its family's
 // probe as it activates it): they are recorded as Add records them, without
-// connecting again. es is not modified.
+// connecting again; the engines Config.Endpoints leaves out are dropped. es
+// is not modified.
 func (d *Discoverer) AddEngines(unit string, es []model.Engine) []model.Engine {
-	es = slices.Clone(es)
+	es = slices.DeleteFunc(slices.Clone(es), func(e model.Engine) bool { return !d.watched(e.Endpoint) })
 	d.scanMu.Lock()
 	defer d.scanMu.Unlock()
 	d.mu.Lock()
