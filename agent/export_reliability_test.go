@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentd-dev/agentd/config"
+	"github.com/agentd-dev/agentd/internal/agenttest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/telemetry"
 )
@@ -56,6 +57,7 @@ func runToExit(t *testing.T, name, label string, code int) {
 // metric points of the outage are there, and the first export lands within
 // 5 s of the collector's return.
 func TestReliabilityCollectorOutageLosesNothing(t *testing.T) {
+	t.Parallel()
 	testbed.Require(t, testbed.Docker, testbed.Collector)
 	testCollectorOutage(t, "grpc", outageLength(t))
 }
@@ -65,6 +67,7 @@ func TestReliabilityCollectorOutageLosesNothing(t *testing.T) {
 // transports: a 90-second outage, longer than every interval on that path
 // (the 2 s export, the 4 s retry backoff cap, the 10 s attempt timeout).
 func TestReliabilityCollectorOutageOverHTTPLosesNothing(t *testing.T) {
+	t.Parallel()
 	testbed.Require(t, testbed.Docker, testbed.Collector)
 	testCollectorOutage(t, "http/protobuf", min(outageLength(t), 90*time.Second))
 }
@@ -93,8 +96,9 @@ func testCollectorOutage(t *testing.T, protocol string, outage time.Duration) {
 	cfg.Discovery.Interval = config.Duration(time.Second)
 	cfg.Activation.Enabled = false
 	cfg.Filters.IncludeEngines = []string{"docker"}
+	agenttest.Scope(&cfg, testbed.DockerSocket)
 	cfg.Status.Socket = ""
-	_, lb := runAgent(t, cfg, slog.LevelInfo)
+	_, lb := agenttest.Run(t, cfg, slog.LevelInfo)
 	byName := func(n string) map[string]string { return map[string]string{"container.name": n} }
 	col.WaitMetrics(t, 60*time.Second, func(m *testbed.Metrics) bool { return m.Metric(byName(steady), "container.uptime") != nil })
 

@@ -178,6 +178,7 @@ const stopHold = 150 * time.Second
 // reported dead (exit code 137) once after SIGCONT, and the engine watched
 // again (a new container's start exported).
 func TestReliabilityStoppedEngineStallsOnlyItsWatcher(t *testing.T) {
+	t.Parallel()
 	testbed.Require(t, testbed.Root, testbed.Docker, testbed.Containerd, testbed.Collector)
 	tag := fmt.Sprintf("hung-stop-%08x", rand.Uint32())
 	sock, dockerd := privateDockerd(t, tag)
@@ -193,7 +194,7 @@ func TestReliabilityStoppedEngineStallsOnlyItsWatcher(t *testing.T) {
 	beforePID := pdk("inspect", "-f", "{{.State.Pid}}", before)
 
 	col := testbed.StartCollector(t)
-	a, _ := startAgent(t, col, "agentd.test")
+	a, _ := startAgent(t, col, "agentd.test", testbed.DockerSocket, sock)
 	pings := watchdogPings(t, a.Healthy)
 	events := func(name, id string) []testbed.LogRecord {
 		l, err := col.Logs()

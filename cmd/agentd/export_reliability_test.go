@@ -69,13 +69,14 @@ events:
   flush_interval: 200ms
 discovery:
   interval: 1s
+  include_endpoints: [%s]
 activation:
   enabled: false
 filters:
   include_engines: [docker]
 status:
   socket: ""
-`, col.Endpoint(), queue)
+`, col.Endpoint(), queue, testbed.DockerSocket)
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
