@@ -518,6 +518,12 @@ func (d *Discoverer) pass(ctx context.Context, wait time.Duration) error {
 			continue
 		}
 		js, err := d.jobsFor(key, c)
+		if errors.Is(err, ErrFiltered) {
+			// Nothing to dial: look again, quietly, in case the process
+			// listens on another socket later.
+			c.nextTry = now.Add(d.cfg.MaxRetryBackoff)
+			continue
+		}
 		if err != nil {
 			d.probeFailed(key, c, now, err)
 			continue
@@ -609,7 +615,8 @@ func (d *Discoverer) detect(pid int, comm string) *detector {
 	return nil
 }
 
-// jobsFor lists a candidate's listening sockets as probe jobs.
+// jobsFor lists a candidate's listening sockets as probe jobs. When every
+// socket is left out by Config.Endpoints the error wraps ErrFiltered.
 func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 	paths, err := d.procs.ListeningSockets(key.pid)
 	if err != nil {
@@ -625,6 +632,7 @@ func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 		return nil, err
 	}
 	var jobs []*probeJob
+	filtered := 0
 	for _, p := range paths {
 		ep, err := socketEndpoint(root, p)
 		if err != nil {
@@ -633,9 +641,13 @@ func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 		}
 		if !d.watched(ep) {
 			d.log.Debug("engine socket left out by the endpoint filter", "pid", key.pid, "socket", ep)
+			filtered++
 			continue
 		}
 		jobs = append(jobs, &probeJob{key: key, det: c.det, endpoint: ep})
+	}
+	if len(jobs) == 0 && filtered > 0 {
+		return nil, fmt.Errorf("pid %d: %d sockets: %w", key.pid, filtered, ErrFiltered)
 	}
 	return jobs, nil
 }

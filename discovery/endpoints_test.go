@@ -140,6 +140,13 @@ func TestEndpointFilterLeavesSocketsUndialled(t *testing.T) {
 				}
 			}
 			fe.mu.Unlock()
+			// A process left out entirely is not retried as one that failed.
+			for _, k := range []candKey{{100, 10}, {250, 25}, {502, 52}} {
+				c := d.cands[k]
+				if c == nil || c.failures != 0 {
+					t.Errorf("candidate %v: %+v, want no failure counted", k, c)
+				}
+			}
 			for _, ep := range []string{host, podman, inner} {
 				if slices.Contains(tt.want, ep) {
 					continue
