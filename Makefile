@@ -15,7 +15,15 @@ export GOFLAGS := $(GOFLAGS) -tags=$(GO_TAGS)
 GOTEST_FLAGS ?=
 # Integration tests share the testbed's engines and systemd host: packages run
 # one at a time (-p 1) after their test binaries were compiled in parallel.
+# The fault tests (TestReliability...) hold their faults for minutes; each
+# test's agent watches only its own engines (discovery.include_endpoints) and
+# exports to its own collector, so they run side by side (t.Parallel) up to
+# TEST_PARALLEL at once: they mostly wait, so more than the CPUs.
 TEST_PKGS ?= ./...
+TEST_PARALLEL ?= 8
+# make reliability: how many packages' fault tests run at once (the churn
+# test has a package of its own: it measures its whole process).
+RELIABILITY_P ?= 4
 # make fuzz: how long each fuzz target runs, and the flags of each run (one
 # worker: the machine is shared; a short minimisation of new inputs).
 FUZZTIME ?= 30s
@@ -45,10 +53,11 @@ run: build ## build and run agentd in the foreground against this host's engines
 
 test: testbed lint tidy-check vulncheck ## provision the testbed if missing, lint, vulncheck, run every test with -race
 	$(GO) test -race -count=1 -run '^$$' ./... >/dev/null
-	$(GO) test -race -count=1 -p 1 -timeout 75m $(GOTEST_FLAGS) $(TEST_PKGS)
+	$(GO) test -race -count=1 -p 1 -parallel $(TEST_PARALLEL) -timeout 75m $(GOTEST_FLAGS) $(TEST_PKGS)
 
-reliability: testbed ## only the fault tests (TestReliability...); make test runs them once, in its normal go test run
-	$(GO) test -race -count=1 -p 1 -timeout 45m -run '^TestReliability' ./...
+reliability: testbed ## only the fault tests (TestReliability...), side by side; make test runs them once, in its normal go test run
+	$(GO) test -race -count=1 -run '^$$' ./... >/dev/null
+	$(GO) test -race -count=1 -p $(RELIABILITY_P) -parallel $(TEST_PARALLEL) -timeout 45m $(GOTEST_FLAGS) -run '^TestReliability' ./...
 
 unit: ## only the tests that need no testbed (integration tests skip outside CI)
 	$(GO) test -race -short ./...

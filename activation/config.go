@@ -42,6 +42,12 @@ type Config struct {
 	// "docker.socket" or "podman*.socket") that are reported but never
 	// activated.
 	ExcludeUnits []string
+	// Watched, when set, says whether an engine socket is watched at all:
+	// endpoint is the path the host reaches it by (/proc/PID/root/... for
+	// a nested systemd), listen the path its socket unit listens on. A
+	// socket it refuses is left out as if it were no engine socket: never
+	// reported, activated nor connected to. Nil watches every socket.
+	Watched func(endpoint, listen string) bool
 	// Activate makes the Manager activate every engine it finds listening
 	// (not masked, not excluded) and confirm every engine socket with the
 	// family's probe. Without it socket units are only reported and the

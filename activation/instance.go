@@ -467,6 +467,10 @@ func (in *instance) inspect(ctx context.Context, s *session, name string) {
 		}
 		p := cleanListenPath(l.Address)
 		if typ, fam, ok := in.cfg.socketFamily(p); ok {
+			if w := in.cfg.Watched; w != nil && !w(hostPath(in.cfg.ProcRoot, in.pid, p), p) {
+				in.log.Debug("engine socket left out by the endpoint filter", logging.KeyUnit, name, "listen", p)
+				continue
+			}
 			entries = append(entries, listenEntry{typ: typ, family: fam, path: p})
 		}
 	}

@@ -58,6 +58,8 @@ func TestUnitStateMachineOnAFakeBus(t *testing.T) {
 		wantStarts map[string]int
 		wantProbes int
 		wantLast   func(SocketEngine) bool // of the last update of podman.socket, if set
+		// podmanUnseen: podman.socket is never reported.
+		podmanUnseen bool
 	}{
 		{
 			name:       "a listening socket unit is activated once and reports the engine that answered",
@@ -203,6 +205,19 @@ func TestUnitStateMachineOnAFakeBus(t *testing.T) {
 			wantStarts: map[string]int{"podman.service": 1, "docker.service": 1, "custom.service": 1, "other.service": 0},
 			wantProbes: 3,
 		},
+		{
+			name: "a socket the endpoint filter leaves out is neither reported, started nor probed",
+			setup: func(b *fakeBus) {
+				b.socket("podman.socket", podmanListen, "podman.service", "active")
+				b.socket("docker.socket", dockerListen, "docker.service", "inactive")
+			},
+			config: func(c *Config) {
+				c.Watched = func(endpoint, listen string) bool { return endpoint == listen && listen != podmanListen }
+			},
+			steps:      []fakeStep{{what: "docker active with its engine", until: answered("docker.socket")}},
+			wantStarts: map[string]int{"podman.service": 0, "docker.service": 1}, wantProbes: 1,
+			podmanUnseen: true,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newFakeBus(t)
@@ -239,6 +254,13 @@ func TestUnitStateMachineOnAFakeBus(t *testing.T) {
 			}
 			if cold != 0 {
 				t.Errorf("%d probes of a socket whose service was not active", cold)
+			}
+			if tc.podmanUnseen {
+				for _, e := range m.Engines() {
+					if e.Unit == "podman.socket" {
+						t.Errorf("podman.socket reported: %v", e)
+					}
+				}
 			}
 			if tc.wantLast != nil {
 				var last *SocketEngine

@@ -112,6 +112,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		ProcRoot:    cfg.HostProc(),
 		Interval:    cfg.Discovery.Interval.Std(),
 		GracePeriod: cfg.Discovery.GracePeriod.Std(),
+		Endpoints:   endpointFilter(cfg),
 	}, opts.Families, a.store, opts.Log.With("part", "discovery"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: discovery: %w", config.ErrInvalid, err)
@@ -121,6 +122,9 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		acfg.Families = opts.Families
 		acfg.ProcRoot = cfg.HostProc()
 		acfg.ExcludeUnits = cfg.Activation.ExcludeUnits
+		if f := endpointFilter(cfg); !f.Empty() {
+			acfg.Watched = f.Allows
+		}
 		acfg.Activate = true
 		for _, s := range cfg.Activation.SocketSuffixes {
 			acfg.ExtraSockets = append(acfg.ExtraSockets, activation.SocketSuffix{Suffix: s.Suffix, Type: model.EngineType(s.Type)})
@@ -134,6 +138,12 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	a.sup = watch.NewSupervisor(a.store, opts.Families, watch.Options{ProcRoot: cfg.HostProc(),
 		Listed: func(string) { a.disc.Relocate() }}, opts.Log.With("part", "watch"))
 	return a, nil
+}
+
+// endpointFilter is discovery.include_endpoints and exclude_endpoints, which
+// discovery and activation both apply.
+func endpointFilter(cfg config.Config) discovery.EndpointFilter {
+	return discovery.EndpointFilter{Include: cfg.Discovery.IncludeEndpoints, Exclude: cfg.Discovery.ExcludeEndpoints}
 }
 
 // Families returns the engine families agentd knows, in the order an

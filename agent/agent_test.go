@@ -3,7 +3,6 @@ package agent_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -13,72 +12,23 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/agentd-dev/agentd/agent"
-	"github.com/agentd-dev/agentd/config"
+	"github.com/agentd-dev/agentd/internal/agenttest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/telemetry"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// grpc and the docker client keep idle connection goroutines briefly.
-		goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-	)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, agenttest.LeakOptions()...) }
 
-// testConfig is the configuration of the agent tests: export to col every
-// second, events flushed within 200 ms, a discovery scan every second, no
-// status socket.
-func testConfig(col *testbed.Otelcol) config.Config {
-	cfg := config.Default()
-	cfg.Export.Endpoint = col.Endpoint()
-	cfg.Export.Insecure = true
-	cfg.Export.Interval = config.Duration(time.Second)
-	cfg.Events.FlushInterval = config.Duration(200 * time.Millisecond)
-	cfg.Discovery.Interval = config.Duration(time.Second)
-	cfg.Status.Socket = ""
-	return cfg
-}
-
-// startAgent runs a real agent against this host's engines, exporting to col
+// startAgent runs a real agent against this host's engines (only those
+// listening on socks when any are named: agenttest.Scope), exporting to col
 // the labels named label, and stops it when the test ends. Its log goes to
 // the test log and is kept for counting.
-func startAgent(t *testing.T, col *testbed.Otelcol, label string) (*agent.Agent, *testbed.LogBuffer) {
+func startAgent(t *testing.T, col *testbed.Otelcol, label string, socks ...string) (*agent.Agent, *testbed.LogBuffer) {
 	t.Helper()
-	cfg := testConfig(col)
+	cfg := agenttest.Config(col)
 	cfg.Labels.Allowlist = []string{label}
-	return runAgent(t, cfg, slog.LevelInfo)
-}
-
-// runAgent runs an agent of cfg (validated first) until the test ends, its
-// log at level and above going to the test log and kept for counting.
-func runAgent(t *testing.T, cfg config.Config, level slog.Level) (*agent.Agent, *testbed.LogBuffer) {
-	t.Helper()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	lb := testbed.NewLogBuffer(t)
-	a, err := agent.New(cfg, agent.Options{Log: slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: level})), Stdout: io.Discard, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("agent Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("agent did not stop within 15 s of its context ending")
-		}
-	})
-	return a, lb
+	agenttest.Scope(&cfg, socks...)
+	return agenttest.Run(t, cfg, slog.LevelInfo)
 }
 
 // conditionalMetrics are the container metrics that need something these

@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentd-dev/agentd/agent"
 	"github.com/agentd-dev/agentd/config"
+	"github.com/agentd-dev/agentd/internal/agenttest"
 	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
@@ -32,7 +33,7 @@ func daemonlessPodman(t *testing.T) (*enginetest.Private, string) {
 // storage root, connected.
 func waitDaemonless(t *testing.T, a *agent.Agent, root string, timeout time.Duration) model.Engine {
 	t.Helper()
-	e := waitEngine(t, a, root, true, timeout)
+	e := agenttest.WaitEngine(t, a, root, true, timeout)
 	if !e.Daemonless || e.Type != model.Podman || e.Storage != root {
 		t.Fatalf("engine at %s: %+v, want a daemonless podman of that storage", root, e)
 	}
@@ -185,14 +186,14 @@ func TestAgentReportsAPodmanOnceWithAndWithoutItsService(t *testing.T) {
 	waitCopies(t, a, id, dl.ID)
 
 	p.Start()
-	svc := waitEngine(t, a, p.Sock, true, 2*time.Minute)
+	svc := agenttest.WaitEngine(t, a, p.Sock, true, 2*time.Minute)
 	if svc.Storage != p.Root() {
 		t.Fatalf("the service's storage is %q, want %q", svc.Storage, p.Root())
 	}
 	waitCopies(t, a, id, svc.ID)
 
 	p.Kill()
-	waitEngine(t, a, p.Sock, false, time.Minute)
+	agenttest.WaitEngine(t, a, p.Sock, false, time.Minute)
 	waitCopies(t, a, id, dl.ID)
 	p.CLI("stop", "-t", "1", id)
 	die := waitEvent(t, col, "container.die", id)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/agentd-dev/agentd/config"
+	"github.com/agentd-dev/agentd/internal/agenttest"
+	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/telemetry"
 )
@@ -39,14 +41,15 @@ type churned struct {
 
 // runToExit runs a busybox container that exits with code and removes it:
 // create, start, die (with code) and destroy for the engine to report.
-func runToExit(t *testing.T, name, label string, code int) {
+// dk is the dockerd to run it on.
+func runToExit(t *testing.T, dk *enginetest.Private, name, label string, code int) {
 	t.Helper()
-	out, err := exec.Command("docker", "run", "--name", name, "--label", "agentd.test="+label, testbed.BusyboxImage,
+	out, err := exec.Command("docker", "-H", "unix://"+dk.Sock, "run", "--network", "none", "--name", name, "--label", "agentd.test="+label, testbed.BusyboxImage,
 		"sh", "-c", fmt.Sprintf("sleep 1; exit %d", code)).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != code {
 		t.Fatalf("docker run %s: %v, want exit code %d\n%s", name, err, code, out)
 	}
-	testbed.Run(t, "docker", "rm", name)
+	dk.CLI("rm", name)
 }
 
 // TestReliabilityCollectorOutageLosesNothing stops the collector for 5
@@ -56,6 +59,7 @@ func runToExit(t *testing.T, name, label string, code int) {
 // metric points of the outage are there, and the first export lands within
 // 5 s of the collector's return.
 func TestReliabilityCollectorOutageLosesNothing(t *testing.T) {
+	t.Parallel()
 	testbed.Require(t, testbed.Docker, testbed.Collector)
 	testCollectorOutage(t, "grpc", outageLength(t))
 }
@@ -65,6 +69,7 @@ func TestReliabilityCollectorOutageLosesNothing(t *testing.T) {
 // transports: a 90-second outage, longer than every interval on that path
 // (the 2 s export, the 4 s retry backoff cap, the 10 s attempt timeout).
 func TestReliabilityCollectorOutageOverHTTPLosesNothing(t *testing.T) {
+	t.Parallel()
 	testbed.Require(t, testbed.Docker, testbed.Collector)
 	testCollectorOutage(t, "http/protobuf", min(outageLength(t), 90*time.Second))
 }
@@ -73,8 +78,11 @@ func TestReliabilityCollectorOutageOverHTTPLosesNothing(t *testing.T) {
 func testCollectorOutage(t *testing.T, protocol string, outage time.Duration) {
 	tag := fmt.Sprintf("export-%d", rand.IntN(1e6))
 	steady := tag + "-steady"
-	testbed.Run(t, "docker", "run", "-d", "--name", steady, "--label", "agentd.test="+tag, testbed.BusyboxImage, "sleep", "3600")
-	t.Cleanup(func() { _, _ = runQuiet("docker", "rm", "-f", steady) })
+	// A dockerd of the test's own: the host's may hold any number of
+	// other tests' containers, whose metrics would swell the collector's
+	// files the test reads.
+	dk := enginetest.StartPrivateDockerd(t, enginetest.StartPrivateContainerd(t).Sock)
+	dk.CLI("run", "-d", "--network", "none", "--name", steady, "--label", "agentd.test="+tag, testbed.BusyboxImage, "sleep", "3600")
 
 	var col *testbed.Otelcol
 	const interval = 2 * time.Second
@@ -93,8 +101,9 @@ func testCollectorOutage(t *testing.T, protocol string, outage time.Duration) {
 	cfg.Discovery.Interval = config.Duration(time.Second)
 	cfg.Activation.Enabled = false
 	cfg.Filters.IncludeEngines = []string{"docker"}
+	agenttest.Scope(&cfg, dk.Sock)
 	cfg.Status.Socket = ""
-	_, lb := runAgent(t, cfg, slog.LevelInfo)
+	_, lb := agenttest.Run(t, cfg, slog.LevelInfo)
 	byName := func(n string) map[string]string { return map[string]string{"container.name": n} }
 	col.WaitMetrics(t, 60*time.Second, func(m *testbed.Metrics) bool { return m.Metric(byName(steady), "container.uptime") != nil })
 
@@ -105,8 +114,7 @@ func testCollectorOutage(t *testing.T, protocol string, outage time.Duration) {
 	const cycles = 10
 	for i := range cycles {
 		c := churned{name: fmt.Sprintf("%s-%d", tag, i), code: 11 + i}
-		t.Cleanup(func() { _, _ = runQuiet("docker", "rm", "-f", c.name) })
-		runToExit(t, c.name, tag, c.code)
+		runToExit(t, dk, c.name, tag, c.code)
 		churn = append(churn, c)
 		if wait := time.Until(down.Add(outage * time.Duration(i+1) / cycles)); wait > 0 {
 			time.Sleep(wait) // the outage itself: the fault is held, not a condition waited for

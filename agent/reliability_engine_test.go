@@ -12,22 +12,25 @@ import (
 
 	"github.com/agentd-dev/agentd/agent"
 	"github.com/agentd-dev/agentd/config"
+	"github.com/agentd-dev/agentd/internal/agenttest"
 	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/telemetry"
 )
 
-// startAgentWith runs a real agent of testConfig without socket activation,
-// changed by tune first, logging at debug level.
-func startAgentWith(t *testing.T, col *testbed.Otelcol, tune func(*config.Config)) (*agent.Agent, *testbed.LogBuffer) {
+// startAgentWith runs a real agent of agenttest.Config without socket
+// activation, watching only the engines on socks, changed by tune first,
+// logging at debug level.
+func startAgentWith(t *testing.T, col *testbed.Otelcol, tune func(*config.Config), socks ...string) (*agent.Agent, *testbed.LogBuffer) {
 	t.Helper()
-	cfg := testConfig(col)
+	cfg := agenttest.Config(col)
 	cfg.Activation.Enabled = false
+	agenttest.Scope(&cfg, socks...)
 	if tune != nil {
 		tune(&cfg)
 	}
-	return runAgent(t, cfg, slog.LevelDebug)
+	return agenttest.Run(t, cfg, slog.LevelDebug)
 }
 
 // trapCmd is a container command that exits with code 7 on SIGTERM, so that
@@ -47,32 +50,19 @@ type gapContainer struct {
 	exit int
 }
 
-// waitEngine waits until the agent watches the engine at sock, connected or not.
-func waitEngine(t *testing.T, a *agent.Agent, sock string, connected bool, timeout time.Duration) model.Engine {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		for _, e := range a.Store().Snapshot().Engines {
-			if e.Endpoint == sock && e.Connected == connected {
-				return e
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent has no engine at %s with connected=%v after %s", sock, connected, timeout)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+// The fault tests of this package run side by side (t.Parallel), each
+// agent scoped to the private engines of its own test (agenttest.Scope) and
+// exporting to a collector of its own.
+
+func TestReliabilityEngineRestart30s(t *testing.T) {
+	t.Parallel()
+	testEngineOutage(t, 30*time.Second)
 }
 
-func countEvents(l *testbed.Logs, name, id string) []testbed.LogRecord {
-	return l.Filter(func(r testbed.LogRecord) bool {
-		return r.EventName == name && r.Resource["container.id"] == id
-	})
+func TestReliabilityEngineRestart3m(t *testing.T) {
+	t.Parallel()
+	testEngineOutage(t, 3*time.Minute)
 }
-
-func TestReliabilityEngineRestart30s(t *testing.T) { testEngineOutage(t, 30*time.Second) }
-
-func TestReliabilityEngineRestart3m(t *testing.T) { testEngineOutage(t, 3*time.Minute) }
 
 // testEngineOutage kills a private dockerd, containerd and podman service at
 // once with SIGKILL, holds them down for gap (longer than the discovery scan
@@ -97,9 +87,9 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 	enginetest.ImportBusybox(t, ctrd.Sock, ns)
 	podman := enginetest.StartPrivatePodman(t)
 
-	a, lb := startAgentWith(t, col, nil)
+	a, lb := startAgentWith(t, col, nil, docker.Sock, ctrd.Sock, podman.Sock, dockerCtrd.Sock)
 	for _, p := range []*enginetest.Private{docker, ctrd, podman, dockerCtrd} {
-		waitEngine(t, a, p.Sock, true, 2*time.Minute)
+		agenttest.WaitEngine(t, a, p.Sock, true, 2*time.Minute)
 	}
 
 	label := "engines-" + enginetest.Random(t)
@@ -130,7 +120,7 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 	}
 	col.WaitLogs(t, 2*time.Minute, func(l *testbed.Logs) bool {
 		for _, c := range cs {
-			if len(countEvents(l, "container.start", c.id)) == 0 {
+			if len(agenttest.CountEvents(l, "container.start", c.id)) == 0 {
 				return false
 			}
 		}
@@ -164,7 +154,7 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 		p.Kill()
 	}
 	for _, p := range []*enginetest.Private{docker, ctrd, podman} {
-		waitEngine(t, a, p.Sock, false, time.Minute)
+		agenttest.WaitEngine(t, a, p.Sock, false, time.Minute)
 	}
 	for _, c := range cs {
 		if c.hostKill {
@@ -175,7 +165,7 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 	}
 	time.Sleep(time.Until(down.Add(gap)))
 	for _, p := range []*enginetest.Private{docker, ctrd, podman} {
-		waitEngine(t, a, p.Sock, false, time.Second) // still known, not lost
+		agenttest.WaitEngine(t, a, p.Sock, false, time.Second) // still known, not lost
 	}
 	restarted := map[string]time.Time{} // when each engine answered again
 	for _, p := range []*enginetest.Private{docker, ctrd, podman} {
@@ -197,7 +187,7 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 	col.WaitLogs(t, 3*time.Minute, func(l *testbed.Logs) bool {
 		missing := map[string]bool{}
 		for _, c := range cs {
-			if c.dies && len(countEvents(l, "container.die", c.id)) == 0 {
+			if c.dies && len(agenttest.CountEvents(l, "container.die", c.id)) == 0 {
 				missing[c.engine.Kind] = true
 			}
 		}
@@ -209,7 +199,7 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 		return len(missing) == 0
 	})
 	for _, p := range []*enginetest.Private{docker, ctrd, podman} {
-		waitEngine(t, a, p.Sock, true, time.Minute)
+		agenttest.WaitEngine(t, a, p.Sock, true, time.Minute)
 	}
 	// Time for a duplicate to arrive: several event flushes and exports.
 	time.Sleep(10 * time.Second)
@@ -218,11 +208,11 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 		t.Fatal(err)
 	}
 	for _, c := range cs {
-		starts := countEvents(l, "container.start", c.id)
+		starts := agenttest.CountEvents(l, "container.start", c.id)
 		if len(starts) != 1 {
 			t.Errorf("%s: %d container.start records, want 1", c.name, len(starts))
 		}
-		dies := countEvents(l, "container.die", c.id)
+		dies := agenttest.CountEvents(l, "container.die", c.id)
 		switch {
 		case !c.dies && len(dies) != 0:
 			t.Errorf("%s kept running but %d container.die records were exported", c.name, len(dies))
@@ -262,6 +252,7 @@ func testEngineOutage(t *testing.T, gap time.Duration) {
 // good: its engine stays known for the grace period and is then lost, its
 // containers pruned from the model.
 func TestReliabilityEngineGoneForGoodIsPruned(t *testing.T) {
+	t.Parallel()
 	testbed.Require(t, testbed.Root)
 	if _, err := exec.LookPath("podman"); err != nil {
 		testbed.Unavailable(t, "podman is not installed: %v", err)
@@ -269,10 +260,10 @@ func TestReliabilityEngineGoneForGoodIsPruned(t *testing.T) {
 	col := testbed.StartCollector(t)
 	podman := enginetest.StartPrivatePodman(t)
 	const grace = 20 * time.Second
-	a, _ := startAgentWith(t, col, func(c *config.Config) { c.Discovery.GracePeriod = config.Duration(grace) })
-	e := waitEngine(t, a, podman.Sock, true, 2*time.Minute)
+	a, _ := startAgentWith(t, col, func(c *config.Config) { c.Discovery.GracePeriod = config.Duration(grace) }, podman.Sock)
+	e := agenttest.WaitEngine(t, a, podman.Sock, true, 2*time.Minute)
 	id := podman.CLI("run", "-d", "--network", "none", "--name", "engines-"+enginetest.Random(t), testbed.BusyboxImage, "sleep", "1000")
-	col.WaitLogs(t, time.Minute, func(l *testbed.Logs) bool { return len(countEvents(l, "container.start", id)) == 1 })
+	col.WaitLogs(t, time.Minute, func(l *testbed.Logs) bool { return len(agenttest.CountEvents(l, "container.start", id)) == 1 })
 
 	podman.Kill()
 	gone := time.Now()

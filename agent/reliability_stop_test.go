@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/sdnotify"
 	"github.com/agentd-dev/agentd/internal/testbed"
 )
@@ -171,12 +172,16 @@ func maxGap(ts []time.Time, from, to time.Time) time.Duration {
 const stopHold = 150 * time.Second
 
 // TestReliabilityStoppedEngineStallsOnlyItsWatcher stops a private dockerd
-// with SIGSTOP for 2.5 minutes while containers of the host's Docker come and
-// go. The host's container events must keep reaching the collector during
+// with SIGSTOP for 2.5 minutes while containers of another dockerd come and
+// go. The other dockerd's container events must keep reaching the collector during
 // the stop, the metric export must go on, and the systemd watchdog must keep
 // being pinged. A container of the stopped dockerd killed meanwhile must be
 // reported dead (exit code 137) once after SIGCONT, and the engine watched
 // again (a new container's start exported).
+//
+// It is the one fault test of this package that does not run in parallel:
+// the watchdog it checks reads NOTIFY_SOCKET and WATCHDOG_USEC from the
+// process's environment (t.Setenv). It runs before the parallel ones.
 func TestReliabilityStoppedEngineStallsOnlyItsWatcher(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.Docker, testbed.Containerd, testbed.Collector)
 	tag := fmt.Sprintf("hung-stop-%08x", rand.Uint32())
@@ -192,8 +197,12 @@ func TestReliabilityStoppedEngineStallsOnlyItsWatcher(t *testing.T) {
 	before := pdk("run", "-d", "--name", tag+"-a", "--network", "none", "--label", "agentd.test="+tag, testbed.BusyboxImage, "sleep", "3600")
 	beforePID := pdk("inspect", "-f", "{{.State.Pid}}", before)
 
+	// The engine that goes on meanwhile: a dockerd of the test's own, not
+	// the host's, which may hold any number of other tests' containers.
+	other := enginetest.StartPrivateDockerd(t, enginetest.StartPrivateContainerd(t).Sock)
+
 	col := testbed.StartCollector(t)
-	a, _ := startAgent(t, col, "agentd.test")
+	a, _ := startAgent(t, col, "agentd.test", other.Sock, sock)
 	pings := watchdogPings(t, a.Healthy)
 	events := func(name, id string) []testbed.LogRecord {
 		l, err := col.Logs()
@@ -234,16 +243,15 @@ func TestReliabilityStoppedEngineStallsOnlyItsWatcher(t *testing.T) {
 	var churn []churned
 	for i := 1; time.Since(stopped) < stopHold-10*time.Second; i++ {
 		code := i%100 + 1
-		id := testbed.Run(t, "docker", "run", "-d", "--name", fmt.Sprintf("%s-churn-%d", tag, i), "--network", "none",
+		id := other.CLI("run", "-d", "--name", fmt.Sprintf("%s-churn-%d", tag, i), "--network", "none",
 			"--label", "agentd.test="+tag, testbed.BusyboxImage, "sh", "-c", fmt.Sprintf("sleep 1; exit %d", code))
-		t.Cleanup(func() { _, _ = runQuiet("docker", "rm", "-f", id) })
 		churn = append(churn, churned{id: id, code: code, died: time.Now().Add(time.Second)})
 		time.Sleep(2 * time.Second)
 	}
 	for time.Since(stopped) < stopHold {
 		time.Sleep(time.Second)
 	}
-	// Everything the host's Docker did meanwhile arrived while the private
+	// Everything the other dockerd did meanwhile arrived while the private
 	// dockerd was still stopped.
 	l, err := col.Logs()
 	if err != nil {
@@ -259,7 +267,7 @@ func TestReliabilityStoppedEngineStallsOnlyItsWatcher(t *testing.T) {
 		}
 		if !ok {
 			missing++
-			t.Errorf("no container.die (exit %d) of the host's %s exported while the private dockerd was stopped", c.code, c.id[:12])
+			t.Errorf("no container.die (exit %d) of the other dockerd's %s exported while the private dockerd was stopped", c.code, c.id[:12])
 		}
 	}
 	t.Logf("%d host containers churned during the stop, %d deaths missing", len(churn), missing)

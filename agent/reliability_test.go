@@ -23,6 +23,7 @@ const slowStart = 20 * time.Second
 // to answer, succeed at the first attempt (no "activation failed") and the
 // agent must then watch podman and export its container.
 func TestReliabilitySlowPodmanIsActivated(t *testing.T) {
+	t.Parallel()
 	testbed.Require(t, testbed.Root, testbed.SystemdHost, testbed.Collector)
 	th := testbed.SystemdHostName()
 	const dropIn = "/run/systemd/system/podman.service.d/hung-slow-start.conf"
@@ -46,7 +47,9 @@ func TestReliabilitySlowPodmanIsActivated(t *testing.T) {
 
 	col := testbed.StartCollector(t)
 	start := time.Now()
-	_, logs := startAgent(t, col, "agentd.test")
+	// The systemd host's podman by its path inside the host (and the
+	// host's Docker, which places it in the container th).
+	_, logs := startAgent(t, col, "agentd.test", testbed.DockerSocket, "/run/podman/podman.sock")
 	col.WaitMetrics(t, 3*slowStart+30*time.Second, func(m *testbed.Metrics) bool {
 		return len(m.ResourcesWith(map[string]string{"container.id": id, "agentd.engine.prefix": th})) == 1
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 
 	"github.com/agentd-dev/agentd/config"
 	"github.com/agentd-dev/agentd/internal/logging"
@@ -18,6 +19,7 @@ import (
 type Changes struct {
 	// Rebuild names the keys whose change needs the whole agent rebuilt
 	// (its model and watchers started afresh): discovery.proc_root,
+	// discovery.include_endpoints and exclude_endpoints,
 	// engines.request_budget and activation.*.
 	Rebuild []string
 	// Telemetry: export.*, events.*, labels.* or the filters changed; the
@@ -50,6 +52,11 @@ func Diff(old, new config.Config) Changes {
 	}
 	if old.Discovery.GracePeriod != new.Discovery.GracePeriod {
 		c.Rebuild = append(c.Rebuild, "discovery.grace_period")
+	}
+	if !slices.Equal(old.Discovery.IncludeEndpoints, new.Discovery.IncludeEndpoints) ||
+		!slices.Equal(old.Discovery.ExcludeEndpoints, new.Discovery.ExcludeEndpoints) {
+		// Discovery and activation hold the filter.
+		c.Rebuild = append(c.Rebuild, "discovery.include_endpoints/exclude_endpoints")
 	}
 	if old.Engines != new.Engines {
 		// The families the discoverer and the watchers hold were built

@@ -36,6 +36,8 @@ func TestDiffSaysWhatAReloadRebuilds(t *testing.T) {
 			Changes{Rebuild: []string{"host"}}},
 		{"a grace period rebuilds everything", func(c *config.Config) { c.Discovery.GracePeriod = config.Duration(time.Hour) },
 			Changes{Rebuild: []string{"discovery.grace_period"}}},
+		{"an endpoint filter rebuilds everything", func(c *config.Config) { c.Discovery.ExcludeEndpoints = []string{"/run/podman/podman.sock"} },
+			Changes{Rebuild: []string{"discovery.include_endpoints/exclude_endpoints"}}},
 		{"a request budget rebuilds everything", func(c *config.Config) { c.Engines.RequestBudget.Rate = 10 },
 			Changes{Rebuild: []string{"engines.request_budget"}}},
 		{"activation settings rebuild everything", func(c *config.Config) { c.Activation.ExcludeUnits = []string{"x.socket"} },

@@ -156,6 +156,19 @@ type Discovery struct {
 	// identity) is the same engine: its watcher resyncs and reports exactly
 	// the transitions it missed. It must be longer than the scan interval.
 	GracePeriod Duration `yaml:"grace_period"`
+	// IncludeEndpoints, when not empty, limits the engines agentd watches
+	// to the sockets matching one of these glob patterns (path.Match: "*"
+	// does not cross a "/"). A pattern matches the endpoint as agentd
+	// reports it (agentd.engine.endpoint, `agentd engines`: /run/docker.sock,
+	// /proc/812/root/run/podman/podman.sock for an engine in a container)
+	// or the socket's path inside the engine's own root
+	// (/run/podman/podman.sock: that socket in every container and on the
+	// host). A socket left out is never dialled: not probed, watched or
+	// socket-activated. Empty: every engine.
+	IncludeEndpoints []string `yaml:"include_endpoints"`
+	// ExcludeEndpoints are patterns like IncludeEndpoints' of sockets never
+	// watched; they win over IncludeEndpoints.
+	ExcludeEndpoints []string `yaml:"exclude_endpoints"`
 }
 
 // Engines configures how agentd treats the engines it talks to.
@@ -476,6 +489,16 @@ func (c Config) Validate() error {
 		for _, v := range list.vals {
 			if !slices.Contains(engineTypes, v) {
 				bad(list.key, v, "unknown engine type (want one of "+strings.Join(engineTypes, ", ")+")")
+			}
+		}
+	}
+	for _, list := range []struct {
+		key  string
+		pats []string
+	}{{"discovery.include_endpoints", c.Discovery.IncludeEndpoints}, {"discovery.exclude_endpoints", c.Discovery.ExcludeEndpoints}} {
+		for i, p := range list.pats {
+			if _, err := path.Match(p, ""); err != nil || !strings.HasPrefix(p, "/") {
+				bad(list.key, fmt.Sprintf("item %d, %q", i+1, p), "bad glob pattern (want an absolute path pattern, e.g. /run/docker.sock or /var/tmp/engines-*/*.sock)")
 			}
 		}
 	}

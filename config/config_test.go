@@ -95,6 +95,16 @@ func TestParse(t *testing.T) {
 				t.Errorf("request budget = %+v", c.Engines.RequestBudget)
 			}
 		}},
+		{name: "endpoint patterns are read", yaml: "discovery:\n  include_endpoints: [/run/docker.sock, /var/tmp/engines-*/*.sock]\n  exclude_endpoints: [/run/podman/podman.sock]\n",
+			check: func(t *testing.T, c Config) {
+				if len(c.Discovery.IncludeEndpoints) != 2 || len(c.Discovery.ExcludeEndpoints) != 1 {
+					t.Fatalf("discovery %+v", c.Discovery)
+				}
+			}},
+		{name: "a bad endpoint glob names file, line, key and pattern", yaml: "discovery:\n  interval: 5s\n  include_endpoints: [/run/docker.sock, \"/run/[x\"]\n",
+			wantErr: []string{"agentd.yaml:3", "discovery.include_endpoints", `item 2, "/run/[x"`, "bad glob pattern"}},
+		{name: "a relative endpoint pattern is refused", yaml: "discovery:\n  exclude_endpoints: [docker.sock]\n",
+			wantErr: []string{"agentd.yaml:2", "discovery.exclude_endpoints", `"docker.sock"`, "absolute path pattern"}},
 		{name: "a negative request rate names file, line, key and value", yaml: "engines:\n  request_budget:\n    rate: -1\n", wantErr: []string{"agentd.yaml:3", "engines.request_budget.rate", "-1"}},
 		{name: "a request rate that is not a number names the line", yaml: "engines:\n  request_budget:\n    rate: fast\n", wantErr: []string{"line 3", "fast"}},
 		{name: "a request rate without a burst is refused", yaml: "engines:\n  request_budget:\n    rate: 10\n    burst: 0\n", wantErr: []string{"agentd.yaml:4", "engines.request_budget.burst", "0", "between 1 and"}},

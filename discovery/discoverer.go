@@ -48,6 +48,10 @@ type Config struct {
 	// 5 min): an engine that comes back within it, under any PID, is the
 	// same engine, and its containers' missed transitions are reported.
 	GracePeriod time.Duration
+	// Endpoints limits the sockets probed and the engines reported: a
+	// socket it does not let through is never dialled (see
+	// EndpointFilter). The zero value lets every endpoint through.
+	Endpoints EndpointFilter
 }
 
 func (c Config) withDefaults() Config {
@@ -99,7 +103,7 @@ func (c Config) Validate() error {
 	case c.SubscriberBuffer < 0:
 		return fmt.Errorf("discovery: subscriber_buffer %d: must not be negative", c.SubscriberBuffer)
 	}
-	return nil
+	return c.Endpoints.Validate()
 }
 
 // ChangeKind says what happened to an engine.
@@ -517,6 +521,12 @@ func (d *Discoverer) pass(ctx context.Context, wait time.Duration) error {
 			continue
 		}
 		js, err := d.jobsFor(key, c)
+		if errors.Is(err, ErrFiltered) {
+			// Nothing to dial: look again, quietly, in case the process
+			// listens on another socket later.
+			c.nextTry = now.Add(d.cfg.MaxRetryBackoff)
+			continue
+		}
 		if err != nil {
 			d.probeFailed(key, c, now, err)
 			continue
@@ -613,7 +623,8 @@ func (d *Discoverer) detect(pid int, comm string) *detector {
 
 // jobsFor lists a candidate's listening sockets as probe jobs, or the
 // endpoints its command line names for a family that says where they are
-// (engine.Family.Endpoints).
+// (engine.Family.Endpoints). When every one is left out by Config.Endpoints
+// the error wraps ErrFiltered.
 func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 	if c.det.named() {
 		return d.namedJobs(key, c)
@@ -632,13 +643,22 @@ func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 		return nil, err
 	}
 	var jobs []*probeJob
+	filtered := 0
 	for _, p := range paths {
 		ep, err := socketEndpoint(root, p)
 		if err != nil {
 			d.log.Debug("engine socket not reachable", "pid", key.pid, "socket", p, logging.Err(err))
 			continue
 		}
+		if !d.watched(ep) {
+			d.log.Debug("engine socket left out by the endpoint filter", "pid", key.pid, "socket", ep)
+			filtered++
+			continue
+		}
 		jobs = append(jobs, &probeJob{key: key, det: c.det, endpoint: ep})
+	}
+	if len(jobs) == 0 && filtered > 0 {
+		return nil, fmt.Errorf("pid %d: %d sockets: %w", key.pid, filtered, ErrFiltered)
 	}
 	return jobs, nil
 }
@@ -651,6 +671,7 @@ func (d *Discoverer) namedJobs(key candKey, c *candidate) ([]*probeJob, error) {
 		return nil, err
 	}
 	var jobs []*probeJob
+	filtered := 0
 	for _, f := range c.det.fams {
 		if f.Endpoints == nil {
 			continue
@@ -661,8 +682,16 @@ func (d *Discoverer) namedJobs(key candKey, c *candidate) ([]*probeJob, error) {
 				d.log.Debug("engine endpoint not reachable", "pid", key.pid, "endpoint", ep, logging.Err(err))
 				continue
 			}
+			if !d.watched(host) {
+				d.log.Debug("engine endpoint left out by the endpoint filter", "pid", key.pid, "endpoint", host)
+				filtered++
+				continue
+			}
 			jobs = append(jobs, &probeJob{key: key, det: &detector{comm: c.det.comm, fams: engine.Families{f}}, endpoint: host})
 		}
+	}
+	if len(jobs) == 0 && filtered > 0 {
+		return nil, fmt.Errorf("pid %d: %d endpoints: %w", key.pid, filtered, ErrFiltered)
 	}
 	if len(jobs) == 0 {
 		return nil, errors.New("no engine endpoint in the command line")
@@ -704,6 +733,11 @@ func (d *Discoverer) namedEndpoint(pid int, ep string) (string, error) {
 		best, root = p, outer
 	}
 	return best, nil
+}
+
+// watched reports whether Config.Endpoints lets the endpoint ep through.
+func (d *Discoverer) watched(ep string) bool {
+	return d.cfg.Endpoints.Allows(ep, InRoot(d.cfg.ProcRoot, ep))
 }
 
 func (d *Discoverer) probeFailed(key candKey, c *candidate, now time.Time, err error) {
@@ -1010,9 +1044,13 @@ func (d *Discoverer) refreshHierarchy() map[string]bool {
 // gone (PID 0) until Remove. It returns the engines that answered (two for a
 // containerd socket serving CRI). The hierarchy of an added engine is worked
 // out from the engines and process table of the last scan, so call it after
-// Scan or while Run is going.
+// Scan or while Run is going. An endpoint that Config.Endpoints leaves out
+// is not probed: the error wraps ErrFiltered.
 func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.EngineType, unit string) ([]model.Engine, error) {
 	endpoint = filepath.Clean(endpoint)
+	if !d.watched(endpoint) {
+		return nil, fmt.Errorf("%s: %w", endpoint, ErrFiltered)
+	}
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
 	es, err := d.probeFor(hint)(pctx, endpoint)
 	cancel()
@@ -1025,9 +1063,10 @@ func (d *Discoverer) Add(ctx context.Context, endpoint string, hint model.Engine
 // AddEngines is Add for engines that answered someone else's probe at their
 // endpoint (activation confirms a socket unit's engine with its family's
 // probe as it activates it): they are recorded as Add records them, without
-// connecting again. es is not modified.
+// connecting again; the engines Config.Endpoints leaves out are dropped. es
+// is not modified.
 func (d *Discoverer) AddEngines(unit string, es []model.Engine) []model.Engine {
-	es = slices.Clone(es)
+	es = slices.DeleteFunc(slices.Clone(es), func(e model.Engine) bool { return !d.watched(e.Endpoint) })
 	d.scanMu.Lock()
 	defer d.scanMu.Unlock()
 	d.mu.Lock()

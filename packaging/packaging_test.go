@@ -59,12 +59,14 @@ func TestDefaultConfigShowsTheBuiltInDefaults(t *testing.T) {
 		}
 		want := config.Default()
 		// Empty lists and maps decode as empty, not nil: compare what has a value.
-		if cfg.Export.Interval != want.Export.Interval || cfg.Events != want.Events || cfg.Discovery != want.Discovery || cfg.Engines != want.Engines ||
+		if cfg.Export.Interval != want.Export.Interval || cfg.Events != want.Events ||
+			cfg.Discovery.Interval != want.Discovery.Interval || cfg.Discovery.ProcRoot != want.Discovery.ProcRoot || cfg.Discovery.GracePeriod != want.Discovery.GracePeriod ||
+			cfg.Engines != want.Engines ||
 			cfg.Activation.Enabled != want.Activation.Enabled || len(cfg.Activation.SocketSuffixes) != len(want.Activation.SocketSuffixes) ||
 			cfg.Status != want.Status || cfg.Log != want.Log || cfg.Export.Endpoint != want.Export.Endpoint ||
 			cfg.Export.Insecure != want.Export.Insecure || cfg.Export.Compression != want.Export.Compression ||
 			len(cfg.Export.Headers)+len(cfg.Labels.Allowlist)+len(cfg.Filters.IncludeEngines)+len(cfg.Filters.ExcludeEngines)+
-				len(cfg.Filters.ExcludeImages)+len(cfg.Activation.ExcludeUnits) != 0 {
+				len(cfg.Filters.ExcludeImages)+len(cfg.Activation.ExcludeUnits)+len(cfg.Discovery.IncludeEndpoints)+len(cfg.Discovery.ExcludeEndpoints) != 0 {
 			t.Fatalf("uncommented defaults differ:\n got %+v\nwant %+v", cfg, want)
 		}
 	})

@@ -14,6 +14,7 @@ import (
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 )
 
@@ -56,6 +57,10 @@ func queuedEvents(t *testing.T, dir string) map[string]int {
 func TestReliabilityDiskQueueSurvivesARestart(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.Docker, testbed.Collector)
 	bin := buildAgentd(t)
+	// A dockerd of the test's own: the host's may hold any number of other
+	// tests' containers, whose metrics would swell the collector's files
+	// the test reads.
+	dk := enginetest.StartPrivateDockerd(t, enginetest.StartPrivateContainerd(t).Sock)
 	col := testbed.StartCollector(t)
 	dir := t.TempDir()
 	queue := filepath.Join(dir, "state", "queue")
@@ -69,13 +74,14 @@ events:
   flush_interval: 200ms
 discovery:
   interval: 1s
+  include_endpoints: [%s]
 activation:
   enabled: false
 filters:
   include_engines: [docker]
 status:
   socket: ""
-`, col.Endpoint(), queue)
+`, col.Endpoint(), queue, dk.Sock)
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -97,13 +103,12 @@ status:
 	run := func(n int) {
 		for range n {
 			c := churned{name: fmt.Sprintf("%s-%d", tag, len(churn)), code: 21 + len(churn)}
-			t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", c.name).Run() })
-			out, err := exec.Command("docker", "run", "--name", c.name, "--label", "agentd.test="+tag, testbed.BusyboxImage,
+			out, err := exec.Command("docker", "-H", "unix://"+dk.Sock, "run", "--network", "none", "--name", c.name, "--label", "agentd.test="+tag, testbed.BusyboxImage,
 				"sh", "-c", fmt.Sprintf("exit %d", c.code)).CombinedOutput()
 			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != c.code {
 				t.Fatalf("docker run %s: %v, want exit code %d\n%s", c.name, err, c.code, out)
 			}
-			testbed.Run(t, "docker", "rm", c.name)
+			dk.CLI("rm", c.name)
 			churn = append(churn, c)
 		}
 	}

@@ -52,8 +52,8 @@ func TestReliabilityReloadKeepsEveryEventOnce(t *testing.T) {
 	cfgPath := filepath.Join(t.TempDir(), "agentd.yaml")
 	writeCfg := func(discovery, export string, labels []string) {
 		t.Helper()
-		body := fmt.Sprintf("export:\n  interval: %s\nevents:\n  flush_interval: 1s\ndiscovery:\n  interval: %s\n"+
-			"labels:\n  allowlist: [%s]\nstatus:\n  socket: %s\n", export, discovery, strings.Join(labels, ", "), sock)
+		body := fmt.Sprintf("export:\n  interval: %s\nevents:\n  flush_interval: 1s\ndiscovery:\n  interval: %s\n  include_endpoints: [%s]\n"+
+			"labels:\n  allowlist: [%s]\nstatus:\n  socket: %s\n", export, discovery, testbed.DockerSocket, strings.Join(labels, ", "), sock)
 		if err := os.WriteFile(cfgPath, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package agent_test
+package churn_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 
+	"github.com/agentd-dev/agentd/internal/agenttest"
 	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/telemetry"
@@ -96,10 +97,11 @@ func TestReliabilityChurn(t *testing.T) {
 
 	// Warn level: the log buffer must not grow with the churn, or the
 	// heap measured would be the test's.
-	cfg := testConfig(col)
+	cfg := agenttest.Config(col)
 	cfg.Activation.Enabled = false
-	a, _ := runAgent(t, cfg, slog.LevelWarn)
-	eng := waitEngine(t, a, docker.Sock, true, 2*time.Minute)
+	agenttest.Scope(&cfg, docker.Sock)
+	a, _ := agenttest.Run(t, cfg, slog.LevelWarn)
+	eng := agenttest.WaitEngine(t, a, docker.Sock, true, 2*time.Minute)
 
 	label := "churn-" + enginetest.Random(t)
 	// Ten containers live through the churn: the model's end state is not
@@ -215,7 +217,7 @@ func TestReliabilityChurn(t *testing.T) {
 	// Every event at the collector exactly once.
 	col.WaitLogs(t, 2*time.Minute, func(l *testbed.Logs) bool {
 		for _, c := range done {
-			if len(countEvents(l, "container.destroy", c.id)) == 0 {
+			if len(agenttest.CountEvents(l, "container.destroy", c.id)) == 0 {
 				return false
 			}
 		}
@@ -229,11 +231,11 @@ func TestReliabilityChurn(t *testing.T) {
 	var wrong []string
 	for _, c := range done {
 		for _, name := range []string{"container.create", "container.start", "container.die", "container.destroy"} {
-			if n := len(countEvents(l, name, c.id)); n != 1 {
+			if n := len(agenttest.CountEvents(l, name, c.id)); n != 1 {
 				wrong = append(wrong, fmt.Sprintf("%s %s: %d records", c.id[:12], name, n))
 			}
 		}
-		if dies := countEvents(l, "container.die", c.id); len(dies) == 1 && dies[0].Attrs[telemetry.AttrExitCode] != strconv.Itoa(c.exit) {
+		if dies := agenttest.CountEvents(l, "container.die", c.id); len(dies) == 1 && dies[0].Attrs[telemetry.AttrExitCode] != strconv.Itoa(c.exit) {
 			wrong = append(wrong, fmt.Sprintf("%s die: exit code %q, want %d", c.id[:12], dies[0].Attrs[telemetry.AttrExitCode], c.exit))
 		}
 	}
@@ -242,7 +244,7 @@ func TestReliabilityChurn(t *testing.T) {
 		t.Errorf("%d of %d lifecycles not exported exactly once; first ones: %s", len(wrong), len(done), strings.Join(wrong[:min(len(wrong), 10)], "; "))
 	}
 	for _, id := range stay {
-		if n := len(countEvents(l, "container.die", id)); n != 0 {
+		if n := len(agenttest.CountEvents(l, "container.die", id)); n != 0 {
 			t.Errorf("%s kept running but %d die records were exported", id[:12], n)
 		}
 	}
