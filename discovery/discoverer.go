@@ -650,9 +650,7 @@ func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 			d.log.Debug("engine socket not reachable", "pid", key.pid, "socket", p, logging.Err(err))
 			continue
 		}
-		if !d.watched(ep) {
-			d.log.Debug("engine socket left out by the endpoint filter", "pid", key.pid, "socket", ep)
-			filtered++
+		if d.leftOut(key.pid, "socket", ep, &filtered) {
 			continue
 		}
 		jobs = append(jobs, &probeJob{key: key, det: c.det, endpoint: ep})
@@ -661,6 +659,18 @@ func (d *Discoverer) jobsFor(key candKey, c *candidate) ([]*probeJob, error) {
 		return nil, fmt.Errorf("pid %d: %d sockets: %w", key.pid, filtered, ErrFiltered)
 	}
 	return jobs, nil
+}
+
+// leftOut reports whether Config.Endpoints leaves endpoint ep of process
+// pid out, counting it in *filtered; kind ("socket", "endpoint") names it in
+// the log.
+func (d *Discoverer) leftOut(pid int, kind, ep string, filtered *int) bool {
+	if d.watched(ep) {
+		return false
+	}
+	d.log.Debug("engine "+kind+" left out by the endpoint filter", "pid", pid, kind, ep)
+	*filtered++
+	return true
 }
 
 // namedJobs lists the endpoints a candidate's command line names, reached
@@ -682,9 +692,7 @@ func (d *Discoverer) namedJobs(key candKey, c *candidate) ([]*probeJob, error) {
 				d.log.Debug("engine endpoint not reachable", "pid", key.pid, "endpoint", ep, logging.Err(err))
 				continue
 			}
-			if !d.watched(host) {
-				d.log.Debug("engine endpoint left out by the endpoint filter", "pid", key.pid, "endpoint", host)
-				filtered++
+			if d.leftOut(key.pid, "endpoint", host, &filtered) {
 				continue
 			}
 			jobs = append(jobs, &probeJob{key: key, det: &detector{comm: c.det.comm, fams: engine.Families{f}}, endpoint: host})
