@@ -70,7 +70,7 @@ fuzz: ## run every fuzz target (func Fuzz* in *_test.go) for FUZZTIME each (defa
 		done; \
 	done
 
-testbed: ## provision the testbed: engines, images, systemd host, collector (idempotent)
+testbed: ## provision the testbed: engines, images, systemd host, collector, VM host image (idempotent)
 	bash testbed/up.sh
 
 testbed-down: ## stop the testbed's containers and daemons (keeps the caches)

@@ -4,7 +4,7 @@
 # the collector) are cached under $TESTBED_CACHE.
 #
 #   testbed/up.sh            all parts
-#   testbed/up.sh PART...    only those: packages engines images systemd-host collector
+#   testbed/up.sh PART...    only those: packages engines images systemd-host collector vm
 #
 # Parts, in order:
 #   packages      Debian packages for engines, systemd host, rpm and D-Bus tools, Prometheus
@@ -13,6 +13,8 @@
 #   systemd-host  a Debian rootfs booted with systemd as PID 1 in a Docker container,
 #                 podman.socket and docker.socket listening and not yet activated
 #   collector     the OpenTelemetry Collector built from the Go module proxy
+#   vm            the VM host image (testbed/vm/build.sh): Debian 12 with systemd
+#                 as PID 1 on cgroup v2, Docker, containerd and podman, for qemu
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=testbed/lib.sh
 . "$here/lib.sh"
@@ -38,7 +40,7 @@ command -v go >/dev/null || die "go is not on PATH: agentd and the collector nee
 
 PACKAGES=(docker.io containerd podman runc busybox-static debootstrap systemd-container
 	iptables uidmap slirp4netns containernetworking-plugins rpm dbus jq procps psmisc
-	ca-certificates iproute2 gcc libc6-dev make git prometheus)
+	ca-certificates iproute2 gcc libc6-dev make git prometheus qemu-system-x86)
 
 part_packages() {
 	local missing=() p
@@ -243,13 +245,17 @@ th_sockets_listening() {
 
 part_collector() { "$here/collector.sh"; }
 
+# The VM host image, cached under $TESTBED_CACHE/vm and rebuilt only when
+# testbed/vm/build.sh changes.
+part_vm() { bash "$here/vm/build.sh"; }
+
 parts=("$@")
-((${#parts[@]})) || parts=(packages engines images systemd-host collector)
+((${#parts[@]})) || parts=(packages engines images systemd-host collector vm)
 start=$SECONDS
 for p in "${parts[@]}"; do
 	case $p in
-	packages | engines | images | systemd-host | collector) "part_${p//-/_}" ;;
-	*) die "unknown part $p (want packages, engines, images, systemd-host, collector)" ;;
+	packages | engines | images | systemd-host | collector | vm) "part_${p//-/_}" ;;
+	*) die "unknown part $p (want packages, engines, images, systemd-host, collector, vm)" ;;
 	esac
 done
 log "ready in $((SECONDS - start))s: ${parts[*]}"

@@ -1,0 +1,638 @@
+package vmhost_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentd-dev/agentd/internal/logging"
+	"github.com/agentd-dev/agentd/internal/testbed"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const (
+	// exportInterval is agentd's export interval in the guest: short, so
+	// the run is short, and the same every round.
+	exportInterval = 5 * time.Second
+	// bootTimeout bounds one whole guest run: boot, dockerd's start, three
+	// engines' loads, agentd's rounds. A run takes 3-5 minutes under TCG on
+	// 2 busy cores; the guest is emulated and has no short deadline anywhere.
+	bootTimeout = 25 * time.Minute
+	// blobSize is what each networked container downloads from the host.
+	blobSize = 1 << 20
+	// tolerance is how far agentd's figure may be from the engine's.
+	tolerance = 0.05
+)
+
+// repoRoot is the checkout this package lives in.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// requireVM makes t depend on qemu and a VM host image built from the
+// current recipe (testbed/vm/build.sh): under CI=true a missing one fails t.
+func requireVM(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		testbed.Unavailable(t, "VM host: qemu-system-x86_64 is not installed (Debian package qemu-system-x86; run `make testbed`)")
+	}
+	check := exec.Command("bash", filepath.Join(repoRoot(t), "testbed", "vm", "build.sh"), "--check")
+	if out, err := check.CombinedOutput(); err != nil {
+		testbed.Unavailable(t, "VM host: no image from the current testbed/vm/build.sh in %s (run `make testbed`): %v %s",
+			filepath.Join(testbed.CacheDir(), "vm"), err, out)
+	}
+}
+
+// buildDeb builds agentd's .deb with packaging/build.sh into dir.
+func buildDeb(t *testing.T, version, dir string) string {
+	t.Helper()
+	cmd := exec.Command("bash", "packaging/build.sh")
+	cmd.Dir = repoRoot(t)
+	env := make([]string, 0, len(os.Environ())+2)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AGENTD_BIN=") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "VERSION="+version, "DIST="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("packaging/build.sh: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "agentd_"+version+"_amd64.deb")
+}
+
+// serveBlob serves blobSize bytes at /blob on the host's loopback, which
+// the guest reaches as 10.0.2.2, and returns the guest's URL for it.
+func serveBlob(t *testing.T) string {
+	t.Helper()
+	blob := bytes.Repeat([]byte("agentd-vm-"), blobSize/10+1)[:blobSize]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		_, _ = w.Write(blob)
+	}))
+	t.Cleanup(srv.Close)
+	_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "http://10.0.2.2:" + port + "/blob"
+}
+
+// guestEndpoint is a host loopback endpoint as the guest dials it.
+func guestEndpoint(t *testing.T, hostEndpoint string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(hostEndpoint)
+	if err != nil {
+		t.Fatalf("collector endpoint %q: %v", hostEndpoint, err)
+	}
+	return "10.0.2.2:" + port
+}
+
+// boot runs testbed/vm/boot.sh on share until the guest powers off and
+// fails t, with the ends of the guest's console and run log, when the run
+// did not end with status 0.
+func boot(ctx context.Context, t *testing.T, share string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
+	defer cancel()
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot(t), "testbed", "vm", "boot.sh"), share)
+	// boot.sh and its qemu are a process group of their own: a deadline
+	// ends both.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.CombinedOutput()
+	rc, _ := os.ReadFile(filepath.Join(share, "run.rc"))
+	t.Logf("guest run: %v, exit %q", time.Since(start).Round(time.Second), strings.TrimSpace(string(rc)))
+	if err == nil && strings.TrimSpace(string(rc)) == "0" {
+		return
+	}
+	t.Fatalf("VM host run (testbed/vm/boot.sh %s): %v, guest exit %q\nqemu: %s\nrun.log:\n%s\nconsole (end):\n%s",
+		share, err, strings.TrimSpace(string(rc)), out, tail(filepath.Join(share, "run.log"), 60), tail(filepath.Join(share, "console.log"), 40))
+}
+
+// tail returns the last n lines of a file, or why it cannot.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// readOut returns a file the guest wrote to /share/out, trimmed.
+func readOut(t *testing.T, share, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(share, "out", name))
+	if err != nil {
+		t.Fatalf("guest output: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// decodeOut decodes a JSON file the guest wrote to /share/out into v.
+func decodeOut(t *testing.T, share, name string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(readOut(t, share, name)), v); err != nil {
+		t.Fatalf("guest output %s: %v", name, err)
+	}
+}
+
+// journal decodes the guest's `journalctl -u agentd -o json`.
+func journal(t *testing.T, share string) []map[string]any {
+	t.Helper()
+	var entries []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(readOut(t, share, "journal.json")))
+	sc.Buffer(make([]byte, 0, 1<<20), 1<<24)
+	for sc.Scan() {
+		var e map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("journal line %q: %v", sc.Text(), err)
+		}
+		entries = append(entries, e)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("journal: %v", err)
+	}
+	return entries
+}
+
+// field renders a journal field (journalctl writes binary-safe values as
+// byte arrays).
+func field(e map[string]any, k string) string {
+	switch v := e[k].(type) {
+	case string:
+		return v
+	case []any:
+		b := make([]byte, 0, len(v))
+		for _, c := range v {
+			if f, ok := c.(float64); ok {
+				b = append(b, byte(f))
+			}
+		}
+		return string(b)
+	case nil:
+		return ""
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+// figure is one of agentd's exported values next to the engine's own.
+type figure struct {
+	name   string            // what is compared, for the report
+	metric string            // agentd's metric
+	match  map[string]string // the data point attributes summed over
+	engine float64           // the engine's figure, in agentd's unit
+	// min is the least the engine's figure must be for the load to show:
+	// a comparison of two zeros proves nothing.
+	min float64
+}
+
+// agentdValue is agentd's value of metric on r, summed over the points
+// matching match of the export round nearest at: the loads are steady, so
+// one round is as good as another, and the nearest is the fairest.
+func agentdValue(r *testbed.Resource, metric string, match map[string]string, at time.Time) (float64, time.Time, bool) {
+	m := r.Metric(metric)
+	if m == nil {
+		return 0, time.Time{}, false
+	}
+	var best time.Time
+	for _, p := range m.Points {
+		if !hasAttrs(p.Attrs, match) {
+			continue
+		}
+		if best.IsZero() || absDur(p.Time.Sub(at)) < absDur(best.Sub(at)) {
+			best = p.Time
+		}
+	}
+	if best.IsZero() {
+		return 0, time.Time{}, false
+	}
+	var sum float64
+	for _, p := range m.Points {
+		if p.Time.Equal(best) && hasAttrs(p.Attrs, match) {
+			sum += p.Value
+		}
+	}
+	return sum, best, true
+}
+
+func hasAttrs(attrs, match map[string]string) bool {
+	for k, v := range match {
+		if attrs[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func absDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+// compare checks every figure of one container of the engine runtime
+// against agentd's export.
+func compare(t *testing.T, m *testbed.Metrics, runtime, container string, at time.Time, figures []figure) {
+	t.Helper()
+	// The container's figures at the moment are on one resource: the one
+	// with a memory usage in the export round nearest it. (A container may
+	// have had others before: its first export, before the engine was
+	// asked about it, has fewer attributes and only its state; a podman
+	// container is reported by its storage until podman's service answers,
+	// then by the service.)
+	var res []*testbed.Resource
+	for _, r := range m.ResourcesWith(map[string]string{"container.name": container}) {
+		if _, when, ok := agentdValue(r, "container.memory.usage", anyPoint, at); ok && absDur(when.Sub(at)) <= exportInterval {
+			res = append(res, r)
+		}
+	}
+	if len(res) != 1 {
+		t.Fatalf("%d resources with figures for container %s within %v of the engine's figures, want 1; the collector holds %s",
+			len(res), container, exportInterval, m.Summary())
+	}
+	if got := res[0].Attrs["container.runtime.name"]; got != runtime {
+		t.Errorf("container %s: container.runtime.name %q, want %q", container, got, runtime)
+	}
+	for _, f := range figures {
+		got, when, ok := agentdValue(res[0], f.metric, f.match, at)
+		if !ok && f.engine == 0 && f.min == 0 {
+			// Nothing to export: a cgroup without the controller (a
+			// rootless user's has no io) has no file to read.
+			t.Logf("%-28s agentd absent          engine %14.3f", f.name, f.engine)
+			continue
+		}
+		if !ok {
+			t.Errorf("%s: agentd exported no %s %v", f.name, f.metric, f.match)
+			continue
+		}
+		diff := math.Abs(got-f.engine) / math.Max(math.Abs(f.engine), 1)
+		t.Logf("%-28s agentd %14.3f  engine %14.3f  (%+.2f %%, agentd's round %+.1fs from the engine's)",
+			f.name, got, f.engine, 100*(got-f.engine)/math.Max(math.Abs(f.engine), 1), when.Sub(at).Seconds())
+		if f.engine < f.min {
+			t.Errorf("%s: the engine reports %.0f, less than the load's %.0f: the load did not show", f.name, f.engine, f.min)
+		}
+		if diff > tolerance {
+			t.Errorf("%s: agentd %.3f, engine %.3f: %.1f %% apart, more than %.0f %%", f.name, got, f.engine, 100*diff, 100*tolerance)
+		}
+	}
+}
+
+// dockerStats is the part of Docker's stats API answer (GET
+// /containers/ID/stats?stream=false, API 1.41, cgroup v2) the test reads.
+type dockerStats struct {
+	MemoryStats struct {
+		Usage float64            `json:"usage"` // memory.current
+		Stats map[string]float64 `json:"stats"` // memory.stat
+	} `json:"memory_stats"`
+	CPUStats struct {
+		CPUUsage struct {
+			Total  float64 `json:"total_usage"`         // ns, cpu.stat usage_usec
+			User   float64 `json:"usage_in_usermode"`   // ns, user_usec
+			Kernel float64 `json:"usage_in_kernelmode"` // ns, system_usec
+		} `json:"cpu_usage"`
+	} `json:"cpu_stats"`
+	PidsStats struct {
+		Current float64 `json:"current"` // pids.current
+	} `json:"pids_stats"`
+	Networks map[string]struct {
+		RxBytes float64 `json:"rx_bytes"`
+		TxBytes float64 `json:"tx_bytes"`
+	} `json:"networks"`
+	BlkioStats struct {
+		IOServiceBytesRecursive []struct {
+			Op    string  `json:"op"`
+			Value float64 `json:"value"`
+		} `json:"io_service_bytes_recursive"` // io.stat rbytes, wbytes
+	} `json:"blkio_stats"`
+}
+
+func (s dockerStats) blkio(op string) float64 {
+	var sum float64
+	for _, e := range s.BlkioStats.IOServiceBytesRecursive {
+		if strings.EqualFold(e.Op, op) {
+			sum += e.Value
+		}
+	}
+	return sum
+}
+
+func (s dockerStats) net() (rx, tx float64) {
+	for _, n := range s.Networks {
+		rx += n.RxBytes
+		tx += n.TxBytes
+	}
+	return rx, tx
+}
+
+// podmanStats is podman's own stats API answer (GET
+// /v4.0.0/libpod/containers/stats?stream=false, podman 4.3, cgroup v2), with
+// podman 4.3's quirks on v2 measured against the cgroup files:
+// CPUSystemNano is system_usec unconverted (microseconds, despite its
+// name), MemUsage is memory.stat anon (`podman stats` prints the same), and
+// NetInput and NetOutput are swapped (NetInput is what eth0 transmitted).
+type podmanStats struct {
+	Stats []struct {
+		Name          string  `json:"Name"`
+		CPUNano       float64 `json:"CPUNano"`       // ns, cpu.stat usage_usec
+		CPUSystemNano float64 `json:"CPUSystemNano"` // µs, cpu.stat system_usec
+		MemUsage      float64 `json:"MemUsage"`      // memory.stat anon
+		NetInput      float64 `json:"NetInput"`      // eth0 transmitted
+		NetOutput     float64 `json:"NetOutput"`     // eth0 received
+		BlockInput    float64 `json:"BlockInput"`    // io.stat rbytes
+		BlockOutput   float64 `json:"BlockOutput"`   // io.stat wbytes
+		PIDs          float64 `json:"PIDs"`
+	} `json:"Stats"`
+}
+
+// containerdMetrics is `ctr task metrics --format json` on cgroup v2: the
+// cgroup v2 Metrics message of containerd's cgroups package.
+type containerdMetrics struct {
+	Pids struct {
+		Current float64 `json:"current"`
+	} `json:"pids"`
+	CPU struct {
+		UsageUsec  float64 `json:"usage_usec"`
+		UserUsec   float64 `json:"user_usec"`
+		SystemUsec float64 `json:"system_usec"`
+	} `json:"cpu"`
+	Memory struct {
+		Usage        float64 `json:"usage"` // memory.current
+		Anon         float64 `json:"anon"`
+		InactiveFile float64 `json:"inactive_file"`
+	} `json:"memory"`
+	IO struct {
+		Usage []struct {
+			Rbytes float64 `json:"rbytes"`
+			Wbytes float64 `json:"wbytes"`
+		} `json:"usage"`
+	} `json:"io"`
+}
+
+const (
+	mib = 1 << 20
+	// The loads of testdata/guest.sh.
+	shmLoad   = 32 * mib // in /dev/shm
+	diskLoad  = 16 * mib // written with an fsync
+	procsLoad = 4        // sh and three sleeps
+	cpuLoad   = 1        // s: 5 s of `yes` get at least one CPU second even on a busy emulated guest
+)
+
+var (
+	read     = map[string]string{"disk.io.direction": "read"}
+	write    = map[string]string{"disk.io.direction": "write"}
+	rx       = map[string]string{"network.io.direction": "receive"}
+	tx       = map[string]string{"network.io.direction": "transmit"}
+	userCPU  = map[string]string{"cpu.mode": "user"}
+	sysCPU   = map[string]string{"cpu.mode": "system"}
+	anyPoint = map[string]string{}
+)
+
+// TestVMHostCgroupV2FiguresMatchTheEngines boots the VM host (testbed/vm:
+// Debian 12, systemd as PID 1, cgroup v2), installs agentd there from its
+// .deb under its hardened unit, runs one container each on Docker
+// (docker.socket), containerd (ctr) and podman as root (podman.socket, which
+// agentd activates) with a steady, known load, and checks that agentd found
+// the three engines, reported the three containers, and that every container
+// figure it exports is within 5 % of the engine's own at the same moment.
+//
+// Two more containers, each checked the same way against its podman's own
+// figures: one of rootless podman (a user with lingering and podman.socket
+// enabled in the user's systemd), and one of podman whose PID 1 is systemd,
+// which moves itself into init.scope while the container's cgroup holds a
+// service besides.
+//
+// It needs the collector, the host's Docker (for the testbed's busybox
+// image), qemu and the VM image (`make testbed`).
+func TestVMHostCgroupV2FiguresMatchTheEngines(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.Collector, testbed.Docker)
+	requireVM(t)
+	ctx := t.Context()
+
+	share := t.TempDir()
+	deb := buildDeb(t, "0.0.1~vm1", filepath.Join(t.TempDir(), "dist"))
+	if err := os.Rename(deb, filepath.Join(share, "agentd.deb")); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Run(t, "docker", "save", "-o", filepath.Join(share, "busybox.tar"), testbed.BusyboxImage)
+	guest, err := os.ReadFile(filepath.Join("testdata", "guest.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := testbed.StartCollector(t)
+	for name, content := range map[string]string{
+		"run.sh": string(guest),
+		"env":    fmt.Sprintf("INTERVAL=%d\nBLOB_URL=%s\n", int(exportInterval.Seconds()), serveBlob(t)),
+		"agentd.yaml": fmt.Sprintf("# written by TestVMHostCgroupV2FiguresMatchTheEngines\nexport:\n  endpoint: %s\n  insecure: true\n  interval: %s\n",
+			guestEndpoint(t, col.Endpoint()), exportInterval),
+	} {
+		if err := os.WriteFile(filepath.Join(share, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	boot(ctx, t, share)
+
+	t.Run("the guest is a cgroup v2 host with systemd as PID 1", func(t *testing.T) {
+		if got := readOut(t, share, "cgroup-fstype"); got != "cgroup2fs" {
+			t.Errorf("/sys/fs/cgroup in the guest is %q, want cgroup2fs", got)
+		}
+		if got := readOut(t, share, "pid1"); got != "systemd" {
+			t.Errorf("PID 1 in the guest is %q, want systemd", got)
+		}
+		for _, c := range []string{"cpu", "memory", "io", "pids"} {
+			if !strings.Contains(" "+readOut(t, share, "cgroup-controllers")+" ", " "+c+" ") {
+				t.Errorf("the guest's cgroup2 root lacks the %s controller: %q", c, readOut(t, share, "cgroup-controllers"))
+			}
+		}
+		if got := readOut(t, share, "agentd-active"); got != "active\nactive" {
+			t.Errorf("agentd.service and agentd.socket: %q, want both active", got)
+		}
+		t.Logf("kernel %s; %s", readOut(t, share, "kernel"), strings.ReplaceAll(readOut(t, share, "agentd-unit.txt"), "\n", " "))
+	})
+
+	t.Run("agentd found Docker, containerd and podman, each with an engine found journal entry", func(t *testing.T) {
+		found := map[string]string{}
+		for _, e := range journal(t, share) {
+			if field(e, "MESSAGE") == "engine found" && field(e, "MESSAGE_ID") == logging.MessageIDEngineFound {
+				found[field(e, "ENGINE_TYPE")] = field(e, "ENGINE_ID")
+			}
+		}
+		for _, typ := range []string{"docker", "containerd", "podman"} {
+			if found[typ] == "" {
+				t.Errorf("no engine found entry with ENGINE_TYPE=%s; found %v", typ, found)
+			}
+		}
+		if t.Failed() {
+			t.Logf("agentd's journal:\n%s", tail(filepath.Join(share, "out", "journal.txt"), 80))
+		}
+		t.Logf("engines found: %v\nagentd engines:\n%s", found, readOut(t, share, "agentd-engines.txt"))
+	})
+
+	m, err := col.Metrics()
+	if err != nil {
+		t.Fatalf("collector metrics: %v", err)
+	}
+	recorded, err := strconv.ParseFloat(readOut(t, share, "recorded_at"), 64)
+	if err != nil {
+		t.Fatalf("recorded_at: %v", err)
+	}
+	at := time.Unix(0, int64(recorded*1e9))
+
+	t.Run("the Docker container's figures are within 5 % of Docker's stats API", func(t *testing.T) {
+		var s dockerStats
+		decodeOut(t, share, "engine-docker.json", &s)
+		netRx, netTx := s.net()
+		compare(t, m, "docker", "vmh-docker", at, []figure{
+			// memory_stats.usage is memory.current; the figure `docker
+			// stats` prints on v2 is usage minus inactive_file, agentd's
+			// working set.
+			{"memory usage", "container.memory.usage", anyPoint, s.MemoryStats.Usage, shmLoad},
+			{"memory working set", "container.memory.working_set", anyPoint, s.MemoryStats.Usage - s.MemoryStats.Stats["inactive_file"], shmLoad},
+			{"memory anon (rss)", "container.memory.rss", anyPoint, s.MemoryStats.Stats["anon"], 0},
+			{"cpu time", "container.cpu.time", anyPoint, s.CPUStats.CPUUsage.Total / 1e9, cpuLoad},
+			{"cpu time user", "container.cpu.time", userCPU, s.CPUStats.CPUUsage.User / 1e9, 0},
+			{"cpu time system", "container.cpu.time", sysCPU, s.CPUStats.CPUUsage.Kernel / 1e9, 0},
+			{"pids", "container.pids.count", anyPoint, s.PidsStats.Current, procsLoad},
+			{"network received", "container.network.io", rx, netRx, blobSize},
+			{"network transmitted", "container.network.io", tx, netTx, 1},
+			{"disk read", "container.disk.io", read, s.blkio("read"), 0},
+			{"disk written", "container.disk.io", write, s.blkio("write"), diskLoad},
+		})
+	})
+
+	t.Run("the podman container's figures are within 5 % of podman's stats API", func(t *testing.T) {
+		var s podmanStats
+		decodeOut(t, share, "engine-podman.json", &s)
+		if len(s.Stats) != 1 {
+			t.Fatalf("podman's stats API answered %d containers, want 1", len(s.Stats))
+		}
+		p := s.Stats[0]
+		// podman 4.3 has no figure with the page cache (MemUsage is anon):
+		// agentd's usage and working set, read the same way for every
+		// engine, are compared with Docker's and containerd's.
+		compare(t, m, "podman", "vmh-podman", at, []figure{
+			{"memory anon (rss)", "container.memory.rss", anyPoint, p.MemUsage, 0},
+			{"cpu time", "container.cpu.time", anyPoint, p.CPUNano / 1e9, cpuLoad},
+			{"cpu time user", "container.cpu.time", userCPU, p.CPUNano/1e9 - p.CPUSystemNano/1e6, 0},
+			{"cpu time system", "container.cpu.time", sysCPU, p.CPUSystemNano / 1e6, 0},
+			{"pids", "container.pids.count", anyPoint, p.PIDs, procsLoad},
+			{"network received", "container.network.io", rx, p.NetOutput, blobSize},
+			{"network transmitted", "container.network.io", tx, p.NetInput, 1},
+			{"disk read", "container.disk.io", read, p.BlockInput, 0},
+			{"disk written", "container.disk.io", write, p.BlockOutput, diskLoad},
+		})
+	})
+
+	t.Run("the containerd container's figures are within 5 % of containerd's task metrics", func(t *testing.T) {
+		var c containerdMetrics
+		decodeOut(t, share, "engine-containerd.json", &c)
+		var rbytes, wbytes float64
+		for _, u := range c.IO.Usage {
+			rbytes += u.Rbytes
+			wbytes += u.Wbytes
+		}
+		compare(t, m, "containerd", "vmh-ctr", at, []figure{
+			{"memory usage", "container.memory.usage", anyPoint, c.Memory.Usage, shmLoad},
+			{"memory working set", "container.memory.working_set", anyPoint, c.Memory.Usage - c.Memory.InactiveFile, shmLoad},
+			{"memory anon (rss)", "container.memory.rss", anyPoint, c.Memory.Anon, 0},
+			{"cpu time", "container.cpu.time", anyPoint, c.CPU.UsageUsec / 1e6, cpuLoad},
+			{"cpu time user", "container.cpu.time", userCPU, c.CPU.UserUsec / 1e6, 0},
+			{"cpu time system", "container.cpu.time", sysCPU, c.CPU.SystemUsec / 1e6, 0},
+			{"pids", "container.pids.count", anyPoint, c.Pids.Current, procsLoad},
+			{"disk read", "container.disk.io", read, rbytes, 0},
+			{"disk written", "container.disk.io", write, wbytes, diskLoad},
+		})
+	})
+
+	t.Run("the rootless podman container's figures are within 5 % of the user's podman stats API", func(t *testing.T) {
+		if _, err := os.Stat(filepath.Join(share, "out", "rootless-failed")); err == nil {
+			t.Fatalf("rootless podman in the guest failed; run.log:\n%s", tail(filepath.Join(share, "run.log"), 40))
+		}
+		sock := "/run/user/" + readOut(t, share, "rootless-uid") + "/podman/podman.sock"
+		var found bool
+		for _, e := range journal(t, share) {
+			if field(e, "MESSAGE") == "engine found" && field(e, "ENGINE_TYPE") == "podman" && strings.HasSuffix(field(e, "ENGINE_ID"), sock) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no engine found entry for the user's podman at %s", sock)
+		}
+		var s podmanStats
+		decodeOut(t, share, "engine-rootless.json", &s)
+		if len(s.Stats) != 1 {
+			t.Fatalf("the user's podman stats API answered %d containers, want 1", len(s.Stats))
+		}
+		p := s.Stats[0]
+		// A user's systemd delegates no io controller: no disk figures on
+		// either side. The container has no download (slirp4netns).
+		compare(t, m, "podman", "vmh-rootless", at, []figure{
+			{"memory anon (rss)", "container.memory.rss", anyPoint, p.MemUsage, 0},
+			{"cpu time", "container.cpu.time", anyPoint, p.CPUNano / 1e9, cpuLoad},
+			{"cpu time user", "container.cpu.time", userCPU, p.CPUNano/1e9 - p.CPUSystemNano/1e6, 0},
+			{"cpu time system", "container.cpu.time", sysCPU, p.CPUSystemNano / 1e6, 0},
+			{"pids", "container.pids.count", anyPoint, p.PIDs, procsLoad},
+			{"network received", "container.network.io", rx, p.NetOutput, 0},
+			{"network transmitted", "container.network.io", tx, p.NetInput, 0},
+			{"disk read", "container.disk.io", read, p.BlockInput, 0},
+			{"disk written", "container.disk.io", write, p.BlockOutput, 0},
+		})
+	})
+
+	t.Run("a systemd container's figures are its whole cgroup's, not its PID 1's init.scope", func(t *testing.T) {
+		if _, err := os.Stat(filepath.Join(share, "out", "systemd-failed")); err == nil {
+			t.Fatalf("systemd in a podman container failed in the guest; run.log:\n%s", tail(filepath.Join(share, "run.log"), 40))
+		}
+		// The case is real only when PID 1 moved into a sub-cgroup.
+		if cg := readOut(t, share, "systemd-pid1-cgroup"); !strings.HasSuffix(cg, "/init.scope") {
+			t.Fatalf("systemd in vmh-systemd is in %q, not in an init.scope of its own", cg)
+		}
+		var s podmanStats
+		decodeOut(t, share, "engine-systemd.json", &s)
+		if len(s.Stats) != 1 {
+			t.Fatalf("podman's stats API answered %d containers, want 1", len(s.Stats))
+		}
+		p := s.Stats[0]
+		// systemd, and hold.service's shell and two sleeps outside
+		// init.scope: init.scope alone would count 1.
+		const systemdProcs = 4
+		compare(t, m, "podman", "vmh-systemd", at, []figure{
+			{"memory anon (rss)", "container.memory.rss", anyPoint, p.MemUsage, 0},
+			{"cpu time", "container.cpu.time", anyPoint, p.CPUNano / 1e9, 0},
+			{"cpu time system", "container.cpu.time", sysCPU, p.CPUSystemNano / 1e6, 0},
+			{"pids", "container.pids.count", anyPoint, p.PIDs, systemdProcs},
+			{"disk written", "container.disk.io", write, p.BlockOutput, 0},
+		})
+	})
+}
