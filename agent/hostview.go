@@ -28,8 +28,10 @@ type hostView struct {
 // is no anchor: it may be a container's init, and even the host's is out of
 // reach of ptrace checks when it holds capabilities agentd lacks.
 //
-// agentd in a container (its mount namespace is not the host's) reads host
-// identity from procRoot/2/root and should be given the host's cgroup tree;
+// agentd in a container (its mount namespace and its root are not the host's)
+// reads host identity from procRoot/2/root and should be given the host's
+// cgroup tree; agentd in a sandboxed unit (a mount namespace of its own over
+// the host's root and cgroup tree) is on the host;
 // agentd in a PID namespace of its own cannot reach the PIDs engines report.
 func detectHostView(selfProc, procRoot, cgroupRoot, defaultCgroup string) hostView {
 	v := hostView{root: "/"}
@@ -59,10 +61,16 @@ func detectHostView(selfProc, procRoot, cgroupRoot, defaultCgroup string) hostVi
 		v.warnings = append(v.warnings, fmt.Sprintf("agentd runs in a PID namespace (%s) other than the host's (%s): engines report host PIDs that agentd cannot signal or join; run it in the host's PID namespace (docker run --pid=host, hostPID: true)", selfPID, hostPID))
 	}
 	if selfMnt != "" && selfMnt != hostMnt {
-		// In a container: the host's files are under a host process's root.
-		v.root = filepath.Join(procRoot, "2", "root")
-		if cgroupRoot == defaultCgroup {
-			v.warnings = append(v.warnings, fmt.Sprintf("agentd runs in a container (its mount namespace is not the host's) but reads the cgroup tree at %s, which is the container's own: mount the host's read-only (e.g. at /host/sys/fs/cgroup) and set host.cgroup, --host-cgroup or AGENTD_HOST_CGROUP", cgroupRoot))
+		// A mount namespace of its own is either a container or a systemd
+		// unit's sandbox (ProtectSystem=, PrivateTmp=, … give the hardened
+		// unit one). Only a container has another root: a sandbox re-mounts
+		// the host's.
+		hostRoot := filepath.Join(procRoot, "2", "root")
+		if !sameFile(filepath.Join(selfProc, "self", "root"), hostRoot) {
+			v.root = hostRoot
+		}
+		if cgroupRoot == defaultCgroup && !sameFile(cgroupRoot, filepath.Join(hostRoot, "sys", "fs", "cgroup")) {
+			v.warnings = append(v.warnings, fmt.Sprintf("agentd runs in a container (its root and cgroup tree are not the host's) but reads the cgroup tree at %s, which is the container's own: mount the host's read-only (e.g. at /host/sys/fs/cgroup) and set host.cgroup, --host-cgroup or AGENTD_HOST_CGROUP", cgroupRoot))
 		}
 	}
 	return v
@@ -76,4 +84,19 @@ func logHostView(log *slog.Logger, procRoot, cgroupRoot string, v hostView) {
 	if v.root != "/" {
 		log.Info("running in a container; the host is read through its mounts", "proc", procRoot, "cgroup", cgroupRoot, "host_root", v.root)
 	}
+}
+
+// sameFile reports whether paths a and b name the same file (device and
+// inode, after symlinks and /proc magic links); false when either is out of
+// reach.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		return false
+	}
+	return os.SameFile(fa, fb)
 }

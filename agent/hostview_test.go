@@ -80,6 +80,26 @@ func TestDetectHostView(t *testing.T) {
 			}
 		})
 	}
+	t.Run("in a sandboxed systemd unit", func(t *testing.T) {
+		// ProtectSystem= and friends give the unit a mount namespace of its
+		// own over the host's root and cgroup tree: that is the host.
+		hostRoot := t.TempDir()
+		cgroup := filepath.Join(hostRoot, "sys", "fs", "cgroup")
+		if err := os.MkdirAll(cgroup, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		proc := fakeProc(t, "kthreadd", map[string]map[string]string{"2": host})
+		self := fakeProc(t, "", map[string]map[string]string{"self": {"pid": "pid:[1]", "mnt": "mnt:[2]"}})
+		for _, dir := range []string{filepath.Join(proc, "2"), filepath.Join(self, "self")} {
+			if err := os.Symlink(hostRoot, filepath.Join(dir, "root")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v := detectHostView(self, proc, cgroup, cgroup)
+		if v.root != "/" || len(v.warnings) > 0 {
+			t.Errorf("in a sandboxed unit: root %q, warnings %q; want / and none", v.root, v.warnings)
+		}
+	})
 	t.Run("this machine's /proc", func(t *testing.T) {
 		if _, err := os.Readlink("/proc/2/ns/mnt"); err != nil {
 			testbed.Unavailable(t, "PID 2's namespaces are out of reach: %v", err)

@@ -499,6 +499,16 @@ func TestVMHostCgroupV2FiguresMatchTheEngines(t *testing.T) {
 		t.Logf("engines found: %v\nagentd engines:\n%s", found, readOut(t, share, "agentd-engines.txt"))
 	})
 
+	t.Run("the hardened unit's sandbox is not taken for a container", func(t *testing.T) {
+		// The unit's ProtectSystem= and friends give agentd a mount
+		// namespace of its own over the host's root: agentd is on the host.
+		for _, e := range journal(t, share) {
+			if msg := field(e, "MESSAGE"); strings.Contains(msg, "runs in a container") || strings.Contains(msg, "running in a container") {
+				t.Errorf("agentd on the VM host logged %q", msg)
+			}
+		}
+	})
+
 	m, err := col.Metrics()
 	if err != nil {
 		t.Fatalf("collector metrics: %v", err)
