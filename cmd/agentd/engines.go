@@ -37,7 +37,7 @@ func runEngines(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON for machines")
 	procRoot := fs.String("proc", discovery.DefaultProcRoot, "procfs root to scan")
-	timeout := fs.Duration("timeout", 2*time.Second, "time limit of each engine probe")
+	timeout := fs.Duration("timeout", 10*time.Second, "time limit of each engine probe (probes run side by side; a slow or loaded host needs seconds)")
 	waitFor := fs.Duration("wait", 10*time.Second, "how long to wait for the engines to list their containers")
 	units := fs.Bool("units", true, "list systemd socket units that activate engines")
 	if err := fs.Parse(args); err != nil {
