@@ -21,6 +21,7 @@ import (
 	"github.com/agentd-dev/agentd/engine/docker"
 	"github.com/agentd-dev/agentd/engine/podman"
 	"github.com/agentd-dev/agentd/internal/logging"
+	"github.com/agentd-dev/agentd/internal/memlimit"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/oom"
 	"github.com/agentd-dev/agentd/stats"
@@ -229,6 +230,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil
 	})
 	goRun("oom", oomDet.Run)
+	// The soft memory limit (memory.soft_limit, read at start), unless
+	// GOMEMLIMIT set one: its floor follows the live heap, so it is looked
+	// at every export interval.
+	if l := int64(cfg.Memory.SoftLimit); l > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		goRun("memory limit", memlimit.New(l, cfg.Export.Interval.Std()).Run)
+	}
 
 	// The first pass decides what the agent sees at start; READY follows it.
 	if _, err := a.disc.Scan(ctx); err != nil && ctx.Err() == nil {

@@ -45,9 +45,10 @@ var (
 )
 
 // builder turns samples into one ResourceMetrics per container and per
-// engine. It keeps per-container state between rounds: the cached resource,
-// the stable start time of the cumulative counters and the network attribute
-// sets. It is used by one goroutine at a time.
+// engine. It keeps per-container state between rounds: the cached resource
+// and the stable start time of the cumulative counters. It keeps no
+// container's metrics: a round (prepare) makes each ResourceMetrics when its
+// sink asks for it (see roundMetrics). It is used by one goroutine at a time.
 type builder struct {
 	cfg   *Config
 	host  Host
@@ -55,26 +56,43 @@ type builder struct {
 
 	containers map[model.ContainerKey]*containerState
 	engines    map[string]*engineState
-	agent      *agentOut // agentd's own metrics, made at the first round with a queue
+	agent      *agentOut // agentd's own resource, made at the first round with a queue
 	round      uint64
+
+	// netSets and diskSets are the attribute sets of container.network.io
+	// by interface name and of container.disk.io by device, shared by every
+	// container (nearly all have an eth0): one pair per name, not one per
+	// container. Emptied when they grow past maxSharedSets.
+	netSets  map[string][2]attribute.Set
+	diskSets map[string][2]attribute.Set
+	// scratch is the one ResourceMetrics a streamed round refills for each
+	// of its entries in turn.
+	scratch containerOut
+	// outs are the ResourceMetrics of a round made at once (batch), kept
+	// from round to round for the sinks that want it so (entry i refilled
+	// in place); never made for a streamed round.
+	outs []containerOut
 }
+
+// maxSharedSets bounds builder.netSets and builder.diskSets (interface names
+// come from containers' network namespaces, which anyone may name).
+const maxSharedSets = 1024
 
 type containerState struct {
 	key       resourceKey
 	res       *resource.Resource
 	start     time.Time // start time of cumulative points
 	startedAt time.Time // the container's StartedAt the start was taken from
-	netSets   map[string][2]attribute.Set
-	diskSets  map[string][2]attribute.Set
 	round     uint64
-	out       containerOut
 }
 
-// containerOut is a container's (or an engine's) ResourceMetrics, kept from
-// round to round and refilled in place: a round allocates nothing for a
-// container whose metrics have the shape they had in the last round (at 500
-// containers the builder made 11,500 allocations a round, a tenth of agentd's
-// CPU with the collections they caused).
+// containerOut is one ResourceMetrics and the storage of its metrics and
+// points, refilled in place: refilling allocates nothing when the metrics
+// have the shape they had the last time. A streamed round refills one
+// containerOut (builder.scratch) for every container in turn and the sink
+// encodes each before the next: before, each container kept one of
+// its own from round to round, a second copy of every container's metrics
+// beside the wire records, 7 MB of live heap at 1,000 containers.
 type containerOut struct {
 	rm    metricdata.ResourceMetrics
 	scope [1]metricdata.ScopeMetrics
@@ -95,7 +113,11 @@ type slot struct {
 func points[N int64 | float64](o *containerOut, m int, pts *[]metricdata.DataPoint[N], n int) []metricdata.DataPoint[N] {
 	sl := &o.slots[m]
 	if sl.agg == nil || len(*pts) != n {
-		*pts = make([]metricdata.DataPoint[N], n)
+		if cap(*pts) >= n {
+			*pts = (*pts)[:n]
+		} else {
+			*pts = make([]metricdata.DataPoint[N], n)
+		}
 		switch Metrics[m].Kind {
 		case Counter, UpDownCounter:
 			sl.agg = metricdata.Sum[N]{DataPoints: *pts, Temporality: metricdata.CumulativeTemporality, IsMonotonic: Metrics[m].Kind == Counter}
@@ -129,7 +151,6 @@ type engineState struct {
 	engine model.Engine
 	res    *resource.Resource
 	round  uint64
-	out    containerOut
 }
 
 func newBuilder(cfg *Config, host Host, version string) *builder {
@@ -194,18 +215,19 @@ type engineCount struct {
 	requests *RequestStats
 }
 
-// build returns the batch of one round. Entries of earlier rounds that are
-// absent now are forgotten. The batch is only valid until the next build.
-func (b *builder) build(now time.Time, cs []sampled, es []engineCount) []*metricdata.ResourceMetrics {
+// prepare starts a round: it brings the state of every container and
+// engine in cs and es up to date and forgets those of earlier rounds that
+// are absent now. The round's ResourceMetrics are made when its sink asks
+// for them; the round is only valid until the next prepare.
+func (b *builder) prepare(now time.Time, cs []sampled, es []engineCount) *roundMetrics {
 	b.round++
-	out := make([]*metricdata.ResourceMetrics, 0, len(cs)+len(es))
+	r := &roundMetrics{b: b, now: now, cs: cs, es: es,
+		cst: make([]*containerState, len(cs)), est: make([]*engineState, len(es))}
 	for i := range cs {
-		st := b.container(cs[i].engine, cs[i].container, now)
-		out = append(out, b.containerMetrics(st, cs[i].engine, cs[i].container, cs[i].stats, now))
+		r.cst[i] = b.container(cs[i].engine, cs[i].container, now)
 	}
 	for i := range es {
-		st := b.engine(es[i].engine)
-		out = append(out, b.engineMetrics(st, &es[i], now))
+		r.est[i] = b.engine(es[i].engine)
 	}
 	for id, st := range b.containers {
 		if st.round != b.round {
@@ -217,7 +239,103 @@ func (b *builder) build(now time.Time, cs []sampled, es []engineCount) []*metric
 			delete(b.engines, id)
 		}
 	}
-	return out
+	if len(b.netSets) > maxSharedSets {
+		b.netSets = nil
+	}
+	if len(b.diskSets) > maxSharedSets {
+		b.diskSets = nil
+	}
+	return r
+}
+
+// build returns the batch of one round, every ResourceMetrics made at once
+// (roundMetrics.batch). The batch is only valid until the next build.
+func (b *builder) build(now time.Time, cs []sampled, es []engineCount) []*metricdata.ResourceMetrics {
+	return b.prepare(now, cs, es).batch()
+}
+
+// roundMetrics is one round as the builder prepared it: its containers,
+// then its engines, then, with a queue, agentd's own resource. Metrics makes
+// an entry's ResourceMetrics into one scratch that the next call refills, so
+// a sink that encodes each entry before it asks for the next (OTLPMetrics)
+// holds one container's metrics at a time, not a copy of the round's.
+type roundMetrics struct {
+	b   *builder
+	now time.Time
+	cs  []sampled
+	cst []*containerState
+	es  []engineCount
+	est []*engineState
+	// queue, when set, are the export queue's stats for agentd's own
+	// resource, the round's last entry.
+	queue *QueueStats
+}
+
+var _ resourceSource = (*roundMetrics)(nil)
+
+// withQueue adds agentd's own resource with the queue stats s.
+func (r *roundMetrics) withQueue(s QueueStats) {
+	r.queue = &s
+	r.b.agentResource(r.now)
+}
+
+// Len is the number of entries.
+func (r *roundMetrics) Len() int {
+	n := len(r.cs) + len(r.es)
+	if r.queue != nil {
+		n++
+	}
+	return n
+}
+
+// Resource is entry i's resource.
+func (r *roundMetrics) Resource(i int) *resource.Resource {
+	switch {
+	case i < len(r.cs):
+		return r.cst[i].res
+	case i < len(r.cs)+len(r.es):
+		return r.est[i-len(r.cs)].res
+	}
+	return r.b.agent.res
+}
+
+// Metrics makes entry i's ResourceMetrics into the builder's scratch: valid
+// until the next call.
+func (r *roundMetrics) Metrics(i int) *metricdata.ResourceMetrics {
+	return r.fill(i, &r.b.scratch)
+}
+
+// fill makes entry i's ResourceMetrics into o.
+func (r *roundMetrics) fill(i int, o *containerOut) *metricdata.ResourceMetrics {
+	switch {
+	case i < len(r.cs):
+		c := &r.cs[i]
+		return r.b.containerMetrics(o, r.cst[i], c.engine, c.container, c.stats, r.now)
+	case i < len(r.cs)+len(r.es):
+		j := i - len(r.cs)
+		return r.b.engineMetrics(o, r.est[j], &r.es[j], r.now)
+	}
+	return r.b.agentMetrics(o, *r.queue, r.now)
+}
+
+// batch makes every entry's ResourceMetrics, each into storage of its own
+// (builder.outs, refilled in place round after round): for the sinks that
+// keep the whole round (the console, DeltaSink). Valid until the next
+// prepare.
+func (r *roundMetrics) batch() []*metricdata.ResourceMetrics {
+	n := r.Len()
+	b := r.b
+	if len(b.outs) < n {
+		b.outs = append(b.outs, make([]containerOut, n-len(b.outs))...)
+	} else if len(b.outs) > 2*n {
+		clear(b.outs[n:]) // a round that shrank a lot lets the rest go
+		b.outs = b.outs[:n]
+	}
+	batch := make([]*metricdata.ResourceMetrics, n)
+	for i := range n {
+		batch[i] = r.fill(i, &b.outs[i])
+	}
+	return batch
 }
 
 func metric[N int64 | float64](m int, data metricdata.Aggregation) metricdata.Metrics {
@@ -225,8 +343,8 @@ func metric[N int64 | float64](m int, data metricdata.Aggregation) metricdata.Me
 	return metricdata.Metrics{Name: d.Name, Description: d.Description, Unit: d.Unit, Data: data}
 }
 
-func (b *builder) containerMetrics(st *containerState, e *model.Engine, c *model.Container, s *stats.Stats, now time.Time) *metricdata.ResourceMetrics {
-	o := &st.out
+// containerMetrics makes container c's ResourceMetrics into o.
+func (b *builder) containerMetrics(o *containerOut, st *containerState, e *model.Engine, c *model.Container, s *stats.Stats, now time.Time) *metricdata.ResourceMetrics {
 	o.ms = o.ms[:0]
 	if s == nil {
 		s = &stats.Stats{}
@@ -275,23 +393,23 @@ func (b *builder) containerMetrics(st *containerState, e *model.Engine, c *model
 	}
 	b.pressure(o, s, stats.PressureMemory, start, t)
 	if s.Has&stats.FieldDisk != 0 {
-		st.diskIO(o, s, start, t)
+		b.diskIO(o, s, start, t)
 	}
 	b.pressure(o, s, stats.PressureIO, start, t)
 	if s.Has&stats.FieldNetwork != 0 && len(s.Networks) > 0 {
-		if st.netSets == nil {
-			st.netSets = make(map[string][2]attribute.Set, len(s.Networks))
+		if b.netSets == nil {
+			b.netSets = make(map[string][2]attribute.Set)
 		}
 		p := o.int(mNetworkIO, 2*len(s.Networks))
 		for i, n := range s.Networks {
-			sets, ok := st.netSets[n.Name]
+			sets, ok := b.netSets[n.Name]
 			if !ok {
 				iface := semconv.NetworkInterfaceName(n.Name)
 				sets = [2]attribute.Set{
 					attribute.NewSet(semconv.NetworkIODirectionReceive, iface),
 					attribute.NewSet(semconv.NetworkIODirectionTransmit, iface),
 				}
-				st.netSets[n.Name] = sets
+				b.netSets[n.Name] = sets
 			}
 			p[2*i] = metricdata.DataPoint[int64]{Attributes: sets[0], StartTime: start, Time: t, Value: int64(n.RxBytes)}
 			p[2*i+1] = metricdata.DataPoint[int64]{Attributes: sets[1], StartTime: start, Time: t, Value: int64(n.TxBytes)}
@@ -345,35 +463,35 @@ func (b *builder) pressure(o *containerOut, s *stats.Stats, r int, start, t time
 
 // diskIO appends container.disk.io: by device when the sample has devices,
 // else (engine fallback) the totals without system.device.
-func (st *containerState) diskIO(o *containerOut, s *stats.Stats, start, t time.Time) {
+func (b *builder) diskIO(o *containerOut, s *stats.Stats, start, t time.Time) {
 	if len(s.Disks) == 0 {
 		p := o.int(mDiskIO, 2)
 		p[0] = metricdata.DataPoint[int64]{Attributes: setDiskRead, StartTime: start, Time: t, Value: int64(s.DiskReadBytes)}
 		p[1] = metricdata.DataPoint[int64]{Attributes: setDiskWrite, StartTime: start, Time: t, Value: int64(s.DiskWriteBytes)}
 		return
 	}
-	if st.diskSets == nil {
-		st.diskSets = make(map[string][2]attribute.Set, len(s.Disks))
+	if b.diskSets == nil {
+		b.diskSets = make(map[string][2]attribute.Set)
 	}
 	p := o.int(mDiskIO, 2*len(s.Disks))
 	for i := range s.Disks {
 		d := &s.Disks[i]
-		sets, ok := st.diskSets[d.Device]
+		sets, ok := b.diskSets[d.Device]
 		if !ok {
 			dev := semconv.SystemDevice(d.Device)
 			sets = [2]attribute.Set{
 				attribute.NewSet(semconv.DiskIODirectionRead, dev),
 				attribute.NewSet(semconv.DiskIODirectionWrite, dev),
 			}
-			st.diskSets[d.Device] = sets
+			b.diskSets[d.Device] = sets
 		}
 		p[2*i] = metricdata.DataPoint[int64]{Attributes: sets[0], StartTime: start, Time: t, Value: int64(d.ReadBytes)}
 		p[2*i+1] = metricdata.DataPoint[int64]{Attributes: sets[1], StartTime: start, Time: t, Value: int64(d.WriteBytes)}
 	}
 }
 
-func (b *builder) engineMetrics(st *engineState, ec *engineCount, now time.Time) *metricdata.ResourceMetrics {
-	o := &st.out
+// engineMetrics makes the ResourceMetrics of engine ec into o.
+func (b *builder) engineMetrics(o *containerOut, st *engineState, ec *engineCount, now time.Time) *metricdata.ResourceMetrics {
 	o.ms = o.ms[:0]
 	pts := o.int(mEngineContainers, len(engineStates))
 	for i, s := range engineStates {

@@ -101,15 +101,42 @@ func NewOTLPMetrics(exp ResourceExporter, perRequest int) *OTLPMetrics {
 // ExportMetrics sends every resource. A resource that cannot be sent does
 // not stop the others; failures are joined.
 func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.ResourceMetrics) error {
+	return o.exportRound(ctx, batchSource(batch))
+}
+
+// resourceSource is a round of ResourceMetrics as OTLPMetrics reads it:
+// every entry's resource first, then each entry's metrics once, in order.
+type resourceSource interface {
+	// Len is the number of entries.
+	Len() int
+	// Resource is entry i's resource.
+	Resource(i int) *resource.Resource
+	// Metrics is entry i's ResourceMetrics, valid until the next call.
+	Metrics(i int) *metricdata.ResourceMetrics
+}
+
+// batchSource is a batch made at once.
+type batchSource []*metricdata.ResourceMetrics
+
+func (b batchSource) Len() int                                  { return len(b) }
+func (b batchSource) Resource(i int) *resource.Resource         { return b[i].Resource }
+func (b batchSource) Metrics(i int) *metricdata.ResourceMetrics { return b[i] }
+
+var _ roundSink = (*OTLPMetrics)(nil)
+
+// exportRound sends every resource of src, each entry's metrics encoded
+// before the next entry's are asked for.
+func (o *OTLPMetrics) exportRound(ctx context.Context, src resourceSource) error {
+	n := src.Len()
 	if o.exp == nil {
-		return fmt.Errorf("export metrics: %d resources: no exporter configured", len(batch))
+		return fmt.Errorf("export metrics: %d resources: no exporter configured", n)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.captured {
-		return o.exportEach(ctx, batch)
+		return o.exportEach(ctx, src)
 	}
-	if len(batch) == 0 {
+	if n == 0 {
 		return nil
 	}
 	c := &capture{}
@@ -128,18 +155,19 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 	}
 	seen := o.spare // empty
 	if seen == nil {
-		seen = make(map[*resource.Resource]resourceWire, len(batch))
+		seen = make(map[*resource.Resource]resourceWire, n)
 	}
-	for _, rm := range batch {
-		if r, ok := o.resources[rm.Resource]; ok {
-			seen[rm.Resource] = r
-		} else if got, ok := export(&metricdata.ResourceMetrics{Resource: rm.Resource}); ok {
+	for i := range n {
+		res := src.Resource(i)
+		if r, ok := o.resources[res]; ok {
+			seen[res] = r
+		} else if got, ok := export(&metricdata.ResourceMetrics{Resource: res}); ok {
 			enc, err := proto.Marshal(got.GetResource())
 			if err != nil {
 				refused = append(refused, fmt.Errorf("marshal resource: %w", err))
 				continue
 			}
-			seen[rm.Resource] = resourceWire{enc: enc, schema: got.GetSchemaUrl()}
+			seen[res] = resourceWire{enc: enc, schema: got.GetSchemaUrl()}
 		}
 	}
 	o.resources, o.spare = seen, o.resources
@@ -156,7 +184,7 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 		if err == nil {
 			err = errors.New("no request reached its connection")
 		}
-		return fmt.Errorf("export metrics: %d resources: the OTLP exporter made no request: %w", len(batch), err)
+		return fmt.Errorf("export metrics: %d resources: the OTLP exporter made no request: %w", n, err)
 	}
 	o.records.reset()
 	var reqs []request
@@ -169,11 +197,12 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 		}
 		cur = request{}
 	}
-	for _, rm := range batch {
-		res, ok := seen[rm.Resource]
+	for i := range n {
+		res, ok := seen[src.Resource(i)]
 		if !ok {
 			continue // its resource was refused above
 		}
+		rm := src.Metrics(i)
 		if cur.data == nil {
 			cur.data = make([]byte, 0, o.reqSize+o.reqSize/16)
 		}
@@ -202,9 +231,9 @@ func (o *OTLPMetrics) ExportMetrics(ctx context.Context, batch []*metricdata.Res
 		errs = append(errs, fmt.Errorf("export metrics: the OTLP exporter refused %d resources, first: %w", len(refused), refused[0]))
 	}
 	if o.queue != nil {
-		errs = append(errs, o.enqueue(reqs, len(batch)))
+		errs = append(errs, o.enqueue(reqs, n))
 	} else {
-		errs = append(errs, o.send(ctx, o.link, reqs, len(batch)))
+		errs = append(errs, o.send(ctx, o.link, reqs, n))
 	}
 	return errors.Join(errs...)
 }
@@ -228,15 +257,15 @@ func appendMarshalled(dst []byte, rm *metricpb.ResourceMetrics) ([]byte, error) 
 }
 
 // exportEach exports every resource through the exporter on its own.
-func (o *OTLPMetrics) exportEach(ctx context.Context, batch []*metricdata.ResourceMetrics) error {
+func (o *OTLPMetrics) exportEach(ctx context.Context, src resourceSource) error {
 	var errs []error
-	for _, rm := range batch {
-		if err := o.exp.Export(ctx, rm); err != nil {
+	for i := range src.Len() {
+		if err := o.exp.Export(ctx, src.Metrics(i)); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("export metrics: %d of %d resources refused, first: %w", len(errs), len(batch), errs[0])
+		return fmt.Errorf("export metrics: %d of %d resources refused, first: %w", len(errs), src.Len(), errs[0])
 	}
 	return nil
 }

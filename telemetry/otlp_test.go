@@ -232,7 +232,7 @@ func BenchmarkExport500(b *testing.B) {
 	cs, es := fixedWorkload(500)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := ms.ExportMetrics(ctx, bl.build(time.Now(), cs, es)); err != nil {
+		if err := ms.exportRound(ctx, bl.prepare(time.Now(), cs, es)); err != nil {
 			b.Fatal(err)
 		}
 		settled(b, ms)
@@ -417,7 +417,9 @@ func TestWireRecordsMatchTheSDK(t *testing.T) {
 
 // TestWireRecordsAppendARoundWithoutAllocating: a round of records appended
 // into a buffer as large as the last round's allocates nothing but the
-// builder's few, and carries the new values.
+// builder's few, and carries the new values. The round is streamed, as
+// OTLPMetrics has it: each entry made into the builder's scratch and
+// appended before the next.
 func TestWireRecordsAppendARoundWithoutAllocating(t *testing.T) {
 	cfg := DefaultConfig()
 	bl := newBuilder(&cfg, Host{Name: "h", ID: "id"}, "test")
@@ -427,9 +429,10 @@ func TestWireRecordsAppendARoundWithoutAllocating(t *testing.T) {
 	buf := make([]byte, 0, 64<<10)
 	round := func(now time.Time) []byte {
 		b := buf[:0]
-		for _, rm := range bl.build(now, cs, es) {
+		r := bl.prepare(now, cs, es)
+		for i := range r.Len() {
 			var ok bool
-			if b, ok = w.appendRecord(b, rm, res, "s"); !ok {
+			if b, ok = w.appendRecord(b, r.Metrics(i), res, "s"); !ok {
 				t.Fatal("the builder's data is not encodable")
 			}
 		}

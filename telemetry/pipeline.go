@@ -409,15 +409,28 @@ func (p *Pipeline) round(ctx context.Context, b *builder, samples []stats.Stats)
 		batch = append(batch, sampled{engine: byID[idle[i].EngineID], container: &idle[i]})
 	}
 	now := time.Now()
-	rms := b.build(now, batch, counts)
+	r := b.prepare(now, batch, counts)
 	q := p.queue()
 	if q != nil {
-		rms = append(rms, b.agentMetrics(q.Stats(), now))
+		r.withQueue(q.Stats())
 	}
 	start := time.Now()
-	if err := p.opts.Metrics.ExportMetrics(ctx, rms); ctx.Err() == nil && (q == nil || err != nil) {
-		p.health.record(err, "signal", "metrics", "resources", len(rms))
+	if rs, ok := p.opts.Metrics.(roundSink); ok {
+		err = rs.exportRound(ctx, r)
+	} else {
+		err = p.opts.Metrics.ExportMetrics(ctx, r.batch())
 	}
-	p.log.Debug("exported metrics", "containers", len(batch), "resources", len(rms), "duration", time.Since(start))
+	if ctx.Err() == nil && (q == nil || err != nil) {
+		p.health.record(err, "signal", "metrics", "resources", r.Len())
+	}
+	p.log.Debug("exported metrics", "containers", len(batch), "resources", r.Len(), "duration", time.Since(start))
 	return samples
+}
+
+// roundSink is a MetricSink that takes a prepared round and has each entry's
+// ResourceMetrics made only when it encodes it, so that no copy of the
+// round's metrics is kept; *OTLPMetrics is one. The other sinks (the console,
+// DeltaSink) keep the whole round and get it made at once.
+type roundSink interface {
+	exportRound(ctx context.Context, src resourceSource) error
 }

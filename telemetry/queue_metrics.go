@@ -10,22 +10,26 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 )
 
-// agentOut is agentd's own resource and metrics: the export queue's.
+// agentOut is agentd's own resource, the export queue's metrics'.
 type agentOut struct {
 	res   *resource.Resource
 	start time.Time
-	out   containerOut
 }
 
-// agentMetrics returns the ResourceMetrics of agentd itself for the queue
-// stats s.
-func (b *builder) agentMetrics(s QueueStats, now time.Time) *metricdata.ResourceMetrics {
+// agentResource returns agentd's own resource, made the first time (its
+// counters start at now).
+func (b *builder) agentResource(now time.Time) *agentOut {
 	if b.agent == nil {
 		kv := b.host.attrs([]attribute.KeyValue{semconv.ServiceName("agentd"), semconv.ServiceVersion(b.scope.Version)})
 		b.agent = &agentOut{res: resource.NewWithAttributes(semconv.SchemaURL, kv...), start: now}
 	}
-	a := b.agent
-	o := &a.out
+	return b.agent
+}
+
+// agentMetrics makes the ResourceMetrics of agentd itself for the queue
+// stats s into o.
+func (b *builder) agentMetrics(o *containerOut, s QueueStats, now time.Time) *metricdata.ResourceMetrics {
+	a := b.agentResource(now)
 	o.ms = o.ms[:0]
 	keys := make([][2]string, 0, len(s.Dropped))
 	for k := range s.Dropped {
