@@ -2,7 +2,6 @@ package packaging_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -235,41 +234,15 @@ func (h sysHost) install(t *testing.T, path string) {
 // mark) that match the journalctl arguments, decoded.
 func (h sysHost) journal(t *testing.T, cursor string, matches ...string) []map[string]any {
 	t.Helper()
-	out := h.must(t, "journalctl -u agentd.service --no-pager -o json --after-cursor '"+cursor+"' "+strings.Join(matches, " "))
-	var entries []map[string]any
-	for _, line := range strings.Split(out, "\n") {
-		if line == "" || line == "-- No entries --" {
-			continue
-		}
-		var e map[string]any
-		if err := json.Unmarshal([]byte(line), &e); err != nil {
-			t.Fatalf("journal line %q: %v", line, err)
-		}
-		entries = append(entries, e)
+	entries, err := testbed.JournalEntries(h.must(t, "journalctl -u agentd.service --no-pager -o json --after-cursor '"+cursor+"' "+strings.Join(matches, " ")))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return entries
 }
 
-// field renders a journal field (journalctl writes binary-safe values as
-// byte arrays).
-func field(e map[string]any, k string) string {
-	switch v := e[k].(type) {
-	case string:
-		return v
-	case []any:
-		b := make([]byte, 0, len(v))
-		for _, c := range v {
-			if f, ok := c.(float64); ok {
-				b = append(b, byte(f))
-			}
-		}
-		return string(b)
-	case nil:
-		return ""
-	default:
-		return fmt.Sprint(v)
-	}
-}
+// field renders a journal field.
+var field = testbed.JournalField
 
 // messages joins the MESSAGE fields of entries, one a line.
 func messages(entries []map[string]any) string {

@@ -1,7 +1,6 @@
 package vmhost_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -169,42 +168,15 @@ func decodeOut(t *testing.T, share, name string, v any) {
 // journal decodes the guest's `journalctl -u agentd -o json`.
 func journal(t *testing.T, share string) []map[string]any {
 	t.Helper()
-	var entries []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(readOut(t, share, "journal.json")))
-	sc.Buffer(make([]byte, 0, 1<<20), 1<<24)
-	for sc.Scan() {
-		var e map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatalf("journal line %q: %v", sc.Text(), err)
-		}
-		entries = append(entries, e)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("journal: %v", err)
+	entries, err := testbed.JournalEntries(readOut(t, share, "journal.json"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return entries
 }
 
-// field renders a journal field (journalctl writes binary-safe values as
-// byte arrays).
-func field(e map[string]any, k string) string {
-	switch v := e[k].(type) {
-	case string:
-		return v
-	case []any:
-		b := make([]byte, 0, len(v))
-		for _, c := range v {
-			if f, ok := c.(float64); ok {
-				b = append(b, byte(f))
-			}
-		}
-		return string(b)
-	case nil:
-		return ""
-	default:
-		return fmt.Sprint(v)
-	}
-}
+// field renders a journal field.
+var field = testbed.JournalField
 
 // figure is one of agentd's exported values next to the engine's own.
 type figure struct {
