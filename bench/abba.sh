@@ -29,11 +29,7 @@ AGENT_PID= SINK_PID=
 cleanup() {
 	stop_pid "$AGENT_PID"
 	stop_pid "$SINK_PID"
-	if [ "${BENCH_KEEP:-0}" = 1 ]; then
-		blog "BENCH_KEEP=1: leaving $(bench_count) bench containers running (bash bench/cleanup.sh removes them)"
-	else
-		bench_cleanup
-	fi
+	bench_cleanup_unless_kept
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

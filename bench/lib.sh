@@ -53,6 +53,16 @@ bench_cleanup() {
 	xargs -n 50 /usr/bin/docker rm -f <<<"$ids" >/dev/null 2>&1 || true
 }
 
+# bench_cleanup_unless_kept: bench_cleanup, or with BENCH_KEEP=1 a line saying
+# how many bench containers stay.
+bench_cleanup_unless_kept() {
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then
+		blog "BENCH_KEEP=1: leaving $(bench_count) bench containers running (bash bench/cleanup.sh removes them)"
+	else
+		bench_cleanup
+	fi
+}
+
 # bench_ids: full IDs of the running bench containers, one a line.
 bench_ids() { docker ps -q --no-trunc --filter "label=$BENCH_LABEL"; }
 

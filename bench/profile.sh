@@ -19,11 +19,7 @@ mkdir -p "$run_dir"
 SINK_PID=
 cleanup() {
 	stop_pid "$SINK_PID"
-	if [ "${BENCH_KEEP:-0}" = 1 ]; then
-		blog "BENCH_KEEP=1: leaving $(bench_count) bench containers running"
-	else
-		bench_cleanup
-	fi
+	bench_cleanup_unless_kept
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -52,10 +52,8 @@ cleanup() {
 	stop_pid "$SINK_PID"
 	if [ "$BENCH_ENGINE" = private ]; then
 		private_engine_stop
-	elif [ "${BENCH_KEEP:-0}" = 1 ]; then
-		blog "BENCH_KEEP=1: leaving $(bench_count) bench containers running (bash bench/cleanup.sh removes them)"
 	else
-		bench_cleanup
+		bench_cleanup_unless_kept
 	fi
 }
 trap cleanup EXIT
