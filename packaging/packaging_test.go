@@ -112,18 +112,7 @@ type pkgs struct{ deb, rpm string }
 // failure fails the test.
 func build(t *testing.T, version, dir string) pkgs {
 	t.Helper()
-	cmd := exec.Command("bash", "packaging/build.sh")
-	cmd.Dir = repoRoot(t)
-	env := make([]string, 0, len(os.Environ())+2)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "AGENTD_BIN=") {
-			env = append(env, kv)
-		}
-	}
-	cmd.Env = append(env, "VERSION="+version, "DIST="+dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build.sh (go build ./cmd/agentd and nfpm): %v\n%s", err, out)
-	}
+	testbed.BuildPackages(t, repoRoot(t), version, dir)
 	// The packaged binary leaves gRPC's x/net/trace out (see GO_TAGS in the
 	// Makefile): 3 MB of resident memory.
 	bin := filepath.Join(repoRoot(t), "dist", "build", "agentd")

@@ -68,18 +68,7 @@ func requireVM(t *testing.T) {
 // buildDeb builds agentd's .deb with packaging/build.sh into dir.
 func buildDeb(t *testing.T, version, dir string) string {
 	t.Helper()
-	cmd := exec.Command("bash", "packaging/build.sh")
-	cmd.Dir = repoRoot(t)
-	env := make([]string, 0, len(os.Environ())+2)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "AGENTD_BIN=") {
-			env = append(env, kv)
-		}
-	}
-	cmd.Env = append(env, "VERSION="+version, "DIST="+dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("packaging/build.sh: %v\n%s", err, out)
-	}
+	testbed.BuildPackages(t, repoRoot(t), version, dir)
 	return filepath.Join(dir, "agentd_"+version+"_amd64.deb")
 }
 
