@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -177,10 +178,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		ProcRoot: cfg.HostProc(),
 	}, a.log.With("part", "oom"))
 	sampler := stats.NewSampler(stats.SamplerConfig{
-		ProcRoot:   cfg.HostProc(),
-		CgroupRoot: cfg.Host.Cgroup,
-		Fallback:   a.sup.Fallback,
-		KillWatch:  oomDet,
+		ProcRoot:     cfg.HostProc(),
+		CgroupRoot:   cfg.Host.Cgroup,
+		Fallback:     a.sup.Fallback,
+		KillWatch:    oomDet,
+		MaxOpenFiles: cmp.Or(cfg.Host.OpenFiles, -1), // 0 in the file keeps none
 	}, a.log.With("part", "stats"))
 	// Closed when Run returns, after every part (the pipeline) has stopped.
 	defer func() { _ = sampler.Close() }()

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentd-dev/agentd/stats"
 )
 
 func TestParse(t *testing.T) {
@@ -42,6 +44,12 @@ func TestParse(t *testing.T) {
 		{name: "a unix socket endpoint must be absolute", yaml: "export:\n  endpoint: unix://run/otel.sock\n", wantErr: []string{"export.endpoint", "unix:///absolute/path"}},
 		{name: "an unknown endpoint scheme is refused", yaml: "export:\n  endpoint: grpc://x:4317\n", wantErr: []string{"export.endpoint", "grpc://x:4317"}},
 		{name: "a grace period no longer than the scan interval is refused", yaml: "discovery:\n  interval: 5s\n  grace_period: 5s\n", wantErr: []string{"discovery.grace_period", "5s"}},
+		{name: "host.open_files is read, 0 keeps none", yaml: "host:\n  open_files: 0\n", check: func(t *testing.T, c Config) {
+			if c.Host.OpenFiles != 0 || !c.IsSet("host.open_files") {
+				t.Fatalf("host.open_files %d (set %t), want 0 as written", c.Host.OpenFiles, c.IsSet("host.open_files"))
+			}
+		}},
+		{name: "a negative host.open_files is refused", yaml: "host:\n  open_files: -1\n", wantErr: []string{"agentd.yaml:2", "host.open_files", "-1", "between 0"}},
 		{name: "a grace period is read", yaml: "discovery:\n  grace_period: 10m\n", check: func(t *testing.T, c Config) {
 			if c.Discovery.GracePeriod.Std() != 10*time.Minute {
 				t.Fatalf("grace period %s, want 10m", c.Discovery.GracePeriod.Std())
@@ -184,5 +192,12 @@ func TestShippedFileDocumentsTheRequestBudget(t *testing.T) {
 	}
 	if cfg.Engines != Default().Engines {
 		t.Fatalf("shipped engines = %+v, defaults %+v", cfg.Engines, Default().Engines)
+	}
+}
+
+// The default budget of kept files is the stats reader's own default.
+func TestDefaultOpenFilesIsTheReadersDefault(t *testing.T) {
+	if DefaultOpenFiles != stats.DefaultMaxOpenFiles {
+		t.Fatalf("config.DefaultOpenFiles %d, stats.DefaultMaxOpenFiles %d: one default, written twice, has drifted", DefaultOpenFiles, stats.DefaultMaxOpenFiles)
 	}
 }

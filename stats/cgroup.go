@@ -115,9 +115,13 @@ type KillWatch interface {
 func (r *Reader) SetKillWatch(w KillWatch) { r.kills = w }
 
 // SetMaxOpenFiles sets how many files the Reader may keep open (0: none, every
-// read opens and closes). It applies to files opened from now on; call it
-// before the first Read.
-func (r *Reader) SetMaxOpenFiles(n int) { r.maxOpen = int64(max(n, 0)) }
+// read opens and closes), at most half the process's limit of open files
+// (RLIMIT_NOFILE). It applies to files opened from now on; call it before the
+// first Read.
+func (r *Reader) SetMaxOpenFiles(n int) { r.maxOpen = openFilesCap(int64(max(n, 0))) }
+
+// MaxOpenFiles is how many files the Reader may keep open.
+func (r *Reader) MaxOpenFiles() int { return int(r.maxOpen) }
 
 // Exited reports whether process pid is gone from procfs.
 func (r *Reader) Exited(pid int) bool {
@@ -134,7 +138,7 @@ func NewReader(procRoot, cgroupRoot string) *Reader {
 	if cgroupRoot == "" {
 		cgroupRoot = "/sys/fs/cgroup"
 	}
-	r := &Reader{procRoot: procRoot, cgroupRoot: cgroupRoot, unified: cgroupRoot, maxOpen: DefaultMaxOpenFiles}
+	r := &Reader{procRoot: procRoot, cgroupRoot: cgroupRoot, unified: cgroupRoot, maxOpen: openFilesCap(DefaultMaxOpenFiles)}
 	if clean := filepath.Clean(cgroupRoot); filepath.Base(clean) == "cgroup" && filepath.Base(filepath.Dir(clean)) == "fs" {
 		r.sysRoot = filepath.Dir(filepath.Dir(clean))
 	}

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 )
@@ -51,6 +53,27 @@ func TestReaderKeepsFilesOpen(t *testing.T) {
 			t.Fatalf("open %d, a %d, b %d: want only a's file kept", r.OpenFiles(), a.fds[filePids], b.fds[filePids])
 		}
 		r.Release(&a)
+	})
+	t.Run("the budget is at most half the limit of open files", func(t *testing.T) {
+		var lim unix.Rlimit
+		must(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &lim))
+		low := lim
+		low.Cur = 1000
+		must(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &low))
+		defer func() { must(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)) }()
+		dir := t.TempDir()
+		r := NewReader(dir, dir)
+		if got := r.MaxOpenFiles(); got != 500 {
+			t.Errorf("default budget under a limit of 1000 open files: %d, want 500", got)
+		}
+		r.SetMaxOpenFiles(100)
+		if got := r.MaxOpenFiles(); got != 100 {
+			t.Errorf("budget 100 under a limit of 1000: %d, want 100", got)
+		}
+		r.SetMaxOpenFiles(DefaultMaxOpenFiles)
+		if got := r.MaxOpenFiles(); got != 500 {
+			t.Errorf("budget %d under a limit of 1000: %d, want 500", DefaultMaxOpenFiles, got)
+		}
 	})
 	t.Run("a missing file is an error naming it and keeps nothing open", func(t *testing.T) {
 		dir := t.TempDir()
@@ -118,7 +141,7 @@ func TestKeptCgroupFileOfARemovedCgroup(t *testing.T) {
 	}
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
