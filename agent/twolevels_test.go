@@ -1,0 +1,333 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd-dev/agentd/config"
+	"github.com/agentd-dev/agentd/internal/enginetest"
+	"github.com/agentd-dev/agentd/internal/procfs"
+	"github.com/agentd-dev/agentd/internal/testbed"
+	"github.com/agentd-dev/agentd/stats"
+	"github.com/agentd-dev/agentd/telemetry"
+)
+
+// twoLevelsSock is where the level-2 podman listens inside its container: a
+// path no other engine of the testbed uses, so that the agent can be scoped
+// to it.
+const twoLevelsSock = "/run/agentd-twolevels/podman.sock"
+
+// twoLevels is an engine two levels down: podman serving its API in a
+// container (l1) of the systemd host's Docker, which itself runs in a
+// container (th) of the host's Docker.
+type twoLevels struct {
+	th, thID string // the systemd host: its name and ID in the host's Docker
+	l1, l1ID string // the container that runs podman: its name and ID in the systemd host's Docker
+}
+
+// startTwoLevels runs podman's service in a container of the systemd host's
+// Docker, made from the systemd host's own image (which has podman and runc),
+// with the busybox image loaded into it. Everything it creates is removed when
+// the test ends, and the systemd host's Docker is put back behind its socket
+// if that is how it was found.
+func startTwoLevels(t *testing.T, tag, label string) twoLevels {
+	t.Helper()
+	th := testbed.SystemdHostName()
+	l := twoLevels{th: th, thID: testbed.Run(t, "docker", "inspect", "-f", "{{.Id}}", th), l1: "agentd-l1-" + tag}
+	if out, _ := runQuiet("docker", "exec", th, "systemctl", "is-active", "docker.service"); out != "active" {
+		// The docker commands below activate it through docker.socket.
+		t.Cleanup(func() {
+			_, _ = runQuiet("docker", "exec", th, "systemctl", "stop", "docker.service", "containerd.service")
+			_, _ = runQuiet("docker", "exec", th, "systemctl", "start", "docker.socket")
+		})
+	}
+
+	// The image: the systemd host's own, loaded into its Docker under a name
+	// of the test's.
+	hostImage := testbed.Run(t, "docker", "inspect", "-f", "{{.Config.Image}}", th)
+	image := "local/agentd-twolevels:" + tag
+	_, hadImage := runQuiet("docker", "exec", th, "docker", "image", "inspect", hostImage)
+	pipeCommands(t, 5*time.Minute, []string{"docker", "save", hostImage}, []string{"docker", "exec", "-i", th, "docker", "load", "-q"})
+	testbed.RunInSystemdHost(t, "docker", "tag", hostImage, image)
+	t.Cleanup(func() { _, _ = runQuiet("docker", "exec", th, "docker", "rmi", "-f", image) })
+	if hadImage != nil {
+		testbed.RunInSystemdHost(t, "docker", "rmi", hostImage)
+	}
+
+	// podman's storage cannot be overlay on overlay: a volume.
+	vol := "agentd-twolevels-" + tag
+	testbed.RunInSystemdHost(t, "docker", "volume", "create", vol)
+	t.Cleanup(func() { _, _ = runQuiet("docker", "exec", th, "docker", "volume", "rm", "-f", vol) })
+
+	// The capabilities and mounts the systemd host itself runs with, for
+	// the same reasons (no --privileged on this kernel; podman creates
+	// cgroups in the host's tree); cgroupfs as podman's cgroup manager, as
+	// there is no systemd in the container.
+	service := fmt.Sprintf("mkdir -p %s && exec podman --cgroup-manager cgroupfs --events-backend file system service --time 0 unix://%s",
+		path.Dir(twoLevelsSock), twoLevelsSock)
+	l.l1ID = testbed.RunInSystemdHost(t, "docker", "run", "-d", "--name", l.l1, "--label", label+"=l1-"+tag,
+		"--init", "--network", "none",
+		"--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "MKNOD",
+		"--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+		"--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "-v", vol+":/var/lib/containers",
+		"--tmpfs", "/run", "--tmpfs", "/tmp",
+		image, "sh", "-c", service)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := runQuiet("docker", "exec", th, "docker", "logs", "--tail", "50", l.l1)
+			t.Logf("%s in %s, its last log lines:\n%s", l.l1, th, out)
+		}
+		_, _ = runQuiet("docker", "exec", th, "docker", "rm", "-f", "-v", l.l1)
+	})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := runQuiet("docker", l.podmanArgs("version")...)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("podman in %s does not answer on %s: %v", l.l1, twoLevelsSock, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	pipeCommands(t, time.Minute, []string{"docker", "save", testbed.BusyboxImage}, append([]string{"docker"}, l.podmanArgs("load", "-q")...))
+	return l
+}
+
+// podmanArgs are the arguments of a docker command (on the host) that runs
+// the podman CLI inside l1, as a client of the service.
+func (l twoLevels) podmanArgs(args ...string) []string {
+	return append([]string{"exec", "-i", l.th, "docker", "exec", "-i", l.l1, "podman", "--remote", "--url", "unix://" + twoLevelsSock}, args...)
+}
+
+// podman runs the podman CLI inside l1 and returns its trimmed output.
+func (l twoLevels) podman(t *testing.T, args ...string) string {
+	t.Helper()
+	return testbed.Run(t, "docker", l.podmanArgs(args...)...)
+}
+
+// podmanFigures are a container's stats as podman reports them.
+type podmanFigures struct {
+	mem, pids uint64
+	cpu       float64 // seconds
+	at        time.Time
+}
+
+// stats asks the level-2 podman for the stats of container id.
+func (l twoLevels) stats(t *testing.T, id string) podmanFigures {
+	t.Helper()
+	out := l.podman(t, "stats", "--no-stream", "--format", "{{.ContainerStats.MemUsage}} {{.ContainerStats.PIDs}} {{.ContainerStats.CPUNano}}", id)
+	f := strings.Fields(out)
+	if len(f) != 3 {
+		t.Fatalf("podman stats %s: %q, want memory, PIDs and CPU time", id, out)
+	}
+	var p podmanFigures
+	var cpu uint64
+	var err1, err2, err3 error
+	p.mem, err1 = strconv.ParseUint(f[0], 10, 64)
+	p.pids, err2 = strconv.ParseUint(f[1], 10, 64)
+	cpu, err3 = strconv.ParseUint(f[2], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		t.Fatalf("podman stats %s: %q: %v %v %v", id, out, err1, err2, err3)
+	}
+	p.cpu, p.at = float64(cpu)/1e9, time.Now()
+	return p
+}
+
+// pipeCommands runs from with its output piped into to, failing t when either
+// fails or both have not ended within timeout.
+func pipeCommands(t *testing.T, timeout time.Duration, from, to []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	src := exec.CommandContext(ctx, from[0], from[1:]...)
+	dst := exec.CommandContext(ctx, to[0], to[1:]...)
+	out, err := src.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst.Stdin = out
+	var srcErr, dstErr strings.Builder
+	src.Stderr, dst.Stderr = &srcErr, &dstErr
+	if err := dst.Start(); err != nil {
+		t.Fatalf("%v: %v", to, err)
+	}
+	if err := src.Run(); err != nil {
+		_ = dst.Wait()
+		t.Fatalf("%v: %v: %s", from, err, srcErr.String())
+	}
+	if err := dst.Wait(); err != nil {
+		t.Fatalf("%v: %v: %s", to, err, dstErr.String())
+	}
+}
+
+// twoLevelsLoad is the level-2 container's command: 16 MiB in /dev/shm, two
+// seconds of CPU burnt by yes, then three sleeps besides the shell (four
+// PIDs), the shell exiting 7 on SIGTERM.
+const twoLevelsLoad = `trap "exit 7" TERM
+dd if=/dev/zero of=/dev/shm/load bs=1M count=16 2>/dev/null
+yes >/dev/null & y=$!
+sleep 2; kill $y
+sleep 1000 & sleep 1000 & sleep 1000 &
+wait`
+
+// TestAgentWatchesAnEngineTwoLevelsDown: podman serving its API in a
+// container of the systemd host's Docker, itself a container of the host's
+// Docker (host dockerd → agentd-th → Docker → container → podman →
+// container). agentd on the host must find that podman (its process in the
+// process table, its socket through its container's root), place it under
+// both containers, and export its container with that place, with stats
+// read through three PID namespaces and from the container's own cgroup that
+// agree with podman's, and its stop as a die with the exit code.
+func TestAgentWatchesAnEngineTwoLevelsDown(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.SystemdHost, testbed.Collector)
+	tag := enginetest.Random(t)
+	label := "agentd.test"
+	l := startTwoLevels(t, tag, label)
+	l2 := "agentd-l2-" + tag
+	id := l.podman(t, "run", "-d", "--network", "none", "--name", l2, "--label", label+"="+tag,
+		testbed.BusyboxImage, "sh", "-c", twoLevelsLoad)
+	t.Cleanup(func() {
+		_, _ = runQuiet("docker", l.podmanArgs("rm", "-f", "-t", "0", id)...)
+		// podman's cgroupfs manager made the container's cgroups in the
+		// host's tree; should podman not have removed them (it was gone
+		// first), remove what is left, empty by then.
+		for _, pattern := range []string{"/sys/fs/cgroup/*/*/libpod-" + id, "/sys/fs/cgroup/*/libpod-" + id} {
+			dirs, _ := filepath.Glob(pattern)
+			for _, d := range dirs {
+				_ = os.Remove(d)
+			}
+		}
+	})
+
+	col := testbed.StartCollector(t)
+	// The host's Docker and the systemd host's (both on /run/docker.sock in
+	// their roots) place the containers around the podman; the systemd
+	// host's Docker is already up, so no activation is needed.
+	_, logs := startAgentWith(t, col, func(c *config.Config) { c.Labels.Allowlist = []string{label} },
+		testbed.DockerSocket, twoLevelsSock)
+	prefix := l.th + "/" + l.l1
+
+	var engineID string
+	t.Run("the podman two levels down is an engine placed under both containers", func(t *testing.T) {
+		want := map[string]string{"agentd.engine.type": "podman", "agentd.engine.prefix": prefix,
+			"agentd.engine.parent.container.id": l.l1ID}
+		m := col.WaitMetrics(t, 90*time.Second, func(m *testbed.Metrics) bool {
+			for _, r := range m.ResourcesWith(want) {
+				if r.Attrs["container.id"] == "" && r.Metric("agentd.engine.up") != nil {
+					return true
+				}
+			}
+			return false
+		})
+		for _, r := range m.ResourcesWith(want) {
+			if r.Attrs["container.id"] != "" {
+				continue
+			}
+			engineID = r.Attrs[telemetry.AttrEngineID]
+			ep := r.Attrs[telemetry.AttrEngineEndpoint]
+			if !strings.HasPrefix(ep, "/proc/") || !strings.HasSuffix(ep, "/root"+twoLevelsSock) {
+				t.Errorf("engine endpoint %q, want %s reached through a process's root", ep, twoLevelsSock)
+			}
+			if p, ok := r.Metric("agentd.engine.up").Last(nil); !ok || p.Value != 1 {
+				t.Errorf("agentd.engine.up = %v (found %v), want 1", p.Value, ok)
+			}
+			// Its PID is the host's PID of a podman process three PID
+			// namespaces down (host, systemd host, l1).
+			pid, err := strconv.Atoi(r.Attrs[telemetry.AttrEnginePID])
+			if err != nil {
+				t.Fatalf("agentd.engine.pid %q: %v", r.Attrs[telemetry.AttrEnginePID], err)
+			}
+			comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+			st, err := procfs.ReadStatus("/proc", pid)
+			if string(trimNL(comm)) != "podman" || err != nil || len(st.NSpid) != 3 {
+				t.Errorf("agentd.engine.pid %d: comm %q, NSpid %v (%v); want podman in the third PID namespace", pid, trimNL(comm), st.NSpid, err)
+			}
+		}
+		// The container that holds it is the systemd host's Docker's, one level up.
+		outer := map[string]string{"container.id": l.l1ID, "agentd.engine.prefix": l.th, "agentd.engine.parent.container.id": l.thID}
+		if len(m.ResourcesWith(outer)) == 0 {
+			t.Errorf("no resource for %s with prefix %s and parent %s", l.l1, l.th, l.thID)
+		}
+	})
+
+	res := map[string]string{"container.id": id}
+	t.Run("its container carries the hierarchy and the engine", func(t *testing.T) {
+		want := map[string]string{"container.id": id, "container.name": l2, "container.runtime.name": "podman",
+			"agentd.engine.prefix": prefix, "agentd.engine.parent.container.id": l.l1ID}
+		m := col.WaitMetrics(t, 60*time.Second, func(m *testbed.Metrics) bool {
+			return m.Metric(want, "container.memory.usage") != nil
+		})
+		if rs := m.ResourcesWith(res); len(rs) != 1 || rs[0].Attrs[telemetry.AttrEngineID] != engineID || engineID == "" {
+			t.Errorf("%d resources for %s; want one, of engine %q", len(rs), id, engineID)
+		}
+	})
+
+	t.Run("its stats agree with podman's within 5 %", func(t *testing.T) {
+		// Wait for the load to settle: the burner gone, the three sleeps there.
+		var p podmanFigures
+		deadline := time.Now().Add(time.Minute)
+		for p = l.stats(t, id); p.pids != 4; p = l.stats(t, id) {
+			if time.Now().After(deadline) {
+				t.Fatalf("podman reports %d PIDs in %s, want 4 once its load settled", p.pids, l2)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		// An export sampled after podman's reading.
+		m := col.WaitMetrics(t, 30*time.Second, func(m *testbed.Metrics) bool {
+			pt, ok := m.Metric(res, "container.pids.count").Last(nil)
+			return ok && pt.Time.After(p.at)
+		})
+		mem, _ := m.Metric(res, "container.memory.usage").Last(nil)
+		pids, _ := m.Metric(res, "container.pids.count").Last(nil)
+		user, ok1 := m.Metric(res, "container.cpu.time").Last(map[string]string{"cpu.mode": "user"})
+		system, ok2 := m.Metric(res, "container.cpu.time").Last(map[string]string{"cpu.mode": "system"})
+		if !ok1 || !ok2 {
+			t.Fatalf("container.cpu.time: user %v, system %v", ok1, ok2)
+		}
+		for _, c := range []struct {
+			name           string
+			agentd, engine float64
+		}{
+			{"container.memory.usage", mem.Value, float64(p.mem)},
+			{"container.pids.count", pids.Value, float64(p.pids)},
+			{"container.cpu.time", user.Value + system.Value, p.cpu},
+		} {
+			diff := math.Abs(c.agentd-c.engine) / c.engine
+			t.Logf("%s: agentd %.3f, podman %.3f (%.2f %%)", c.name, c.agentd, c.engine, 100*diff)
+			if c.engine == 0 || diff > 0.05 {
+				t.Errorf("%s: agentd %.3f, podman %.3f: more than 5 %% apart", c.name, c.agentd, c.engine)
+			}
+		}
+		// Read from the container's cgroup, not asked of podman.
+		if n := logs.Count(`msg="container stats source"`, "container_id="+id, "source="+string(stats.SourceCgroupV1)); n == 0 {
+			t.Errorf("no stats of %s read from its cgroup (v1)", id)
+		}
+		if n := logs.Count(`msg="container stats source"`, "container_id="+id, "source="+string(stats.SourceEngineAPI)); n != 0 {
+			t.Errorf("stats of %s asked of podman %d times", id, n)
+		}
+		if p.mem < 16<<20 {
+			t.Errorf("podman reports %d bytes, less than the 16 MiB in /dev/shm", p.mem)
+		}
+	})
+
+	t.Run("its stop reaches the collector as a die with the exit code", func(t *testing.T) {
+		l.podman(t, "stop", "-t", "10", id)
+		die := waitEvent(t, col, "container.die", id)
+		if die.Attrs[telemetry.AttrExitCode] != "7" {
+			t.Errorf("die with exit code %q, want 7", die.Attrs[telemetry.AttrExitCode])
+		}
+		if !die.HasResource(map[string]string{"agentd.engine.prefix": prefix}) {
+			t.Errorf("die's resource %v, want prefix %s", die.Resource, prefix)
+		}
+	})
+}
