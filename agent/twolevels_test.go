@@ -183,16 +183,61 @@ wait`
 // TestAgentWatchesAnEngineTwoLevelsDown: podman serving its API in a
 // container of the systemd host's Docker, itself a container of the host's
 // Docker (host dockerd → agentd-th → Docker → container → podman →
-// container). agentd on the host must find that podman (its process in the
-// process table, its socket through its container's root), place it under
-// both containers, and export its container with that place, with stats
+// container). agentd on the host, running before either container exists,
+// must find that podman (its process in the process table, its socket
+// through its container's root), place it under both containers from its
+// found event on, and export its container with that place, with stats
 // read through three PID namespaces and from the container's own cgroup that
 // agree with podman's, and its stop as a die with the exit code.
 func TestAgentWatchesAnEngineTwoLevelsDown(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.SystemdHost, testbed.Collector)
 	tag := enginetest.Random(t)
 	label := "agentd.test"
+	col := testbed.StartCollector(t)
+	// The host's Docker and the systemd host's (both on /run/docker.sock in
+	// their roots) place the containers around the podman; the systemd
+	// host's Docker is activated by the test's own docker commands.
+	_, logs := startAgentWith(t, col, func(c *config.Config) { c.Labels.Allowlist = []string{label} },
+		testbed.DockerSocket, twoLevelsSock)
 	l := startTwoLevels(t, tag, label)
+	prefix := l.th + "/" + l.l1
+	place := map[string]string{"agentd.engine.prefix": prefix, "agentd.engine.parent.container.id": l.l1ID}
+
+	var engineID string
+	t.Run("the podman two levels down is found, placed under both containers", func(t *testing.T) {
+		isOurs := func(r testbed.LogRecord) bool {
+			return r.EventName == "agentd.engine.found" && strings.HasSuffix(r.Resource[telemetry.AttrEngineEndpoint], "/root"+twoLevelsSock)
+		}
+		lg := col.WaitLogs(t, 90*time.Second, func(l *testbed.Logs) bool { return len(l.Filter(isOurs)) > 0 })
+		found := lg.Filter(isOurs)
+		if len(found) != 1 {
+			t.Errorf("%d agentd.engine.found records of the podman, want 1", len(found))
+		}
+		r := found[0]
+		engineID = r.Resource[telemetry.AttrEngineID]
+		if !r.HasResource(place) || r.Resource[telemetry.AttrEngineType] != "podman" {
+			t.Errorf("agentd.engine.found: resource %v, want a podman with %v", r.Resource, place)
+		}
+		if ep := r.Resource[telemetry.AttrEngineEndpoint]; !strings.HasPrefix(ep, "/proc/") {
+			t.Errorf("engine endpoint %q, want %s reached through a process's root", ep, twoLevelsSock)
+		}
+		// Its PID is the host's PID of a podman process three PID
+		// namespaces down (host, systemd host, l1).
+		pid, err := strconv.Atoi(r.Resource[telemetry.AttrEnginePID])
+		if err != nil {
+			t.Fatalf("agentd.engine.pid %q: %v", r.Resource[telemetry.AttrEnginePID], err)
+		}
+		comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+		st, err := procfs.ReadStatus("/proc", pid)
+		if string(trimNL(comm)) != "podman" || err != nil || len(st.NSpid) != 3 {
+			t.Errorf("agentd.engine.pid %d: comm %q, NSpid %v (%v); want podman in the third PID namespace", pid, trimNL(comm), st.NSpid, err)
+		}
+	})
+	if engineID == "" {
+		t.FailNow()
+	}
+
+	// The podman is watched: its container's whole life is told.
 	l2 := "agentd-l2-" + tag
 	id := l.podman(t, "run", "-d", "--network", "none", "--name", l2, "--label", label+"="+tag,
 		testbed.BusyboxImage, "sh", "-c", twoLevelsLoad)
@@ -208,74 +253,38 @@ func TestAgentWatchesAnEngineTwoLevelsDown(t *testing.T) {
 			}
 		}
 	})
+	res := map[string]string{"container.id": id}
+	ours := map[string]string{"container.id": id, "container.name": l2, "container.runtime.name": "podman",
+		telemetry.AttrEngineID: engineID, "agentd.engine.prefix": prefix, "agentd.engine.parent.container.id": l.l1ID}
 
-	col := testbed.StartCollector(t)
-	// The host's Docker and the systemd host's (both on /run/docker.sock in
-	// their roots) place the containers around the podman; the systemd
-	// host's Docker is already up, so no activation is needed.
-	_, logs := startAgentWith(t, col, func(c *config.Config) { c.Labels.Allowlist = []string{label} },
-		testbed.DockerSocket, twoLevelsSock)
-	prefix := l.th + "/" + l.l1
-
-	var engineID string
-	t.Run("the podman two levels down is an engine placed under both containers", func(t *testing.T) {
-		want := map[string]string{"agentd.engine.type": "podman", "agentd.engine.prefix": prefix,
-			"agentd.engine.parent.container.id": l.l1ID}
-		m := col.WaitMetrics(t, 90*time.Second, func(m *testbed.Metrics) bool {
-			for _, r := range m.ResourcesWith(want) {
-				if r.Attrs["container.id"] == "" && r.Metric("agentd.engine.up") != nil {
+	t.Run("its container's start and resource carry the hierarchy and the engine", func(t *testing.T) {
+		start := waitEvent(t, col, "container.start", id)
+		if !start.HasResource(ours) {
+			t.Errorf("start of %s: resource %v, want %v", id, start.Resource, ours)
+		}
+		// The container that holds the podman, one level up in the systemd
+		// host's Docker, and the podman's own resource, up.
+		outer := map[string]string{"container.id": l.l1ID, "agentd.engine.prefix": l.th, "agentd.engine.parent.container.id": l.thID}
+		engineUp := func(m *testbed.Metrics) bool {
+			for _, r := range m.ResourcesWith(map[string]string{telemetry.AttrEngineID: engineID, "agentd.engine.prefix": prefix}) {
+				if p, ok := r.Metric("agentd.engine.up").Last(nil); ok && r.Attrs["container.id"] == "" && p.Value == 1 {
 					return true
 				}
 			}
 			return false
-		})
-		for _, r := range m.ResourcesWith(want) {
-			if r.Attrs["container.id"] != "" {
-				continue
-			}
-			engineID = r.Attrs[telemetry.AttrEngineID]
-			ep := r.Attrs[telemetry.AttrEngineEndpoint]
-			if !strings.HasPrefix(ep, "/proc/") || !strings.HasSuffix(ep, "/root"+twoLevelsSock) {
-				t.Errorf("engine endpoint %q, want %s reached through a process's root", ep, twoLevelsSock)
-			}
-			if p, ok := r.Metric("agentd.engine.up").Last(nil); !ok || p.Value != 1 {
-				t.Errorf("agentd.engine.up = %v (found %v), want 1", p.Value, ok)
-			}
-			// Its PID is the host's PID of a podman process three PID
-			// namespaces down (host, systemd host, l1).
-			pid, err := strconv.Atoi(r.Attrs[telemetry.AttrEnginePID])
-			if err != nil {
-				t.Fatalf("agentd.engine.pid %q: %v", r.Attrs[telemetry.AttrEnginePID], err)
-			}
-			comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
-			st, err := procfs.ReadStatus("/proc", pid)
-			if string(trimNL(comm)) != "podman" || err != nil || len(st.NSpid) != 3 {
-				t.Errorf("agentd.engine.pid %d: comm %q, NSpid %v (%v); want podman in the third PID namespace", pid, trimNL(comm), st.NSpid, err)
-			}
 		}
-		// The container that holds it is the systemd host's Docker's, one level up.
-		outer := map[string]string{"container.id": l.l1ID, "agentd.engine.prefix": l.th, "agentd.engine.parent.container.id": l.thID}
-		if len(m.ResourcesWith(outer)) == 0 {
-			t.Errorf("no resource for %s with prefix %s and parent %s", l.l1, l.th, l.thID)
-		}
-	})
-
-	res := map[string]string{"container.id": id}
-	t.Run("its container carries the hierarchy and the engine", func(t *testing.T) {
-		want := map[string]string{"container.id": id, "container.name": l2, "container.runtime.name": "podman",
-			"agentd.engine.prefix": prefix, "agentd.engine.parent.container.id": l.l1ID}
 		m := col.WaitMetrics(t, 60*time.Second, func(m *testbed.Metrics) bool {
-			return m.Metric(want, "container.memory.usage") != nil
+			return m.Metric(ours, "container.memory.usage") != nil && m.Metric(outer, "container.memory.usage") != nil && engineUp(m)
 		})
-		if rs := m.ResourcesWith(res); len(rs) != 1 || rs[0].Attrs[telemetry.AttrEngineID] != engineID || engineID == "" {
-			t.Errorf("%d resources for %s; want one, of engine %q", len(rs), id, engineID)
+		if rs := m.ResourcesWith(res); len(rs) != 1 {
+			t.Errorf("%d resources for %s, want one", len(rs), id)
 		}
 	})
 
 	t.Run("its stats agree with podman's within 5 %", func(t *testing.T) {
 		// Wait for the load to settle: the burner gone, the three sleeps there.
 		var p podmanFigures
-		deadline := time.Now().Add(time.Minute)
+		deadline := time.Now().Add(3 * time.Minute)
 		for p = l.stats(t, id); p.pids != 4; p = l.stats(t, id) {
 			if time.Now().After(deadline) {
 				t.Fatalf("podman reports %d PIDs in %s, want 4 once its load settled", p.pids, l2)
@@ -326,8 +335,8 @@ func TestAgentWatchesAnEngineTwoLevelsDown(t *testing.T) {
 		if die.Attrs[telemetry.AttrExitCode] != "7" {
 			t.Errorf("die with exit code %q, want 7", die.Attrs[telemetry.AttrExitCode])
 		}
-		if !die.HasResource(map[string]string{"agentd.engine.prefix": prefix}) {
-			t.Errorf("die's resource %v, want prefix %s", die.Resource, prefix)
+		if !die.HasResource(ours) {
+			t.Errorf("die's resource %v, want %v", die.Resource, ours)
 		}
 	})
 }
