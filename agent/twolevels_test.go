@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/agentd-dev/agentd/config"
+	"github.com/agentd-dev/agentd/internal/agenttest"
 	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/procfs"
 	"github.com/agentd-dev/agentd/internal/testbed"
+	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/stats"
 	"github.com/agentd-dev/agentd/telemetry"
 )
@@ -25,6 +27,10 @@ import (
 // path no other engine of the testbed uses, so that the agent can be scoped
 // to it.
 const twoLevelsSock = "/run/agentd-twolevels/podman.sock"
+
+// twoLevelsStorage is the level-2 podman's storage root, a path of its own
+// for the same reason: agentd sees it as a daemonless view of that podman.
+const twoLevelsStorage = "/var/lib/containers/agentd-twolevels"
 
 // twoLevels is an engine two levels down: podman serving its API in a
 // container (l1) of the systemd host's Docker, which itself runs in a
@@ -72,8 +78,8 @@ func startTwoLevels(t *testing.T, tag, label string) twoLevels {
 	// the same reasons (no --privileged on this kernel; podman creates
 	// cgroups in the host's tree); cgroupfs as podman's cgroup manager, as
 	// there is no systemd in the container.
-	service := fmt.Sprintf("mkdir -p %s && exec podman --cgroup-manager cgroupfs --events-backend file system service --time 0 unix://%s",
-		path.Dir(twoLevelsSock), twoLevelsSock)
+	service := fmt.Sprintf("mkdir -p %s && exec podman --root %s --cgroup-manager cgroupfs --events-backend file system service --time 0 unix://%s",
+		path.Dir(twoLevelsSock), twoLevelsStorage, twoLevelsSock)
 	l.l1ID = testbed.RunInSystemdHost(t, "docker", "run", "-d", "--name", l.l1, "--label", label+"=l1-"+tag,
 		"--init", "--network", "none",
 		"--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "MKNOD",
@@ -197,8 +203,8 @@ func TestAgentWatchesAnEngineTwoLevelsDown(t *testing.T) {
 	// The host's Docker and the systemd host's (both on /run/docker.sock in
 	// their roots) place the containers around the podman; the systemd
 	// host's Docker is activated by the test's own docker commands.
-	_, logs := startAgentWith(t, col, func(c *config.Config) { c.Labels.Allowlist = []string{label} },
-		testbed.DockerSocket, twoLevelsSock)
+	a, logs := startAgentWith(t, col, func(c *config.Config) { c.Labels.Allowlist = []string{label} },
+		testbed.DockerSocket, twoLevelsSock, twoLevelsStorage)
 	l := startTwoLevels(t, tag, label)
 	prefix := l.th + "/" + l.l1
 	place := map[string]string{"agentd.engine.prefix": prefix, "agentd.engine.parent.container.id": l.l1ID}
@@ -281,6 +287,33 @@ func TestAgentWatchesAnEngineTwoLevelsDown(t *testing.T) {
 		}
 	})
 
+	t.Run("its storage is a daemonless view of the same podman, placed alike and hidden", func(t *testing.T) {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			var dl []model.Engine
+			for _, e := range a.Store().Snapshot().Engines {
+				if e.Daemonless && e.Storage == twoLevelsStorage {
+					dl = append(dl, e)
+				}
+			}
+			if len(dl) == 1 && dl[0].Connected && dl[0].Prefix == prefix && dl[0].ParentContainerID == l.l1ID {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("daemonless views of %s: %+v; want one, connected, with prefix %s and parent %s", twoLevelsStorage, dl, prefix, l.l1ID)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		// The service's view is the one exported.
+		m, err := col.Metrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rs := m.ResourcesWith(res); len(rs) != 1 || rs[0].Attrs[telemetry.AttrEngineID] != engineID {
+			t.Errorf("%d resources for %s; want one, of the service %s", len(rs), id, engineID)
+		}
+	})
+
 	t.Run("its stats agree with podman's within 5 %", func(t *testing.T) {
 		// Wait for the load to settle: the burner gone, the three sleeps there.
 		var p podmanFigures
@@ -337,6 +370,16 @@ func TestAgentWatchesAnEngineTwoLevelsDown(t *testing.T) {
 		}
 		if !die.HasResource(ours) {
 			t.Errorf("die's resource %v, want %v", die.Resource, ours)
+		}
+		// Told once: the daemonless view, which saw the exit file, stays
+		// hidden. Longer than the event flush and a daemonless reading.
+		time.Sleep(3 * time.Second)
+		lg, err := col.Logs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(agenttest.CountEvents(lg, "container.die", id)); n != 1 {
+			t.Errorf("%d container.die records of %s, want 1", n, id)
 		}
 	})
 }
