@@ -62,12 +62,12 @@ func startTwoLevels(t *testing.T, tag, label string) twoLevels {
 	hostImage := testbed.Run(t, "docker", "inspect", "-f", "{{.Config.Image}}", th)
 	image := "local/agentd-twolevels:" + tag
 	_, hadImage := runQuiet("docker", "exec", th, "docker", "image", "inspect", hostImage)
-	pipeCommands(t, 5*time.Minute, []string{"docker", "save", hostImage}, []string{"docker", "exec", "-i", th, "docker", "load", "-q"})
-	testbed.RunInSystemdHost(t, "docker", "tag", hostImage, image)
-	t.Cleanup(func() { _, _ = runQuiet("docker", "exec", th, "docker", "rmi", "-f", image) })
 	if hadImage != nil {
-		testbed.RunInSystemdHost(t, "docker", "rmi", hostImage)
+		t.Cleanup(func() { _, _ = runQuiet("docker", "exec", th, "docker", "rmi", hostImage) })
 	}
+	pipeCommands(t, 5*time.Minute, []string{"docker", "save", hostImage}, []string{"docker", "exec", "-i", th, "docker", "load", "-q"})
+	t.Cleanup(func() { _, _ = runQuiet("docker", "exec", th, "docker", "rmi", image) })
+	testbed.RunInSystemdHost(t, "docker", "tag", hostImage, image)
 
 	// podman's storage cannot be overlay on overlay: a volume.
 	vol := "agentd-twolevels-" + tag
