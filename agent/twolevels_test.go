@@ -32,23 +32,25 @@ const twoLevelsSock = "/run/agentd-twolevels/podman.sock"
 // for the same reason: agentd sees it as a daemonless view of that podman.
 const twoLevelsStorage = "/var/lib/containers/agentd-twolevels"
 
-// twoLevels is an engine two levels down: podman serving its API in a
-// container (l1) of the systemd host's Docker, which itself runs in a
-// container (th) of the host's Docker.
+// twoLevels is an engine two levels down: podman in a container (l1) of the
+// systemd host's Docker, which itself runs in a container (th) of the host's
+// Docker.
 type twoLevels struct {
-	th, thID string // the systemd host: its name and ID in the host's Docker
-	l1, l1ID string // the container that runs podman: its name and ID in the systemd host's Docker
+	th, thID string   // the systemd host: its name and ID in the host's Docker
+	l1, l1ID string   // the container that runs podman: its name and ID in the systemd host's Docker
+	cli      []string // podman's command line inside l1
 }
 
-// startTwoLevels runs podman's service in a container of the systemd host's
-// Docker, made from the systemd host's own image (which has podman and runc),
-// with the busybox image loaded into it. Everything it creates is removed when
-// the test ends, and the systemd host's Docker is put back behind its socket
-// if that is how it was found.
-func startTwoLevels(t *testing.T, tag, label string) twoLevels {
+// startLevelOne runs cmd in a container (l1) of the systemd host's Docker,
+// made from the systemd host's own image (which has podman, runc and
+// systemd), with the systemd host's own capabilities and mounts and the
+// extra docker run flags. Everything it creates is removed when the test
+// ends, and the systemd host's Docker is put back behind its socket if that
+// is how it was found. The returned cli is plain podman.
+func startLevelOne(t *testing.T, tag, label string, flags []string, cmd ...string) twoLevels {
 	t.Helper()
 	th := testbed.SystemdHostName()
-	l := twoLevels{th: th, thID: testbed.Run(t, "docker", "inspect", "-f", "{{.Id}}", th), l1: "agentd-l1-" + tag}
+	l := twoLevels{th: th, thID: testbed.Run(t, "docker", "inspect", "-f", "{{.Id}}", th), l1: "agentd-l1-" + tag, cli: []string{"podman"}}
 	if out, _ := runQuiet("docker", "exec", th, "systemctl", "is-active", "docker.service"); out != "active" {
 		// The docker commands below activate it through docker.socket.
 		t.Cleanup(func() {
@@ -76,17 +78,14 @@ func startTwoLevels(t *testing.T, tag, label string) twoLevels {
 
 	// The capabilities and mounts the systemd host itself runs with, for
 	// the same reasons (no --privileged on this kernel; podman creates
-	// cgroups in the host's tree); cgroupfs as podman's cgroup manager, as
-	// there is no systemd in the container.
-	service := fmt.Sprintf("mkdir -p %s && exec podman --root %s --cgroup-manager cgroupfs --events-backend file system service --time 0 unix://%s",
-		path.Dir(twoLevelsSock), twoLevelsStorage, twoLevelsSock)
-	l.l1ID = testbed.RunInSystemdHost(t, "docker", "run", "-d", "--name", l.l1, "--label", label+"=l1-"+tag,
-		"--init", "--network", "none",
+	// cgroups in the host's tree).
+	args := []string{"docker", "run", "-d", "--name", l.l1, "--label", label + "=l1-" + tag, "--network", "none",
 		"--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "MKNOD",
 		"--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-		"--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "-v", vol+":/var/lib/containers",
-		"--tmpfs", "/run", "--tmpfs", "/tmp",
-		image, "sh", "-c", service)
+		"--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "-v", vol + ":/var/lib/containers",
+		"--tmpfs", "/run", "--tmpfs", "/tmp"}
+	args = append(append(append(args, flags...), image), cmd...)
+	l.l1ID = testbed.RunInSystemdHost(t, args...)
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := runQuiet("docker", "exec", th, "docker", "logs", "--tail", "50", l.l1)
@@ -94,25 +93,45 @@ func startTwoLevels(t *testing.T, tag, label string) twoLevels {
 		}
 		_, _ = runQuiet("docker", "exec", th, "docker", "rm", "-f", "-v", l.l1)
 	})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		_, err := runQuiet("docker", l.podmanArgs("version")...)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("podman in %s does not answer on %s: %v", l.l1, twoLevelsSock, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	return l
+}
+
+// startTwoLevels runs podman's service on twoLevelsSock, with its storage at
+// twoLevelsStorage and cgroupfs as its cgroup manager (there is no systemd),
+// as the only process of l1 (under docker's init), and loads the busybox
+// image into it. Its cli is a client of that service.
+func startTwoLevels(t *testing.T, tag, label string) twoLevels {
+	t.Helper()
+	service := fmt.Sprintf("mkdir -p %s && exec podman --root %s --cgroup-manager cgroupfs --events-backend file system service --time 0 unix://%s",
+		path.Dir(twoLevelsSock), twoLevelsStorage, twoLevelsSock)
+	l := startLevelOne(t, tag, label, []string{"--init"}, "sh", "-c", service)
+	l.cli = []string{"podman", "--remote", "--url", "unix://" + twoLevelsSock}
+	l.waitFor(t, time.Minute, "podman answers on "+twoLevelsSock, append(l.cli, "version")...)
 	pipeCommands(t, time.Minute, []string{"docker", "save", testbed.BusyboxImage}, append([]string{"docker"}, l.podmanArgs("load", "-q")...))
 	return l
 }
 
+// waitFor runs the command args (in l1) until it succeeds, failing t after
+// timeout.
+func (l twoLevels) waitFor(t *testing.T, timeout time.Duration, what string, args ...string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := runQuiet("docker", append([]string{"exec", l.th, "docker", "exec", l.l1}, args...)...)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s in %s: %v", what, timeout, l.l1, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
 // podmanArgs are the arguments of a docker command (on the host) that runs
-// the podman CLI inside l1, as a client of the service.
+// the podman CLI inside l1.
 func (l twoLevels) podmanArgs(args ...string) []string {
-	return append([]string{"exec", "-i", l.th, "docker", "exec", "-i", l.l1, "podman", "--remote", "--url", "unix://" + twoLevelsSock}, args...)
+	return append(append([]string{"exec", "-i", l.th, "docker", "exec", "-i", l.l1}, l.cli...), args...)
 }
 
 // podman runs the podman CLI inside l1 and returns its trimmed output.
@@ -245,20 +264,7 @@ func TestAgentWatchesAnEngineTwoLevelsDown(t *testing.T) {
 
 	// The podman is watched: its container's whole life is told.
 	l2 := "agentd-l2-" + tag
-	id := l.podman(t, "run", "-d", "--network", "none", "--name", l2, "--label", label+"="+tag,
-		testbed.BusyboxImage, "sh", "-c", twoLevelsLoad)
-	t.Cleanup(func() {
-		_, _ = runQuiet("docker", l.podmanArgs("rm", "-f", "-t", "0", id)...)
-		// podman's cgroupfs manager made the container's cgroups in the
-		// host's tree; should podman not have removed them (it was gone
-		// first), remove what is left, empty by then.
-		for _, pattern := range []string{"/sys/fs/cgroup/*/*/libpod-" + id, "/sys/fs/cgroup/*/libpod-" + id} {
-			dirs, _ := filepath.Glob(pattern)
-			for _, d := range dirs {
-				_ = os.Remove(d)
-			}
-		}
-	})
+	id := l.runLoad(t, l2, label+"="+tag)
 	res := map[string]string{"container.id": id}
 	ours := map[string]string{"container.id": id, "container.name": l2, "container.runtime.name": "podman",
 		telemetry.AttrEngineID: engineID, "agentd.engine.prefix": prefix, "agentd.engine.parent.container.id": l.l1ID}
@@ -315,71 +321,170 @@ func TestAgentWatchesAnEngineTwoLevelsDown(t *testing.T) {
 	})
 
 	t.Run("its stats agree with podman's within 5 %", func(t *testing.T) {
-		// Wait for the load to settle: the burner gone, the three sleeps there.
-		var p podmanFigures
-		deadline := time.Now().Add(3 * time.Minute)
-		for p = l.stats(t, id); p.pids != 4; p = l.stats(t, id) {
-			if time.Now().After(deadline) {
-				t.Fatalf("podman reports %d PIDs in %s, want 4 once its load settled", p.pids, l2)
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
-		// An export sampled after podman's reading.
-		m := col.WaitMetrics(t, 30*time.Second, func(m *testbed.Metrics) bool {
-			pt, ok := m.Metric(res, "container.pids.count").Last(nil)
-			return ok && pt.Time.After(p.at)
-		})
-		mem, _ := m.Metric(res, "container.memory.usage").Last(nil)
-		pids, _ := m.Metric(res, "container.pids.count").Last(nil)
-		user, ok1 := m.Metric(res, "container.cpu.time").Last(map[string]string{"cpu.mode": "user"})
-		system, ok2 := m.Metric(res, "container.cpu.time").Last(map[string]string{"cpu.mode": "system"})
-		if !ok1 || !ok2 {
-			t.Fatalf("container.cpu.time: user %v, system %v", ok1, ok2)
-		}
-		for _, c := range []struct {
-			name           string
-			agentd, engine float64
-		}{
-			{"container.memory.usage", mem.Value, float64(p.mem)},
-			{"container.pids.count", pids.Value, float64(p.pids)},
-			{"container.cpu.time", user.Value + system.Value, p.cpu},
-		} {
-			diff := math.Abs(c.agentd-c.engine) / c.engine
-			t.Logf("%s: agentd %.3f, podman %.3f (%.2f %%)", c.name, c.agentd, c.engine, 100*diff)
-			if c.engine == 0 || diff > 0.05 {
-				t.Errorf("%s: agentd %.3f, podman %.3f: more than 5 %% apart", c.name, c.agentd, c.engine)
-			}
-		}
-		// Read from the container's cgroup, not asked of podman.
-		if n := logs.Count(`msg="container stats source"`, "container_id="+id, "source="+string(stats.SourceCgroupV1)); n == 0 {
-			t.Errorf("no stats of %s read from its cgroup (v1)", id)
-		}
-		if n := logs.Count(`msg="container stats source"`, "container_id="+id, "source="+string(stats.SourceEngineAPI)); n != 0 {
-			t.Errorf("stats of %s asked of podman %d times", id, n)
-		}
-		if p.mem < 16<<20 {
-			t.Errorf("podman reports %d bytes, less than the 16 MiB in /dev/shm", p.mem)
-		}
+		checkLevelTwoStats(t, col, logs, l, id, l2)
 	})
 
 	t.Run("its stop reaches the collector as a die with the exit code", func(t *testing.T) {
-		l.podman(t, "stop", "-t", "10", id)
-		die := waitEvent(t, col, "container.die", id)
-		if die.Attrs[telemetry.AttrExitCode] != "7" {
-			t.Errorf("die with exit code %q, want 7", die.Attrs[telemetry.AttrExitCode])
+		checkLevelTwoDie(t, col, l, id, ours)
+	})
+}
+
+// runLoad runs twoLevelsLoad in a container of l's podman named name, with
+// the label (KEY=VALUE), removed when the test ends. It returns its ID.
+func (l twoLevels) runLoad(t *testing.T, name, label string) string {
+	t.Helper()
+	id := l.podman(t, "run", "-d", "--network", "none", "--name", name, "--label", label,
+		testbed.BusyboxImage, "sh", "-c", twoLevelsLoad)
+	t.Cleanup(func() {
+		_, _ = runQuiet("docker", l.podmanArgs("rm", "-f", "-t", "0", id)...)
+		// podman's cgroupfs manager made the container's cgroups in the
+		// host's tree; should podman not have removed them (it was gone
+		// first), remove what is left, empty by then.
+		for _, pattern := range []string{"/sys/fs/cgroup/*/*/libpod-" + id, "/sys/fs/cgroup/*/libpod-" + id} {
+			dirs, _ := filepath.Glob(pattern)
+			for _, d := range dirs {
+				_ = os.Remove(d)
+			}
 		}
-		if !die.HasResource(ours) {
-			t.Errorf("die's resource %v, want %v", die.Resource, ours)
+	})
+	return id
+}
+
+// checkLevelTwoStats compares the stats agentd exports for container id
+// (running twoLevelsLoad, named name, in l's podman) with podman's own, once
+// the load has settled: within 5 %, and read from the container's cgroup.
+func checkLevelTwoStats(t *testing.T, col *testbed.Otelcol, logs *testbed.LogBuffer, l twoLevels, id, l2 string) {
+	t.Helper()
+	res := map[string]string{"container.id": id}
+	// Wait for the load to settle: the burner gone, the three sleeps there.
+	var p podmanFigures
+	deadline := time.Now().Add(3 * time.Minute)
+	for p = l.stats(t, id); p.pids != 4; p = l.stats(t, id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("podman reports %d PIDs in %s, want 4 once its load settled", p.pids, l2)
 		}
-		// Told once: the daemonless view, which saw the exit file, stays
-		// hidden. Longer than the event flush and a daemonless reading.
-		time.Sleep(3 * time.Second)
-		lg, err := col.Logs()
-		if err != nil {
-			t.Fatal(err)
+		time.Sleep(500 * time.Millisecond)
+	}
+	// An export sampled after podman's reading.
+	m := col.WaitMetrics(t, 30*time.Second, func(m *testbed.Metrics) bool {
+		pt, ok := m.Metric(res, "container.pids.count").Last(nil)
+		return ok && pt.Time.After(p.at)
+	})
+	mem, _ := m.Metric(res, "container.memory.usage").Last(nil)
+	pids, _ := m.Metric(res, "container.pids.count").Last(nil)
+	user, ok1 := m.Metric(res, "container.cpu.time").Last(map[string]string{"cpu.mode": "user"})
+	system, ok2 := m.Metric(res, "container.cpu.time").Last(map[string]string{"cpu.mode": "system"})
+	if !ok1 || !ok2 {
+		t.Fatalf("container.cpu.time: user %v, system %v", ok1, ok2)
+	}
+	for _, c := range []struct {
+		name           string
+		agentd, engine float64
+	}{
+		{"container.memory.usage", mem.Value, float64(p.mem)},
+		{"container.pids.count", pids.Value, float64(p.pids)},
+		{"container.cpu.time", user.Value + system.Value, p.cpu},
+	} {
+		diff := math.Abs(c.agentd-c.engine) / c.engine
+		t.Logf("%s: agentd %.3f, podman %.3f (%.2f %%)", c.name, c.agentd, c.engine, 100*diff)
+		if c.engine == 0 || diff > 0.05 {
+			t.Errorf("%s: agentd %.3f, podman %.3f: more than 5 %% apart", c.name, c.agentd, c.engine)
 		}
-		if n := len(agenttest.CountEvents(lg, "container.die", id)); n != 1 {
-			t.Errorf("%d container.die records of %s, want 1", n, id)
+	}
+	// Read from the container's cgroup, not asked of podman.
+	if n := logs.Count(`msg="container stats source"`, "container_id="+id, "source="+string(stats.SourceCgroupV1)); n == 0 {
+		t.Errorf("no stats of %s read from its cgroup (v1)", id)
+	}
+	if n := logs.Count(`msg="container stats source"`, "container_id="+id, "source="+string(stats.SourceEngineAPI)); n != 0 {
+		t.Errorf("stats of %s asked of podman %d times", id, n)
+	}
+	if p.mem < 16<<20 {
+		t.Errorf("podman reports %d bytes, less than the 16 MiB in /dev/shm", p.mem)
+	}
+}
+
+// checkLevelTwoDie stops container id (running twoLevelsLoad in l's podman)
+// and checks that its die reaches the collector once, with exit code 7 and
+// the resource ours.
+func checkLevelTwoDie(t *testing.T, col *testbed.Otelcol, l twoLevels, id string, ours map[string]string) {
+	t.Helper()
+	l.podman(t, "stop", "-t", "10", id)
+	die := waitEvent(t, col, "container.die", id)
+	if die.Attrs[telemetry.AttrExitCode] != "7" {
+		t.Errorf("die with exit code %q, want 7", die.Attrs[telemetry.AttrExitCode])
+	}
+	if !die.HasResource(ours) {
+		t.Errorf("die's resource %v, want %v", die.Resource, ours)
+	}
+	// Told once (no other view of the same podman, such as a daemonless one
+	// that saw the exit file, tells it again): waits longer than the event
+	// flush and a daemonless reading.
+	time.Sleep(3 * time.Second)
+	lg, err := col.Logs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(agenttest.CountEvents(lg, "container.die", id)); n != 1 {
+		t.Errorf("%d container.die records of %s, want 1", n, id)
+	}
+}
+
+// TestAgentActivatesPodmanTwoLevelsDown: a systemd host inside the systemd
+// host (systemd as PID 1 of a container of the systemd host's Docker) with
+// podman.socket listening and podman.service not running, and a container
+// that podman ran without its service. agentd on the host must reach that
+// systemd's bus through its container's root, activate its podman.socket,
+// and export the container with both enclosing containers as its place,
+// with stats that agree with podman's and its die with the exit code.
+func TestAgentActivatesPodmanTwoLevelsDown(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.SystemdHost, testbed.Collector)
+	tag := enginetest.Random(t)
+	label := "agentd.test"
+	l := startLevelOne(t, tag, label, []string{"--tmpfs", "/run/lock"}, "/lib/systemd/systemd")
+	l.waitFor(t, 2*time.Minute, "systemd booted", "sh", "-c", `s=$(systemctl is-system-running); [ "$s" = running ] || [ "$s" = degraded ]`)
+	// Only podman.socket: its Docker stays down (it would be watched too,
+	// on /run/docker.sock).
+	l.waitFor(t, time.Minute, "docker.socket stopped", "systemctl", "disable", "--now", "docker.socket")
+	pipeCommands(t, time.Minute, []string{"docker", "save", testbed.BusyboxImage}, append([]string{"docker"}, l.podmanArgs("load", "-q")...))
+	l2 := "agentd-l2-" + tag
+	id := l.runLoad(t, l2, label+"="+tag)
+	if out, _ := runQuiet("docker", "exec", l.th, "docker", "exec", l.l1, "systemctl", "is-active", "podman.service"); out == "active" {
+		t.Fatalf("podman.service is active in %s before agentd starts", l.l1)
+	}
+
+	col := testbed.StartCollector(t)
+	// The systemd host's own podman.socket is left out: only the one two
+	// levels down is the test's.
+	thPodman := fmt.Sprintf("/proc/%d/root/run/podman/podman.sock", testbed.SystemdHostPID(t))
+	_, logs := startAgentWith(t, col, func(c *config.Config) {
+		c.Labels.Allowlist = []string{label}
+		c.Activation.Enabled = true
+		c.Discovery.ExcludeEndpoints = []string{thPodman}
+	}, testbed.DockerSocket, "/run/podman/podman.sock")
+	prefix := l.th + "/" + l.l1
+	ours := map[string]string{"container.id": id, "container.name": l2, "container.runtime.name": "podman",
+		"agentd.engine.prefix": prefix, "agentd.engine.parent.container.id": l.l1ID}
+
+	t.Run("podman.socket two levels down is activated and its container exported with both containers as its place", func(t *testing.T) {
+		col.WaitMetrics(t, 2*time.Minute, func(m *testbed.Metrics) bool {
+			return m.Metric(ours, "container.memory.usage") != nil
+		})
+		if out, _ := runQuiet("docker", "exec", l.th, "docker", "exec", l.l1, "systemctl", "is-active", "podman.service"); out != "active" {
+			t.Errorf("podman.service in %s is %q after agentd started", l.l1, out)
 		}
+		if n := logs.Count("unit=podman.socket", "engine socket"); n == 0 {
+			t.Errorf("agentd did not take podman.socket of %s in", l.l1)
+		}
+		if n := logs.Count("activation failed", "unit=podman.socket"); n != 0 {
+			t.Errorf("%d failed activations of podman.socket", n)
+		}
+	})
+
+	t.Run("its stats agree with podman's within 5 %", func(t *testing.T) {
+		checkLevelTwoStats(t, col, logs, l, id, l2)
+	})
+
+	t.Run("its stop reaches the collector as a die with the exit code", func(t *testing.T) {
+		checkLevelTwoDie(t, col, l, id, ours)
 	})
 }
