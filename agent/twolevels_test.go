@@ -195,9 +195,10 @@ func pipeCommands(t *testing.T, timeout time.Duration, from, to []string) {
 	}
 }
 
-// twoLevelsLoad is the level-2 container's command: 16 MiB in /dev/shm, two
-// seconds of CPU burnt by yes, then three sleeps besides the shell (four
-// PIDs), the shell exiting 7 on SIGTERM.
+// twoLevelsLoad is the level-2 container's command: 16 MiB in /dev/shm, yes
+// burning CPU for two seconds, then three sleeps besides the shell (four
+// PIDs, and a CPU time that no longer grows), the shell exiting 7 on
+// SIGTERM.
 const twoLevelsLoad = `trap "exit 7" TERM
 dd if=/dev/zero of=/dev/shm/load bs=1M count=16 2>/dev/null
 yes >/dev/null & y=$!
@@ -212,8 +213,9 @@ wait`
 // must find that podman (its process in the process table, its socket
 // through its container's root), place it under both containers from its
 // found event on, and export its container with that place, with stats
-// read through three PID namespaces and from the container's own cgroup that
-// agree with podman's, and its stop as a die with the exit code.
+// that agree with podman's, read from the container's own cgroup through
+// its PID translated from l1's PID namespace (the third) to the host's, and
+// its stop as a die with the exit code.
 func TestAgentWatchesAnEngineTwoLevelsDown(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.SystemdHost, testbed.Collector)
 	tag := enginetest.Random(t)
