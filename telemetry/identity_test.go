@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"testing"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/agentd-dev/agentd/model"
 )
 
@@ -124,5 +126,38 @@ func TestResourceIdentityFromTheEnvironment(t *testing.T) {
 		return map[string]string{EnvResourceAttributes: "a=1,broken"}[k]
 	}); !errors.Is(err, ErrResourceAttributes) {
 		t.Errorf("a bad OTEL_RESOURCE_ATTRIBUTES gave %v, want ErrResourceAttributes", err)
+	}
+}
+
+// TestAPodmanContainerIsOneResourceThroughEitherView: a podman service and
+// the daemonless view of its storage give a container the same resource,
+// and name the engine the same on the engine's resource.
+func TestAPodmanContainerIsOneResourceThroughEitherView(t *testing.T) {
+	h := Host{Name: "h", ID: "m"}
+	svc := model.Engine{ID: "podman:/proc/9/root/run/podman/podman.sock", Type: model.Podman, Version: "4.3.1",
+		Endpoint: "/proc/9/root/run/podman/podman.sock", Storage: "/var/lib/containers/storage", Prefix: "th",
+		ParentContainerID: "p", PID: 40, Connected: true}
+	dl := model.Engine{ID: "podman:/proc/7/root/var/lib/containers/storage", Type: model.Podman,
+		Endpoint: "/proc/7/root/var/lib/containers/storage", Storage: "/var/lib/containers/storage", Prefix: "th",
+		ParentContainerID: "p", Daemonless: true, PID: 77, Connected: true}
+	c := model.Container{ID: "c1", Name: "web", ImageName: "localhost/web", ImageTags: []string{"latest"}, ImageID: "abc"}
+	a := ContainerResource(h, &svc, &c, nil)
+	b := ContainerResource(h, &dl, &c, nil)
+	if !a.Equal(b) {
+		t.Errorf("the service's resource\n  %v\nand the daemonless view's\n  %v\ndiffer", a.Attributes(), b.Attributes())
+	}
+	if v, ok := a.Set().Value(AttrEngineID); !ok || v.AsString() != "podman:th:/var/lib/containers/storage" {
+		t.Errorf("%s = %v, want the storage's identity", AttrEngineID, v)
+	}
+	se, de := EngineResource(h, &svc), EngineResource(h, &dl)
+	for _, k := range []attribute.Key{AttrEngineID, AttrEngineEndpoint} {
+		x, _ := se.Set().Value(k)
+		y, _ := de.Set().Value(k)
+		if x != y {
+			t.Errorf("engine resources: %s %q and %q", k, x.Emit(), y.Emit())
+		}
+	}
+	if v, ok := se.Set().Value("container.runtime.version"); !ok || v.AsString() != "4.3.1" {
+		t.Errorf("the service's engine resource without its version: %v", se.Set())
 	}
 }
