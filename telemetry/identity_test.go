@@ -154,7 +154,7 @@ func TestAPodmanContainerIsOneResourceThroughEitherView(t *testing.T) {
 		x, _ := se.Set().Value(k)
 		y, _ := de.Set().Value(k)
 		if x != y {
-			t.Errorf("engine resources: %s %q and %q", k, x.Emit(), y.Emit())
+			t.Errorf("engine resources: %s %q and %q", k, x.String(), y.String())
 		}
 	}
 	if v, ok := se.Set().Value("container.runtime.version"); !ok || v.AsString() != "4.3.1" {
