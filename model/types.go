@@ -75,8 +75,8 @@ func (e *Engine) RuntimeName() string {
 }
 
 // Identity is how the engine is named on the OTLP resources of its
-// containers and on its own (agentd.engine.id, agentd.engine.endpoint) and
-// whether its containers' resources carry its version.
+// containers (agentd.engine.id, agentd.engine.endpoint; its own resource
+// has the ID too) and whether its containers' resources carry its version.
 type Identity struct {
 	ID, Endpoint string
 	// ContainerVersion is whether the containers' resources carry

@@ -58,10 +58,15 @@ func DetectHost(root string) Host {
 }
 
 // engineAttrs adds the engine's attributes, named by its identity
-// (model.Engine.Identity): a container's carry its version only where the
-// identity says so, the engine's own (forEngine) whenever it is known.
+// (model.Engine.Identity) on a container's resource; the engine's own
+// (forEngine) has the identity's ID, so that containers and engine join on
+// it, but the endpoint of the view it describes (a podman's socket or
+// storage), and its version whenever it is known.
 func engineAttrs(kv []attribute.KeyValue, e *model.Engine, forEngine bool) []attribute.KeyValue {
 	id := e.Identity()
+	if forEngine {
+		id.Endpoint = e.Endpoint
+	}
 	kv = append(kv,
 		semconv.ContainerRuntimeName(e.RuntimeName()),
 		attribute.String(AttrEngineType, string(e.Type)),
