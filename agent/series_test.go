@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd-dev/agentd/config"
 	"github.com/agentd-dev/agentd/internal/agenttest"
 	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
@@ -162,5 +163,36 @@ func TestAPodmanContainerIsOneSeriesAsItsServiceComesAndGoes(t *testing.T) {
 	got := requireOneSeries(t, col, id, "container.image.id", "container.name", "container.image.name")
 	if got["agentd.engine.endpoint"] != p.Root() {
 		t.Errorf("agentd.engine.endpoint %q, want the storage %s", got["agentd.engine.endpoint"], p.Root())
+	}
+}
+
+// TestAPodmanContainerKeepsItsLabelsWhenItsServiceGoes: with a label
+// allowlisted, a container of a podman whose service is running is
+// reported by the service (labels and all), then by the daemonless view
+// when the service is gone, which cannot read labels but keeps those the
+// service told, then by the service again: one resource, with its label,
+// throughout.
+func TestAPodmanContainerKeepsItsLabelsWhenItsServiceGoes(t *testing.T) {
+	p, tag := daemonlessPodman(t)
+	const label = "agentd.test"
+	p.Start()
+	col := testbed.StartCollector(t)
+	a, _ := startAgentWith(t, col, func(c *config.Config) { c.Labels.Allowlist = []string{label} }, p.Root(), p.Sock)
+	svc := agenttest.WaitEngine(t, a, p.Sock, true, 2*time.Minute)
+	id := p.CLI("run", "-d", "--network", "none", "--label", label+"="+tag, "--name", "series-l-"+tag, testbed.BusyboxImage, "sleep", "1000")
+	waitCopies(t, a, id, svc.ID)
+	waitRounds(t, col, id, 3)
+	p.Kill()
+	agenttest.WaitEngine(t, a, p.Sock, false, time.Minute)
+	dl := waitDaemonless(t, a, p.Root(), time.Minute)
+	waitCopies(t, a, id, dl.ID)
+	waitRounds(t, col, id, 3)
+	p.Start()
+	agenttest.WaitEngine(t, a, p.Sock, true, 2*time.Minute)
+	waitCopies(t, a, id, svc.ID)
+	waitRounds(t, col, id, 3)
+	got := requireOneSeries(t, col, id, "container.image.id", "container.name")
+	if got["container.label."+label] != tag {
+		t.Errorf("container.label.%s = %q, want %q", label, got["container.label."+label], tag)
 	}
 }
