@@ -21,11 +21,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 CONTAINERD_VERSION=v2.4.2
 RUNC_VERSION=v1.5.3
-# The moby/moby/v2 module's version; the daemon it builds is Docker 29.
+# The moby/moby/v2 module's version: a daemon of the Docker 29 line (its
+# Engine API goes up to 1.56; Docker 29.0's was 1.52).
 MOBY_VERSION=v2.0.0-beta.24
 # What the daemon reports as its version (it says "library-import" unless
-# told): Docker's release number of that module version.
-DOCKER_VERSION=29.0.0-beta.24
+# told): the module version it was built from, as the module does not say
+# which Docker release it is.
+DOCKER_VERSION=$MOBY_VERSION
 
 ENGINES2_DIR=$TESTBED_CACHE/engines2
 want=$(sha256sum "$here/engines.sh" | cut -d' ' -f1)

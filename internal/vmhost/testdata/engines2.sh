@@ -13,8 +13,9 @@
 # task metrics, recorded_at), docker-version.json and containerd-version.txt
 # (what the engines say they are), agentd's journal and the host facts.
 #
-# Debian's docker CLI speaks API 1.41, which Docker 29 refuses: Docker is
-# driven over its socket with curl at API 1.44, the oldest it accepts.
+# Docker is driven over its socket with curl at API 1.44, not with Debian's
+# docker CLI (API 1.41): Docker 29.0 refuses anything older than 1.44 (later
+# daemons of the line accept 1.40 again), and the run must not depend on it.
 # shellcheck source=internal/vmhost/testdata/lib.sh
 . /share/lib.sh
 trap collect EXIT
