@@ -38,16 +38,7 @@ current() {
 	done
 	[ "$(cat "$ENGINES2_DIR/engines.stamp" 2>/dev/null)" = "$want" ]
 }
-if [ "${1:-}" = --check ]; then
-	current
-	exit
-fi
-current && exit 0
-
-mkdir -p "$ENGINES2_DIR"
-exec 9>"$ENGINES2_DIR/.build.lock"
-flock 9
-current && exit 0
+cache_gate "$ENGINES2_DIR" current "$@"
 
 command -v go >/dev/null || die "go is not on PATH (expected at /usr/local/go/bin)"
 # runc's seccomp support is cgo against libseccomp: without it Docker's
