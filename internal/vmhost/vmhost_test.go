@@ -734,8 +734,9 @@ func checkRuntimeVersion(t *testing.T, m *testbed.Metrics, name, want string) {
 
 // TestVMHostTodaysEnginesFiguresMatchTheEngines boots the VM host a second
 // time with today's engines in place of Debian's (testbed/vm/engines.sh:
-// containerd 2 with its runc shim and ctr, runc 1.5, the Docker 29-era
-// daemon, whose Engine API is 1.52 and newer), run by Debian's
+// containerd 2 with its runc shim and ctr, the Docker 29-era daemon, whose
+// Engine API is 1.52 and newer; not yet runc 1.5, which starts no container
+// on this guest, see testdata/engines2.sh), run by Debian's
 // containerd.service and docker.socket at their usual sockets; installs
 // agentd from its .deb; runs one container each on Docker (created over the
 // API at 1.44: Debian's CLI speaks 1.41) and containerd (ctr) with the load of
@@ -755,13 +756,13 @@ func TestVMHostTodaysEnginesFiguresMatchTheEngines(t *testing.T) {
 
 	t.Run("the guest is a cgroup v2 host with systemd as PID 1", func(t *testing.T) { checkHost(t, share) })
 
-	t.Run("the guest's engines are the second set: containerd 2, runc 1.5 and a Docker 29-era daemon", func(t *testing.T) {
+	t.Run("the guest's engines are the second set: containerd 2 and a Docker 29-era daemon", func(t *testing.T) {
 		if got := readOut(t, share, "containerd-version.txt"); !strings.Contains(got, " "+versions["containerd"]+" ") || !strings.HasPrefix(versions["containerd"], "v2.") {
 			t.Errorf("containerd in the guest says %q, want containerd 2 (%s)", got, versions["containerd"])
 		}
-		if got := readOut(t, share, "runc-version.txt"); !strings.HasPrefix(got, "runc version "+versions["runc"]) || !strings.HasPrefix(versions["runc"], "1.5.") {
-			t.Errorf("runc in the guest says %q, want runc 1.5 (%s)", got, versions["runc"])
-		}
+		// runc 1.5 starts no container on this guest (engines2.sh says
+		// why): Debian's runc runs them.
+		t.Logf("runc in the guest: %q", readOut(t, share, "runc-version.txt"))
 		var v struct {
 			Version       string `json:"Version"`
 			APIVersion    string `json:"ApiVersion"`

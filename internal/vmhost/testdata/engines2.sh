@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs inside the VM host (testbed/vm) as /share/run.sh, like guest.sh, on a
 # host whose engines are today's: the second engine set (testbed/vm/engines.sh:
-# containerd 2 with its runc shim and ctr, runc 1.5, the Docker 29-era
-# dockerd) replaces Debian's binaries before containerd.service and
+# containerd 2 with its runc shim and ctr, the Docker 29-era dockerd; runc 1.5
+# not yet, see below) replaces Debian's binaries before containerd.service and
 # docker.socket start them at their usual sockets, then agentd is installed
 # from its .deb. TestVMHost... (vmhost_test.go) puts beside it:
 #   lib.sh        the helpers, the load and the steps every guest run takes
@@ -37,18 +37,36 @@ swap() { # swap BINARY PATH: BINARY of the set is what runs as PATH
 swap containerd /usr/bin/containerd
 swap containerd-shim-runc-v2 /usr/bin/containerd-shim-runc-v2
 swap ctr /usr/bin/ctr
-swap runc /usr/sbin/runc
 swap dockerd /usr/sbin/dockerd
+# runc 1.5 of the set is not swapped in: on this guest (Debian 12's kernel
+# 6.1 under TCG) it starts no container of Docker's ("runc create failed:
+# unable to start container process: can't get final child's PID from pipe:
+# invalid character '\x00'"), with or without a time namespace, where on the
+# testbed machine's kernel 6.18 it does. Debian's runc 1.1 runs the
+# containers of Docker and containerd 2; it knows no time namespace, which
+# this Docker gives every container where the kernel has them ("namespace
+# time does not exist"): the daemon's documented escape hatch turns them off.
+install -d /etc/docker
+echo '{"features": {"time-namespaces": false}}' >/etc/docker/daemon.json
 systemctl start containerd.service docker.socket || fail "start containerd.service and docker.socket"
 containerd --version >"$out/containerd-version.txt"
 runc --version >"$out/runc-version.txt"
 
 install_agentd
 
-dockerapi() { # dockerapi METHOD PATH [curl args...]: Docker's API 1.44
-	local method=$1 path=$2; shift 2
-	curl -sSf --unix-socket /run/docker.sock -X "$method" "$@" "http://d/v1.44$path"
+dockerapi() { # dockerapi METHOD PATH [curl args...]: Docker's API 1.44; an error's message goes to stderr
+	local method=$1 path=$2 rc=0; shift 2
+	curl -sS --fail-with-body --unix-socket /run/docker.sock -X "$method" "$@" "http://d/v1.44$path" >/tmp/dockerapi.out || rc=$?
+	if ((rc)); then
+		printf 'Docker API %s %s: %s\n' "$method" "$path" "$(cat /tmp/dockerapi.out)" >&2
+	else
+		cat /tmp/dockerapi.out
+	fi
+	return "$rc"
 }
+# engines_log keeps the engines' journal of a failed run in run.log.
+engines_log() { journalctl -b --no-pager -u containerd.service -u docker.service -n 40; }
+trap 'engines_log; collect' EXIT
 step "Docker's version (activates docker.socket)"
 waitfor 120 "Docker 29 on docker.socket" dockerapi GET /_ping
 dockerapi GET /version >"$out/docker-version.json" || fail "Docker's version"
