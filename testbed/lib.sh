@@ -71,3 +71,24 @@ busybox_rootfs() {
 	echo 'root:x:0:0:root:/:/bin/sh' >"$dir/etc/passwd"
 	echo 'root:x:0:' >"$dir/etc/group"
 }
+
+# cache_gate DIR CURRENT [--check]: the protocol of a script that builds a
+# cached artefact in DIR, CURRENT being a command that succeeds when the
+# artefact is there and from the script's present recipe. With --check it
+# exits with CURRENT's status. Otherwise it exits 0 when the artefact is
+# current, else takes DIR's build lock (fd 9, held until the script exits:
+# one build at a time), exits 0 if a build it waited for made the artefact
+# current, and returns for the caller to build it.
+cache_gate() {
+	local dir=$1 current=$2
+	if [ "${3:-}" = --check ]; then
+		"$current"
+		exit
+	fi
+	"$current" && exit 0
+	mkdir -p "$dir"
+	exec 9>"$dir/.build.lock"
+	flock 9
+	"$current" && exit 0
+	return 0
+}

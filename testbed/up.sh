@@ -14,7 +14,10 @@
 #                 podman.socket and docker.socket listening and not yet activated
 #   collector     the OpenTelemetry Collector built from the Go module proxy
 #   vm            the VM host image (testbed/vm/build.sh): Debian 12 with systemd
-#                 as PID 1 on cgroup v2, Docker, containerd and podman, for qemu
+#                 as PID 1 on cgroup v2, Docker, containerd and podman, for qemu;
+#                 and the second engine set its tests put in place of Debian's
+#                 (testbed/vm/engines.sh): containerd 2, runc 1.5, Docker 29's
+#                 daemon, built from the Go module proxy
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=testbed/lib.sh
 . "$here/lib.sh"
@@ -40,7 +43,8 @@ command -v go >/dev/null || die "go is not on PATH: agentd and the collector nee
 
 PACKAGES=(docker.io containerd podman runc busybox-static debootstrap systemd-container
 	iptables uidmap slirp4netns containernetworking-plugins rpm dbus jq procps psmisc
-	ca-certificates iproute2 gcc libc6-dev make git prometheus qemu-system-x86)
+	ca-certificates iproute2 gcc libc6-dev make git prometheus qemu-system-x86
+	libseccomp-dev pkg-config)
 
 part_packages() {
 	local missing=() p
@@ -246,8 +250,13 @@ th_sockets_listening() {
 part_collector() { "$here/collector.sh"; }
 
 # The VM host image, cached under $TESTBED_CACHE/vm and rebuilt only when
-# testbed/vm/build.sh changes.
-part_vm() { bash "$here/vm/build.sh"; }
+# testbed/vm/build.sh changes; the second engine set, cached under
+# $TESTBED_CACHE/engines2 and rebuilt only when testbed/vm/engines.sh (its
+# version list) changes.
+part_vm() {
+	bash "$here/vm/build.sh"
+	bash "$here/vm/engines.sh"
+}
 
 parts=("$@")
 ((${#parts[@]})) || parts=(packages engines images systemd-host collector vm)

@@ -271,7 +271,8 @@ func compare(t *testing.T, m *testbed.Metrics, runtime, container string, at tim
 }
 
 // dockerStats is the part of Docker's stats API answer (GET
-// /containers/ID/stats?stream=false, API 1.41, cgroup v2) the test reads.
+// /containers/ID/stats?stream=false, API 1.41 of Docker 20.10 and 1.44 of
+// Docker 29, cgroup v2) the test reads.
 type dockerStats struct {
 	MemoryStats struct {
 		Usage float64            `json:"usage"` // memory.current
@@ -380,6 +381,39 @@ var (
 	anyPoint = map[string]string{}
 )
 
+// prepareShare fills a new share for one guest run of the test named test:
+// the guest script (testdata/script as run.sh, testdata/lib.sh beside it),
+// agentd's .deb, the testbed's busybox image, the run's settings and an
+// agentd configuration that exports to a collector started for the test.
+func prepareShare(t *testing.T, test, script string) (string, *testbed.Otelcol) {
+	t.Helper()
+	share := t.TempDir()
+	deb := buildDeb(t, "0.0.1~vm1", filepath.Join(t.TempDir(), "dist"))
+	if err := os.Rename(deb, filepath.Join(share, "agentd.deb")); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Run(t, "docker", "save", "-o", filepath.Join(share, "busybox.tar"), testbed.BusyboxImage)
+	col := testbed.StartCollector(t)
+	content := map[string]string{
+		"env": fmt.Sprintf("INTERVAL=%d\nBLOB_URL=%s\n", int(exportInterval.Seconds()), serveBlob(t)),
+		"agentd.yaml": fmt.Sprintf("# written by %s\nexport:\n  endpoint: %s\n  insecure: true\n  interval: %s\n",
+			test, guestEndpoint(t, col.Endpoint()), exportInterval),
+	}
+	for name, src := range map[string]string{"run.sh": script, "lib.sh": "lib.sh"} {
+		b, err := os.ReadFile(filepath.Join("testdata", src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		content[name] = string(b)
+	}
+	for name, c := range content {
+		if err := os.WriteFile(filepath.Join(share, name), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return share, col
+}
+
 // TestVMHostCgroupV2FiguresMatchTheEngines boots the VM host (testbed/vm:
 // Debian 12, systemd as PID 1, cgroup v2), installs agentd there from its
 // .deb under its hardened unit, runs one container each on Docker
@@ -399,107 +433,21 @@ var (
 func TestVMHostCgroupV2FiguresMatchTheEngines(t *testing.T) {
 	testbed.Require(t, testbed.Root, testbed.Collector, testbed.Docker)
 	requireVM(t)
-	ctx := t.Context()
+	share, col := prepareShare(t, "TestVMHostCgroupV2FiguresMatchTheEngines", "guest.sh")
+	boot(t.Context(), t, share)
 
-	share := t.TempDir()
-	deb := buildDeb(t, "0.0.1~vm1", filepath.Join(t.TempDir(), "dist"))
-	if err := os.Rename(deb, filepath.Join(share, "agentd.deb")); err != nil {
-		t.Fatal(err)
-	}
-	testbed.Run(t, "docker", "save", "-o", filepath.Join(share, "busybox.tar"), testbed.BusyboxImage)
-	guest, err := os.ReadFile(filepath.Join("testdata", "guest.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	col := testbed.StartCollector(t)
-	for name, content := range map[string]string{
-		"run.sh": string(guest),
-		"env":    fmt.Sprintf("INTERVAL=%d\nBLOB_URL=%s\n", int(exportInterval.Seconds()), serveBlob(t)),
-		"agentd.yaml": fmt.Sprintf("# written by TestVMHostCgroupV2FiguresMatchTheEngines\nexport:\n  endpoint: %s\n  insecure: true\n  interval: %s\n",
-			guestEndpoint(t, col.Endpoint()), exportInterval),
-	} {
-		if err := os.WriteFile(filepath.Join(share, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	boot(ctx, t, share)
-
-	t.Run("the guest is a cgroup v2 host with systemd as PID 1", func(t *testing.T) {
-		if got := readOut(t, share, "cgroup-fstype"); got != "cgroup2fs" {
-			t.Errorf("/sys/fs/cgroup in the guest is %q, want cgroup2fs", got)
-		}
-		if got := readOut(t, share, "pid1"); got != "systemd" {
-			t.Errorf("PID 1 in the guest is %q, want systemd", got)
-		}
-		for _, c := range []string{"cpu", "memory", "io", "pids"} {
-			if !strings.Contains(" "+readOut(t, share, "cgroup-controllers")+" ", " "+c+" ") {
-				t.Errorf("the guest's cgroup2 root lacks the %s controller: %q", c, readOut(t, share, "cgroup-controllers"))
-			}
-		}
-		if got := readOut(t, share, "agentd-active"); got != "active\nactive" {
-			t.Errorf("agentd.service and agentd.socket: %q, want both active", got)
-		}
-		t.Logf("kernel %s; %s", readOut(t, share, "kernel"), strings.ReplaceAll(readOut(t, share, "agentd-unit.txt"), "\n", " "))
-	})
+	t.Run("the guest is a cgroup v2 host with systemd as PID 1", func(t *testing.T) { checkHost(t, share) })
 
 	t.Run("agentd found Docker, containerd and podman, each with an engine found journal entry", func(t *testing.T) {
-		found := map[string]string{}
-		for _, e := range journal(t, share) {
-			if field(e, "MESSAGE") == "engine found" && field(e, "MESSAGE_ID") == logging.MessageIDEngineFound {
-				found[field(e, "ENGINE_TYPE")] = field(e, "ENGINE_ID")
-			}
-		}
-		for _, typ := range []string{"docker", "containerd", "podman"} {
-			if found[typ] == "" {
-				t.Errorf("no engine found entry with ENGINE_TYPE=%s; found %v", typ, found)
-			}
-		}
-		if t.Failed() {
-			t.Logf("agentd's journal:\n%s", tail(filepath.Join(share, "out", "journal.txt"), 80))
-		}
-		t.Logf("engines found: %v\nagentd engines:\n%s", found, readOut(t, share, "agentd-engines.txt"))
+		checkEnginesFound(t, share, "docker", "containerd", "podman")
 	})
 
-	t.Run("the hardened unit's sandbox is not taken for a container", func(t *testing.T) {
-		// The unit's ProtectSystem= and friends give agentd a mount
-		// namespace of its own over the host's root: agentd is on the host.
-		for _, e := range journal(t, share) {
-			if msg := field(e, "MESSAGE"); strings.Contains(msg, "runs in a container") || strings.Contains(msg, "running in a container") {
-				t.Errorf("agentd on the VM host logged %q", msg)
-			}
-		}
-	})
+	t.Run("the hardened unit's sandbox is not taken for a container", func(t *testing.T) { checkOnTheHost(t, share) })
 
-	m, err := col.Metrics()
-	if err != nil {
-		t.Fatalf("collector metrics: %v", err)
-	}
-	recorded, err := strconv.ParseFloat(readOut(t, share, "recorded_at"), 64)
-	if err != nil {
-		t.Fatalf("recorded_at: %v", err)
-	}
-	at := time.Unix(0, int64(recorded*1e9))
+	m, at := exported(t, col, share)
 
 	t.Run("the Docker container's figures are within 5 % of Docker's stats API", func(t *testing.T) {
-		var s dockerStats
-		decodeOut(t, share, "engine-docker.json", &s)
-		netRx, netTx := s.net()
-		compare(t, m, "docker", "vmh-docker", at, []figure{
-			// memory_stats.usage is memory.current; the figure `docker
-			// stats` prints on v2 is usage minus inactive_file, agentd's
-			// working set.
-			{"memory usage", "container.memory.usage", anyPoint, s.MemoryStats.Usage, shmLoad},
-			{"memory working set", "container.memory.working_set", anyPoint, s.MemoryStats.Usage - s.MemoryStats.Stats["inactive_file"], shmLoad},
-			{"memory anon (rss)", "container.memory.rss", anyPoint, s.MemoryStats.Stats["anon"], 0},
-			{"cpu time", "container.cpu.time", anyPoint, s.CPUStats.CPUUsage.Total / 1e9, cpuLoad},
-			{"cpu time user", "container.cpu.time", userCPU, s.CPUStats.CPUUsage.User / 1e9, 0},
-			{"cpu time system", "container.cpu.time", sysCPU, s.CPUStats.CPUUsage.Kernel / 1e9, 0},
-			{"pids", "container.pids.count", anyPoint, s.PidsStats.Current, procsLoad},
-			{"network received", "container.network.io", rx, netRx, blobSize},
-			{"network transmitted", "container.network.io", tx, netTx, 1},
-			{"disk read", "container.disk.io", read, s.blkio("read"), 0},
-			{"disk written", "container.disk.io", write, s.blkio("write"), diskLoad},
-		})
+		checkDockerFigures(t, m, share, at, "vmh-docker")
 	})
 
 	t.Run("the podman container's figures are within 5 % of podman's stats API", func(t *testing.T) {
@@ -526,24 +474,7 @@ func TestVMHostCgroupV2FiguresMatchTheEngines(t *testing.T) {
 	})
 
 	t.Run("the containerd container's figures are within 5 % of containerd's task metrics", func(t *testing.T) {
-		var c containerdMetrics
-		decodeOut(t, share, "engine-containerd.json", &c)
-		var rbytes, wbytes float64
-		for _, u := range c.IO.Usage {
-			rbytes += u.Rbytes
-			wbytes += u.Wbytes
-		}
-		compare(t, m, "containerd", "vmh-ctr", at, []figure{
-			{"memory usage", "container.memory.usage", anyPoint, c.Memory.Usage, shmLoad},
-			{"memory working set", "container.memory.working_set", anyPoint, c.Memory.Usage - c.Memory.InactiveFile, shmLoad},
-			{"memory anon (rss)", "container.memory.rss", anyPoint, c.Memory.Anon, 0},
-			{"cpu time", "container.cpu.time", anyPoint, c.CPU.UsageUsec / 1e6, cpuLoad},
-			{"cpu time user", "container.cpu.time", userCPU, c.CPU.UserUsec / 1e6, 0},
-			{"cpu time system", "container.cpu.time", sysCPU, c.CPU.SystemUsec / 1e6, 0},
-			{"pids", "container.pids.count", anyPoint, c.Pids.Current, procsLoad},
-			{"disk read", "container.disk.io", read, rbytes, 0},
-			{"disk written", "container.disk.io", write, wbytes, diskLoad},
-		})
+		checkContainerdFigures(t, m, share, at, "vmh-ctr")
 	})
 
 	t.Run("the rootless podman container's figures are within 5 % of the user's podman stats API", func(t *testing.T) {
@@ -605,5 +536,264 @@ func TestVMHostCgroupV2FiguresMatchTheEngines(t *testing.T) {
 			{"pids", "container.pids.count", anyPoint, p.PIDs, systemdProcs},
 			{"disk written", "container.disk.io", write, p.BlockOutput, 0},
 		})
+	})
+}
+
+// checkHost checks the guest's facts: cgroup v2 with the controllers agentd
+// reads, systemd as PID 1, agentd's service and socket active.
+func checkHost(t *testing.T, share string) {
+	t.Helper()
+	if got := readOut(t, share, "cgroup-fstype"); got != "cgroup2fs" {
+		t.Errorf("/sys/fs/cgroup in the guest is %q, want cgroup2fs", got)
+	}
+	if got := readOut(t, share, "pid1"); got != "systemd" {
+		t.Errorf("PID 1 in the guest is %q, want systemd", got)
+	}
+	for _, c := range []string{"cpu", "memory", "io", "pids"} {
+		if !strings.Contains(" "+readOut(t, share, "cgroup-controllers")+" ", " "+c+" ") {
+			t.Errorf("the guest's cgroup2 root lacks the %s controller: %q", c, readOut(t, share, "cgroup-controllers"))
+		}
+	}
+	if got := readOut(t, share, "agentd-active"); got != "active\nactive" {
+		t.Errorf("agentd.service and agentd.socket: %q, want both active", got)
+	}
+	t.Logf("kernel %s; %s", readOut(t, share, "kernel"), strings.ReplaceAll(readOut(t, share, "agentd-unit.txt"), "\n", " "))
+}
+
+// checkEnginesFound checks that agentd's journal has an engine found entry
+// for each of types, and logs what agentd found.
+func checkEnginesFound(t *testing.T, share string, types ...string) {
+	t.Helper()
+	found := map[string]string{}
+	for _, e := range journal(t, share) {
+		if field(e, "MESSAGE") == "engine found" && field(e, "MESSAGE_ID") == logging.MessageIDEngineFound {
+			found[field(e, "ENGINE_TYPE")] = field(e, "ENGINE_ID")
+		}
+	}
+	for _, typ := range types {
+		if found[typ] == "" {
+			t.Errorf("no engine found entry with ENGINE_TYPE=%s; found %v", typ, found)
+		}
+	}
+	if t.Failed() {
+		t.Logf("agentd's journal:\n%s", tail(filepath.Join(share, "out", "journal.txt"), 80))
+	}
+	t.Logf("engines found: %v\nagentd engines:\n%s", found, readOut(t, share, "agentd-engines.txt"))
+}
+
+// checkOnTheHost checks that agentd did not take the hardened unit's sandbox
+// for a container.
+func checkOnTheHost(t *testing.T, share string) {
+	t.Helper()
+	// The unit's ProtectSystem= and friends give agentd a mount
+	// namespace of its own over the host's root: agentd is on the host.
+	for _, e := range journal(t, share) {
+		if msg := field(e, "MESSAGE"); strings.Contains(msg, "runs in a container") || strings.Contains(msg, "running in a container") {
+			t.Errorf("agentd on the VM host logged %q", msg)
+		}
+	}
+}
+
+// exported returns what agentd exported to col during the guest run and the
+// moment the guest recorded the engines' own figures.
+func exported(t *testing.T, col *testbed.Otelcol, share string) (*testbed.Metrics, time.Time) {
+	t.Helper()
+	m, err := col.Metrics()
+	if err != nil {
+		t.Fatalf("collector metrics: %v", err)
+	}
+	recorded, err := strconv.ParseFloat(readOut(t, share, "recorded_at"), 64)
+	if err != nil {
+		t.Fatalf("recorded_at: %v", err)
+	}
+	at := time.Unix(0, int64(recorded*1e9))
+	return m, at
+}
+
+// checkDockerFigures compares the figures of Docker's container name with
+// Docker's stats API answer the guest recorded in engine-docker.json.
+func checkDockerFigures(t *testing.T, m *testbed.Metrics, share string, at time.Time, name string) {
+	t.Helper()
+	var s dockerStats
+	decodeOut(t, share, "engine-docker.json", &s)
+	netRx, netTx := s.net()
+	compare(t, m, "docker", name, at, []figure{
+		// memory_stats.usage is memory.current; the figure `docker
+		// stats` prints on v2 is usage minus inactive_file, agentd's
+		// working set.
+		{"memory usage", "container.memory.usage", anyPoint, s.MemoryStats.Usage, shmLoad},
+		{"memory working set", "container.memory.working_set", anyPoint, s.MemoryStats.Usage - s.MemoryStats.Stats["inactive_file"], shmLoad},
+		{"memory anon (rss)", "container.memory.rss", anyPoint, s.MemoryStats.Stats["anon"], 0},
+		{"cpu time", "container.cpu.time", anyPoint, s.CPUStats.CPUUsage.Total / 1e9, cpuLoad},
+		{"cpu time user", "container.cpu.time", userCPU, s.CPUStats.CPUUsage.User / 1e9, 0},
+		{"cpu time system", "container.cpu.time", sysCPU, s.CPUStats.CPUUsage.Kernel / 1e9, 0},
+		{"pids", "container.pids.count", anyPoint, s.PidsStats.Current, procsLoad},
+		{"network received", "container.network.io", rx, netRx, blobSize},
+		{"network transmitted", "container.network.io", tx, netTx, 1},
+		{"disk read", "container.disk.io", read, s.blkio("read"), 0},
+		{"disk written", "container.disk.io", write, s.blkio("write"), diskLoad},
+	})
+}
+
+// checkContainerdFigures compares the figures of containerd's container
+// name with `ctr task metrics` the guest recorded in engine-containerd.json.
+func checkContainerdFigures(t *testing.T, m *testbed.Metrics, share string, at time.Time, name string) {
+	t.Helper()
+	var c containerdMetrics
+	decodeOut(t, share, "engine-containerd.json", &c)
+	var rbytes, wbytes float64
+	for _, u := range c.IO.Usage {
+		rbytes += u.Rbytes
+		wbytes += u.Wbytes
+	}
+	compare(t, m, "containerd", name, at, []figure{
+		{"memory usage", "container.memory.usage", anyPoint, c.Memory.Usage, shmLoad},
+		{"memory working set", "container.memory.working_set", anyPoint, c.Memory.Usage - c.Memory.InactiveFile, shmLoad},
+		{"memory anon (rss)", "container.memory.rss", anyPoint, c.Memory.Anon, 0},
+		{"cpu time", "container.cpu.time", anyPoint, c.CPU.UsageUsec / 1e6, cpuLoad},
+		{"cpu time user", "container.cpu.time", userCPU, c.CPU.UserUsec / 1e6, 0},
+		{"cpu time system", "container.cpu.time", sysCPU, c.CPU.SystemUsec / 1e6, 0},
+		{"pids", "container.pids.count", anyPoint, c.Pids.Current, procsLoad},
+		{"disk read", "container.disk.io", read, rbytes, 0},
+		{"disk written", "container.disk.io", write, wbytes, diskLoad},
+	})
+}
+
+// engines2Dir is where testbed/vm/engines.sh keeps the second engine set.
+func engines2Dir() string { return filepath.Join(testbed.CacheDir(), "engines2") }
+
+// requireEngines2 makes t depend on the second engine set built from the
+// current testbed/vm/engines.sh: under CI=true a missing one fails t.
+func requireEngines2(t *testing.T) {
+	t.Helper()
+	check := exec.Command("bash", filepath.Join(repoRoot(t), "testbed", "vm", "engines.sh"), "--check")
+	if out, err := check.CombinedOutput(); err != nil {
+		testbed.Unavailable(t, "VM host: no second engine set from the current testbed/vm/engines.sh in %s (run `make testbed`): %v %s",
+			engines2Dir(), err, out)
+	}
+}
+
+// shareEngines2 puts the second engine set in share/engines2 (hard links
+// where the cache and the share are on one file system, copies otherwise)
+// and returns what each engine reports as its version (engines.sh's
+// versions file: containerd, runc, dockerd).
+func shareEngines2(t *testing.T, share string) map[string]string {
+	t.Helper()
+	dst := filepath.Join(share, "engines2")
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "dockerd", "versions"} {
+		src := filepath.Join(engines2Dir(), f)
+		if err := os.Link(src, filepath.Join(dst, f)); err == nil {
+			continue
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatalf("second engine set: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, f), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dst, "versions"))
+	if err != nil {
+		t.Fatalf("second engine set: %v", err)
+	}
+	versions := map[string]string{}
+	for line := range strings.Lines(string(b)) {
+		if name, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
+			versions[name] = v
+		}
+	}
+	for _, name := range []string{"containerd", "runc", "dockerd"} {
+		if versions[name] == "" {
+			t.Fatalf("second engine set: %s has no version in %s: %q", name, filepath.Join(engines2Dir(), "versions"), b)
+		}
+	}
+	return versions
+}
+
+// checkRuntimeVersion checks that agentd exported the engine version want
+// as container.runtime.version of container name, and no other.
+func checkRuntimeVersion(t *testing.T, m *testbed.Metrics, name, want string) {
+	t.Helper()
+	var seen []string
+	for _, r := range m.ResourcesWith(map[string]string{"container.name": name}) {
+		if v := r.Attrs["container.runtime.version"]; v != "" {
+			seen = append(seen, v)
+			if v != want {
+				t.Errorf("container %s: container.runtime.version %q, want %q", name, v, want)
+			}
+		}
+	}
+	if len(seen) == 0 {
+		t.Errorf("container %s: no resource with a container.runtime.version; the collector holds %s", name, m.Summary())
+	}
+}
+
+// TestVMHostTodaysEnginesFiguresMatchTheEngines boots the VM host a second
+// time with today's engines in place of Debian's (testbed/vm/engines.sh:
+// containerd 2 with its runc shim and ctr, the Docker 29-era daemon, whose
+// Engine API is 1.52 and newer; not yet runc 1.5, which starts no container
+// on this guest, see testdata/engines2.sh), run by Debian's
+// containerd.service and docker.socket at their usual sockets; installs
+// agentd from its .deb; runs one container each on Docker (created over the
+// API at 1.44: Debian's CLI speaks 1.41) and containerd (ctr) with the load of
+// TestVMHostCgroupV2FiguresMatchTheEngines; and checks that agentd found both
+// engines with their versions, and that every container figure it exports
+// is within 5 % of the engine's own at the same moment.
+//
+// It needs the collector, the host's Docker (for the testbed's busybox
+// image), qemu, the VM image and the second engine set (`make testbed`).
+func TestVMHostTodaysEnginesFiguresMatchTheEngines(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.Collector, testbed.Docker)
+	requireVM(t)
+	requireEngines2(t)
+	share, col := prepareShare(t, "TestVMHostTodaysEnginesFiguresMatchTheEngines", "engines2.sh")
+	versions := shareEngines2(t, share)
+	boot(t.Context(), t, share)
+
+	t.Run("the guest is a cgroup v2 host with systemd as PID 1", func(t *testing.T) { checkHost(t, share) })
+
+	t.Run("the guest's engines are the second set: containerd 2 and a Docker 29-era daemon", func(t *testing.T) {
+		if got := readOut(t, share, "containerd-version.txt"); !strings.Contains(got, " "+versions["containerd"]+" ") || !strings.HasPrefix(versions["containerd"], "v2.") {
+			t.Errorf("containerd in the guest says %q, want containerd 2 (%s)", got, versions["containerd"])
+		}
+		// runc 1.5 starts no container on this guest (engines2.sh says
+		// why): Debian's runc runs them.
+		t.Logf("runc in the guest: %q", readOut(t, share, "runc-version.txt"))
+		var v struct {
+			Version       string `json:"Version"`
+			APIVersion    string `json:"ApiVersion"`
+			MinAPIVersion string `json:"MinAPIVersion"`
+		}
+		decodeOut(t, share, "docker-version.json", &v)
+		if v.Version != versions["dockerd"] {
+			t.Errorf("Docker in the guest is %q, want the second set's %s", v.Version, versions["dockerd"])
+		}
+		// Docker 29.0 speaks Engine API 1.52; Debian's Docker 20.10, 1.41.
+		if minor, err := strconv.Atoi(strings.TrimPrefix(v.APIVersion, "1.")); err != nil || minor < 52 {
+			t.Errorf("Docker in the guest speaks API %q, want 1.52 (Docker 29) or newer", v.APIVersion)
+		}
+		t.Logf("containerd %s, runc %s, Docker %s (API %s, accepts %s and newer)", versions["containerd"], versions["runc"], v.Version, v.APIVersion, v.MinAPIVersion)
+	})
+
+	t.Run("agentd found Docker and containerd, each with an engine found journal entry", func(t *testing.T) {
+		checkEnginesFound(t, share, "docker", "containerd")
+	})
+
+	t.Run("the hardened unit's sandbox is not taken for a container", func(t *testing.T) { checkOnTheHost(t, share) })
+
+	m, at := exported(t, col, share)
+
+	t.Run("the Docker container's figures are within 5 % of Docker 29's stats API", func(t *testing.T) {
+		checkRuntimeVersion(t, m, "vmh-docker2", versions["dockerd"])
+		checkDockerFigures(t, m, share, at, "vmh-docker2")
+	})
+
+	t.Run("the containerd container's figures are within 5 % of containerd 2's task metrics", func(t *testing.T) {
+		checkRuntimeVersion(t, m, "vmh-ctr2", versions["containerd"])
+		checkContainerdFigures(t, m, share, at, "vmh-ctr2")
 	})
 }

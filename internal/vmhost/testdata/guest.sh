@@ -2,6 +2,7 @@
 # Runs inside the VM host (testbed/vm) as /share/run.sh, started by the guest's
 # agentd-vm-run.service once systemd reached multi-user.target; the guest powers
 # off when it ends. TestVMHost... (vmhost_test.go) puts beside it:
+#   lib.sh        the helpers, the load and the steps every guest run takes
 #   agentd.deb    the package under test
 #   agentd.yaml   agentd's configuration (OTLP to the test's collector on the host)
 #   busybox.tar   the testbed's local/busybox:latest (docker save)
@@ -10,43 +11,13 @@
 # and reads back what this script writes to /share/out: the engines' own
 # figures at one moment (engine-*.json, cgroup-*.txt, recorded_at), agentd's
 # journal, `agentd engines` and facts about the host (cgroup file system, PID 1).
-set -uo pipefail
-out=/share/out
-mkdir -p "$out"
-# shellcheck source=/dev/null
-. /share/env
-step() { printf '[guest %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-fail() { step "FAILED: $*"; exit 1; }
-# collect keeps what explains a run, also a failed one: agentd's view, its
-# journal, the guest's warnings.
-collect() {
-	agentd engines >"$out/agentd-engines.txt" 2>&1
-	systemctl show -p ActiveState,NRestarts,MainPID agentd.service >"$out/agentd-unit.txt"
-	journalctl -u agentd.service -o json --no-pager >"$out/journal.json"
-	journalctl -b --no-pager -p warning >"$out/journal-warnings.txt"
-	journalctl -u agentd.service --no-pager >"$out/journal.txt"
-}
+# The helpers, the load and the common steps: lib.sh beside this script.
+# shellcheck source=internal/vmhost/testdata/lib.sh
+. /share/lib.sh
 trap collect EXIT
-waitfor() { # waitfor SECONDS WHAT COMMAND...
-	local secs=$1 what=$2; shift 2
-	local end=$((SECONDS + secs))
-	until "$@" >/dev/null 2>&1; do
-		((SECONDS < end)) || fail "timed out after ${secs}s waiting for $what"
-		sleep 1
-	done
-}
 
-step "host facts"
-stat -fc %T /sys/fs/cgroup >"$out/cgroup-fstype"
-cat /sys/fs/cgroup/cgroup.controllers >"$out/cgroup-controllers"
-cat /proc/1/comm >"$out/pid1"
-uname -r >"$out/kernel"
-
-step "install agentd from its .deb, then configure and restart it as a user does"
-DEBIAN_FRONTEND=noninteractive dpkg -i /share/agentd.deb </dev/null || fail "dpkg -i agentd.deb"
-install -m 0644 /share/agentd.yaml /etc/agentd/agentd.yaml
-systemctl restart agentd.service || fail "systemctl restart agentd"
-systemctl is-active agentd.service agentd.socket >"$out/agentd-active" || true
+host_facts
+install_agentd
 
 # The same image for every engine, from the testbed (no registry is reachable).
 step "load local/busybox:latest into Docker (activates docker.socket), podman and containerd"
@@ -54,18 +25,6 @@ docker load -q -i /share/busybox.tar || fail "docker load"
 podman load -q -i /share/busybox.tar || fail "podman load"
 ctr -n default images import /share/busybox.tar >/dev/null || fail "ctr images import"
 
-# A steady, known load: 32 MiB in /dev/shm (shared memory, charged to the
-# container and never reclaimed), 16 MiB written to the container's disk with
-# an fsync, one download of the host's blob (the network), 5 s of CPU, then
-# four processes asleep: nothing changes after /ready appears.
-load='dd if=/dev/zero of=/dev/shm/hold bs=1M count=32 2>/dev/null
-dd if=/dev/zero of=/written bs=1M count=16 conv=fsync 2>/dev/null
-cat /bin/busybox >/dev/null
-if [ -n "$BLOB_URL" ]; then wget -q -O /dev/null "$BLOB_URL"; fi
-yes >/dev/null & b=$!; sleep 5; kill $b
-sleep 1000000 & sleep 1000000 & sleep 1000000 &
-echo ready >/ready
-wait'
 echo 3 >/proc/sys/vm/drop_caches
 step "start the containers"
 docker run -d --name vmh-docker -e BLOB_URL="$BLOB_URL" local/busybox:latest sh -c "$load" || fail "docker run"
@@ -143,9 +102,6 @@ fi
 step "loads settled"
 
 step "wait for agentd to find the three engines"
-engine_found() {
-	journalctl -u agentd.service -o json "ENGINE_TYPE=$1" | jq -e 'select(.MESSAGE == "engine found")' >/dev/null
-}
 # Not fatal: the test says which engine agentd missed, from the journal.
 for e in docker podman containerd; do (waitfor 300 "agentd to find $e" engine_found "$e"); done
 rootless_found() {
@@ -159,7 +115,6 @@ fi
 sleep $((2 * INTERVAL + 2))
 
 step "record the engines' own figures"
-cgroup_of() { sed -n 's/^0:://p' "/proc/$1/cgroup"; }
 date +%s.%N >"$out/recorded_at"
 curl -sf --unix-socket /run/docker.sock 'http://d/containers/vmh-docker/stats?stream=false' >"$out/engine-docker.json" ||
 	fail "Docker's stats API"
@@ -178,12 +133,7 @@ if [ -n "$systemd_pid" ]; then
 fi
 for e in docker podman ctr ${rootless_pid:+rootless} ${systemd_pid:+systemd}; do
 	pid_var=${e}_pid
-	cg=/sys/fs/cgroup$(cgroup_of "${!pid_var}")
-	{
-		echo "cgroup $cg"
-		for f in memory.current memory.stat cpu.stat pids.current io.stat; do echo "== $f"; cat "$cg/$f"; done
-		echo "== net/dev"; cat "/proc/${!pid_var}/net/dev"
-	} >"$out/cgroup-$e.txt" 2>&1
+	record_cgroup "$e" "${!pid_var}"
 done
 podman stats --no-stream --format json vmh-podman >"$out/podman-stats-cli.json" 2>&1 || true
 step "recorded"
