@@ -45,6 +45,11 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 	col := testbed.StartCollector(t)
 	_, logs := startAgent(t, col, "agentd.test")
 	podmanEngine := map[string]string{"container.runtime.name": "podman", "agentd.engine.prefix": th}
+	// The service behind podman.socket, not the daemonless view of the same
+	// storage, which agentd finds from the container's conmon at once.
+	isService := func(r testbed.LogRecord) bool {
+		return r.HasResource(podmanEngine) && strings.HasSuffix(r.Resource["agentd.engine.endpoint"], "/run/podman/podman.sock")
+	}
 	wantActivations := func(t *testing.T, want int) {
 		t.Helper()
 		activated, confirmed, taken := activations(logs, "podman.socket", "/run/podman/podman.sock")
@@ -61,9 +66,9 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 		col.WaitMetrics(t, 30*time.Second, func(m *testbed.Metrics) bool {
 			return len(m.ResourcesWith(map[string]string{"container.id": id, "agentd.engine.prefix": th})) == 1
 		})
-		col.WaitLogs(t, 10*time.Second, func(l *testbed.Logs) bool {
+		col.WaitLogs(t, 30*time.Second, func(l *testbed.Logs) bool {
 			return len(l.Filter(func(r testbed.LogRecord) bool {
-				return r.EventName == "agentd.engine.found" && r.HasResource(podmanEngine)
+				return r.EventName == "agentd.engine.found" && isService(r)
 			})) > 0
 		})
 		wantActivations(t, 1)
@@ -73,7 +78,7 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 		testbed.RunInSystemdHost(t, "systemctl", "stop", "podman.socket", "podman.service")
 		col.WaitLogs(t, 15*time.Second, func(l *testbed.Logs) bool {
 			return len(l.Filter(func(r testbed.LogRecord) bool {
-				return r.EventName == "agentd.engine.lost" && r.HasResource(podmanEngine)
+				return r.EventName == "agentd.engine.lost" && isService(r)
 			})) > 0
 		})
 	})
@@ -81,7 +86,7 @@ func TestAgentFollowsSocketUnitsOfTheSystemdHost(t *testing.T) {
 	t.Run("starting podman.socket again is followed by its D-Bus signals", func(t *testing.T) {
 		found := func(l *testbed.Logs) int {
 			return len(l.Filter(func(r testbed.LogRecord) bool {
-				return r.EventName == "agentd.engine.found" && r.HasResource(podmanEngine)
+				return r.EventName == "agentd.engine.found" && isService(r)
 			}))
 		}
 		l, err := col.Logs()
