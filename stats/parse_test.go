@@ -215,12 +215,18 @@ func benchReads(b *testing.B, r *Reader, cg *Cgroup, pid int) {
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
-		nets, disks := s.Networks, s.Disks[:0]
-		s = Stats{Networks: nets, Disks: disks} // as the Sampler reuses them
+		reuse(&s)
 		if err := r.Read(cg, pid, &s, &buf); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// reuse clears s for the next read and keeps its slices, as the Sampler
+// reuses them.
+func reuse(s *Stats) {
+	nets, disks := s.Networks, s.Disks[:0]
+	*s = Stats{Networks: nets, Disks: disks}
 }
 
 // BenchmarkReadHostCgroup reads this process's own cgroup on the real

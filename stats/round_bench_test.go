@@ -50,10 +50,8 @@ func BenchmarkRound1000(b *testing.B) {
 			var buf []byte
 			round := func() {
 				for i := range cgs {
-					s := &stats[i]
-					nets, disks := s.Networks, s.Disks[:0]
-					*s = Stats{Networks: nets, Disks: disks}
-					if err := r.Read(&cgs[i], 1_000_000+i, s, &buf); err != nil {
+					reuse(&stats[i])
+					if err := r.Read(&cgs[i], 1_000_000+i, &stats[i], &buf); err != nil {
 						b.Fatal(err)
 					}
 				}
