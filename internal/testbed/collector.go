@@ -307,8 +307,33 @@ func (c *Otelcol) stop(t testing.TB) {
 		}
 	}
 	if t.Failed() {
-		t.Logf("collector on %s, files in %s; its output:\n%s", c.endpoint, c.dir, c.output())
+		t.Logf("collector on %s, files in %s; %s", c.endpoint, c.dir, notable(c.output(), collectorDumpLines))
 	}
+}
+
+// collectorDumpLines is how many of the collector's notable lines a failed
+// test logs: its errors must stay in sight at the end of the test's output.
+const collectorDumpLines = 40
+
+// notable is the end of a collector's output without the debug exporter's
+// line for every batch it received (a long test's thousands of them would
+// push the test's own failure out of a CI log's tail): at most n lines.
+func notable(output string, n int) string {
+	var keep []string
+	batches := 0
+	for _, line := range strings.Split(strings.TrimRight(output, "\n"), "\n") {
+		if strings.Contains(line, `"otelcol.component.id": "debug"`) && strings.Contains(line, "\tinfo\t") {
+			batches++
+			continue
+		}
+		keep = append(keep, line)
+	}
+	head := fmt.Sprintf("its output without the %d lines of the debug exporter's batches", batches)
+	if len(keep) > n {
+		head += fmt.Sprintf(", last %d of %d lines", n, len(keep))
+		keep = keep[len(keep)-n:]
+	}
+	return head + ":\n" + strings.Join(keep, "\n")
 }
 
 // kill ends the process and waits for it.
