@@ -196,3 +196,25 @@ func TestAPodmanContainerKeepsItsLabelsWhenItsServiceGoes(t *testing.T) {
 		t.Errorf("container.label.%s = %q, want %q", label, got["container.label."+label], tag)
 	}
 }
+
+// A podman container started with no service running is reported by the
+// daemonless view with the labels podman keeps in its state database, so
+// that the service, once it runs, tells the same resource.
+func TestAPodmanContainerStartedWithoutItsServiceCarriesItsLabels(t *testing.T) {
+	p, tag := daemonlessPodman(t)
+	const label = "agentd.test"
+	col := testbed.StartCollector(t)
+	a, _ := startAgentWith(t, col, func(c *config.Config) { c.Labels.Allowlist = []string{label} }, p.Root(), p.Sock)
+	id := p.CLI("run", "-d", "--network", "none", "--label", label+"="+tag, "--name", "series-d-"+tag, testbed.BusyboxImage, "sleep", "1000")
+	dl := waitDaemonless(t, a, p.Root(), time.Minute)
+	waitCopies(t, a, id, dl.ID)
+	waitRounds(t, col, id, 3)
+	p.Start()
+	svc := agenttest.WaitEngine(t, a, p.Sock, true, 2*time.Minute)
+	waitCopies(t, a, id, svc.ID)
+	waitRounds(t, col, id, 3)
+	got := requireOneSeries(t, col, id, "container.image.id", "container.name")
+	if got["container.label."+label] != tag {
+		t.Errorf("container.label.%s = %q, want %q", label, got["container.label."+label], tag)
+	}
+}
