@@ -199,6 +199,12 @@ func TestAgentExportsEveryEngineOfTheTestbed(t *testing.T) {
 			}
 			for _, k := range []string{"container.name", "container.image.name", "container.runtime.version",
 				"agentd.engine.id", "agentd.engine.endpoint", "host.name"} {
+				if k == "container.runtime.version" && w.runtime == "podman" {
+					// A podman's containers are one resource whichever view
+					// reports them, and the daemonless one cannot tell the
+					// version (model.Engine.Identity).
+					continue
+				}
 				if a[k] == "" {
 					t.Errorf("%s is empty (attributes %v)", k, a)
 				}

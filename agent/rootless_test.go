@@ -61,6 +61,10 @@ func TestAgentActivatesRootlessPodmanOfAUserInstance(t *testing.T) {
 		}
 		return false
 	})
+	// The container's resource names its podman by the user's storage, the
+	// same whichever view (the service behind the socket, or the daemonless
+	// view once the service has idled out) reports it.
+	storage := strings.TrimSpace(u.Run(t, "podman", "info", "--format", "{{.Store.GraphRoot}}"))
 	var starts, dies int
 	for _, r := range logs.Records {
 		if r.Resource["container.id"] != id {
@@ -75,8 +79,8 @@ func TestAgentActivatesRootlessPodmanOfAUserInstance(t *testing.T) {
 				t.Errorf("die exit code %s, want 3", got)
 			}
 		}
-		if !strings.HasSuffix(r.Resource["agentd.engine.endpoint"], endpoint) || r.Resource["container.name"] != name ||
-			r.Resource["agentd.engine.prefix"] != th {
+		if r.Resource["agentd.engine.endpoint"] != storage || r.Resource["agentd.engine.id"] != "podman:"+th+":"+storage ||
+			r.Resource["container.name"] != name || r.Resource["agentd.engine.prefix"] != th {
 			t.Errorf("%s of the rootless container came with resource %v", r.EventName, r.Resource)
 		}
 	}

@@ -1012,6 +1012,17 @@ func (d *Discoverer) refreshHierarchy() map[string]bool {
 		next[id] = &e
 	}
 	locate := func(e model.Engine) int {
+		// A daemonless podman's process is whichever conmon serves it,
+		// which a `docker exec`'d podman may have started outside the
+		// container init's descendants; its endpoint is reached through
+		// the oldest process of the namespace (HostRoot), the init.
+		if e.Daemonless {
+			if a := endpointAnchorPID(d.procs.Root(), e.Endpoint); a > 0 {
+				if _, _, _, ok := d.procs.Lookup(a); ok {
+					return a
+				}
+			}
+		}
 		if e.PID > 0 {
 			return e.PID
 		}

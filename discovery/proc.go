@@ -105,6 +105,11 @@ type ProcFS struct {
 	retry    []int  // pending of the last call, being read again
 	listings int    // Refreshes that listed /proc (for tests)
 
+	// oldest is, by mount namespace, the oldest process of the table in it
+	// (see OldestIn), worked out at oldestGen's Refresh.
+	oldest    map[uint64]int
+	oldestGen uint32
+
 	dents []byte // getdents buffer, reused
 	buf   []byte // file read buffer, reused
 	path  []byte // NUL-terminated relative path, reused
@@ -455,6 +460,40 @@ func (p *ProcFS) readDetail(pid int) (*Process, error) {
 		d.MntNS, _ = procfs.ParseNSInode(l)
 	}
 	return d, nil
+}
+
+// OldestIn returns the oldest process of the table in mount namespace ns (the
+// earliest start, then the lowest PID): a container's init for the namespace
+// of a container's processes, also those a `docker exec` started, which are
+// not its descendants. ok is false when no process of the table is known to
+// be in ns. The first call after a Refresh reads the mount namespace of
+// every process (one readlink each); later ones use what it found.
+func (p *ProcFS) OldestIn(ns uint64) (pid int, ok bool) {
+	if ns == 0 {
+		return 0, false
+	}
+	if p.oldest == nil || p.oldestGen != p.gen {
+		clear(p.oldest)
+		if p.oldest == nil {
+			p.oldest = make(map[uint64]int)
+		}
+		p.oldestGen = p.gen
+		for pid, e := range p.procs {
+			l, err := os.Readlink(filepath.Join(p.root, strconv.Itoa(pid), "ns", "mnt"))
+			if err != nil {
+				continue // gone, or unreadable: not known to be in any
+			}
+			ino, err := procfs.ParseNSInode(l)
+			if err != nil || ino == 0 {
+				continue
+			}
+			if o, seen := p.oldest[ino]; !seen || e.start < p.procs[o].start || e.start == p.procs[o].start && pid < o {
+				p.oldest[ino] = pid
+			}
+		}
+	}
+	pid, ok = p.oldest[ns]
+	return pid, ok
 }
 
 // readFile reads a small /proc file; a vanished process yields ErrVanished.

@@ -114,10 +114,13 @@ func socketEndpoint(root, bound string) (string, error) {
 
 // HostRoot returns the directory through which the host reaches the files of
 // process pid: "/" when the process shares the reader's mount namespace, else
-// ROOT/ANCHOR/root where ANCHOR is the outermost ancestor in the process's mount
+// ROOT/ANCHOR/root where ANCHOR is the oldest process in the process's mount
 // namespace (a container's init, such as the systemd of a systemd-in-Docker
-// host), so that endpoints stay valid when a socket-activated engine exits and
-// is started again under another PID.
+// host; see OldestIn), else its outermost ancestor there, so that endpoints
+// stay valid when a socket-activated engine exits and is started again under
+// another PID, and when the process was started by a short-lived one that is
+// not the container's init's descendant (`docker exec CONTAINER podman run`:
+// the conmon's ancestors in its namespace end at the exec'd command).
 func (p *ProcFS) HostRoot(pid int) (string, error) {
 	d, err := p.Process(pid)
 	if err != nil {
@@ -135,6 +138,9 @@ func (p *ProcFS) HostRoot(pid int) (string, error) {
 		}
 		anchor = cur
 		cur = a.PPID
+	}
+	if o, ok := p.OldestIn(d.MntNS); ok {
+		anchor = o
 	}
 	return filepath.Join(p.root, strconv.Itoa(anchor), "root"), nil
 }

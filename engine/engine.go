@@ -72,6 +72,18 @@ type InspectMany interface {
 	InspectMany(ctx context.Context, ids []string) (map[string]model.Container, error)
 }
 
+// ImageIDs is implemented by an Adapter whose create events name the image
+// by the reference the container was created from (Docker's), not by its
+// ID: the watcher asks it for the image's ID before it reports the create,
+// so that the container's first export already carries container.image.id
+// (a resource whose attributes change is a second series at the backend).
+// Looking up an image does not wait for the container, whose inspect
+// dockerd holds back while it starts it. An error wrapping ErrNotFound
+// means the engine knows no such image.
+type ImageIDs interface {
+	ImageID(ctx context.Context, ref string) (string, error)
+}
+
 // Stream is an open event subscription.
 type Stream interface {
 	// Next blocks until the next change, ctx ends, or the stream fails. An error

@@ -213,6 +213,9 @@ func (s *Store) Upsert(c Container) Container {
 	k := c.Key()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if c.Labels == nil {
+		c.Labels = s.knownLabelsLocked(k)
+	}
 	switch prev, ok := s.containers[k]; {
 	case ok && prev.OOMKilled && !c.OOMKilled && prev.StartedAt.Equal(c.StartedAt):
 		c.OOMKilled = true
@@ -344,6 +347,32 @@ func (s *Store) visibleLocked(c *Container) bool {
 		}
 		return true
 	}
+}
+
+// knownLabelsLocked returns the labels known of container k of a
+// daemonless podman, which cannot read them (they live in podman's
+// database): those its copy already has, else those of its copy in a
+// podman service of the same storage. A container's labels never change
+// after its creation, so what the service once said stays true, and the
+// container's resource keeps its allowlisted labels when the daemonless
+// view takes over from an idle-exited service. nil for other engines.
+func (s *Store) knownLabelsLocked(k ContainerKey) map[string]string {
+	e, ok := s.engines[k.EngineID]
+	if !ok || e.Type != Podman || !e.Daemonless || e.Storage == "" {
+		return nil
+	}
+	if prev, ok := s.containers[k]; ok && prev.Labels != nil {
+		return prev.Labels
+	}
+	for _, o := range s.engines {
+		if o.Type != Podman || o.Daemonless || o.Storage != e.Storage || o.Prefix != e.Prefix {
+			continue
+		}
+		if twin, ok := s.containers[ContainerKey{EngineID: o.ID, Namespace: k.Namespace, ID: k.ID}]; ok && twin.Labels != nil {
+			return maps.Clone(twin.Labels)
+		}
+	}
+	return nil
 }
 
 // podmanTwinLocked reports whether the containers of engine id are hidden

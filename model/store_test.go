@@ -260,6 +260,34 @@ func TestPodmanServiceAndDaemonlessViewsAreReportedOnce(t *testing.T) {
 	}
 }
 
+func TestDaemonlessPodmanKeepsTheLabelsItsServiceTold(t *testing.T) {
+	const storage = "/var/lib/containers/storage"
+	s := newTestStore()
+	s.PutEngine(Engine{ID: "svc", Type: Podman, Storage: storage, Connected: true})
+	s.PutEngine(Engine{ID: "dl", Type: Podman, Storage: storage, Daemonless: true})
+	s.PutEngine(Engine{ID: "other", Type: Podman, Storage: "/home/u/.local/share/containers/storage", Daemonless: true})
+	labels := map[string]string{"tier": "front"}
+	s.Upsert(Container{ID: "x", EngineID: "svc", State: StateRunning, Labels: labels})
+
+	t.Run("the daemonless view of the service's storage takes the labels the service told", func(t *testing.T) {
+		if c := s.Upsert(Container{ID: "x", EngineID: "dl", State: StateRunning}); c.Labels["tier"] != "front" {
+			t.Errorf("labels %v, want the service's", c.Labels)
+		}
+	})
+	t.Run("and keeps them when the service's copy is gone", func(t *testing.T) {
+		s.Delete(ContainerKey{EngineID: "svc", ID: "x"})
+		if c := s.Upsert(Container{ID: "x", EngineID: "dl", State: StateExited}); c.Labels["tier"] != "front" {
+			t.Errorf("labels %v after the service left, want the ones it told", c.Labels)
+		}
+	})
+	t.Run("a daemonless view of another storage takes nothing", func(t *testing.T) {
+		s.Upsert(Container{ID: "y", EngineID: "svc", State: StateRunning, Labels: labels})
+		if c := s.Upsert(Container{ID: "y", EngineID: "other", State: StateRunning}); c.Labels != nil {
+			t.Errorf("labels %v from another storage's service", c.Labels)
+		}
+	})
+}
+
 func TestPodmanServiceResyncIsHiddenWhenTheDaemonlessViewToldIt(t *testing.T) {
 	const storage = "/var/lib/containers/storage"
 	s := newTestStore()

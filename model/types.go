@@ -74,6 +74,37 @@ func (e *Engine) RuntimeName() string {
 	return string(e.Type)
 }
 
+// Identity is how the engine is named on the OTLP resources of its
+// containers (agentd.engine.id, agentd.engine.endpoint; its own resource
+// has the ID too) and whether its containers' resources carry its version.
+type Identity struct {
+	ID, Endpoint string
+	// ContainerVersion is whether the containers' resources carry
+	// container.runtime.version.
+	ContainerVersion bool
+}
+
+// Identity returns e's identity on the resources: its ID and endpoint, and
+// its version on its containers' resources; but a podman whose storage is
+// known is named by its storage (and its Prefix, which places that storage
+// in a container), because a podman service and a daemonless view of the
+// same storage are one podman (see Store): its containers move from one
+// view to the other as the service comes and goes (podman's service exits
+// after 5 idle seconds) and must stay one resource each at the backend
+// whichever view reports them. The daemonless view cannot tell podman's
+// version, so neither view puts it on the containers' resources (the
+// engine's own resource carries it when known).
+func (e *Engine) Identity() Identity {
+	if e.Type != Podman || e.Storage == "" {
+		return Identity{ID: e.ID, Endpoint: e.Endpoint, ContainerVersion: true}
+	}
+	id := string(Podman) + ":" + e.Storage
+	if e.Prefix != "" {
+		id = string(Podman) + ":" + e.Prefix + ":" + e.Storage
+	}
+	return Identity{ID: id, Endpoint: e.Storage}
+}
+
 // ContainerState is the lifecycle state of a container, normalised across engines.
 type ContainerState string
 

@@ -126,3 +126,38 @@ func TestResourceIdentityFromTheEnvironment(t *testing.T) {
 		t.Errorf("a bad OTEL_RESOURCE_ATTRIBUTES gave %v, want ErrResourceAttributes", err)
 	}
 }
+
+// TestAPodmanContainerIsOneResourceThroughEitherView: a podman service and
+// the daemonless view of its storage give a container the same resource,
+// and the engines' resources share its ID (each with the endpoint of its
+// view, the service's with its version).
+func TestAPodmanContainerIsOneResourceThroughEitherView(t *testing.T) {
+	h := Host{Name: "h", ID: "m"}
+	svc := model.Engine{ID: "podman:/proc/9/root/run/podman/podman.sock", Type: model.Podman, Version: "4.3.1",
+		Endpoint: "/proc/9/root/run/podman/podman.sock", Storage: "/var/lib/containers/storage", Prefix: "th",
+		ParentContainerID: "p", PID: 40, Connected: true}
+	dl := model.Engine{ID: "podman:/proc/7/root/var/lib/containers/storage", Type: model.Podman,
+		Endpoint: "/proc/7/root/var/lib/containers/storage", Storage: "/var/lib/containers/storage", Prefix: "th",
+		ParentContainerID: "p", Daemonless: true, PID: 77, Connected: true}
+	c := model.Container{ID: "c1", Name: "web", ImageName: "localhost/web", ImageTags: []string{"latest"}, ImageID: "abc"}
+	a := ContainerResource(h, &svc, &c, nil)
+	b := ContainerResource(h, &dl, &c, nil)
+	if !a.Equal(b) {
+		t.Errorf("the service's resource\n  %v\nand the daemonless view's\n  %v\ndiffer", a.Attributes(), b.Attributes())
+	}
+	if v, ok := a.Set().Value(AttrEngineID); !ok || v.AsString() != "podman:th:/var/lib/containers/storage" {
+		t.Errorf("%s = %v, want the storage's identity", AttrEngineID, v)
+	}
+	se, de := EngineResource(h, &svc), EngineResource(h, &dl)
+	x, _ := se.Set().Value(AttrEngineID)
+	y, _ := de.Set().Value(AttrEngineID)
+	if x != y {
+		t.Errorf("engine resources: %s %q and %q", AttrEngineID, x.String(), y.String())
+	}
+	if v, _ := se.Set().Value(AttrEngineEndpoint); v.AsString() != svc.Endpoint {
+		t.Errorf("the service's engine resource has endpoint %q, want its socket %s", v.AsString(), svc.Endpoint)
+	}
+	if v, ok := se.Set().Value("container.runtime.version"); !ok || v.AsString() != "4.3.1" {
+		t.Errorf("the service's engine resource without its version: %v", se.Set())
+	}
+}

@@ -57,16 +57,25 @@ func DetectHost(root string) Host {
 	return h
 }
 
-func engineAttrs(kv []attribute.KeyValue, e *model.Engine) []attribute.KeyValue {
+// engineAttrs adds the engine's attributes, named by its identity
+// (model.Engine.Identity) on a container's resource; the engine's own
+// (forEngine) has the identity's ID, so that containers and engine join on
+// it, but the endpoint of the view it describes (a podman's socket or
+// storage), and its version whenever it is known.
+func engineAttrs(kv []attribute.KeyValue, e *model.Engine, forEngine bool) []attribute.KeyValue {
+	id := e.Identity()
+	if forEngine {
+		id.Endpoint = e.Endpoint
+	}
 	kv = append(kv,
 		semconv.ContainerRuntimeName(e.RuntimeName()),
 		attribute.String(AttrEngineType, string(e.Type)),
-		attribute.String(AttrEngineID, e.ID),
-		attribute.String(AttrEngineEndpoint, e.Endpoint),
+		attribute.String(AttrEngineID, id.ID),
+		attribute.String(AttrEngineEndpoint, id.Endpoint),
 		attribute.String(AttrEnginePrefix, e.Prefix),
 		attribute.String(AttrEngineParentContainerID, e.ParentContainerID),
 	)
-	if e.Version != "" {
+	if e.Version != "" && (forEngine || id.ContainerVersion) {
 		kv = append(kv, semconv.ContainerRuntimeVersion(e.Version))
 	}
 	return kv
@@ -86,7 +95,7 @@ func withEnginePID(kv []attribute.KeyValue, e *model.Engine) []attribute.KeyValu
 // EngineResource is the OTLP resource of an engine: container.runtime.*,
 // agentd.engine.* and the host.
 func EngineResource(h Host, e *model.Engine) *resource.Resource {
-	kv := withEnginePID(engineAttrs(make([]attribute.KeyValue, 0, 10), e), e)
+	kv := withEnginePID(engineAttrs(make([]attribute.KeyValue, 0, 10), e, true), e)
 	return resource.NewWithAttributes(semconv.SchemaURL, h.with(kv)...)
 }
 
@@ -113,7 +122,7 @@ func ContainerResource(h Host, e *model.Engine, c *model.Container, allow func(s
 		kv = append(kv, attribute.String(AttrContainerdNamespace, v))
 	}
 	kv = k8sAttrs(kv, e, c)
-	kv = engineAttrs(kv, e)
+	kv = engineAttrs(kv, e, false)
 	if allow != nil && len(c.Labels) > 0 {
 		keys := make([]string, 0, len(c.Labels))
 		for k := range c.Labels {

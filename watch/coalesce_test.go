@@ -42,6 +42,13 @@ func (c *countingEngine) Inspect(ctx context.Context, id string) (model.Containe
 // returns it with the store's event subscription, after the first list.
 func runCounted(t *testing.T, before []fakeOp, gated bool) (*countingEngine, *Watcher, *model.Subscription) {
 	t.Helper()
+	return runCountedAs(t, before, gated, nil)
+}
+
+// runCountedAs is runCounted with the watcher's adapter made by as from the
+// countingEngine (nil: the countingEngine itself).
+func runCountedAs(t *testing.T, before []fakeOp, gated bool, as func(*countingEngine) engine.Adapter) (*countingEngine, *Watcher, *model.Subscription) {
+	t.Helper()
 	log := testLogger(t)
 	store := model.NewStore(log)
 	e := model.Engine{ID: "fake", Type: model.Docker, Endpoint: "/run/fake.sock"}
@@ -54,7 +61,11 @@ func runCounted(t *testing.T, before []fakeOp, gated bool) (*countingEngine, *Wa
 	}
 	f.do(before...)
 	// A long window: everything one f.do sends is one batch.
-	w := NewWatcher(e, f, store, Options{MinBackoff: time.Millisecond, CoalesceWindow: 100 * time.Millisecond}, log)
+	var a engine.Adapter = f
+	if as != nil {
+		a = as(f)
+	}
+	w := NewWatcher(e, a, store, Options{MinBackoff: time.Millisecond, CoalesceWindow: 100 * time.Millisecond}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

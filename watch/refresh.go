@@ -3,6 +3,7 @@ package watch
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -131,8 +132,9 @@ func (r *refresher) wait() {
 func (w *Watcher) merge(a refreshed, current bool) {
 	cur, known := w.store.Container(a.k)
 	if a.err != nil {
-		if !errors.Is(a.err, engine.ErrNotFound) && !errors.Is(a.err, context.Canceled) {
-			w.log.Debug("refreshing a container after its event failed", logging.KeyContainerID, a.k.ID, logging.Err(a.err))
+		if known && !errors.Is(a.err, engine.ErrNotFound) && !errors.Is(a.err, context.Canceled) {
+			w.log.Warn("container reported from its event only: its inspect failed",
+				logging.KeyContainerID, a.k.ID, "container", cur.Name, logging.Err(a.err))
 		}
 		return
 	}
@@ -211,4 +213,69 @@ func (w *Watcher) imageID(c model.Container) string {
 
 func imageRef(c model.Container) string {
 	return c.ImageName + ":" + strings.Join(c.ImageTags, ",")
+}
+
+// imageLookupTimeout bounds the image lookups of a batch (see lookUpImages):
+// the creates wait for them, and the event latency target is 300 ms.
+const imageLookupTimeout = 150 * time.Millisecond
+
+// lookUpImages asks the engine (engine.ImageIDs) for the ID of every image
+// the batch's creates name by reference, one lookup per reference, in
+// parallel, and remembers the answers for imageID: a create reported from
+// its event then carries its image ID from its first export, as the later
+// ones (from inspects) do, so its resource does not change. The reference is
+// looked up again in every batch, not taken from what was learnt before: a
+// tag may have moved to a new image (a rebuild) since. A lookup that fails
+// or takes longer than imageLookupTimeout leaves what was learnt before.
+func (w *Watcher) lookUpImages(ctx context.Context, batch []engine.Change) {
+	ids, ok := w.adapter.(engine.ImageIDs)
+	if !ok {
+		return
+	}
+	var refs []string
+	for _, ch := range batch {
+		if ch.Type != model.EventCreate || ch.Container == nil || ch.Container.ImageName == "" {
+			continue
+		}
+		if ref := imageLookupRef(*ch.Container); !slices.Contains(refs, ref) {
+			refs = append(refs, ref)
+		}
+	}
+	if len(refs) == 0 {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, imageLookupTimeout)
+	defer cancel()
+	sem := make(chan struct{}, w.opts.InspectConcurrency)
+	var wg sync.WaitGroup
+	for _, ref := range refs {
+		select {
+		case sem <- struct{}{}:
+		case <-lctx.Done():
+			wg.Wait()
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			id, err := ids.ImageID(lctx, ref)
+			if err != nil {
+				w.log.Debug("looking up a created container's image", "image", ref, logging.Err(err))
+				return
+			}
+			name, tags := engine.SplitImageRef(ref)
+			w.learnImage(model.Container{ImageName: name, ImageTags: tags, ImageID: id})
+		}()
+	}
+	wg.Wait()
+}
+
+// imageLookupRef is the reference c was created from, as its create event
+// named it: the image name, and its tag when there is one.
+func imageLookupRef(c model.Container) string {
+	if len(c.ImageTags) == 1 {
+		return c.ImageName + ":" + c.ImageTags[0]
+	}
+	return c.ImageName
 }

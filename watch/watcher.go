@@ -396,6 +396,7 @@ func (w *Watcher) applyBatch(ctx context.Context, batch []engine.Change, refresh
 			last[w.key(ch.Namespace, ch.ContainerID)] = i
 		}
 	}
+	w.lookUpImages(ctx, batch)
 	seen := make(map[model.ContainerKey]*looked, len(last))
 	if len(batch) > 1 {
 		w.prefetch(ctx, batch, last, seen)
@@ -798,6 +799,10 @@ func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(con
 		c = *ch.Container
 		c.EngineID, c.Namespace, c.PID = w.engine.ID, ch.Namespace, 0
 		c.ImageID = w.imageID(c)
+		if c.ImageID == "" {
+			w.log.Warn("container reported without its image ID until its inspect answers: the image it was created from could not be looked up",
+				logging.KeyContainerID, c.ID, "container", c.Name, "image", imageLookupRef(c))
+		}
 		defer refresh.ask(ctx, k, ch)
 	default:
 		c, err = look(ctx, ch)

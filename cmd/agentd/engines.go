@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/agentd-dev/agentd/agent"
 	"github.com/agentd-dev/agentd/discovery"
 	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/engine/podman"
 	"github.com/agentd-dev/agentd/internal/wait"
 	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/watch"
@@ -25,6 +27,14 @@ type engineView struct {
 	// Containers is the number of running containers, -1 when unknown (CRI
 	// engines, or the listing failed).
 	Containers int `json:"containers"`
+	// StorageEndpoint is, for a podman seen both as a service and as its storage
+	// (one podman, one line), the storage root as reached from the host.
+	StorageEndpoint string `json:"storage_endpoint,omitempty"`
+	// ServiceEndpoint is, for a podman, the socket of its service: the one it
+	// answers on, or the one of a socket unit that would start it (the
+	// unit is then Engine.Unit and its state ServiceState).
+	ServiceEndpoint string           `json:"service_endpoint,omitempty"`
+	ServiceState    activation.State `json:"service_state,omitempty"`
 }
 
 // runEngines implements `agentd engines`: the engines of the procfs root as a
@@ -64,6 +74,9 @@ func runEngines(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	if sockets != nil {
 		socketUnits = sockets()
 	}
+	views = onePodman(views, socketUnits, func(u activation.SocketEngine) (string, error) {
+		return podman.ServiceStorage(*procRoot, u.SystemdPID)
+	}, sameDir)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -79,6 +92,62 @@ func runEngines(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	printEngineTree(stdout, views)
 	printSocketUnits(stdout, socketUnits)
 	return nil
+}
+
+// onePodman shows each podman once, as agentd reports it (model.Store):
+// a podman service and the daemonless view of its storage (same Storage and
+// Prefix) become one engine, the service's, with the storage; and a
+// daemonless view whose storage is the one a podman socket unit's service
+// would use (storageOf, compared with same; a rootless user's podman.socket
+// and the user's storage, which agentd finds through the user's systemd
+// and the conmon processes) gets that unit and its socket, so that the
+// user's podman is not shown as storage only. Neither is ever connected to.
+func onePodman(views []engineView, units []activation.SocketEngine, storageOf func(activation.SocketEngine) (string, error), same func(a, b string) bool) []engineView {
+	out := make([]engineView, 0, len(views))
+	merged := make([]bool, len(views))
+	for i, v := range views {
+		if v.Type != model.Podman || v.Daemonless || v.Storage == "" {
+			continue
+		}
+		for j, d := range views {
+			if merged[j] || d.Type != model.Podman || !d.Daemonless || d.Storage != v.Storage || d.Prefix != v.Prefix {
+				continue
+			}
+			merged[j] = true
+			views[i].StorageEndpoint = d.Endpoint
+			views[i].ServiceEndpoint = v.Endpoint
+			views[i].Containers = max(v.Containers, d.Containers)
+		}
+	}
+	for i, v := range views {
+		if merged[i] {
+			continue
+		}
+		if v.Type == model.Podman && v.Daemonless {
+			v.StorageEndpoint = v.Endpoint
+			for _, u := range units {
+				if u.Type != model.Podman || len(u.Engines) > 0 {
+					continue
+				}
+				if p, err := storageOf(u); err == nil && same(p, v.Endpoint) {
+					v.Unit, v.ServiceEndpoint, v.ServiceState = u.Unit, u.Endpoint, u.State
+					break
+				}
+			}
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// sameDir reports whether paths a and b name one directory.
+func sameDir(a, b string) bool {
+	x, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	y, err := os.Stat(b)
+	return err == nil && x.IsDir() && os.SameFile(x, y)
 }
 
 // unitSettle is how long `agentd engines` gives the systemd instances to
@@ -219,6 +288,16 @@ func engineLine(v engineView) string {
 	}
 	if v.Unit != "" {
 		fmt.Fprintf(&b, "  unit %s", v.Unit)
+	}
+	if v.ServiceEndpoint != "" && v.StorageEndpoint != "" {
+		if v.Daemonless {
+			fmt.Fprintf(&b, "  service %s", v.ServiceEndpoint)
+			if v.ServiceState != "" {
+				fmt.Fprintf(&b, " (%s: starts on the first connection)", v.ServiceState)
+			}
+		} else {
+			fmt.Fprintf(&b, "  storage %s", v.StorageEndpoint)
+		}
 	}
 	return b.String()
 }

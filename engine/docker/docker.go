@@ -40,6 +40,7 @@ type Adapter struct {
 var (
 	_ engine.Adapter            = (*Adapter)(nil)
 	_ engine.InspectConcurrency = (*Adapter)(nil)
+	_ engine.ImageIDs           = (*Adapter)(nil)
 	_ engine.Stream             = (*dockerStream)(nil)
 )
 
@@ -224,6 +225,26 @@ func (d *Adapter) Inspect(ctx context.Context, id string) (model.Container, erro
 	}
 	c.CgroupPath = d.cgroupPath(ctx, r)
 	return c, nil
+}
+
+// ImageID returns the ID of the image ref names (a reference as a create
+// event gives it: "name:tag", a digest reference or an image ID), as a
+// container inspect gives it ("sha256:...").
+func (d *Adapter) ImageID(ctx context.Context, ref string) (string, error) {
+	if ref == "" {
+		return "", fmt.Errorf("docker at %s: inspect image: empty reference: %w", d.endpoint, engine.ErrBadAnswer)
+	}
+	r, err := d.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			err = fmt.Errorf("%w: %w", engine.ErrNotFound, err)
+		}
+		return "", fmt.Errorf("docker at %s: inspect image %s: %w", d.endpoint, ref, err)
+	}
+	if r.ID == "" {
+		return "", fmt.Errorf("docker at %s: inspect image %s: no ID in the answer: %w", d.endpoint, ref, engine.ErrBadAnswer)
+	}
+	return r.ID, nil
 }
 
 func dockerContainer(r container.InspectResponse) model.Container {

@@ -133,9 +133,11 @@ type DaemonlessAdapter struct {
 	procRoot string // the procfs where conmon PIDs are looked up
 	log      *slog.Logger
 
-	mu    sync.Mutex
-	lay   layout
-	exits map[string]exitInfo
+	mu        sync.Mutex
+	lay       layout
+	exits     map[string]exitInfo
+	labels    map[string]map[string]string // by container ID, from podman's state database
+	noStateDB bool                         // said once that there is none to read
 }
 
 var (
@@ -154,7 +156,7 @@ func NewDaemonlessAdapter(e model.Engine, procRoot string, log *slog.Logger) (*D
 		log = slog.New(slog.DiscardHandler)
 	}
 	prefix, storage := splitEndpoint(e.Endpoint)
-	a := &DaemonlessAdapter{endpoint: e.Endpoint, storage: storage, prefix: prefix, procRoot: procRoot, log: log, exits: map[string]exitInfo{}}
+	a := &DaemonlessAdapter{endpoint: e.Endpoint, storage: storage, prefix: prefix, procRoot: procRoot, log: log, exits: map[string]exitInfo{}, labels: map[string]map[string]string{}}
 	a.lay = layout{exitDir: DefaultExitDir, runRoot: DefaultRunRoot}
 	if ms, _ := filepath.Glob(filepath.Join(e.Endpoint, "*-containers", "containers.json")); len(ms) > 0 {
 		a.lay.driver = bundleDriver(filepath.Join(filepath.Dir(ms[0]), "x", "userdata"))
@@ -211,12 +213,15 @@ func (a *DaemonlessAdapter) List(ctx context.Context) ([]model.Container, error)
 		return nil, err
 	}
 	out := make([]model.Container, 0, len(stored))
+	labels := a.labelsOf(stored)
 	for _, s := range stored {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		if s.Podman {
-			out = append(out, a.container(s))
+			c := a.container(s)
+			c.Labels = labels[s.ID]
+			out = append(out, c)
 		}
 	}
 	a.forgetExits(stored)
@@ -234,7 +239,9 @@ func (a *DaemonlessAdapter) Inspect(ctx context.Context, id string) (model.Conta
 	}
 	for _, s := range stored {
 		if s.ID == id && s.Podman {
-			return a.container(s), nil
+			c := a.container(s)
+			c.Labels = a.labelsOf([]StoredContainer{s})[s.ID]
+			return c, nil
 		}
 	}
 	return model.Container{}, fmt.Errorf("podman storage at %s: inspect container %s: %w", a.endpoint, id, engine.ErrNotFound)
@@ -261,7 +268,8 @@ func (a *DaemonlessAdapter) readStorage() ([]StoredContainer, error) {
 	return cs, nil
 }
 
-// forgetExits drops the exit codes of containers no longer in the storage.
+// forgetExits drops the exit codes and labels of containers no longer in the
+// storage.
 func (a *DaemonlessAdapter) forgetExits(stored []StoredContainer) {
 	ids := make(map[string]bool, len(stored))
 	for _, s := range stored {
@@ -272,6 +280,11 @@ func (a *DaemonlessAdapter) forgetExits(stored []StoredContainer) {
 	for id := range a.exits {
 		if !ids[id] {
 			delete(a.exits, id)
+		}
+	}
+	for id := range a.labels {
+		if !ids[id] {
+			delete(a.labels, id)
 		}
 	}
 }

@@ -11,4 +11,8 @@
 // with no service, found through their conmon processes and read from
 // podman's storage, the runtime's PID files and conmon's exit files, with
 // inotify telling of changes; it never starts a podman process.
+//
+// ServiceStorage tells which storage the service behind a socket unit
+// would use, so that a storage and the unit that would start its service
+// are shown as one podman without connecting to the socket.
 package podman
