@@ -3,6 +3,7 @@ package stats
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -169,11 +170,12 @@ func TestReaderErrors(t *testing.T) {
 type fakeFallback struct {
 	calls int
 	s     Stats
+	err   error
 }
 
 func (f *fakeFallback) Stats(ctx context.Context, c model.Container) (Stats, error) {
 	f.calls++
-	return f.s, nil
+	return f.s, f.err
 }
 
 func TestSampler(t *testing.T) {
@@ -240,6 +242,24 @@ func TestSampler(t *testing.T) {
 		}
 		if out[0].Has != 0 || out[1].Has == 0 {
 			t.Errorf("samples %+v", out)
+		}
+	})
+	t.Run("a container its engine no longer has has no figures and no error; another engine error is one", func(t *testing.T) {
+		for _, tt := range []struct {
+			err     error
+			wantErr bool
+		}{
+			{fmt.Errorf("docker stats of x: %w: No such container", ErrGone), false},
+			{errors.New("docker stats of x: connection refused"), true},
+		} {
+			fb := &fakeFallback{err: tt.err}
+			s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup",
+				Fallback: func(string) Fallback { return fb }}, nil)
+			// No PID: the model has not learnt it yet, so only the engine can say.
+			out, err := s.Sample(context.Background(), []model.Container{{ID: "x"}, {ID: "ok", PID: 777}}, nil)
+			if (err != nil) != tt.wantErr || out[0].Has != 0 || out[1].Has == 0 {
+				t.Errorf("fallback error %q: error %v, samples %+v", tt.err, err, out)
+			}
 		}
 	})
 	t.Run("a container whose process exited before the read has no figures and no error", func(t *testing.T) {

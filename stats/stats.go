@@ -143,8 +143,15 @@ type Interface struct {
 // safe for concurrent use.
 type Fallback interface {
 	// Stats returns a one-shot sample of c, with Source SourceEngineAPI.
+	// The error wraps ErrGone when the engine no longer has c.
 	Stats(ctx context.Context, c model.Container) (Stats, error)
 }
+
+// ErrGone is wrapped by a Fallback's error when the engine no longer has the
+// container: it was removed between the snapshot of the round and the read,
+// as containers are, which is no error of the round (its destroy follows as an
+// event).
+var ErrGone = errors.New("container gone")
 
 // SamplerConfig configures a Sampler.
 type SamplerConfig struct {
@@ -311,12 +318,13 @@ func (s *Sampler) Sample(ctx context.Context, cs []model.Container, out []Stats)
 }
 
 // sampleOne fills out for c. st is owned by this call. A container whose
-// process has exited by the time its figures could not be read ended
-// between the snapshot and the read, as containers do: it has no figures
-// this round and no error (its die follows as an event).
+// process has exited by the time its figures could not be read, or that its
+// engine no longer has, ended between the snapshot and the read, as
+// containers do: it has no figures this round and no error (its die follows
+// as an event).
 func (s *Sampler) sampleOne(ctx context.Context, c *model.Container, st *containerState, out *Stats, buf *[]byte) error {
 	err := s.sampleLive(ctx, c, st, out, buf)
-	if err != nil && c.PID > 0 && s.reader.Exited(c.PID) {
+	if err != nil && (c.PID > 0 && s.reader.Exited(c.PID) || errors.Is(err, ErrGone)) {
 		return nil
 	}
 	return err

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/agentd-dev/agentd/model"
@@ -34,6 +35,9 @@ var _ stats.Fallback = (*Fallback)(nil)
 func (d *Fallback) Stats(ctx context.Context, c model.Container) (stats.Stats, error) {
 	resp, err := d.Client.ContainerStatsOneShot(ctx, c.ID)
 	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			err = fmt.Errorf("%w: %w", stats.ErrGone, err)
+		}
 		return stats.Stats{}, fmt.Errorf("docker stats of %s: %w", c.ID, err)
 	}
 	defer resp.Body.Close()

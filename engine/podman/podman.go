@@ -440,7 +440,11 @@ func (p *Adapter) Stats(ctx context.Context, c model.Container) (stats.Stats, er
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return stats.Stats{}, fmt.Errorf("podman at %s: stats of %s: HTTP %d: %s", p.endpoint, c.ID, resp.StatusCode, strings.TrimSpace(string(b)))
+		err := fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		if resp.StatusCode == http.StatusNotFound {
+			err = fmt.Errorf("%w: %w", stats.ErrGone, err)
+		}
+		return stats.Stats{}, fmt.Errorf("podman at %s: stats of %s: %w", p.endpoint, c.ID, err)
 	}
 	s, err := docker.DecodeStats(resp.Body)
 	if err != nil {
