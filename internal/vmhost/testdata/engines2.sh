@@ -112,6 +112,7 @@ ids=$(/share/cripod run -pod vmh-pod2 -namespace vmh -uid vmh-pod2-uid -name vmh
 	fail "cripod run: a CRI pod sandbox and container"
 echo "$ids" >"$out/cri-ids"
 read -r cri_pod cri_id <<<"$ids"
+step "CRI pod sandbox $cri_pod runs container $cri_id"
 
 docker_pid=$(dockerapi GET /containers/vmh-docker2/json | jq -r .State.Pid)
 ctr_pid=$(ctr -n default task ls | awk '$1 == "vmh-ctr2" { print $2 }')
