@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/agentd-dev/agentd/internal/cripod"
 	"github.com/agentd-dev/agentd/internal/testbed"
 )
 
@@ -31,7 +30,7 @@ func execCommand(ctx context.Context, name string, args ...string) (string, erro
 func runCRIContainer(t *testing.T, tag, label string) string {
 	t.Helper()
 	importToContainerd(t, "k8s.io")
-	conn, err := grpc.NewClient("unix://"+testbed.ContainerdSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := cripod.Dial(testbed.ContainerdSocket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,41 +38,20 @@ func runCRIContainer(t *testing.T, tag, label string) string {
 	rt := cri.NewRuntimeServiceClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	podCfg := &cri.PodSandboxConfig{
-		Metadata:     &cri.PodSandboxMetadata{Name: "agentd-" + tag, Namespace: "agentd-test", Uid: "uid-" + tag},
-		LogDirectory: t.TempDir(),
-		Labels:       map[string]string{label: tag},
-		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
-			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE},
-		}},
+	podCfg := cripod.Sandbox("agentd-"+tag, "agentd-test", "uid-"+tag, t.TempDir(), map[string]string{label: tag})
+	podID, ctrID, err := cripod.Run(ctx, rt, podCfg,
+		cripod.Container(podCfg, "sleeper", "docker.io/"+testbed.BusyboxImage, []string{"sleep", "3600"}, nil, map[string]string{label: tag}))
+	if podID != "" {
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = cripod.Remove(ctx, rt, podID)
+		})
 	}
-	pod, err := rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: podCfg})
 	if err != nil {
-		t.Fatalf("CRI RunPodSandbox: %v", err)
+		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_, _ = rt.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId})
-		_, _ = rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId})
-	})
-	c, err := rt.CreateContainer(ctx, &cri.CreateContainerRequest{
-		PodSandboxId: pod.PodSandboxId,
-		Config: &cri.ContainerConfig{
-			Metadata: &cri.ContainerMetadata{Name: "sleeper"},
-			Image:    &cri.ImageSpec{Image: "docker.io/" + testbed.BusyboxImage},
-			Command:  []string{"sleep", "3600"},
-			Labels:   map[string]string{label: tag},
-		},
-		SandboxConfig: podCfg,
-	})
-	if err != nil {
-		t.Fatalf("CRI CreateContainer: %v", err)
-	}
-	if _, err := rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
-		t.Fatalf("CRI StartContainer: %v", err)
-	}
-	return c.ContainerId
+	return ctrID
 }
 
 // podmanMemUsage asks podman's libpod API on sock for a container's memory usage.

@@ -20,11 +20,10 @@ import (
 	"time"
 
 	"github.com/agentd-dev/agentd/engine"
+	"github.com/agentd-dev/agentd/internal/cripod"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -186,7 +185,7 @@ const BusyboxRef = "docker.io/local/busybox:latest"
 // CRIClient connects the test's own CRI client.
 func CRIClient(t *testing.T, endpoint string) (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
 	t.Helper()
-	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := cripod.Dial(endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +310,7 @@ state = %[2]q
 // criProbeSandbox runs and removes a host-network pod sandbox.
 func criProbeSandbox(t *testing.T, endpoint string) error {
 	t.Helper()
-	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := cripod.Dial(endpoint)
 	if err != nil {
 		return err
 	}
@@ -320,22 +319,13 @@ func criProbeSandbox(t *testing.T, endpoint string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	r := Random(t)
-	resp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{
-		Metadata: &runtimeapi.PodSandboxMetadata{Name: "agentd-probe-" + r, Uid: "uid-" + r, Namespace: "agentd-test"},
-		Labels:   map[string]string{"agentd.test": "criProbeSandbox-" + r},
-		Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-			NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
-		}},
-	}})
+	resp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cripod.Sandbox(
+		"agentd-probe-"+r, "agentd-test", "uid-"+r, "", map[string]string{"agentd.test": "criProbeSandbox-" + r})})
 	if err != nil {
 		return err
 	}
-	id := resp.GetPodSandboxId()
-	if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
-		t.Errorf("stop probe sandbox %s: %v", id, err)
-	}
-	if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
-		t.Errorf("remove probe sandbox %s: %v", id, err)
+	if err := cripod.Remove(ctx, rt, resp.GetPodSandboxId()); err != nil {
+		t.Errorf("probe sandbox: %v", err)
 	}
 	return nil
 }

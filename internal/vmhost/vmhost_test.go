@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd-dev/agentd/internal/cripod"
 	"github.com/agentd-dev/agentd/internal/logging"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"go.uber.org/goleak"
@@ -224,8 +225,8 @@ func absDur(d time.Duration) time.Duration {
 }
 
 // compare checks every figure of one container of the engine runtime
-// against agentd's export.
-func compare(t *testing.T, m *testbed.Metrics, runtime, container string, at time.Time, figures []figure) {
+// against agentd's export, and returns the container's resource.
+func compare(t *testing.T, m *testbed.Metrics, runtime, container string, at time.Time, figures []figure) *testbed.Resource {
 	t.Helper()
 	// The container's figures at the moment are on one resource: the one
 	// with a memory usage in the export round nearest it. (A container may
@@ -268,6 +269,7 @@ func compare(t *testing.T, m *testbed.Metrics, runtime, container string, at tim
 			t.Errorf("%s: agentd %.3f, engine %.3f: %.1f %% apart, more than %.0f %%", f.name, got, f.engine, 100*diff, 100*tolerance)
 		}
 	}
+	return res[0]
 }
 
 // dockerStats is the part of Docker's stats API answer (GET
@@ -739,19 +741,25 @@ func checkRuntimeVersion(t *testing.T, m *testbed.Metrics, name, want string) {
 // on this guest, see testdata/engines2.sh), run by Debian's
 // containerd.service and docker.socket at their usual sockets; installs
 // agentd from its .deb; runs one container each on Docker (created over the
-// API at 1.44: Debian's CLI speaks 1.41) and containerd (ctr) with the load of
-// TestVMHostCgroupV2FiguresMatchTheEngines; and checks that agentd found both
-// engines with their versions, and that every container figure it exports
-// is within 5 % of the engine's own at the same moment.
+// API at 1.44: Debian's CLI speaks 1.41) and containerd (ctr), and a pod
+// through containerd 2's CRI plugin (testbed/cripod, as the kubelet makes
+// one), with the load of TestVMHostCgroupV2FiguresMatchTheEngines; and checks
+// that agentd found the engines (the CRI plugin too) with their versions,
+// that it reports the pod's container as containerd's with the pod's k8s.*
+// attributes, and that every container figure it exports is within 5 % of
+// the engine's own at the same moment (for the pod's container, of CRI
+// ContainerStats).
 //
 // It needs the collector, the host's Docker (for the testbed's busybox
-// image), qemu, the VM image and the second engine set (`make testbed`).
+// image), the host containerd's CRI sandbox image, qemu, the VM image and the
+// second engine set (`make testbed`).
 func TestVMHostTodaysEnginesFiguresMatchTheEngines(t *testing.T) {
-	testbed.Require(t, testbed.Root, testbed.Collector, testbed.Docker)
+	testbed.Require(t, testbed.Root, testbed.Collector, testbed.Docker, testbed.CRI)
 	requireVM(t)
 	requireEngines2(t)
 	share, col := prepareShare(t, "TestVMHostTodaysEnginesFiguresMatchTheEngines", "engines2.sh")
 	versions := shareEngines2(t, share)
+	shareCRI(t, share)
 	boot(t.Context(), t, share)
 
 	t.Run("the guest is a cgroup v2 host with systemd as PID 1", func(t *testing.T) { checkHost(t, share) })
@@ -779,8 +787,8 @@ func TestVMHostTodaysEnginesFiguresMatchTheEngines(t *testing.T) {
 		t.Logf("containerd %s, runc %s, Docker %s (API %s, accepts %s and newer)", versions["containerd"], versions["runc"], v.Version, v.APIVersion, v.MinAPIVersion)
 	})
 
-	t.Run("agentd found Docker and containerd, each with an engine found journal entry", func(t *testing.T) {
-		checkEnginesFound(t, share, "docker", "containerd")
+	t.Run("agentd found Docker, containerd and containerd's CRI plugin, each with an engine found journal entry", func(t *testing.T) {
+		checkEnginesFound(t, share, "docker", "containerd", "cri")
 	})
 
 	t.Run("the hardened unit's sandbox is not taken for a container", func(t *testing.T) { checkOnTheHost(t, share) })
@@ -796,4 +804,89 @@ func TestVMHostTodaysEnginesFiguresMatchTheEngines(t *testing.T) {
 		checkRuntimeVersion(t, m, "vmh-ctr2", versions["containerd"])
 		checkContainerdFigures(t, m, share, at, "vmh-ctr2")
 	})
+
+	t.Run("the CRI pod's container is containerd's with its pod, and its figures are within 5 % of containerd 2's CRI ContainerStats", func(t *testing.T) {
+		checkRuntimeVersion(t, m, criContainer, versions["containerd"])
+		checkCRIPod(t, m, share, at)
+	})
+}
+
+// The pod testdata/engines2.sh runs through containerd 2's CRI plugin with
+// testbed/cripod, as the kubelet would: pod vmh-pod2 in namespace vmh, its
+// container vmh-cri2.
+const (
+	criPod          = "vmh-pod2"
+	criPodUID       = "vmh-pod2-uid"
+	criPodNamespace = "vmh"
+	criContainer    = "vmh-cri2"
+)
+
+// shareCRI puts in share what the guest's CRI pod needs: the testbed's
+// sandbox image (pause.tar, from the host containerd's k8s.io namespace,
+// where testbed/up.sh imports it) and the testbed's CRI client (cripod:
+// testbed/cripod, static, as the guest has no Go and no cri-tools).
+func shareCRI(t *testing.T, share string) {
+	t.Helper()
+	testbed.Run(t, "ctr", "-n", "k8s.io", "images", "export", filepath.Join(share, "pause.tar"), testbed.PauseImage)
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(share, "cripod"), "./testbed/cripod")
+	build.Dir = repoRoot(t)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build testbed/cripod for the guest: %v\n%s", err, out)
+	}
+}
+
+// checkCRIPod checks agentd's view of the guest's CRI pod: its container is
+// reported once, as containerd's (the runtime the CRI plugin names, not
+// "cri"), by agentd's CRI engine, with the pod's k8s.* attributes, and its
+// memory and CPU figures are within 5 % of CRI ContainerStats, which the
+// guest recorded in engine-cri.json (the memory's timestamp is the moment
+// compared); the pod sandbox (pause) is no container of agentd's, neither
+// the CRI engine's nor in containerd's view of its namespace k8s.io, which
+// the CRI engine's view replaces.
+func checkCRIPod(t *testing.T, m *testbed.Metrics, share string, recorded time.Time) {
+	t.Helper()
+	podID, ctrID, ok := strings.Cut(readOut(t, share, "cri-ids"), " ")
+	if !ok {
+		t.Fatalf("cri-ids: %q, want the pod sandbox's and the container's IDs", readOut(t, share, "cri-ids"))
+	}
+	var s cripod.Stats
+	decodeOut(t, share, "engine-cri.json", &s)
+	if s.ContainerID != ctrID || s.Name != criContainer {
+		t.Fatalf("CRI ContainerStats answered for %s (%s), want %s (%s)", s.ContainerID, s.Name, ctrID, criContainer)
+	}
+	at := recorded
+	if s.MemoryTimestamp > 0 {
+		at = time.Unix(0, s.MemoryTimestamp)
+	}
+	t.Logf("CRI ContainerStats at %s (%+.1fs from the other engines' record): %+v", at.Format(time.RFC3339Nano), at.Sub(recorded).Seconds(), s)
+	res := compare(t, m, "containerd", criContainer, at, []figure{
+		// usage_bytes is memory.current; working_set_bytes usage minus
+		// inactive_file; rss_bytes memory.stat anon (cgroup v2).
+		{"memory usage", "container.memory.usage", anyPoint, float64(s.MemoryUsage), shmLoad},
+		{"memory working set", "container.memory.working_set", anyPoint, float64(s.MemoryWorkingSet), shmLoad},
+		{"memory anon (rss)", "container.memory.rss", anyPoint, float64(s.MemoryRSS), 0},
+		{"cpu time", "container.cpu.time", anyPoint, float64(s.CPUUsageNanos) / 1e9, cpuLoad},
+	})
+	for k, want := range map[string]string{
+		"container.id":       ctrID,
+		"agentd.engine.type": "cri",
+		"k8s.pod.name":       criPod,
+		"k8s.pod.uid":        criPodUID,
+		"k8s.namespace.name": criPodNamespace,
+		"k8s.container.name": criContainer,
+	} {
+		if got := res.Attrs[k]; got != want {
+			t.Errorf("container %s: %s %q, want %q", criContainer, k, got, want)
+		}
+	}
+	for _, r := range m.ResourcesWith(map[string]string{"container.id": podID}) {
+		t.Errorf("the pod sandbox %s is reported as a container: %v", podID, r.Attrs)
+	}
+	for _, r := range m.ResourcesWith(map[string]string{"containerd.namespace": "k8s.io"}) {
+		t.Errorf("containerd's view of namespace k8s.io is reported beside the CRI engine's: %v", r.Attrs)
+	}
+	if t.Failed() {
+		t.Logf("containerd's plugins:\n%s", readOut(t, share, "containerd-plugins.txt"))
+	}
 }

@@ -8,10 +8,14 @@
 #   lib.sh        the helpers, the load and the steps every guest run takes
 #   engines2/     containerd, containerd-shim-runc-v2, ctr, runc, dockerd, versions
 #   agentd.deb, agentd.yaml, busybox.tar, env   as for guest.sh
+#   pause.tar     the testbed's CRI sandbox image (registry.k8s.io/pause:3.6)
+#   cripod        the testbed's static CRI client (testbed/cripod)
 # and reads back from /share/out: the engines' own figures at one moment
 # (engine-docker.json from Docker's stats API, engine-containerd.json from ctr
-# task metrics, recorded_at), docker-version.json and containerd-version.txt
-# (what the engines say they are), agentd's journal and the host facts.
+# task metrics, engine-cri.json from CRI ContainerStats, recorded_at),
+# docker-version.json, containerd-version.txt and containerd-plugins.txt
+# (what the engines say they are), cri-ids (the CRI pod sandbox's and
+# container's IDs), agentd's journal and the host facts.
 #
 # Docker is driven over its socket with curl at API 1.44, not with Debian's
 # docker CLI (API 1.41): Docker 29.0 refuses anything older than 1.44 (later
@@ -48,8 +52,16 @@ swap dockerd /usr/sbin/dockerd
 # time does not exist"): the daemon's documented escape hatch turns them off.
 install -d /etc/docker
 echo '{"features": {"time-namespaces": false}}' >/etc/docker/daemon.json
+# containerd 2's configuration (version 3) in place of Debian's (version 2,
+# for containerd 1.6): its CRI plugin (io.containerd.grpc.v1.cri, with
+# io.containerd.cri.v1.runtime and .images) is on by default; its sandbox
+# image is the testbed's local pause image, imported below, as no registry is
+# reachable. Pods use the host's network: no CNI configuration is needed.
+printf '%s\n' 'version = 3' "[plugins.'io.containerd.cri.v1.images'.pinned_images]" \
+	"  sandbox = 'registry.k8s.io/pause:3.6'" >/etc/containerd/config.toml
 systemctl start containerd.service docker.socket || fail "start containerd.service and docker.socket"
 containerd --version >"$out/containerd-version.txt"
+ctr plugins ls >"$out/containerd-plugins.txt"
 runc --version >"$out/runc-version.txt"
 
 install_agentd
@@ -74,6 +86,10 @@ step "load local/busybox:latest into Docker and containerd"
 dockerapi POST '/images/load?quiet=1' -H 'Content-Type: application/x-tar' --data-binary @/share/busybox.tar >/dev/null ||
 	fail "Docker's image load"
 ctr -n default images import /share/busybox.tar >/dev/null || fail "ctr images import"
+step "load local/busybox:latest and the pause image into containerd's CRI namespace k8s.io"
+for img in busybox pause; do
+	ctr -n k8s.io images import "/share/$img.tar" >/dev/null || fail "ctr -n k8s.io images import $img.tar"
+done
 
 echo 3 >/proc/sys/vm/drop_caches
 step "start the containers"
@@ -85,17 +101,31 @@ dockerapi POST /containers/vmh-docker2/start || fail "Docker's container start"
 # ctr's containers have a network namespace of their own with loopback only:
 # no download.
 ctr -n default run -d --env BLOB_URL= docker.io/local/busybox:latest vmh-ctr2 sh -c "$load" || fail "ctr run"
+# A pod of containerd 2's CRI plugin, made as the kubelet makes one: the
+# kubelet's labels, and the cgroup parent the kubelet gives a BestEffort pod
+# with the cgroupfs driver (containerd's default runc options), under which
+# runc puts each of the pod's containers (without one, runc 1.1 would nest
+# them in the shim's own cgroup, containerd.service). Host network, so no
+# download either.
+ids=$(/share/cripod run -pod vmh-pod2 -namespace vmh -uid vmh-pod2-uid -name vmh-cri2 -image local/busybox:latest \
+	-cgroup-parent /kubepods/besteffort/podvmh-pod2-uid -env BLOB_URL= -- sh -c "$load") ||
+	fail "cripod run: a CRI pod sandbox and container"
+echo "$ids" >"$out/cri-ids"
+read -r cri_pod cri_id <<<"$ids"
+step "CRI pod sandbox $cri_pod runs container $cri_id"
 
 docker_pid=$(dockerapi GET /containers/vmh-docker2/json | jq -r .State.Pid)
 ctr_pid=$(ctr -n default task ls | awk '$1 == "vmh-ctr2" { print $2 }')
-for p in "$docker_pid" "$ctr_pid"; do
+cri_pid=$(ctr -n k8s.io task ls | awk -v id="$cri_id" '$1 == id { print $2 }')
+[ -n "$cri_pid" ] || fail "no task of the CRI container $cri_id in containerd's namespace k8s.io"
+for p in "$docker_pid" "$ctr_pid" "$cri_pid"; do
 	waitfor 300 "the load of PID $p to settle" test -e "/proc/$p/root/ready"
 done
 step "loads settled"
 
-step "wait for agentd to find Docker and containerd"
+step "wait for agentd to find Docker, containerd and containerd's CRI plugin"
 # Not fatal: the test says which engine agentd missed, from the journal.
-for e in docker containerd; do (waitfor 300 "agentd to find $e" engine_found "$e"); done
+for e in docker containerd cri; do (waitfor 300 "agentd to find $e" engine_found "$e"); done
 # Two export rounds with every container known and its load steady.
 sleep $((2 * INTERVAL + 2))
 
@@ -103,8 +133,10 @@ step "record the engines' own figures"
 date +%s.%N >"$out/recorded_at"
 dockerapi GET '/containers/vmh-docker2/stats?stream=false' >"$out/engine-docker.json" || fail "Docker's stats API"
 ctr -n default task metrics --format json vmh-ctr2 >"$out/engine-containerd.json" || fail "ctr task metrics"
+/share/cripod stats "$cri_id" >"$out/engine-cri.json" || fail "cripod stats: CRI ContainerStats"
 record_cgroup docker "$docker_pid"
 record_cgroup ctr "$ctr_pid"
+record_cgroup cri "$cri_pid"
 step "recorded"
 
 # One more round after the record, so agentd's figures frame it.
@@ -115,4 +147,5 @@ trap - EXIT
 # SIGKILL now rather than have the shutdown wait for them.
 dockerapi DELETE '/containers/vmh-docker2?force=1' >/dev/null
 ctr -n default task kill -s SIGKILL vmh-ctr2 >/dev/null 2>&1
+/share/cripod rm -timeout 30s "$cri_pod" >/dev/null 2>&1
 step "done"

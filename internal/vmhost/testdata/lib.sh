@@ -63,8 +63,12 @@ echo ready >/ready
 wait'
 
 # engine_found TYPE: agentd's journal has an "engine found" entry of TYPE.
+# The entries are slurped into one answer: Debian 12's jq 1.6 sets -e's
+# status from the last input alone, so a select over the stream fails as
+# soon as any later entry of TYPE is another message (as the CRI engine's
+# are), however early the engine was found.
 engine_found() {
-	journalctl -u agentd.service -o json "ENGINE_TYPE=$1" | jq -e 'select(.MESSAGE == "engine found")' >/dev/null
+	journalctl -u agentd.service -o json "ENGINE_TYPE=$1" | jq -s -e 'any(.[]; .MESSAGE == "engine found")' >/dev/null
 }
 
 # record_cgroup NAME PID: the cgroup files of PID's cgroup and its network
