@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -883,6 +884,15 @@ func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(con
 		}
 	default:
 		return fmt.Errorf("unknown event type %q", ch.Type)
+	}
+	if !known && ch.Type != model.EventCreate {
+		// The engine has the container but its create never reached the
+		// watcher (dockerd drops events for a subscriber that is far
+		// behind): tell it as a resync would, so that every container the
+		// watcher reports has its create.
+		created := c
+		created.State, created.PID = model.StateCreated, 0
+		w.store.Emit(model.Event{Type: model.EventCreate, Time: cmp.Or(c.CreatedAt, ch.Time), EngineID: w.engine.ID, Container: &created, Resync: true})
 	}
 	c = w.store.Upsert(c)
 	w.emit(ch, c)

@@ -161,6 +161,17 @@ func destroy(id string) fakeOp {
 	return change(model.EventDestroy, id, nil, func(*model.Container, time.Time) {})
 }
 
+// lost applies op at the engine without its event reaching the watcher: an
+// engine that drops events for a subscriber far behind (dockerd does).
+func lost(op fakeOp) fakeOp {
+	return func(f *fakeEngine) {
+		s := f.stream
+		f.stream = nil
+		op(f)
+		f.stream = s
+	}
+}
+
 // event sends a change that does not touch the table: a junk event.
 func event(ch engine.Change) fakeOp { return func(f *fakeEngine) { f.send(ch, nil) } }
 
@@ -259,6 +270,11 @@ func TestWatcherAgainstAFakeEngine(t *testing.T) {
 			name:  "a container's lifecycle is emitted in order, with the exit code and its signal",
 			after: []fakeOp{create("a"), start("a"), die("a", 137), destroy("a")},
 			want:  []string{"create a", "start a", "die a exit=137 SIGKILL", "destroy a"},
+		},
+		{
+			name:  "a container whose create the engine never sent gets one, from the inspect its start needs",
+			after: []fakeOp{lost(create("a")), start("a"), die("a", 1)},
+			want:  []string{"create a resync", "start a", "die a exit=1"},
 		},
 		{
 			name:   "a restart of a listed container is a die then a start",
