@@ -57,7 +57,7 @@ func (e envFlag) Set(s string) error {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: cripod run|stats|rm ...")
+		return errors.New("usage: cripod run|stats|rm [flags]")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("cripod "+sub, flag.ContinueOnError)
