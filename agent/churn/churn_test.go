@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -300,16 +301,23 @@ func TestReliabilityChurn(t *testing.T) {
 const heapSlack = 2 << 20
 
 // engineEvents counts the container events an engine sent, by container ID
-// and action.
+// and action (one small array a container: the counts live in the test
+// process, whose heap the test measures as the agent's).
 type engineEvents struct {
 	mu sync.Mutex
-	n  map[string]map[string]int
+	n  map[string][len(lifecycle)]uint16
 }
+
+// lifecycle is the actions engineEvents counts.
+var lifecycle = [...]string{"create", "start", "die", "destroy"}
 
 func (e *engineEvents) count(id, action string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.n[id][action]
+	if i := slices.Index(lifecycle[:], action); i >= 0 {
+		return int(e.n[id][i])
+	}
+	return 0
 }
 
 // watchEngineEvents counts, until the test ends, the events of the engine
@@ -319,19 +327,20 @@ func watchEngineEvents(t *testing.T, cli *client.Client, label string) *engineEv
 	ctx, cancel := context.WithCancel(context.Background())
 	msgs, errs := cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
 		filters.Arg("type", "container"), filters.Arg("label", "agentd.test="+label))})
-	e := &engineEvents{n: map[string]map[string]int{}}
+	e := &engineEvents{n: map[string][len(lifecycle)]uint16{}}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
 			select {
 			case m := <-msgs:
-				e.mu.Lock()
-				if e.n[m.Actor.ID] == nil {
-					e.n[m.Actor.ID] = map[string]int{}
+				if i := slices.Index(lifecycle[:], string(m.Action)); i >= 0 {
+					e.mu.Lock()
+					n := e.n[m.Actor.ID]
+					n[i]++
+					e.n[m.Actor.ID] = n
+					e.mu.Unlock()
 				}
-				e.n[m.Actor.ID][string(m.Action)]++
-				e.mu.Unlock()
 			case err := <-errs:
 				if ctx.Err() == nil {
 					t.Errorf("the test's own subscription to the engine's events ended: %v", err)
