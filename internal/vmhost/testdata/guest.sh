@@ -106,7 +106,7 @@ step "wait for agentd to find the three engines"
 for e in docker podman containerd; do (waitfor 300 "agentd to find $e" engine_found "$e"); done
 rootless_found() {
 	journalctl -u agentd.service -o json ENGINE_TYPE=podman |
-		jq -e --arg sock "/run/user/$uid/podman/podman.sock" 'select(.MESSAGE == "engine found" and (.ENGINE_ID | endswith($sock)))' >/dev/null
+		jq -s -e --arg sock "/run/user/$uid/podman/podman.sock" 'any(.[]; .MESSAGE == "engine found" and ((.ENGINE_ID // "") | endswith($sock)))' >/dev/null
 }
 if [ -n "$rootless_pid" ]; then
 	(waitfor 300 "agentd to find the rootless podman" rootless_found) || echo failed >"$out/rootless-failed"
