@@ -1016,17 +1016,14 @@ func (d *Discoverer) refreshHierarchy() map[string]bool {
 		// which a `docker exec`'d podman may have started outside the
 		// container init's descendants; its endpoint is reached through
 		// the oldest process of the namespace (HostRoot), the init.
-		if e.Daemonless {
-			if a := endpointAnchorPID(d.procs.Root(), e.Endpoint); a > 0 {
-				if _, _, _, ok := d.procs.Lookup(a); ok {
-					return a
-				}
-			}
+		anchor := endpointAnchorPID(d.procs.Root(), e.Endpoint)
+		if _, _, _, live := d.procs.Lookup(anchor); e.Daemonless && anchor > 0 && live {
+			return anchor
 		}
 		if e.PID > 0 {
 			return e.PID
 		}
-		return endpointAnchorPID(d.procs.Root(), e.Endpoint)
+		return anchor
 	}
 	parent := func(pid int) (int, bool) {
 		ppid, _, _, ok := d.procs.Lookup(pid)
