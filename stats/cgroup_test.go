@@ -262,6 +262,27 @@ func TestSampler(t *testing.T) {
 			}
 		}
 	})
+	t.Run("an engine answering with no values is quiet once (a container ending) and an error the second round in a row", func(t *testing.T) {
+		fb := &fakeFallback{}
+		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup",
+			Fallback: func(string) Fallback { return fb }}, nil)
+		cs := []model.Container{{ID: "empty"}, {ID: "ok", PID: 777}}
+		for round, want := range []bool{false, true, true} {
+			out, err := s.Sample(context.Background(), cs, nil)
+			if (err != nil) != want || err != nil && !strings.Contains(err.Error(), "empty: engine stats: the engine reported no values") || out[0].Has != 0 || out[1].Has == 0 {
+				t.Fatalf("round %d: error %v (want one: %v), samples %+v", round+1, err, want, out)
+			}
+		}
+		// Values again: the next empty answer is a first one.
+		fb.s = Stats{Has: FieldMemoryUsage, MemoryUsage: 7}
+		if _, err := s.Sample(context.Background(), cs, nil); err != nil {
+			t.Fatal(err)
+		}
+		fb.s = Stats{}
+		if _, err := s.Sample(context.Background(), cs, nil); err != nil {
+			t.Fatalf("an empty answer after values: %v", err)
+		}
+	})
 	t.Run("a container whose process exited before the read has no figures and no error", func(t *testing.T) {
 		s := NewSampler(SamplerConfig{ProcRoot: "testdata/v2/proc", CgroupRoot: "testdata/v2/cgroup"}, nil)
 		out, err := s.Sample(context.Background(), []model.Container{{ID: "gone", PID: 12345}, {ID: "ok", PID: 777}}, nil)

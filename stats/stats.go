@@ -153,6 +153,11 @@ type Fallback interface {
 // event).
 var ErrGone = errors.New("container gone")
 
+// errFirstEmpty marks the first round in a row an engine reported no values
+// for a container: one that is ending answers so once, and has no figures
+// that round and no error.
+var errFirstEmpty = errors.New("first empty answer")
+
 // SamplerConfig configures a Sampler.
 type SamplerConfig struct {
 	// ProcRoot and CgroupRoot default to /proc and /sys/fs/cgroup.
@@ -204,6 +209,8 @@ type containerState struct {
 	hasPrev  bool
 	round    uint64
 	source   Source
+	// empty counts the rounds in a row the engine answered with no values.
+	empty int
 }
 
 func newReader(cfg SamplerConfig) *Reader {
@@ -319,12 +326,12 @@ func (s *Sampler) Sample(ctx context.Context, cs []model.Container, out []Stats)
 
 // sampleOne fills out for c. st is owned by this call. A container whose
 // process has exited by the time its figures could not be read, or that its
-// engine no longer has, ended between the snapshot and the read, as
-// containers do: it has no figures this round and no error (its die follows
-// as an event).
+// engine no longer has or answers with no values for the first time, ended
+// between the snapshot and the read, as containers do: it has no figures
+// this round and no error (its die follows as an event).
 func (s *Sampler) sampleOne(ctx context.Context, c *model.Container, st *containerState, out *Stats, buf *[]byte) error {
 	err := s.sampleLive(ctx, c, st, out, buf)
-	if err != nil && (c.PID > 0 && s.reader.Exited(c.PID) || errors.Is(err, ErrGone)) {
+	if err != nil && (c.PID > 0 && s.reader.Exited(c.PID) || errors.Is(err, ErrGone) || errors.Is(err, errFirstEmpty)) {
 		return nil
 	}
 	return err
@@ -372,9 +379,17 @@ func (s *Sampler) sampleLive(ctx context.Context, c *model.Container, st *contai
 		fs.Has &^= FieldCPUUsage
 		if fs.Has == 0 {
 			// Docker answers an empty document when its shim cannot read the
-			// cgroup either ("no metrics received" in dockerd's log).
-			return errors.Join(fmt.Errorf("container %s: engine stats: the engine reported no values", c.ID), cgErr)
+			// cgroup either ("no metrics received" in dockerd's log), and for
+			// a container no longer running. The first such round is one of a
+			// container ending (its die event follows); a second is not.
+			st.empty++
+			err := fmt.Errorf("container %s: engine stats: the engine reported no values", c.ID)
+			if st.empty == 1 {
+				err = fmt.Errorf("%w: %w", errFirstEmpty, err)
+			}
+			return errors.Join(err, cgErr)
 		}
+		st.empty = 0
 		*out = fs
 		out.Source = SourceEngineAPI
 		if out.Time.IsZero() {
