@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentd-dev/agentd/engine"
@@ -27,11 +28,17 @@ type refreshed struct {
 	k   model.ContainerKey
 	c   model.Container
 	err error
+	// failed counts the refreshes of k in a row that failed before this one.
+	failed int
 }
 
 // refresher runs the refreshes of one session: at most
 // Options.InspectConcurrency in flight, owned by the session (its goroutines
-// end with the session's context, and wait waits for them).
+// end with the session's context, and wait waits for them). A refresh whose
+// inspect fails (a timeout while the engine is busy, an engine error) is
+// made again after a delay growing from Options.MinBackoff to MaxBackoff,
+// for as long as the container is in the model: until then it has no PID,
+// so no figures from its cgroup.
 type refresher struct {
 	w    *Watcher
 	sem  chan struct{}
@@ -51,6 +58,10 @@ type flight struct {
 	// again is set when a later batch asked too: the answer may predate
 	// its events, one more refresh follows.
 	again bool
+	// inspecting is set once the inspect is being made: a refresh waiting
+	// for its turn or its retry delay is made after any event applied
+	// before then.
+	inspecting atomic.Bool
 }
 
 func newRefresher(w *Watcher) *refresher {
@@ -66,7 +77,7 @@ func newRefresher(w *Watcher) *refresher {
 // what it said. Called from the session's loop only.
 func (r *refresher) ask(ctx context.Context, k model.ContainerKey, ch engine.Change) {
 	if f, busy := r.inflight[k]; busy {
-		if f.batch == r.batch || f.again {
+		if f.batch == r.batch || f.again || !f.inspecting.Load() {
 			// The refresh asked for, or the one to follow it, is
 			// made after this event.
 			r.w.coalesced.Add(1)
@@ -75,36 +86,74 @@ func (r *refresher) ask(ctx context.Context, k model.ContainerKey, ch engine.Cha
 		}
 		return
 	}
-	r.inflight[k] = &flight{batch: r.batch}
+	r.start(ctx, k, ch, 0)
+}
+
+// start makes a refresh of k, the failed+1st in a row, after a delay when
+// earlier ones failed.
+func (r *refresher) start(ctx context.Context, k model.ContainerKey, ch engine.Change, failed int) {
+	f := &flight{batch: r.batch}
+	r.inflight[k] = f
 	r.w.pending.Add(1)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
+		if failed > 0 {
+			t := time.NewTimer(r.retryDelay(failed))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				r.w.pending.Add(-1)
+				return
+			}
+		}
 		select {
 		case r.sem <- struct{}{}:
 		case <-ctx.Done():
 			r.w.pending.Add(-1)
 			return
 		}
+		f.inspecting.Store(true)
 		c, err := r.w.inspect(ctx, ch)
 		<-r.sem
 		select {
-		case r.done <- refreshed{k: k, c: c, err: err}:
+		case r.done <- refreshed{k: k, c: c, err: err, failed: failed}:
 		case <-ctx.Done():
 			r.w.pending.Add(-1)
 		}
 	}()
 }
 
-// answered merges a refresh's answer into the model and asks again if an
-// event came in the meantime. Called from the session's loop only.
+// retryDelay is the wait before the refresh that follows failed ones.
+func (r *refresher) retryDelay(failed int) time.Duration {
+	d := r.w.opts.MinBackoff
+	for range failed - 1 {
+		if d >= r.w.opts.MaxBackoff/2 {
+			return r.w.opts.MaxBackoff
+		}
+		d *= 2
+	}
+	return min(d, r.w.opts.MaxBackoff)
+}
+
+// answered merges a refresh's answer into the model, and asks again if an
+// event came in the meantime or the inspect failed and the container is
+// still in the model. Called from the session's loop only.
 func (r *refresher) answered(ctx context.Context, a refreshed) {
 	again := r.inflight[a.k].again
 	delete(r.inflight, a.k)
 	defer r.w.pending.Add(-1)
-	r.w.merge(a, !again)
-	if again && ctx.Err() == nil {
-		r.ask(ctx, a.k, engine.Change{ContainerID: a.k.ID, Namespace: a.k.Namespace})
+	retry := r.w.merge(a, !again, r.retryDelay(a.failed+1))
+	if ctx.Err() != nil {
+		return
+	}
+	ch := engine.Change{ContainerID: a.k.ID, Namespace: a.k.Namespace}
+	switch {
+	case again:
+		r.start(ctx, a.k, ch, 0)
+	case retry:
+		r.start(ctx, a.k, ch, a.failed+1)
 	}
 }
 
@@ -128,18 +177,28 @@ func (r *refresher) wait() {
 // of the container was applied since the refresh was asked: its answer is
 // not older than the model) and the inspect saw the run the model is in (it
 // may be ahead of the stream: the container died or ran again, and those
-// events, and their own refresh, follow).
-func (w *Watcher) merge(a refreshed, current bool) {
+// events, and their own refresh, follow). It reports whether the refresh
+// failed for a container still in the model, to be made again after next.
+func (w *Watcher) merge(a refreshed, current bool, next time.Duration) (retry bool) {
 	cur, known := w.store.Container(a.k)
 	if a.err != nil {
-		if known && !errors.Is(a.err, engine.ErrNotFound) && !errors.Is(a.err, context.Canceled) {
-			w.log.Warn("container reported from its event only: its inspect failed",
-				logging.KeyContainerID, a.k.ID, "container", cur.Name, logging.Err(a.err))
+		if !known || errors.Is(a.err, engine.ErrNotFound) || errors.Is(a.err, context.Canceled) {
+			return false
 		}
-		return
+		log := w.log.Debug
+		if a.failed == 0 {
+			log = w.log.Warn
+		}
+		log("container reported from its events only until its inspect answers",
+			logging.KeyContainerID, a.k.ID, "container", cur.Name, "failed", a.failed+1, "retry_in", next, logging.Err(a.err))
+		return true
 	}
 	if !known {
-		return
+		return false
+	}
+	if a.failed > 0 {
+		w.log.Info("container inspected after failed attempts",
+			logging.KeyContainerID, a.k.ID, "container", cur.Name, "failed", a.failed)
 	}
 	in := a.c
 	w.learnImage(in)
@@ -169,6 +228,7 @@ func (w *Watcher) merge(a refreshed, current bool) {
 		}
 	}
 	w.store.Upsert(c)
+	return false
 }
 
 // runSlack is how much earlier than the start event an engine may record

@@ -29,8 +29,10 @@ type fakeEngine struct {
 	containers map[string]model.Container
 	stream     *fakeStream
 	down       bool
-	// failSubscribe and failList make that many calls fail.
-	failSubscribe, failList int
+	// failSubscribe, failList and failInspect make that many calls fail.
+	failSubscribe, failList, failInspect int
+	// inspects counts the Inspect calls.
+	inspects int
 	// downFailures counts the Subscribes refused while down.
 	downFailures int
 	// atList are applied by the next List that succeeds, with the stream
@@ -89,6 +91,11 @@ func (f *fakeEngine) List(context.Context) ([]model.Container, error) {
 func (f *fakeEngine) Inspect(_ context.Context, id string) (model.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.inspects++
+	if f.failInspect > 0 {
+		f.failInspect--
+		return model.Container{}, fmt.Errorf("inspect %s: context deadline exceeded", id)
+	}
 	c, ok := f.containers[id]
 	if !ok {
 		return model.Container{}, fmt.Errorf("inspect %s: %w", id, engine.ErrNotFound)
@@ -403,6 +410,90 @@ func TestWatcherAgainstAFakeEngine(t *testing.T) {
 			}
 			if n := len(f.seen["Subscribe"]); n < tc.failSubscribe+tc.failList+1 {
 				t.Errorf("%d subscribes, want at least %d", n, tc.failSubscribe+tc.failList+1)
+			}
+		})
+	}
+}
+
+// TestRefreshRetriesAFailedInspect proves that a container whose inspects
+// fail (the engine busy, for longer than several retry delays) is inspected
+// again until one answers, and that the retries end with the container.
+func TestRefreshRetriesAFailedInspect(t *testing.T) {
+	// Docker's create says what it created: the container is in the model
+	// before any inspect answers.
+	described := func(id string) fakeOp {
+		return func(f *fakeEngine) {
+			f.now = f.now.Add(time.Second)
+			c := model.Container{ID: id, Name: id, State: model.StateCreated, CreatedAt: f.now}
+			f.containers[id] = c
+			f.send(engine.Change{Type: model.EventCreate, ContainerID: id, Time: f.now, Container: &c}, nil)
+		}
+	}
+	withPID := func(id string, pid int) fakeOp {
+		return change(model.EventStart, id, nil, func(c *model.Container, at time.Time) {
+			c.State, c.StartedAt, c.PID = model.StateRunning, at, pid
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		// failFor is how long the engine's inspects fail.
+		failFor time.Duration
+		after   []fakeOp
+		// wantPID is the PID the model ends with for container a.
+		wantPID int
+	}{
+		{"a running container gets its PID once an inspect answers", 300 * time.Millisecond,
+			[]fakeOp{described("a"), withPID("a", 4242)}, 4242},
+		{"the retries of a container destroyed meanwhile end", time.Hour,
+			[]fakeOp{described("a"), withPID("a", 4242), die("a", 1), destroy("a")}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := testLogger(t)
+			store := model.NewStore(log)
+			e := model.Engine{ID: "fake", Type: model.Docker, Endpoint: "/run/fake.sock"}
+			store.PutEngine(e)
+			f := newFakeEngine(store, e.ID)
+			// Backoff from 10 ms to 40 ms: the failures last several times the longest.
+			w := NewWatcher(e, f, store, Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond}, log)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = w.Run(ctx)
+			}()
+			defer func() { cancel(); <-done }()
+			eventually(t, 10*time.Second, "the watcher lists", func() bool { return f.idle(w, 1) })
+			f.do(func(f *fakeEngine) { f.failInspect = 1 << 30 })
+			f.do(tc.after...)
+			time.Sleep(tc.failFor % time.Minute)
+			f.do(func(f *fakeEngine) {
+				if tc.failFor < time.Minute {
+					f.failInspect = 0
+				}
+			})
+			eventually(t, 10*time.Second, "the watcher settles", func() bool { return f.idle(w, 1) })
+			c, ok := store.Container(model.ContainerKey{EngineID: e.ID, ID: "a"})
+			if tc.wantPID == 0 {
+				f.mu.Lock()
+				n := f.inspects
+				f.mu.Unlock()
+				time.Sleep(200 * time.Millisecond)
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if ok || f.inspects != n {
+					t.Errorf("container in the model: %v; inspects %d, then %d: want no more once it is destroyed", ok, n, f.inspects)
+				}
+				return
+			}
+			f.mu.Lock()
+			n := f.inspects
+			f.mu.Unlock()
+			if !ok || c.PID != tc.wantPID {
+				t.Errorf("container %+v (in the model: %v), want PID %d", c, ok, tc.wantPID)
+			}
+			// 300 ms of failures with delays up to 40 ms: more than a few tries.
+			if n < 5 {
+				t.Errorf("%d inspects, want a retry after each failure", n)
 			}
 		})
 	}
