@@ -183,7 +183,12 @@ type Event struct {
 	// Engine is set for engine events.
 	Engine   *Engine `json:"engine,omitempty"`
 	ExitCode int     `json:"exit_code,omitempty"`
-	Signal   string  `json:"signal,omitempty"`
+	// ExitUnknown marks a die whose exit code nobody told: the container
+	// stopped (and was removed, or ran again) while its engine was not
+	// watched, and the engine no longer knows how its run ended.
+	// ExitCode is 0 then and means nothing.
+	ExitUnknown bool   `json:"exit_unknown,omitempty"`
+	Signal      string `json:"signal,omitempty"`
 	// Resync marks an event synthesised from a list after a reconnect.
 	Resync bool `json:"resync,omitempty"`
 }

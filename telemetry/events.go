@@ -105,6 +105,11 @@ func (em *eventEmitter) emit(ctx context.Context, ev *model.Event, engine *model
 	oom := ev.Type == model.EventOOM || (ev.Container != nil && ev.Container.OOMKilled && ev.Type == model.EventDie)
 	switch ev.Type {
 	case model.EventDie, model.EventStop:
+		if ev.ExitUnknown {
+			// No exit code attribute: 0 would say it succeeded.
+			body += " (exit code unknown: it ended while its engine was not watched)"
+			break
+		}
 		r.AddAttributes(attribute.Int(AttrExitCode, ev.ExitCode))
 		body += fmt.Sprintf(" (exit code %d)", ev.ExitCode)
 		if def.WarnOnNonZeroExit && ev.ExitCode != 0 {

@@ -605,7 +605,7 @@ func (w *Watcher) reconcile(list []model.Container, resync bool) {
 		if o.State.Running() {
 			gone.State = model.StateExited
 			gone.PID = 0
-			w.store.Emit(model.Event{Type: model.EventDie, Time: now, EngineID: w.engine.ID, Container: &gone, Resync: true})
+			w.store.Emit(model.Event{Type: model.EventDie, Time: now, EngineID: w.engine.ID, Container: &gone, Resync: true, ExitUnknown: true})
 			emitted++
 		}
 		w.store.Emit(model.Event{Type: model.EventDestroy, Time: now, EngineID: w.engine.ID, Container: &gone, Resync: true})
@@ -657,7 +657,7 @@ func transitions(old model.Container, had bool, cur model.Container) []model.Eve
 			// It stopped and started again: the die time is unknown.
 			prev := old
 			prev.State = model.StateExited
-			evs = append(evs, model.Event{Type: model.EventDie, Time: cur.StartedAt, Container: &prev, Resync: true})
+			evs = append(evs, model.Event{Type: model.EventDie, Time: cur.StartedAt, Container: &prev, Resync: true, ExitUnknown: true})
 		}
 		if !from.Running() || restarted {
 			add(model.EventStart, cur.StartedAt)
