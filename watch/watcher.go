@@ -766,7 +766,7 @@ func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(con
 		if cur.State.Running() {
 			cur.State = model.StateExited
 		}
-		w.emit(ch, cur)
+		w.emit(ch, cur, false)
 		return nil
 	}
 	if ch.Type == model.EventCreate && known {
@@ -777,11 +777,13 @@ func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(con
 	}
 	var c model.Container
 	var err error
+	looked := false // c is the engine's answer to look
 	switch {
 	case dieSaysAll(ch, known):
 		c = cur
 	case fresh:
 		c, err = look(ctx, ch)
+		looked = true
 	case ch.Type == model.EventStart && known:
 		// A new run: what the last one left (PID, exit code, OOM flag)
 		// is not this one's; the event or the refresh brings the PID.
@@ -807,6 +809,7 @@ func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(con
 		defer refresh.ask(ctx, k, ch)
 	default:
 		c, err = look(ctx, ch)
+		looked = true
 	}
 	switch {
 	case err == nil:
@@ -836,6 +839,9 @@ func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(con
 		w.log.Debug("inspect after event failed, using the model's state", logging.KeyContainerID, ch.ContainerID, logging.Err(err))
 		c = cur
 	}
+	// The engine's record tells how the run of a die without an exit code
+	// ended when it answered and holds that run, ended.
+	exitTold := ch.ExitCode != nil || looked && err == nil && !c.State.Running() && !(known && ahead(c, ch.Time))
 	if known && ahead(c, ch.Time) {
 		// The inspection came after later events of the container (it
 		// waited for the request budget, or served a batch): its run
@@ -895,7 +901,7 @@ func (w *Watcher) applyWith(ctx context.Context, ch engine.Change, look func(con
 		w.store.Emit(model.Event{Type: model.EventCreate, Time: cmp.Or(c.CreatedAt, ch.Time), EngineID: w.engine.ID, Container: &created, Resync: true})
 	}
 	c = w.store.Upsert(c)
-	w.emit(ch, c)
+	w.emit(ch, c, !exitTold)
 	return nil
 }
 
@@ -925,11 +931,13 @@ func stale(ch engine.Change, cur model.Container) bool {
 	return false
 }
 
-func (w *Watcher) emit(ch engine.Change, c model.Container) {
+// emit tells ch's event of c; exitUnknown: for a die, neither the event
+// nor the engine's record told its exit code.
+func (w *Watcher) emit(ch engine.Change, c model.Container, exitUnknown bool) {
 	ev := model.Event{Type: ch.Type, Time: ch.Time, EngineID: w.engine.ID, Container: &c, Signal: ch.Signal}
 	if ch.Type == model.EventDie {
-		ev.ExitCode = c.ExitCode
-		if ev.Signal == "" {
+		ev.ExitCode, ev.ExitUnknown = c.ExitCode, exitUnknown
+		if ev.Signal == "" && !exitUnknown {
 			ev.Signal = exitSignal(c.ExitCode)
 		}
 	}

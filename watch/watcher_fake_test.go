@@ -164,6 +164,14 @@ func die(id string, code int) fakeOp {
 	})
 }
 
+// dieUntold is a die whose event does not carry the exit code the engine
+// records (a CRI runtime's, podman's daemonless view's).
+func dieUntold(id string, code int) fakeOp {
+	return change(model.EventDie, id, nil, func(c *model.Container, at time.Time) {
+		c.State, c.FinishedAt, c.ExitCode = model.StateExited, at, code
+	})
+}
+
 func destroy(id string) fakeOp {
 	return change(model.EventDestroy, id, nil, func(*model.Container, time.Time) {})
 }
@@ -246,7 +254,10 @@ func (s *fakeStream) Close() error { return nil }
 // fakeEvent renders an event as "die a exit=137 SIGKILL resync".
 func fakeEvent(ev model.Event) string {
 	s := strings.TrimPrefix(string(ev.Type), "container.") + " " + ev.Container.ID
-	if ev.Type == model.EventDie {
+	switch {
+	case ev.Type == model.EventDie && ev.ExitUnknown:
+		s += " exit=?"
+	case ev.Type == model.EventDie:
 		s += fmt.Sprintf(" exit=%d", ev.ExitCode)
 	}
 	if ev.Signal != "" {
@@ -284,6 +295,17 @@ func TestWatcherAgainstAFakeEngine(t *testing.T) {
 			want:  []string{"create a resync", "start a", "die a exit=1"},
 		},
 		{
+			name:  "a die told without its exit code has the code of the engine's record",
+			after: []fakeOp{create("a"), start("a"), dieUntold("a", 3)},
+			want:  []string{"create a", "start a", "die a exit=3"},
+		},
+		{
+			name: "a die told without its exit code, of a container the engine no longer has, has none",
+			after: []fakeOp{create("a"), start("a"), lost(destroy("a")),
+				event(engine.Change{Type: model.EventDie, ContainerID: "a"})},
+			want: []string{"create a", "start a", "die a exit=?"},
+		},
+		{
 			name:   "a restart of a listed container is a die then a start",
 			before: []fakeOp{create("a"), start("a")},
 			after:  []fakeOp{die("a", 0), start("a")},
@@ -312,14 +334,14 @@ func TestWatcherAgainstAFakeEngine(t *testing.T) {
 			name:   "a container restarted while the engine was down gets a die and a start",
 			before: []fakeOp{create("a"), start("a")},
 			outage: []fakeOp{die("a", 1), start("a")},
-			want:   []string{"die a exit=0 resync", "start a resync"},
+			want:   []string{"die a exit=? resync", "start a resync"},
 		},
 		{
 			name:   "a container that ran and was removed while the engine was down gets a die and a destroy",
 			before: []fakeOp{create("a"), start("a")},
 			after:  []fakeOp{create("b")},
 			outage: []fakeOp{die("a", 1), destroy("a"), start("b")},
-			want:   []string{"create b", "start b resync", "die a exit=0 resync", "destroy a resync"},
+			want:   []string{"create b", "start b resync", "die a exit=? resync", "destroy a resync"},
 		},
 		{
 			name:   "an outage without changes resyncs without events",
