@@ -1,10 +1,13 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/agentd-dev/agentd/engine"
@@ -31,7 +34,9 @@ func TestDaemonlessPodmanIsFoundThroughItsConmons(t *testing.T) {
 	})
 	storage := filepath.Join(root, "50/root/var/lib/containers/storage")
 	must(t, os.MkdirAll(filepath.Join(storage, "libpod"), 0o755))
-	d, err := New(Config{ProcRoot: root}, engine.Families{podman.Family(nil), podman.DaemonlessFamily(root)}, nil, nil)
+	var logBuf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	d, err := New(Config{ProcRoot: root}, engine.Families{podman.Family(nil), podman.DaemonlessFamily(root)}, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,10 +57,15 @@ func TestDaemonlessPodmanIsFoundThroughItsConmons(t *testing.T) {
 	}{
 		{"the other conmon takes over when the first exits", strconv.Itoa(first), other},
 		{"the engine's process is gone when no conmon is left", strconv.Itoa(other), 0},
+		{"a new conmon serves it again", "", 103},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
-			must(t, os.RemoveAll(filepath.Join(root, s.gone)))
+			if s.gone != "" {
+				must(t, os.RemoveAll(filepath.Join(root, s.gone)))
+			} else {
+				writeFakeProc(t, root, []fakeProc{conmon(s.pid, "ccc")})
+			}
 			es, err := d.Scan(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -64,5 +74,12 @@ func TestDaemonlessPodmanIsFoundThroughItsConmons(t *testing.T) {
 				t.Fatalf("engines %+v, want the daemonless podman with PID %d", es, s.pid)
 			}
 		})
+	}
+	// Its conmons come and go with its containers (a line per `podman
+	// run --rm` otherwise): not news at INFO.
+	for _, line := range []string{"engine process gone", "engine back"} {
+		if strings.Contains(logBuf.String(), line) {
+			t.Errorf("%q logged at INFO for a daemonless podman:\n%s", line, logBuf.String())
+		}
 	}
 }

@@ -854,7 +854,7 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 				}
 				if r.proc != key || r.e.PID != e.PID {
 					if !r.goneSince.IsZero() {
-						d.log.Info("engine back", append(r.e.LogAttrs(), "pid", e.PID, "gone_for", now.Sub(r.goneSince).Round(time.Second))...)
+						d.log.Log(context.Background(), comingAndGoingLevel(r.e), "engine back", append(r.e.LogAttrs(), "pid", e.PID, "gone_for", now.Sub(r.goneSince).Round(time.Second))...)
 					}
 					r.proc, r.e.PID, r.goneSince = key, e.PID, time.Time{}
 					r.e.Version, r.e.APIVersion = e.Version, e.APIVersion
@@ -894,7 +894,7 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 			}
 			if !r.added {
 				r.goneSince = now
-				d.log.Info("engine process gone, waiting for it to come back", append(r.e.LogAttrs(), "grace_period", d.cfg.GracePeriod)...)
+				d.log.Log(context.Background(), comingAndGoingLevel(r.e), "engine process gone, waiting for it to come back", append(r.e.LogAttrs(), "grace_period", d.cfg.GracePeriod)...)
 			}
 			continue
 		}
@@ -940,6 +940,18 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 func (d *Discoverer) aliveLocked(k candKey) bool {
 	_, _, start, ok := d.procs.Lookup(k.pid)
 	return ok && start == k.start
+}
+
+// comingAndGoingLevel is the level of an engine's "process gone" and "back"
+// lines: INFO, for an engine restarting is news; DEBUG for a daemonless
+// podman, whose process is its containers' conmons, which come and go with
+// them (a journal line per `podman run --rm` otherwise). That it is lost, at
+// the end of the grace period, is still INFO.
+func comingAndGoingLevel(e model.Engine) slog.Level {
+	if e.Daemonless {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
 }
 
 // otherServerLocked finds another running process that serves the
