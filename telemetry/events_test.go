@@ -61,7 +61,7 @@ type recorded struct {
 func (p *recordingProcessor) OnEmit(_ context.Context, r *sdklog.Record) error {
 	rec := recorded{body: r.Body().AsString(), attrs: map[string]string{}}
 	r.WalkAttributes(func(kv attribute.KeyValue) bool {
-		rec.attrs[string(kv.Key)] = kv.Value.Emit()
+		rec.attrs[string(kv.Key)] = kv.Value.String()
 		return true
 	})
 	p.records = append(p.records, rec)
