@@ -269,6 +269,19 @@ func fakeEvent(ev model.Event) string {
 	return s
 }
 
+// runWatcher runs w until the test ends (its cleanups registered before run
+// after w has stopped).
+func runWatcher(t *testing.T, w *Watcher) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 func TestWatcherAgainstAFakeEngine(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -373,7 +386,7 @@ func TestWatcherAgainstAFakeEngine(t *testing.T) {
 			e := model.Engine{ID: "fake", Type: model.Docker, Endpoint: "/run/fake.sock"}
 			store.PutEngine(e)
 			sub := store.Subscribe(1000)
-			defer sub.Close()
+			t.Cleanup(sub.Close)
 			f := newFakeEngine(store, e.ID)
 			f.failSubscribe, f.failList = tc.failSubscribe, tc.failList
 			f.do(tc.before...)
@@ -381,13 +394,7 @@ func TestWatcherAgainstAFakeEngine(t *testing.T) {
 				f.atList = tc.atList
 			}
 			w := NewWatcher(e, f, store, Options{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}, log)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				_ = w.Run(ctx)
-			}()
-			defer func() { cancel(); <-done }()
+			runWatcher(t, w)
 			connected := func() bool { e, _ := store.Engine(e.ID); return e.Connected }
 
 			eventually(t, 10*time.Second, "the watcher lists", func() bool { return f.idle(w, 1) })
@@ -477,13 +484,7 @@ func TestRefreshRetriesAFailedInspect(t *testing.T) {
 			f := newFakeEngine(store, e.ID)
 			// Backoff from 10 ms to 40 ms: the failures last several times the longest.
 			w := NewWatcher(e, f, store, Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond}, log)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				_ = w.Run(ctx)
-			}()
-			defer func() { cancel(); <-done }()
+			runWatcher(t, w)
 			eventually(t, 10*time.Second, "the watcher lists", func() bool { return f.idle(w, 1) })
 			f.do(func(f *fakeEngine) { f.failInspect = 1 << 30 })
 			f.do(tc.after...)
