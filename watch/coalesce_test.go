@@ -66,13 +66,7 @@ func runCountedAs(t *testing.T, before []fakeOp, gated bool, as func(*countingEn
 		a = as(f)
 	}
 	w := NewWatcher(e, a, store, Options{MinBackoff: time.Millisecond, CoalesceWindow: 100 * time.Millisecond}, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = w.Run(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	runWatcher(t, w)
 	eventually(t, 10*time.Second, "the watcher lists", func() bool { return f.idle(w, 1) })
 	return f, w, sub
 }
