@@ -185,8 +185,8 @@ type Event struct {
 	ExitCode int     `json:"exit_code,omitempty"`
 	// ExitUnknown marks a die whose exit code nobody told: the container
 	// stopped (and was removed, or ran again) while its engine was not
-	// watched, and the engine no longer knows how its run ended.
-	// ExitCode is 0 then and means nothing.
+	// watched, and the engine no longer knows how its run ended; and a
+	// stop told before its die. ExitCode is 0 then and means nothing.
 	ExitUnknown bool   `json:"exit_unknown,omitempty"`
 	Signal      string `json:"signal,omitempty"`
 	// Resync marks an event synthesised from a list after a reconnect.

@@ -106,8 +106,11 @@ func (em *eventEmitter) emit(ctx context.Context, ev *model.Event, engine *model
 	switch ev.Type {
 	case model.EventDie, model.EventStop:
 		if ev.ExitUnknown {
-			// No exit code attribute: 0 would say it succeeded.
-			body += " (exit code unknown: it ended while its engine was not watched)"
+			// No exit code attribute: 0 would say it succeeded. A stop
+			// before its die (the Docker 29 line) has none yet.
+			if ev.Type == model.EventDie {
+				body += " (exit code unknown: it ended while its engine was not watched)"
+			}
 			break
 		}
 		r.AddAttributes(attribute.Int(AttrExitCode, ev.ExitCode))

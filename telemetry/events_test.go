@@ -81,6 +81,8 @@ func TestDieExitCode(t *testing.T) {
 		{"told", model.Event{Type: model.EventDie, ExitCode: 3}, "3", "(exit code 3)"},
 		{"told zero", model.Event{Type: model.EventDie}, "0", "(exit code 0)"},
 		{"unknown", model.Event{Type: model.EventDie, ExitUnknown: true, Resync: true}, "", "(exit code unknown"},
+		{"a stop after its die", model.Event{Type: model.EventStop, ExitCode: 137}, "137", "(exit code 137)"},
+		{"a stop before its die", model.Event{Type: model.EventStop, ExitUnknown: true}, "", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -169,7 +169,7 @@ var Events = []Event{
 	{model.EventStart, log.SeverityInfo, "A container started.", false},
 	{model.EventPause, log.SeverityInfo, "A container was paused.", false},
 	{model.EventUnpause, log.SeverityInfo, "A container was unpaused.", false},
-	{model.EventStop, log.SeverityInfo, "A container was asked to stop.", true},
+	{model.EventStop, log.SeverityInfo, "A container was asked to stop; with its exit code when its die came first (Docker 20.10 tells the die first, the Docker 29 line the stop).", false},
 	{model.EventDie, log.SeverityInfo, "A container's main process exited; WARN when the exit code is not 0.", true},
 	{model.EventOOM, log.SeverityWarn, "The kernel OOM killer killed a process of the container.", false},
 	{model.EventDestroy, log.SeverityInfo, "A container was removed.", false},

@@ -156,6 +156,29 @@ func (h *harness) expect(want ...model.EventType) []model.Event {
 	return got
 }
 
+// expectUnordered is expect for events an engine sends in an order of its
+// own (Docker 20.10 tells a stop after its die, the Docker 29 line before).
+func (h *harness) expectUnordered(want ...model.EventType) []model.Event {
+	h.t.Helper()
+	h.mu.Lock()
+	deadline := time.Now().Add(60 * time.Second)
+	for len(h.events)-h.next < len(want) && time.Now().Before(deadline) {
+		h.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		h.mu.Lock()
+	}
+	got := slices.Clone(h.events[h.next:min(len(h.events), h.next+len(want))])
+	h.next += len(got)
+	h.mu.Unlock()
+	g, w := types(got), slices.Clone(want)
+	slices.Sort(g)
+	slices.Sort(w)
+	if !slices.Equal(g, w) {
+		h.t.Fatalf("events: got %v, want %v in any order", types(got), want)
+	}
+	return got
+}
+
 // expectN waits for the next n events of the test's containers, of any type.
 func (h *harness) expectN(n int) []model.Event {
 	h.t.Helper()

@@ -935,10 +935,19 @@ func stale(ch engine.Change, cur model.Container) bool {
 // nor the engine's record told its exit code.
 func (w *Watcher) emit(ch engine.Change, c model.Container, exitUnknown bool) {
 	ev := model.Event{Type: ch.Type, Time: ch.Time, EngineID: w.engine.ID, Container: &c, Signal: ch.Signal}
-	if ch.Type == model.EventDie {
+	switch ch.Type {
+	case model.EventDie:
 		ev.ExitCode, ev.ExitUnknown = c.ExitCode, exitUnknown
 		if ev.Signal == "" && !exitUnknown {
 			ev.Signal = exitSignal(c.ExitCode)
+		}
+	case model.EventStop:
+		// Docker 20.10 sends a stop after its die, the Docker 29 line
+		// before it: the exit code is known only in the first case.
+		if c.State.Running() {
+			ev.ExitUnknown = true
+		} else {
+			ev.ExitCode = c.ExitCode
 		}
 	}
 	w.store.Emit(ev)
