@@ -20,6 +20,7 @@ import (
 
 	"github.com/agentd-dev/agentd/engine"
 	"github.com/agentd-dev/agentd/engine/docker"
+	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
 	"github.com/agentd-dev/agentd/model"
 )
@@ -36,12 +37,41 @@ func hostDocker(t *testing.T) (model.Engine, engine.Adapter) {
 
 func TestDockerLifecycle(t *testing.T) {
 	testbed.Require(t, testbed.Docker)
-	label := testLabel(t)
 	e, a := hostDocker(t)
+	dockerLifecycle(t, e, a, []string{"docker"})
+}
+
+// TestDockerLifecycleOnTodaysEngines runs the lifecycle of TestDockerLifecycle
+// on today's engines: the Docker 29 line's daemon (API 1.44 and newer; the
+// host's docker CLI drives it at 1.41, agentd negotiates the daemon's own) on
+// containerd 2 and runc 1.5, each a private engine of the test.
+func TestDockerLifecycleOnTodaysEngines(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.Docker, testbed.Engines2)
+	ctrd := enginetest.StartPrivateContainerdFrom(t, testbed.Engines2Dir())
+	d := enginetest.StartPrivateDockerdFrom(t, testbed.Engines2Dir(), ctrd.Sock)
+	if v := d.CLI("version", "--format", "{{.Server.APIVersion}} {{range .Server.Components}}{{.Name}} {{.Version}}; {{end}}"); !strings.HasPrefix(v, "1.5") {
+		t.Fatalf("private dockerd of the second engine set: server %q, want API 1.5x", v)
+	} else {
+		t.Logf("server: API %s", v)
+	}
+	e := model.Engine{ID: "docker-todays-test", Type: model.Docker, Endpoint: d.Sock}
+	a, err := docker.NewAdapter(e, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockerLifecycle(t, e, a, []string{"docker", "-H", "unix://" + d.Sock})
+}
+
+// dockerLifecycle drives one container through its whole life with the
+// docker CLI (cli: its command line up to the subcommand) and checks the
+// events the Watcher of e emits and the model's state after every step.
+func dockerLifecycle(t *testing.T, e model.Engine, a engine.Adapter, cli []string) {
+	t.Helper()
+	label := testLabel(t)
 	h := startWatcher(t, e, a, label, Options{})
-	docker := func(args ...string) string { return testbed.Run(t, "docker", args...) }
+	docker := func(args ...string) string { return testbed.Run(t, cli[0], append(slices.Clone(cli[1:]), args...)...) }
 	id := docker("create", "--network", "none", "--label", "agentd.test="+label, testbed.BusyboxImage, "sleep", "1000")
-	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", id).Run() })
+	t.Cleanup(func() { _ = exec.Command(cli[0], append(slices.Clone(cli[1:]), "rm", "-f", id)...).Run() })
 
 	steps := []struct {
 		name  string
@@ -53,7 +83,7 @@ func TestDockerLifecycle(t *testing.T) {
 		{"start reports start", []string{"start", id}, []model.EventType{model.EventStart}, model.StateRunning},
 		{"pause reports pause", []string{"pause", id}, []model.EventType{model.EventPause}, model.StatePaused},
 		{"unpause reports unpause", []string{"unpause", id}, []model.EventType{model.EventUnpause}, model.StateRunning},
-		{"stop reports die then stop", []string{"stop", "-t", "1", id}, []model.EventType{model.EventDie, model.EventStop}, model.StateExited},
+		{"stop reports die and stop", []string{"stop", "-t", "1", id}, []model.EventType{model.EventDie, model.EventStop}, model.StateExited},
 		{"start again reports start", []string{"start", id}, []model.EventType{model.EventStart}, model.StateRunning},
 		{"kill reports die", []string{"kill", id}, []model.EventType{model.EventDie}, model.StateExited},
 		{"rm reports destroy", []string{"rm", id}, []model.EventType{model.EventDestroy}, ""},
@@ -63,7 +93,7 @@ func TestDockerLifecycle(t *testing.T) {
 			if s.run != nil {
 				docker(s.run...)
 			}
-			evs := h.expect(s.want...)
+			evs := h.expectUnordered(s.want...)
 			if got := h.state("", id); got != s.state {
 				t.Errorf("model state %q, want %q", got, s.state)
 			}
@@ -90,6 +120,11 @@ func TestDockerLifecycle(t *testing.T) {
 				case model.EventDie:
 					if ev.ExitCode != 137 || ev.Signal != "SIGKILL" {
 						t.Errorf("die: exit code %d signal %q, want 137 SIGKILL", ev.ExitCode, ev.Signal)
+					}
+				case model.EventStop:
+					// Its exit code is the die's when the die came first.
+					if dieFirst := evs[0].Type == model.EventDie; dieFirst && (ev.ExitUnknown || ev.ExitCode != 137) || !dieFirst && !ev.ExitUnknown {
+						t.Errorf("stop (die first: %v): exit code %d, unknown %v", dieFirst, ev.ExitCode, ev.ExitUnknown)
 					}
 				}
 			}

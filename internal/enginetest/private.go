@@ -35,9 +35,12 @@ type Private struct {
 	// Sock is the engine's API socket (the path agentd discovers).
 	Sock string
 
-	argv  []string
-	env   []string // added to the environment of the engine process
-	netns bool     // a network namespace of its own (dockerd)
+	argv []string
+	env  []string // added to the environment of the engine process
+	// bin holds the engine's binaries and its ctr ("": the host's, on
+	// PATH).
+	bin   string
+	netns bool // a network namespace of its own (dockerd)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -58,6 +61,14 @@ func privateDir(t testing.TB, kind string) string {
 // StartPrivateContainerd starts a containerd of the test's own and returns it
 // once it answers.
 func StartPrivateContainerd(t testing.TB) *Private {
+	t.Helper()
+	return StartPrivateContainerdFrom(t, "")
+}
+
+// StartPrivateContainerdFrom is StartPrivateContainerd with the containerd,
+// its shim, runc and ctr of directory bin (testbed.Engines2Dir(): today's
+// engines) instead of the host's; "" is the host's.
+func StartPrivateContainerdFrom(t testing.TB, bin string) *Private {
 	t.Helper()
 	dir := privateDir(t, "containerd")
 	sock := filepath.Join(dir, "containerd.sock")
@@ -82,6 +93,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		t.Fatal(err)
 	}
 	p := &Private{t: t, Kind: "containerd", Dir: dir, Sock: sock, argv: []string{"containerd", "--config", cfgPath}}
+	p.useBin(bin)
 	t.Cleanup(p.cleanup)
 	p.Start()
 	return p
@@ -94,14 +106,29 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 // imports the testbed's busybox image and returns once it answers.
 func StartPrivateDockerd(t testing.TB, containerdSock string) *Private {
 	t.Helper()
+	return StartPrivateDockerdFrom(t, "", containerdSock)
+}
+
+// StartPrivateDockerdFrom is StartPrivateDockerd with the dockerd of
+// directory bin (testbed.Engines2Dir(): the Docker 29 line) instead of the
+// host's; "" is the host's. The host's docker CLI (API 1.41) drives it: the
+// daemon is told to accept that API version (DOCKER_MIN_API_VERSION), while
+// agentd negotiates the daemon's own.
+func StartPrivateDockerdFrom(t testing.TB, bin, containerdSock string) *Private {
+	t.Helper()
 	dir := privateDir(t, "dockerd")
 	sock := filepath.Join(dir, "docker.sock")
 	// Docker 20.10's daemon ID is derived from the trust key, by default
 	// /etc/docker/key.json, shared by every dockerd of the host: a key of
 	// its own gives this one an identity of its own (and keeps the host's
-	// daemon.json out).
+	// daemon.json out). Later daemons keep their ID in their data root, and
+	// refuse the option.
+	daemonJSON := fmt.Sprintf(`{"deprecated-key-path": %q}`, filepath.Join(dir, "key.json"))
+	if bin != "" {
+		daemonJSON = `{}`
+	}
 	conf := filepath.Join(dir, "daemon.json")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`{"deprecated-key-path": %q}`, filepath.Join(dir, "key.json"))), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(daemonJSON), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := &Private{t: t, Kind: "dockerd", Dir: dir, Sock: sock, netns: true, argv: []string{"dockerd",
@@ -113,6 +140,10 @@ func StartPrivateDockerd(t testing.TB, containerdSock string) *Private {
 		"--bridge=none", "--iptables=false", "--ip-masq=false",
 		"--containerd", containerdSock,
 	}}
+	p.useBin(bin)
+	if bin != "" {
+		p.env = append(p.env, "DOCKER_MIN_API_VERSION=1.24")
+	}
 	t.Cleanup(p.cleanup)
 	p.Start()
 	p.CLI("import", filepath.Join(testbed.CacheDir(), "busybox.tar"), testbed.BusyboxImage)
@@ -157,6 +188,17 @@ func NewPrivatePodmanStorage(t testing.TB) *Private {
 	return p
 }
 
+// useBin makes the engine run from directory bin, with bin first on its PATH
+// (where containerd finds its shim and the shim runc); "" leaves the host's.
+func (p *Private) useBin(bin string) {
+	if bin == "" {
+		return
+	}
+	p.bin = bin
+	p.argv[0] = filepath.Join(bin, p.argv[0])
+	p.env = append(p.env, "PATH="+bin+":"+os.Getenv("PATH"))
+}
+
 // Root is a private podman's storage root (its --root).
 func (p *Private) Root() string { return filepath.Join(p.Dir, "root") }
 
@@ -170,7 +212,11 @@ func (p *Private) podmanFlags() []string {
 func (p *Private) cliArgv(args ...string) []string {
 	switch p.Kind {
 	case "containerd":
-		return append([]string{"ctr", "--address", p.Sock}, args...)
+		ctr := "ctr"
+		if p.bin != "" {
+			ctr = filepath.Join(p.bin, "ctr")
+		}
+		return append([]string{ctr, "--address", p.Sock}, args...)
 	case "dockerd":
 		return append([]string{"docker", "-H", "unix://" + p.Sock}, args...)
 	default:
@@ -293,7 +339,8 @@ func (p *Private) stop() {
 // ping asks the engine whether it answers.
 func (p *Private) ping() error {
 	if p.Kind == "containerd" {
-		out, err := exec.Command("ctr", "--address", p.Sock, "version").CombinedOutput()
+		argv := p.cliArgv("version")
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("ctr version: %w: %s", err, out)
 		}

@@ -26,7 +26,17 @@ const (
 	Collector   Part = "OpenTelemetry Collector binary built by testbed/collector.sh"
 	Root        Part = "root privileges"
 	Prometheus  Part = "Prometheus server (Debian package prometheus)"
+	// Engines2 is today's engines, built from the module proxy by
+	// testbed/vm/engines.sh for the VM host and run on the testbed host
+	// too: containerd 2, runc 1.5 and the Docker 29 line's daemon.
+	Engines2 Part = "second engine set (containerd 2, runc 1.5, Docker 29 line) built by testbed/vm/engines.sh"
 )
+
+// engines2Files are the binaries of the second engine set.
+var engines2Files = []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "dockerd"}
+
+// Engines2Dir is where testbed/vm/engines.sh keeps the second engine set.
+func Engines2Dir() string { return filepath.Join(CacheDir(), "engines2") }
 
 // Well-known names shared with testbed/lib.sh.
 const (
@@ -135,6 +145,17 @@ func Check(p Part) error {
 	case Prometheus:
 		_, err := exec.LookPath(PrometheusBinary)
 		return err
+	case Engines2:
+		for _, f := range engines2Files {
+			st, err := os.Stat(filepath.Join(Engines2Dir(), f))
+			if err != nil {
+				return err
+			}
+			if st.Mode()&0o111 == 0 {
+				return fmt.Errorf("%s is not executable", filepath.Join(Engines2Dir(), f))
+			}
+		}
+		return nil
 	case Collector:
 		st, err := os.Stat(CollectorBinary())
 		if err != nil {
