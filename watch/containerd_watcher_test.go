@@ -128,7 +128,14 @@ func snapshotContainer(store *model.Store, k model.ContainerKey) (model.Containe
 // namespace ns, and its status.
 func ctrTaskPID(t *testing.T, ns, id string) (int, string) {
 	t.Helper()
-	for _, line := range strings.Split(testbed.Run(t, "ctr", "-n", ns, "tasks", "ls"), "\n") {
+	return ctrTaskPIDWith(t, []string{"ctr"}, ns, id)
+}
+
+// ctrTaskPIDWith is ctrTaskPID with the ctr command line ctr (the binary and
+// its --address).
+func ctrTaskPIDWith(t *testing.T, ctr []string, ns, id string) (int, string) {
+	t.Helper()
+	for _, line := range strings.Split(testbed.Run(t, ctr[0], append(slices.Clone(ctr[1:]), "-n", ns, "tasks", "ls")...), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 3 && f[0] == id {
 			pid, err := strconv.Atoi(f[1])
@@ -157,8 +164,32 @@ func TestContainerdWatcherLifecycle(t *testing.T) {
 	testbed.Require(t, testbed.Containerd, testbed.Docker)
 	enginetest.NoLeaks(t)
 	ns := enginetest.ContainerdNamespace(t)
+	containerdLifecycle(t, testbed.ContainerdSocket, []string{"ctr"}, ns)
+}
+
+// TestContainerdWatcherLifecycleOnTodaysEngines runs the lifecycle of
+// TestContainerdWatcherLifecycle on containerd 2 with runc 1.5 (a private
+// containerd of the test, driven by its own ctr).
+func TestContainerdWatcherLifecycleOnTodaysEngines(t *testing.T) {
+	testbed.Require(t, testbed.Root, testbed.Docker, testbed.Engines2)
+	ctrd := enginetest.StartPrivateContainerdFrom(t, testbed.Engines2Dir())
+	ctr := []string{filepath.Join(testbed.Engines2Dir(), "ctr"), "--address", ctrd.Sock}
+	if v := ctrd.CLI("version"); !strings.Contains(v, "Version:  v2.") {
+		t.Fatalf("private containerd of the second engine set: %q, want version 2", v)
+	}
+	ns := "agentd-test-" + enginetest.Random(t)
+	enginetest.ImportBusybox(t, ctrd.Sock, ns)
+	containerdLifecycle(t, ctrd.Sock, ctr, ns)
+}
+
+// containerdLifecycle drives one container of namespace ns of the containerd
+// at sock through its whole life with ctr (its command line up to the
+// subcommand), and checks the exact events the Watcher emits and the
+// Store's state after every step.
+func containerdLifecycle(t *testing.T, sock string, ctr []string, ns string) {
+	t.Helper()
 	label := testLabel(t)
-	e := model.Engine{ID: "containerd-watcher-" + enginetest.Random(t), Type: model.Containerd, Endpoint: testbed.ContainerdSocket}
+	e := model.Engine{ID: "containerd-watcher-" + enginetest.Random(t), Type: model.Containerd, Endpoint: sock}
 	h := startWatcher(t, e, newContainerdAdapter(t, e), label, Options{})
 	id := "lifecycle-" + enginetest.Random(t)
 	key := model.ContainerKey{EngineID: e.ID, Namespace: ns, ID: id}
@@ -193,7 +224,7 @@ func TestContainerdWatcherLifecycle(t *testing.T) {
 	}
 	for _, step := range steps {
 		ok := t.Run(step.name, func(t *testing.T) {
-			testbed.Run(t, "ctr", append([]string{"-n", ns}, step.cmd...)...)
+			testbed.Run(t, ctr[0], append(append(slices.Clone(ctr[1:]), "-n", ns), step.cmd...)...)
 			h.t = t
 			evs := h.expect(step.events...)
 			if len(step.events) == 0 {
@@ -243,7 +274,7 @@ func TestContainerdWatcherLifecycle(t *testing.T) {
 				t.Fatalf("identity: %+v", c)
 			}
 			if step.want.pid {
-				pid, status := ctrTaskPID(t, ns, id)
+				pid, status := ctrTaskPIDWith(t, ctr, ns, id)
 				if c.PID <= 0 || c.PID != pid || c.PID != startPID {
 					t.Fatalf("pid %d, ctr says %d (%s), start event said %d", c.PID, pid, status, startPID)
 				}
