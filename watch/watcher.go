@@ -675,6 +675,16 @@ func transitions(old model.Container, had bool, cur model.Container) []model.Eve
 		if from.Running() || ran {
 			die()
 		}
+	case model.StateCreated:
+		if had && from.Running() {
+			// The engine has the container but no run of it any more:
+			// containerd 2 deletes the task of a container whose shim it
+			// finds dead when it starts, and with it how the task ended.
+			// It died, its exit code unknown.
+			prev := cur
+			prev.State = model.StateExited
+			evs = append(evs, model.Event{Type: model.EventDie, Time: time.Now(), Container: &prev, Resync: true, ExitUnknown: true})
+		}
 	}
 	return evs
 }

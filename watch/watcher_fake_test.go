@@ -172,6 +172,17 @@ func dieUntold(id string, code int) fakeOp {
 	})
 }
 
+// forgetRun makes the engine drop the run of container id without an event:
+// containerd 2 deletes the task of a container whose shim it finds dead when
+// it starts, and the container is left as created.
+func forgetRun(id string) fakeOp {
+	return func(f *fakeEngine) {
+		c := f.containers[id]
+		c.State, c.PID, c.StartedAt, c.FinishedAt, c.ExitCode = model.StateCreated, 0, time.Time{}, time.Time{}, 0
+		f.containers[id] = c
+	}
+}
+
 func destroy(id string) fakeOp {
 	return change(model.EventDestroy, id, nil, func(*model.Container, time.Time) {})
 }
@@ -342,6 +353,12 @@ func TestWatcherAgainstAFakeEngine(t *testing.T) {
 			before: []fakeOp{create("a"), start("a")},
 			outage: []fakeOp{die("a", 137)},
 			want:   []string{"die a exit=137 SIGKILL resync"},
+		},
+		{
+			name:   "a container whose run the engine forgot while it was down gets a die with an unknown exit code",
+			before: []fakeOp{create("a"), start("a")},
+			outage: []fakeOp{forgetRun("a")},
+			want:   []string{"die a exit=? resync"},
 		},
 		{
 			name:   "a container restarted while the engine was down gets a die and a start",
