@@ -28,10 +28,11 @@ import (
 
 // churnCycles and churnPace: 1,000 container lifecycles, one begun every
 // 500 ms (8.3 minutes), each create, start, stop (by itself or by a kill)
-// and remove.
+// and remove; at most churnInFlight of them at once.
 const (
-	churnCycles = 1000
-	churnPace   = 500 * time.Millisecond
+	churnCycles   = 1000
+	churnPace     = 500 * time.Millisecond
+	churnInFlight = 8
 )
 
 // footprint is what the agent holds: the test process is the agent's.
@@ -119,7 +120,7 @@ func TestReliabilityChurn(t *testing.T) {
 			"--label", "agentd.test="+label, testbed.BusyboxImage, "sleep", "100000"))
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	var (
 		mu     sync.Mutex
@@ -167,13 +168,21 @@ func TestReliabilityChurn(t *testing.T) {
 		}
 		done = append(done, c)
 	}
+	// At most churnInFlight lifecycles at once: when the engine slows
+	// down, the churn does too instead of piling up concurrent removals,
+	// under which Debian's dockerd 20.10 deadlocks in libnetwork (its
+	// watchLoop waits for a network's lock held by a removal that waits to
+	// send to the watchLoop; seen in a rehearsal at a load average near
+	// 90, every API call then hung).
+	inFlight := make(chan struct{}, churnInFlight)
 	churn := func(from, to int) {
 		var wg sync.WaitGroup
 		tick := time.NewTicker(churnPace)
 		defer tick.Stop()
 		for i := from; i < to; i++ {
+			inFlight <- struct{}{}
 			wg.Add(1)
-			go func() { defer wg.Done(); cycle(i) }()
+			go func() { defer wg.Done(); defer func() { <-inFlight }(); cycle(i) }()
 			<-tick.C
 		}
 		wg.Wait()
