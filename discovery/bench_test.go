@@ -2,10 +2,12 @@ package discovery
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"testing"
 
 	"github.com/agentd-dev/agentd/internal/testbed"
+	"github.com/agentd-dev/agentd/model"
 )
 
 // BenchmarkRescan measures a steady-state rescan of a 2,000-process fake procfs
@@ -98,5 +100,39 @@ func BenchmarkRefreshHostProc(b *testing.B) {
 			}
 			b.ReportMetric(float64(p.Len()), "procs")
 		})
+	}
+}
+
+// BenchmarkResolveHierarchy1000 measures placing three engines, one of them
+// inside a container of the host Docker, against a real model.Store holding
+// 1,000 running Docker containers with labels, as a discovery pass does every
+// few seconds on a host that busy.
+func BenchmarkResolveHierarchy1000(b *testing.B) {
+	store := model.NewStore(nil)
+	engines := []model.Engine{
+		{ID: "docker", Type: model.Docker, PID: 100},
+		{ID: "containerd", Type: model.Containerd, PID: 50},
+		{ID: "inner", Type: model.Podman, PID: 4500},
+	}
+	for _, e := range engines {
+		store.PutEngine(e)
+	}
+	for i := range 1000 {
+		store.Upsert(model.Container{
+			ID: fmt.Sprintf("%064d", i), EngineID: "docker", Name: fmt.Sprintf("c%d", i),
+			State: model.StateRunning, PID: 4000 + i, ImageName: "local/busybox:latest", ImageTags: []string{"local/busybox:latest"},
+			CgroupPath: fmt.Sprintf("/docker/%064d", i),
+			Labels:     map[string]string{"com.example.app": "bench", "seq": fmt.Sprint(i)},
+		})
+	}
+	locate := func(e model.Engine) int { return e.PID }
+	parent := func(pid int) (int, bool) { return 1, pid != 1 }
+	var h hierarchyScratch // kept from pass to pass, as the Discoverer keeps it
+	b.ReportAllocs()
+	for b.Loop() {
+		places := h.resolve(engines, locate, parent, store)
+		if len(places) != 1 {
+			b.Fatalf("%d placements, want the inner engine's alone", len(places))
+		}
 	}
 }

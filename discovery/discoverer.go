@@ -262,6 +262,8 @@ type Discoverer struct {
 	fams       engine.Families
 	dets       []detector
 	containers Containers
+	// hier is refreshHierarchy's memory, under mu.
+	hier hierarchyScratch
 
 	scanMu sync.Mutex // serialises passes; guards procs, cands, pidBuf
 	procs  *ProcFS
@@ -351,7 +353,13 @@ func lastSegment(prefix string) string {
 // noContainers knows no containers.
 type noContainers struct{}
 
-func (noContainers) EngineContainers(string) []model.Container { return nil }
+func (noContainers) EngineInits(_ string, buf []model.Init) ([]model.Init, int) { return buf, 0 }
+
+// containerCount is how many containers the engine with this ID has.
+func (d *Discoverer) containerCount(engineID string) int {
+	_, n := d.containers.EngineInits(engineID, nil)
+	return n
+}
 
 // Subscribe returns a subscription to engine changes from now on. Publishing
 // never blocks: a subscriber that falls behind loses changes (counted).
@@ -1041,7 +1049,7 @@ func (d *Discoverer) refreshHierarchy() map[string]bool {
 		ppid, _, _, ok := d.procs.Lookup(pid)
 		return ppid, ok && ppid != pid
 	}
-	places := resolveHierarchy(snap, locate, parent, d.containers)
+	places := d.hier.resolve(snap, locate, parent, d.containers)
 	for id, r := range d.engines {
 		if _, ok := places[id]; ok || r.e.ParentEngineID == "" {
 			continue
@@ -1049,8 +1057,8 @@ func (d *Discoverer) refreshHierarchy() map[string]bool {
 		// Keep a placement the model cannot confirm or deny: the parent
 		// engine's watcher has not listed (yet, or again), or the parent
 		// engine is gone while the engine inside its container lives on.
-		if _, known := d.engines[r.e.ParentEngineID]; !known || len(d.containers.EngineContainers(r.e.ParentEngineID)) == 0 {
-			places[id] = placement{engine: r.e.ParentEngineID, container: model.Container{ID: r.e.ParentContainerID, Name: lastSegment(r.e.Prefix)}}
+		if _, known := d.engines[r.e.ParentEngineID]; !known || d.containerCount(r.e.ParentEngineID) == 0 {
+			places[id] = placement{engine: r.e.ParentEngineID, container: model.Init{ContainerID: r.e.ParentContainerID, Name: lastSegment(r.e.Prefix)}}
 		}
 	}
 	applyHierarchy(next, places)

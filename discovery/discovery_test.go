@@ -206,7 +206,19 @@ type fakeModel struct {
 
 var _ Containers = (*fakeModel)(nil)
 
-func (m *fakeModel) EngineContainers(engineID string) []model.Container {
+func (m *fakeModel) EngineInits(engineID string, buf []model.Init) ([]model.Init, int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.byEngine[engineID] {
+		if c.PID > 0 && c.State.Running() {
+			buf = append(buf, model.Init{ContainerID: c.ID, Name: c.Name, PID: c.PID})
+		}
+	}
+	return buf, len(m.byEngine[engineID])
+}
+
+// engineContainers returns a copy of the containers of the engine with this ID.
+func (m *fakeModel) engineContainers(engineID string) []model.Container {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.byEngine[engineID])

@@ -10,14 +10,16 @@ import (
 // Containers is where discovery learns each engine's containers and the host
 // PIDs of their init processes: the workload model, which the watchers keep.
 type Containers interface {
-	// EngineContainers returns the containers of the engine with this ID.
-	EngineContainers(engineID string) []model.Container
+	// EngineInits appends to buf the running containers of the engine with
+	// this ID that have an init process, and returns it with the number of
+	// containers the engine has in all (running or not).
+	EngineInits(engineID string, buf []model.Init) ([]model.Init, int)
 }
 
 // placement says which container of which engine encloses an engine.
 type placement struct {
 	engine    string // ID of the engine that manages the container
-	container model.Container
+	container model.Init
 }
 
 // maxAncestors bounds PPID-chain walks against loops in a corrupt table.
@@ -44,16 +46,31 @@ func typeOrder(t model.EngineType) int {
 // each engine's containers, whose PIDs are host PIDs. When two engines report
 // the same process, the one ranked first by typeOrder wins.
 func resolveHierarchy(engines []model.Engine, locate func(model.Engine) int, parent func(pid int) (int, bool), containers Containers) map[string]placement {
+	return new(hierarchyScratch).resolve(engines, locate, parent, containers)
+}
+
+// hierarchyScratch is the memory resolveHierarchy reuses from one discovery
+// pass to the next: the init processes of every container, a thousand on a
+// busy host, every few seconds.
+type hierarchyScratch struct {
+	inits map[int]placement
+	buf   []model.Init
+}
+
+// resolve is resolveHierarchy with h's memory.
+func (h *hierarchyScratch) resolve(engines []model.Engine, locate func(model.Engine) int, parent func(pid int) (int, bool), containers Containers) map[string]placement {
 	order := slices.Clone(engines)
 	slices.SortFunc(order, func(a, b model.Engine) int {
 		return cmp.Or(cmp.Compare(typeOrder(a.Type), typeOrder(b.Type)), cmp.Compare(a.ID, b.ID))
 	})
-	inits := make(map[int]placement)
+	if h.inits == nil {
+		h.inits = make(map[int]placement)
+	}
+	clear(h.inits)
+	inits := h.inits
 	for _, e := range order {
-		for _, c := range containers.EngineContainers(e.ID) {
-			if c.PID <= 0 || !c.State.Running() {
-				continue
-			}
+		h.buf, _ = containers.EngineInits(e.ID, h.buf[:0])
+		for _, c := range h.buf {
 			if _, ok := inits[c.PID]; !ok {
 				inits[c.PID] = placement{engine: e.ID, container: c}
 			}
@@ -103,7 +120,7 @@ func applyHierarchy(engines map[string]*model.Engine, places map[string]placemen
 			continue
 		}
 		e.Prefix = prefix(id, 0)
-		e.ParentContainerID = pl.container.ID
+		e.ParentContainerID = pl.container.ContainerID
 		e.ParentEngineID = pl.engine
 	}
 }

@@ -190,7 +190,7 @@ func TestHierarchyFollowsTheModel(t *testing.T) {
 	})
 	hostDocker := "docker:" + filepath.Join(root, "1/root/run/docker.sock")
 	t.Run("a parent whose containers the model lost (its watcher relists) keeps its nested engines in place", func(t *testing.T) {
-		saved := fm.EngineContainers(hostDocker)
+		saved := fm.engineContainers(hostDocker)
 		fm.set(hostDocker)
 		if _, err := d.Scan(ctx); err != nil {
 			t.Fatal(err)

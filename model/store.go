@@ -295,6 +295,30 @@ func (s *Store) Container(k ContainerKey) (Container, bool) {
 	return *p, true
 }
 
+// Init names a running container by its init process: what the engine
+// hierarchy needs of a container, without copying the container.
+type Init struct {
+	ContainerID, Name string
+	// PID is the init process's host PID.
+	PID int
+}
+
+// EngineInits appends to buf the Init of every running container of one
+// engine that has an init PID (hidden ones included, in no particular order)
+// and returns it, with how many containers the engine has in all.
+func (s *Store) EngineInits(engineID string, buf []Init) ([]Init, int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	keys := s.byEngine[engineID]
+	for k := range keys {
+		c := s.containers[k]
+		if c.PID > 0 && c.State.Running() {
+			buf = append(buf, Init{ContainerID: c.ID, Name: c.Name, PID: c.PID})
+		}
+	}
+	return buf, len(keys)
+}
+
 // EngineContainers returns every container of one engine, hidden ones included,
 // in no particular order. The Labels and ImageTags are shared: do not modify them.
 func (s *Store) EngineContainers(engineID string) []Container {

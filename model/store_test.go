@@ -309,3 +309,42 @@ func TestPodmanServiceResyncIsHiddenWhenTheDaemonlessViewToldIt(t *testing.T) {
 		t.Fatal("the live event of the service was hidden too")
 	}
 }
+
+func TestEngineInitsNamesTheRunningContainersWithAnInit(t *testing.T) {
+	s := newTestStore()
+	s.PutEngine(Engine{ID: "e", Type: Docker})
+	s.PutEngine(Engine{ID: "other", Type: Docker})
+	for _, c := range []Container{
+		{ID: "run", Name: "web", EngineID: "e", State: StateRunning, PID: 10},
+		{ID: "paused", Name: "db", EngineID: "e", State: StatePaused, PID: 11},
+		{ID: "exited", Name: "job", EngineID: "e", State: StateExited},
+		{ID: "created", Name: "new", EngineID: "e", State: StateCreated},
+		{ID: "nopid", Name: "odd", EngineID: "e", State: StateRunning},
+		{ID: "elsewhere", Name: "x", EngineID: "other", State: StateRunning, PID: 12},
+	} {
+		s.Upsert(c)
+	}
+	keep := []Init{{ContainerID: "kept"}}
+	got, n := s.EngineInits("e", keep[:1])
+	if n != 5 {
+		t.Errorf("EngineInits counted %d containers, want the engine's 5", n)
+	}
+	if len(got) == 0 || got[0].ContainerID != "kept" {
+		t.Fatalf("EngineInits = %+v, want it appended to the buffer", got)
+	}
+	want := map[string]Init{
+		"run":    {ContainerID: "run", Name: "web", PID: 10},
+		"paused": {ContainerID: "paused", Name: "db", PID: 11},
+	}
+	if len(got)-1 != len(want) {
+		t.Fatalf("EngineInits = %+v, want the running and the paused container", got[1:])
+	}
+	for _, in := range got[1:] {
+		if want[in.ContainerID] != in {
+			t.Errorf("EngineInits gave %+v, want %+v", in, want[in.ContainerID])
+		}
+	}
+	if got, n := s.EngineInits("none", nil); len(got) != 0 || n != 0 {
+		t.Errorf("EngineInits of an unknown engine = %+v, %d, want nothing", got, n)
+	}
+}
