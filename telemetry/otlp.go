@@ -204,7 +204,7 @@ func (o *OTLPMetrics) exportRound(ctx context.Context, src resourceSource) error
 		}
 		rm := src.Metrics(i)
 		if cur.data == nil {
-			cur.data = make([]byte, 0, o.reqSize+o.reqSize/16)
+			cur.data = o.buffer(o.reqSize + o.reqSize/16)
 		}
 		if b, ok := o.records.appendRecord(cur.data, rm, res.enc, res.schema); ok {
 			cur.data = b
@@ -236,6 +236,15 @@ func (o *OTLPMetrics) exportRound(ctx context.Context, src resourceSource) error
 		errs = append(errs, o.send(ctx, o.link, reqs, n))
 	}
 	return errors.Join(errs...)
+}
+
+// buffer returns an empty buffer of at least n bytes for a request: one a
+// delivered request left in the queue, when there is a queue.
+func (o *OTLPMetrics) buffer(n int) []byte {
+	if o.queue != nil {
+		return o.queue.Buffer(n)
+	}
+	return make([]byte, 0, n)
 }
 
 // request is an ExportMetricsServiceRequest as the records of its resources.

@@ -68,7 +68,14 @@ type Queue struct {
 	dropped  map[dropKey]int64
 	unlogged map[dropKey]int64 // dropped since the last log line
 	loggedAt time.Time
+	// spare holds the buffers of delivered metrics requests for the next
+	// rounds' (Buffer): at 1,000 containers a round is about 4 MB.
+	spare [][]byte
 }
+
+// maxSpareBuffers bounds Queue.spare: the requests of a round at 2,000
+// containers (128 resources a request).
+const maxSpareBuffers = 16
 
 // queued is one encoded request.
 type queued struct {
@@ -188,8 +195,37 @@ func (q *Queue) next(ctx context.Context, signal string) (*queued, error) {
 	}
 }
 
-// done removes the request next returned: delivered.
-func (q *Queue) done(it *queued) { q.remove(it) }
+// done removes the request next returned: delivered. A metrics request's
+// buffer is kept for Buffer: nothing reads it once the collector answered.
+func (q *Queue) done(it *queued) {
+	q.remove(it)
+	if it.signal == SignalMetrics {
+		q.mu.Lock()
+		if len(q.spare) < maxSpareBuffers {
+			q.spare = append(q.spare, it.data[:0])
+		}
+		q.mu.Unlock()
+	}
+}
+
+// Buffer returns an empty buffer of at least n bytes' capacity for a
+// metrics request that will be Put: a delivered request's when the queue
+// keeps one that large, a new one otherwise.
+func (q *Queue) Buffer(n int) []byte {
+	q.mu.Lock()
+	for len(q.spare) > 0 {
+		last := len(q.spare) - 1
+		b := q.spare[last]
+		q.spare[last] = nil
+		q.spare = q.spare[:last]
+		if cap(b) >= n {
+			q.mu.Unlock()
+			return b
+		}
+	}
+	q.mu.Unlock()
+	return make([]byte, 0, n)
+}
 
 // drop removes the request next returned and counts it as dropped for
 // reason.

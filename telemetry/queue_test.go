@@ -51,8 +51,53 @@ func nextData(t *testing.T, q *Queue, signal string) string {
 	if err != nil {
 		t.Fatalf("no %s request queued: %v", signal, err)
 	}
+	data := string(it.data)
 	q.done(it)
-	return string(it.data)
+	return data
+}
+
+func TestQueueLendsDeliveredMetricsBuffersAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	q, err := NewQueue(1<<20, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(signal string, size int) *byte {
+		t.Helper()
+		b := append(q.Buffer(size), make([]byte, size)...)
+		if err := q.Put(signal, b); err != nil {
+			t.Fatal(err)
+		}
+		return &b[:1][0]
+	}
+	take := func(signal string) *queued {
+		t.Helper()
+		it, err := q.next(ctx, signal)
+		if err != nil {
+			t.Fatalf("no %s request queued: %v", signal, err)
+		}
+		return it
+	}
+	metrics := put(SignalMetrics, 1000)
+	events := put(SignalEvents, 1000)
+	rejected := put(SignalMetrics, 1000)
+	q.done(take(SignalMetrics))
+	q.done(take(SignalEvents))
+	q.drop(take(SignalMetrics), DropRejected)
+
+	b := q.Buffer(800)
+	if len(b) != 0 || cap(b) < 800 || &b[:1][0] != metrics {
+		t.Fatalf("Buffer(800) = len %d cap %d, not the delivered metrics request's buffer", len(b), cap(b))
+	}
+	if b := q.Buffer(800); &b[:1][0] == events || &b[:1][0] == rejected {
+		t.Fatal("Buffer lent an events request's or a rejected request's buffer")
+	}
+	small := put(SignalMetrics, 1000)
+	q.done(take(SignalMetrics))
+	if b := q.Buffer(4000); cap(b) < 4000 || &b[:1][0] == small {
+		t.Fatal("Buffer(4000) lent a buffer smaller than asked for")
+	}
 }
 
 func TestQueueBoundsAndCountsWhatItDrops(t *testing.T) {
