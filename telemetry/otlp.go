@@ -226,6 +226,9 @@ func (o *OTLPMetrics) exportRound(ctx context.Context, src resourceSource) error
 	}
 	flush()
 	o.reqSize = largest
+	if o.queue != nil {
+		o.queue.DropSpare() // this round's requests will leave theirs
+	}
 	var errs []error
 	if len(refused) > 0 {
 		errs = append(errs, fmt.Errorf("export metrics: the OTLP exporter refused %d resources, first: %w", len(refused), refused[0]))

@@ -227,6 +227,17 @@ func (q *Queue) Buffer(n int) []byte {
 	return make([]byte, 0, n)
 }
 
+// DropSpare lets go of the buffers Buffer did not lend: called once a round
+// has taken what it needs, so that the buffers of a burst of deliveries (a
+// backlog after a collector outage) are not kept for rounds that never
+// use them.
+func (q *Queue) DropSpare() {
+	q.mu.Lock()
+	clear(q.spare)
+	q.spare = q.spare[:0]
+	q.mu.Unlock()
+}
+
 // drop removes the request next returned and counts it as dropped for
 // reason.
 func (q *Queue) drop(it *queued, reason string) {

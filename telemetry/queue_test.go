@@ -98,6 +98,12 @@ func TestQueueLendsDeliveredMetricsBuffersAgain(t *testing.T) {
 	if b := q.Buffer(4000); cap(b) < 4000 || &b[:1][0] == small {
 		t.Fatal("Buffer(4000) lent a buffer smaller than asked for")
 	}
+	left := put(SignalMetrics, 1000)
+	q.done(take(SignalMetrics))
+	q.DropSpare()
+	if b := q.Buffer(800); &b[:1][0] == left {
+		t.Fatal("Buffer lent a buffer DropSpare let go of")
+	}
 }
 
 func TestQueueBoundsAndCountsWhatItDrops(t *testing.T) {
