@@ -355,12 +355,6 @@ type noContainers struct{}
 
 func (noContainers) EngineInits(_ string, buf []model.Init) ([]model.Init, int) { return buf, 0 }
 
-// containerCount is how many containers the engine with this ID has.
-func (d *Discoverer) containerCount(engineID string) int {
-	_, n := d.containers.EngineInits(engineID, nil)
-	return n
-}
-
 // Subscribe returns a subscription to engine changes from now on. Publishing
 // never blocks: a subscriber that falls behind loses changes (counted).
 func (d *Discoverer) Subscribe() *Subscription {
@@ -1057,7 +1051,7 @@ func (d *Discoverer) refreshHierarchy() map[string]bool {
 		// Keep a placement the model cannot confirm or deny: the parent
 		// engine's watcher has not listed (yet, or again), or the parent
 		// engine is gone while the engine inside its container lives on.
-		if _, known := d.engines[r.e.ParentEngineID]; !known || d.containerCount(r.e.ParentEngineID) == 0 {
+		if _, known := d.engines[r.e.ParentEngineID]; !known || d.hier.counts[r.e.ParentEngineID] == 0 {
 			places[id] = placement{engine: r.e.ParentEngineID, container: model.Init{ContainerID: r.e.ParentContainerID, Name: lastSegment(r.e.Prefix)}}
 		}
 	}

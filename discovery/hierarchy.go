@@ -39,37 +39,36 @@ func typeOrder(t model.EngineType) int {
 	return 3
 }
 
-// resolveHierarchy finds, for every engine in engines, the innermost
+// hierarchyScratch is the memory resolve reuses from one discovery pass to
+// the next: the init processes of every container, a thousand on a busy
+// host, every few seconds.
+type hierarchyScratch struct {
+	inits map[int]placement
+	buf   []model.Init
+	// counts is how many containers (running or not) each engine had at
+	// the last resolve.
+	counts map[string]int
+}
+
+// resolve finds, for every engine in engines, the innermost
 // container (of another engine) whose init process is the engine's process or
 // one of its ancestors. locate gives an engine's host PID to start from;
 // parent gives a process's parent from the process table; containers gives
 // each engine's containers, whose PIDs are host PIDs. When two engines report
 // the same process, the one ranked first by typeOrder wins.
-func resolveHierarchy(engines []model.Engine, locate func(model.Engine) int, parent func(pid int) (int, bool), containers Containers) map[string]placement {
-	return new(hierarchyScratch).resolve(engines, locate, parent, containers)
-}
-
-// hierarchyScratch is the memory resolveHierarchy reuses from one discovery
-// pass to the next: the init processes of every container, a thousand on a
-// busy host, every few seconds.
-type hierarchyScratch struct {
-	inits map[int]placement
-	buf   []model.Init
-}
-
-// resolve is resolveHierarchy with h's memory.
 func (h *hierarchyScratch) resolve(engines []model.Engine, locate func(model.Engine) int, parent func(pid int) (int, bool), containers Containers) map[string]placement {
 	order := slices.Clone(engines)
 	slices.SortFunc(order, func(a, b model.Engine) int {
 		return cmp.Or(cmp.Compare(typeOrder(a.Type), typeOrder(b.Type)), cmp.Compare(a.ID, b.ID))
 	})
 	if h.inits == nil {
-		h.inits = make(map[int]placement)
+		h.inits, h.counts = make(map[int]placement), make(map[string]int)
 	}
 	clear(h.inits)
+	clear(h.counts)
 	inits := h.inits
 	for _, e := range order {
-		h.buf, _ = containers.EngineInits(e.ID, h.buf[:0])
+		h.buf, h.counts[e.ID] = containers.EngineInits(e.ID, h.buf[:0])
 		for _, c := range h.buf {
 			if _, ok := inits[c.PID]; !ok {
 				inits[c.PID] = placement{engine: e.ID, container: c}

@@ -125,7 +125,7 @@ func TestResolveHierarchy(t *testing.T) {
 				e.Prefix, e.ParentContainerID, e.ParentEngineID = "stale", "stale", "stale"
 				es[e.ID] = &e
 			}
-			applyHierarchy(es, resolveHierarchy(tt.engines, locate, parent, fm))
+			applyHierarchy(es, new(hierarchyScratch).resolve(tt.engines, locate, parent, fm))
 			for id, e := range es {
 				got := place{e.Prefix, e.ParentContainerID, e.ParentEngineID}
 				if got != tt.want[id] {

@@ -227,7 +227,7 @@ func (o *OTLPMetrics) exportRound(ctx context.Context, src resourceSource) error
 	flush()
 	o.reqSize = largest
 	if o.queue != nil {
-		o.queue.DropSpare() // this round's requests will leave theirs
+		o.queue.dropSpare() // this round's requests will leave theirs
 	}
 	var errs []error
 	if len(refused) > 0 {
@@ -245,7 +245,7 @@ func (o *OTLPMetrics) exportRound(ctx context.Context, src resourceSource) error
 // delivered request left in the queue, when there is a queue.
 func (o *OTLPMetrics) buffer(n int) []byte {
 	if o.queue != nil {
-		return o.queue.Buffer(n)
+		return o.queue.lend(n)
 	}
 	return make([]byte, 0, n)
 }

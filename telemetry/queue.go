@@ -69,7 +69,7 @@ type Queue struct {
 	unlogged map[dropKey]int64 // dropped since the last log line
 	loggedAt time.Time
 	// spare holds the buffers of delivered metrics requests for the next
-	// rounds' (Buffer): at 1,000 containers a round is about 4 MB.
+	// rounds' (lend): at 1,000 containers a round is about 4 MB.
 	spare [][]byte
 }
 
@@ -196,7 +196,7 @@ func (q *Queue) next(ctx context.Context, signal string) (*queued, error) {
 }
 
 // done removes the request next returned: delivered. A metrics request's
-// buffer is kept for Buffer: nothing reads it once the collector answered.
+// buffer is kept for lend: nothing reads it once the collector answered.
 func (q *Queue) done(it *queued) {
 	q.remove(it)
 	if it.signal == SignalMetrics {
@@ -208,10 +208,10 @@ func (q *Queue) done(it *queued) {
 	}
 }
 
-// Buffer returns an empty buffer of at least n bytes' capacity for a
+// lend returns an empty buffer of at least n bytes' capacity for a
 // metrics request that will be Put: a delivered request's when the queue
 // keeps one that large, a new one otherwise.
-func (q *Queue) Buffer(n int) []byte {
+func (q *Queue) lend(n int) []byte {
 	q.mu.Lock()
 	for len(q.spare) > 0 {
 		last := len(q.spare) - 1
@@ -227,11 +227,11 @@ func (q *Queue) Buffer(n int) []byte {
 	return make([]byte, 0, n)
 }
 
-// DropSpare lets go of the buffers Buffer did not lend: called once a round
+// dropSpare lets go of the buffers lend did not hand out: called once a round
 // has taken what it needs, so that the buffers of a burst of deliveries (a
 // backlog after a collector outage) are not kept for rounds that never
 // use them.
-func (q *Queue) DropSpare() {
+func (q *Queue) dropSpare() {
 	q.mu.Lock()
 	clear(q.spare)
 	q.spare = q.spare[:0]

@@ -65,7 +65,7 @@ func TestQueueLendsDeliveredMetricsBuffersAgain(t *testing.T) {
 	}
 	put := func(signal string, size int) *byte {
 		t.Helper()
-		b := append(q.Buffer(size), make([]byte, size)...)
+		b := append(q.lend(size), make([]byte, size)...)
 		if err := q.Put(signal, b); err != nil {
 			t.Fatal(err)
 		}
@@ -86,23 +86,23 @@ func TestQueueLendsDeliveredMetricsBuffersAgain(t *testing.T) {
 	q.done(take(SignalEvents))
 	q.drop(take(SignalMetrics), DropRejected)
 
-	b := q.Buffer(800)
+	b := q.lend(800)
 	if len(b) != 0 || cap(b) < 800 || &b[:1][0] != metrics {
-		t.Fatalf("Buffer(800) = len %d cap %d, not the delivered metrics request's buffer", len(b), cap(b))
+		t.Fatalf("lend(800) = len %d cap %d, not the delivered metrics request's buffer", len(b), cap(b))
 	}
-	if b := q.Buffer(800); &b[:1][0] == events || &b[:1][0] == rejected {
-		t.Fatal("Buffer lent an events request's or a rejected request's buffer")
+	if b := q.lend(800); &b[:1][0] == events || &b[:1][0] == rejected {
+		t.Fatal("lend gave an events request's or a rejected request's buffer")
 	}
 	small := put(SignalMetrics, 1000)
 	q.done(take(SignalMetrics))
-	if b := q.Buffer(4000); cap(b) < 4000 || &b[:1][0] == small {
-		t.Fatal("Buffer(4000) lent a buffer smaller than asked for")
+	if b := q.lend(4000); cap(b) < 4000 || &b[:1][0] == small {
+		t.Fatal("lend(4000) lent a buffer smaller than asked for")
 	}
 	left := put(SignalMetrics, 1000)
 	q.done(take(SignalMetrics))
-	q.DropSpare()
-	if b := q.Buffer(800); &b[:1][0] == left {
-		t.Fatal("Buffer lent a buffer DropSpare let go of")
+	q.dropSpare()
+	if b := q.lend(800); &b[:1][0] == left {
+		t.Fatal("lend gave a buffer dropSpare let go of")
 	}
 }
 
