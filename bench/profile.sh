@@ -3,7 +3,9 @@
 # idle busybox containers on the host Docker (label agentd.bench=1; started if
 # missing, removed at the end unless BENCH_KEEP=1) exporting to a sink collector.
 #
-#   bench/profile.sh [N]          (default 500; BENCH_PROFILE_DURATION, default 120s)
+#   bench/profile.sh [N]          (default 500; BENCH_PROFILE_DURATION, default 120s;
+#                                  BENCH_PROFILE_ARGS, more flags of bench/profile,
+#                                  e.g. -memprofilerate=4096 for an exact live heap)
 #
 # Writes bench/out/profile.txt (pprof -top of CPU, live heap, allocations) and
 # keeps cpu.pprof, heap.pprof and the binary in the run directory it names.
@@ -30,7 +32,8 @@ bash "$repo/testbed/collector.sh"
 bench_scale "$n"
 sink_start "$run_dir/sink"
 blog "profiling agentd against $(bench_count) bench containers for $duration"
-"$run_dir/profile" -otlp-endpoint "$SINK_ENDPOINT" -duration "$duration" -out "$run_dir" >"$run_dir/profile.txt" ||
+# shellcheck disable=SC2086 # BENCH_PROFILE_ARGS is a list of flags
+"$run_dir/profile" -otlp-endpoint "$SINK_ENDPOINT" -duration "$duration" -out "$run_dir" ${BENCH_PROFILE_ARGS:-} >"$run_dir/profile.txt" ||
 	die "bench/profile failed"
 {
 	echo "# agentd profile: N=$(bench_count) bench containers, $duration, $(date -u +%Y-%m-%dT%H:%MZ)"

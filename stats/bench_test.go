@@ -41,23 +41,22 @@ func BenchmarkReadNewFile(b *testing.B) {
 	files := []struct {
 		name string
 		i    int
-		path *string
 		read func([]byte) error
 	}{
-		{"cpu controller cpu.stat (v1 throttling)", fileCPUThrottle, &cg.cpuThrottle, func(d []byte) error { return throttling("f", d, "throttled_time", 1, &s) }},
-		{"memory.oom_control (v1 OOM kills)", fileMemEvents, &cg.memEvents, func(d []byte) error { return keyed("f", d, func([]byte, uint64) {}) }},
-		{"cpu.pressure", filePressure + PressureCPU, &cg.pressure[PressureCPU], func(d []byte) error { _, err := parsePressure("f", d); return err }},
-		{"memory.pressure", filePressure + PressureMemory, &cg.pressure[PressureMemory], func(d []byte) error { _, err := parsePressure("f", d); return err }},
-		{"io.pressure", filePressure + PressureIO, &cg.pressure[PressureIO], func(d []byte) error { _, err := parsePressure("f", d); return err }},
+		{"cpu controller cpu.stat (v1 throttling)", fileCPUThrottle, func(d []byte) error { return throttling("f", d, "throttled_time", 1, &s) }},
+		{"memory.oom_control (v1 OOM kills)", fileMemEvents, func(d []byte) error { return keyed("f", d, func([]byte, uint64) {}) }},
+		{"cpu.pressure", filePressure + PressureCPU, func(d []byte) error { _, err := parsePressure("f", d); return err }},
+		{"memory.pressure", filePressure + PressureMemory, func(d []byte) error { _, err := parsePressure("f", d); return err }},
+		{"io.pressure", filePressure + PressureIO, func(d []byte) error { _, err := parsePressure("f", d); return err }},
 	}
 	for _, f := range files {
 		b.Run(f.name, func(b *testing.B) {
-			if *f.path == "" {
+			if !cg.has(f.i) {
 				testbed.Unavailable(b, "%s: not found in this cgroup", f.name)
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				data, err := r.readOptional(&cg, f.i, f.path, &buf)
+				data, err := r.readOptional(&cg, f.i, &buf)
 				if err != nil || data == nil {
 					b.Fatalf("%s: %v", f.name, err)
 				}

@@ -34,12 +34,15 @@ type Cgroup struct {
 	// of them are the one unified directory.
 	CPU, Memory, IO, Pids string
 
-	// Full file paths, computed once so reads do not allocate. An optional
-	// file (cpuThrottle, memEvents, pressure) the kernel does not have is
-	// set to "" at its first failed read, so it costs no syscall after.
-	cpuUsage, cpuStat, memUsage, memStat, memLimit, io, pids string
-	cpuThrottle, cpuQuota, memEvents                         string
-	pressure                                                 [numPressure]string
+	// cfs is the v1 cpu controller's directory (CFS bandwidth: throttling),
+	// "" on v2. A file's path is its directory (see dir) and its name
+	// (cgroupFiles), joined only to open it: kept as paths, the files of a
+	// container were 1.3 KB of agentd's heap.
+	cfs string
+	// absent has bit i set for file i once a read found that the kernel does
+	// not have it (cpu.stat of the cpu controller, memory.events, pressure
+	// files), so it costs no syscall after.
+	absent uint32
 
 	// Files whose content changes only on rare events are read at the
 	// first read, at every rareEvery-th read after it (phase spreads those
@@ -187,7 +190,7 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 		return Cgroup{}, err
 	}
 	var cg Cgroup
-	var v2path, cfsDir string
+	var v2path string
 	hasV1 := false
 	for _, l := range lines {
 		l.Path = ownCgroup(l.Path, id)
@@ -201,7 +204,7 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 			case ctrlCPU:
 				dst = &cg.CPU
 			case ctrlCFS:
-				dst = &cfsDir
+				dst = &cg.cfs
 			case ctrlMemory:
 				dst = &cg.Memory
 			case ctrlIO:
@@ -220,26 +223,6 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 	}
 	if hasV1 {
 		cg.Version = 1
-		if cg.CPU != "" {
-			cg.cpuUsage = filepath.Join(cg.CPU, "cpuacct.usage")
-			cg.cpuStat = filepath.Join(cg.CPU, "cpuacct.stat")
-		}
-		if cfsDir != "" {
-			cg.cpuThrottle = filepath.Join(cfsDir, "cpu.stat")
-			cg.cpuQuota = filepath.Join(cfsDir, "cpu.cfs_quota_us")
-		}
-		if cg.Memory != "" {
-			cg.memUsage = filepath.Join(cg.Memory, "memory.usage_in_bytes")
-			cg.memStat = filepath.Join(cg.Memory, "memory.stat")
-			cg.memLimit = filepath.Join(cg.Memory, "memory.limit_in_bytes")
-			cg.memEvents = filepath.Join(cg.Memory, "memory.oom_control")
-		}
-		if cg.IO != "" {
-			cg.io = filepath.Join(cg.IO, "blkio.throttle.io_service_bytes")
-		}
-		if cg.Pids != "" {
-			cg.pids = filepath.Join(cg.Pids, "pids.current")
-		}
 		if cg.CPU == "" && cg.Memory == "" && cg.IO == "" && cg.Pids == "" {
 			return Cgroup{}, fmt.Errorf("%s: cgroup v1 under %s: %w", file, r.cgroupRoot, ErrNoCgroup)
 		}
@@ -262,14 +245,6 @@ func (r *Reader) Locate(pid int, id string) (Cgroup, error) {
 		return Cgroup{}, fmt.Errorf("%s: cgroup v2 directory %s: %w", file, dir, ErrNoCgroup)
 	}
 	cg = Cgroup{Version: 2, CPU: dir, Memory: dir, IO: dir, Pids: dir}
-	cg.cpuStat = filepath.Join(dir, "cpu.stat")
-	cg.memUsage = filepath.Join(dir, "memory.current")
-	cg.memStat = filepath.Join(dir, "memory.stat")
-	cg.memLimit = filepath.Join(dir, "memory.max")
-	cg.io = filepath.Join(dir, "io.stat")
-	cg.pids = filepath.Join(dir, "pids.current")
-	cg.memEvents = filepath.Join(dir, "memory.events")
-	cg.setPressure(dir)
 	cg.phase = phaseOf(dir)
 	return cg, nil
 }
@@ -294,10 +269,86 @@ func (cg *Cgroup) rare() bool {
 	return cg.reads == 0 || (cg.reads+cg.phase)%rareEvery == 0
 }
 
-func (cg *Cgroup) setPressure(dir string) {
-	cg.pressure[PressureCPU] = filepath.Join(dir, "cpu.pressure")
-	cg.pressure[PressureMemory] = filepath.Join(dir, "memory.pressure")
-	cg.pressure[PressureIO] = filepath.Join(dir, "io.pressure")
+// cgroupFiles names the files of each cgroup version by file number; "" is
+// a file the version does not have. v1 has pressure files only in the v2
+// hierarchy of a hybrid host, which Locate does not read (see there).
+var cgroupFiles = [...][numFiles]string{
+	1: {
+		fileCPUUsage:    "cpuacct.usage",
+		fileCPUStat:     "cpuacct.stat",
+		fileMemUsage:    "memory.usage_in_bytes",
+		fileMemStat:     "memory.stat",
+		fileMemLimit:    "memory.limit_in_bytes",
+		fileIO:          "blkio.throttle.io_service_bytes",
+		filePids:        "pids.current",
+		fileCPUThrottle: "cpu.stat",
+		fileMemEvents:   "memory.oom_control",
+		fileCPUQuota:    "cpu.cfs_quota_us",
+	},
+	2: {
+		fileCPUStat:                   "cpu.stat",
+		fileMemUsage:                  "memory.current",
+		fileMemStat:                   "memory.stat",
+		fileMemLimit:                  "memory.max",
+		fileIO:                        "io.stat",
+		filePids:                      "pids.current",
+		fileMemEvents:                 "memory.events",
+		filePressure + PressureCPU:    "cpu.pressure",
+		filePressure + PressureMemory: "memory.pressure",
+		filePressure + PressureIO:     "io.pressure",
+	},
+}
+
+// name is the name of cgroup file i in its directory, "" when cg's version
+// has no such file.
+func (cg *Cgroup) name(i int) string {
+	if cg.Version < 1 || cg.Version >= len(cgroupFiles) {
+		return ""
+	}
+	return cgroupFiles[cg.Version][i]
+}
+
+// dir is the directory of cgroup file i: its controller's.
+func (cg *Cgroup) dir(i int) string {
+	switch i {
+	case fileCPUUsage, fileCPUStat:
+		return cg.CPU
+	case fileCPUThrottle, fileCPUQuota:
+		return cg.cfs
+	case fileIO:
+		return cg.IO
+	case filePids:
+		return cg.Pids
+	case fileMemUsage, fileMemStat, fileMemLimit, fileMemEvents:
+		return cg.Memory
+	}
+	if i >= filePressure && i < filePressure+numPressure && cg.Version == 2 {
+		return cg.Memory // the unified directory
+	}
+	return ""
+}
+
+// has reports whether cgroup file i is to be read: cg's version has it, its
+// controller was found and no read found it missing.
+func (cg *Cgroup) has(i int) bool {
+	return cg.absent&(1<<i) == 0 && cg.name(i) != "" && cg.dir(i) != ""
+}
+
+// path is the path of cgroup file i, "" when it has none.
+func (cg *Cgroup) path(i int) string {
+	if !cg.has(i) {
+		return ""
+	}
+	return cg.dir(i) + "/" + cg.name(i)
+}
+
+// fileErr names cgroup file i by its path in err, an error of a parser given
+// the file's name alone (so that no read allocates its path).
+func (cg *Cgroup) fileErr(i int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s/%w", cg.dir(i), err)
 }
 
 // ownCgroup cuts path back to the container's own cgroup: the deepest part
@@ -411,18 +462,18 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 		}
 		return err == nil
 	}
-	if cg.cpuUsage != "" {
-		if data, err := r.read(cg, fileCPUUsage, cg.cpuUsage, buf); keep(err) {
-			v, err := parseSingle(cg.cpuUsage, data)
-			if keep(err) {
+	if cg.has(fileCPUUsage) {
+		if data, err := r.readCgroup(cg, fileCPUUsage, buf); keep(err) {
+			v, err := parseSingle(cg.name(fileCPUUsage), data)
+			if keep(cg.fileErr(fileCPUUsage, err)) {
 				s.CPUTotalNanos = v
 				s.Has |= FieldCPUTotal
 			}
 		}
-		if data, err := r.read(cg, fileCPUStat, cg.cpuStat, buf); keep(err) {
+		if data, err := r.readCgroup(cg, fileCPUStat, buf); keep(err) {
 			var user, system uint64
 			var seen int
-			err := keyed(cg.cpuStat, data, func(k []byte, v uint64) {
+			err := keyed(cg.name(fileCPUStat), data, func(k []byte, v uint64) {
 				switch string(k) {
 				case "user":
 					user, seen = v, seen|1
@@ -430,7 +481,7 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 					system, seen = v, seen|2
 				}
 			})
-			if keep(err) && seen == 3 {
+			if keep(cg.fileErr(fileCPUStat, err)) && seen == 3 {
 				s.CPUUserNanos = user * (1e9 / userHZ)
 				s.CPUSystemNanos = system * (1e9 / userHZ)
 				s.Has |= FieldCPUModes
@@ -438,18 +489,18 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 		}
 	}
 	r.readThrottlingV1(cg, s, buf, keep)
-	if cg.memUsage != "" {
-		if data, err := r.read(cg, fileMemUsage, cg.memUsage, buf); keep(err) {
-			v, err := parseSingle(cg.memUsage, data)
-			if keep(err) {
+	if cg.has(fileMemUsage) {
+		if data, err := r.readCgroup(cg, fileMemUsage, buf); keep(err) {
+			v, err := parseSingle(cg.name(fileMemUsage), data)
+			if keep(cg.fileErr(fileMemUsage, err)) {
 				s.MemoryUsage = v
 				s.Has |= FieldMemoryUsage
 			}
 		}
-		if data, err := r.read(cg, fileMemStat, cg.memStat, buf); keep(err) {
+		if data, err := r.readCgroup(cg, fileMemStat, buf); keep(err) {
 			var rss, totalRSS, inactive, limit, pgfault, pgmaj, totalPgfault, totalPgmaj uint64
 			var seen int
-			err := keyed(cg.memStat, data, func(k []byte, v uint64) {
+			err := keyed(cg.name(fileMemStat), data, func(k []byte, v uint64) {
 				switch string(k) {
 				case "rss":
 					rss, seen = v, seen|1
@@ -469,7 +520,7 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 					totalPgmaj, seen = v, seen|128
 				}
 			})
-			if keep(err) {
+			if keep(cg.fileErr(fileMemStat, err)) {
 				switch {
 				case seen&2 != 0: // hierarchical, includes child cgroups
 					s.MemoryRSS = totalRSS
@@ -499,31 +550,31 @@ func (r *Reader) readV1(cg *Cgroup, s *Stats, buf *[]byte) error {
 				}
 			}
 		}
-		if cg.memEvents != "" {
+		if cg.has(fileMemEvents) {
 			r.readOOMKills(cg, s, buf, keep)
 		}
 		if !cg.memLimitInStat {
-			if data, err := r.read(cg, fileMemLimit, cg.memLimit, buf); keep(err) {
-				v, err := parseSingle(cg.memLimit, data)
-				if keep(err) && v < UnlimitedThreshold {
+			if data, err := r.readCgroup(cg, fileMemLimit, buf); keep(err) {
+				v, err := parseSingle(cg.name(fileMemLimit), data)
+				if keep(cg.fileErr(fileMemLimit, err)) && v < UnlimitedThreshold {
 					s.MemoryLimit = v
 					s.Has |= FieldMemoryLimit
 				}
 			}
 		}
 	}
-	if cg.io != "" {
-		if data, err := r.read(cg, fileIO, cg.io, buf); keep(err) {
+	if cg.has(fileIO) {
+		if data, err := r.readCgroup(cg, fileIO, buf); keep(err) {
 			disks := s.Disks[:0]
-			err := parseBlkio(cg.io, data, func(major, minor uint32, rd, wr uint64) {
+			err := parseBlkio(cg.name(fileIO), data, func(major, minor uint32, rd, wr uint64) {
 				disks = r.addDisk(disks, major, minor, rd, wr)
 			})
-			if keep(err) {
+			if keep(cg.fileErr(fileIO, err)) {
 				s.setDisks(disks)
 			}
 		}
 	}
-	if cg.pids != "" {
+	if cg.has(filePids) {
 		r.readPids(cg, s, buf, keep)
 	}
 	return errors.Join(errs...)
@@ -537,10 +588,10 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 		}
 		return err == nil
 	}
-	if data, err := r.read(cg, fileCPUStat, cg.cpuStat, buf); keep(err) {
+	if data, err := r.readCgroup(cg, fileCPUStat, buf); keep(err) {
 		var usage, user, system, periods, throttled, throttledUsec uint64
 		var seen int
-		err := keyed(cg.cpuStat, data, func(k []byte, v uint64) {
+		err := keyed(cg.name(fileCPUStat), data, func(k []byte, v uint64) {
 			switch string(k) {
 			case "usage_usec":
 				usage, seen = v, seen|1
@@ -556,7 +607,7 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 				throttledUsec, seen = v, seen|32
 			}
 		})
-		if keep(err) {
+		if keep(cg.fileErr(fileCPUStat, err)) {
 			if seen&56 == 56 && periods > 0 {
 				s.CPUPeriods, s.CPUThrottledPeriods, s.CPUThrottledNanos = periods, throttled, throttledUsec*1000
 				s.Has |= FieldCPUThrottling
@@ -571,17 +622,17 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 			}
 		}
 	}
-	if data, err := r.read(cg, fileMemUsage, cg.memUsage, buf); keep(err) {
-		v, err := parseSingle(cg.memUsage, data)
-		if keep(err) {
+	if data, err := r.readCgroup(cg, fileMemUsage, buf); keep(err) {
+		v, err := parseSingle(cg.name(fileMemUsage), data)
+		if keep(cg.fileErr(fileMemUsage, err)) {
 			s.MemoryUsage = v
 			s.Has |= FieldMemoryUsage
 		}
 	}
-	if data, err := r.read(cg, fileMemStat, cg.memStat, buf); keep(err) {
+	if data, err := r.readCgroup(cg, fileMemStat, buf); keep(err) {
 		var anon, inactive, pgfault, pgmaj uint64
 		var seen int
-		err := keyed(cg.memStat, data, func(k []byte, v uint64) {
+		err := keyed(cg.name(fileMemStat), data, func(k []byte, v uint64) {
 			switch string(k) {
 			case "anon":
 				anon, seen = v, seen|1
@@ -593,7 +644,7 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 				pgmaj, seen = v, seen|8
 			}
 		})
-		if keep(err) {
+		if keep(cg.fileErr(fileMemStat, err)) {
 			if seen&12 == 12 {
 				s.setFaults(pgfault, pgmaj)
 			}
@@ -609,9 +660,9 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 	}
 	if cg.rare() {
 		cg.limitOK = false
-		if data, err := r.read(cg, fileMemLimit, cg.memLimit, buf); keep(err) {
-			v, unlimited, err := parseMax(cg.memLimit, data)
-			if keep(err) && !unlimited {
+		if data, err := r.readCgroup(cg, fileMemLimit, buf); keep(err) {
+			v, unlimited, err := parseMax(cg.name(fileMemLimit), data)
+			if keep(cg.fileErr(fileMemLimit, err)) && !unlimited {
 				cg.limit, cg.limitOK = v, true
 			}
 		}
@@ -621,15 +672,15 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 		s.MemoryLimit = cg.limit
 		s.Has |= FieldMemoryLimit
 	}
-	if cg.memEvents != "" {
+	if cg.has(fileMemEvents) {
 		r.readOOMKills(cg, s, buf, keep)
 	}
-	if data, err := r.read(cg, fileIO, cg.io, buf); keep(err) {
+	if data, err := r.readCgroup(cg, fileIO, buf); keep(err) {
 		disks := s.Disks[:0]
-		err := parseIOStat(cg.io, data, func(major, minor uint32, rd, wr uint64) {
+		err := parseIOStat(cg.name(fileIO), data, func(major, minor uint32, rd, wr uint64) {
 			disks = r.addDisk(disks, major, minor, rd, wr)
 		})
-		if keep(err) {
+		if keep(cg.fileErr(fileIO, err)) {
 			s.setDisks(disks)
 		}
 	}
@@ -638,9 +689,9 @@ func (r *Reader) readV2(cg *Cgroup, s *Stats, buf *[]byte) error {
 }
 
 func (r *Reader) readPids(cg *Cgroup, s *Stats, buf *[]byte, keep func(error) bool) {
-	if data, err := r.read(cg, filePids, cg.pids, buf); keep(err) {
-		v, err := parseSingle(cg.pids, data)
-		if keep(err) {
+	if data, err := r.readCgroup(cg, filePids, buf); keep(err) {
+		v, err := parseSingle(cg.name(filePids), data)
+		if keep(cg.fileErr(filePids, err)) {
 			s.Pids = v
 			s.Has |= FieldPids
 		}
@@ -667,8 +718,7 @@ func (r *Reader) readOOMKills(cg *Cgroup, s *Stats, buf *[]byte, keep func(error
 	// The count is taken before the read: a kill seen during it makes the
 	// next read read again.
 	cg.oomSeen, cg.oomOK = seen, false
-	file := cg.memEvents
-	data, err := r.readOptional(cg, fileMemEvents, &cg.memEvents, buf)
+	data, err := r.readOptional(cg, fileMemEvents, buf)
 	if watching {
 		r.closeFile(cg, fileMemEvents) // read rarely: not worth a page of kernel memory
 	}
@@ -677,12 +727,12 @@ func (r *Reader) readOOMKills(cg *Cgroup, s *Stats, buf *[]byte, keep func(error
 	}
 	var n uint64
 	found := false
-	err = keyed(file, data, func(k []byte, v uint64) {
+	err = keyed(cg.name(fileMemEvents), data, func(k []byte, v uint64) {
 		if string(k) == "oom_kill" {
 			n, found = v, true
 		}
 	})
-	if keep(err) && found {
+	if keep(cg.fileErr(fileMemEvents, err)) && found {
 		cg.oomKills, cg.oomOK = n, true
 		s.OOMKills = n
 		s.Has |= FieldOOMKills
@@ -694,24 +744,24 @@ func (r *Reader) readOOMKills(cg *Cgroup, s *Stats, buf *[]byte, keep func(error
 // (which read the quota too) when it does not, since the counters only move
 // under a quota.
 func (r *Reader) readThrottlingV1(cg *Cgroup, s *Stats, buf *[]byte, keep func(error) bool) {
-	if cg.cpuThrottle == "" {
+	if !cg.has(fileCPUThrottle) {
 		return
 	}
 	rare := cg.rare()
-	if rare && cg.cpuQuota != "" {
+	if rare && cg.has(fileCPUQuota) {
 		cg.quota = true // when it cannot be read, read the counters every time
-		if data, err := r.readOptional(cg, fileCPUQuota, &cg.cpuQuota, buf); keep(err) && data != nil {
-			if v, err := parseQuota(cg.cpuQuota, data); keep(err) {
+		if data, err := r.readOptional(cg, fileCPUQuota, buf); keep(err) && data != nil {
+			if v, err := parseQuota(cg.name(fileCPUQuota), data); keep(cg.fileErr(fileCPUQuota, err)) {
 				cg.quota = v >= 0 // -1: no quota
 			}
 		}
 		r.closeFile(cg, fileCPUQuota)
 	}
-	if rare || cg.quota || cg.cpuQuota == "" {
+	if rare || cg.quota || !cg.has(fileCPUQuota) {
 		cg.throttleOK = false
-		if data, err := r.readOptional(cg, fileCPUThrottle, &cg.cpuThrottle, buf); keep(err) && data != nil {
+		if data, err := r.readOptional(cg, fileCPUThrottle, buf); keep(err) && data != nil {
 			var t Stats
-			if keep(throttling(cg.cpuThrottle, data, "throttled_time", 1, &t)) && t.Has&FieldCPUThrottling != 0 {
+			if keep(cg.fileErr(fileCPUThrottle, throttling(cg.name(fileCPUThrottle), data, "throttled_time", 1, &t))) && t.Has&FieldCPUThrottling != 0 {
 				cg.periods, cg.throttledPeriods, cg.throttledNs = t.CPUPeriods, t.CPUThrottledPeriods, t.CPUThrottledNanos
 				cg.throttleOK = true
 			}
@@ -729,21 +779,21 @@ func (r *Reader) readThrottlingV1(cg *Cgroup, s *Stats, buf *[]byte, keep func(e
 // readPressure reads the cgroup's pressure files, those that exist.
 func (r *Reader) readPressure(cg *Cgroup, s *Stats, buf *[]byte) error {
 	var errs []error
-	for i := range cg.pressure {
-		if cg.pressure[i] == "" {
+	for i := range numPressure {
+		f := filePressure + i
+		if !cg.has(f) {
 			continue
 		}
-		file := cg.pressure[i]
-		data, err := r.readOptional(cg, filePressure+i, &cg.pressure[i], buf)
+		data, err := r.readOptional(cg, f, buf)
 		if err != nil || data == nil {
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}
 			continue
 		}
-		p, err := parsePressure(file, data)
+		p, err := parsePressure(cg.name(f), data)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, cg.fileErr(f, err))
 			continue
 		}
 		s.Pressure[i] = p

@@ -60,12 +60,38 @@ func openFilesCap(n int64) int64 {
 // closed and the path opened anew. Past the Reader's budget of open files, or
 // when path is "", the file is opened, read and closed as before.
 func (r *Reader) read(cg *Cgroup, i int, path string, buf *[]byte) ([]byte, error) {
-	if fd := int(cg.fds[i]) - 1; fd >= 0 {
-		if data, err := preadAll(fd, buf); err == nil {
-			return data, nil
-		}
-		r.closeFile(cg, i)
+	if data, ok := r.readKept(cg, i, buf); ok {
+		return data, nil
 	}
+	return r.openRead(cg, i, path, buf)
+}
+
+// readCgroup is read of cgroup file i of cg, whose path is made only when the
+// file has to be opened.
+func (r *Reader) readCgroup(cg *Cgroup, i int, buf *[]byte) ([]byte, error) {
+	if data, ok := r.readKept(cg, i, buf); ok {
+		return data, nil
+	}
+	return r.openRead(cg, i, cg.path(i), buf)
+}
+
+// readKept reads the file i cg keeps open, reporting false when it keeps
+// none or the read failed (and the file is closed).
+func (r *Reader) readKept(cg *Cgroup, i int, buf *[]byte) ([]byte, bool) {
+	fd := int(cg.fds[i]) - 1
+	if fd < 0 {
+		return nil, false
+	}
+	if data, err := preadAll(fd, buf); err == nil {
+		return data, true
+	}
+	r.closeFile(cg, i)
+	return nil, false
+}
+
+// openRead opens and reads path as file i of cg, keeping it open within the
+// budget.
+func (r *Reader) openRead(cg *Cgroup, i int, path string, buf *[]byte) ([]byte, error) {
 	if path == "" || !r.reserve() {
 		return readFile(path, buf)
 	}
@@ -143,16 +169,16 @@ func preadAll(fd int, buf *[]byte) ([]byte, error) {
 	return bytes.TrimRight(b, "\x00"), nil
 }
 
-// readOptional reads file number i of cg, at *path, like read, for a file
+// readOptional reads cgroup file number i of cg like readCgroup, for a file
 // that some kernels do not have: when it does not exist or the kernel does
-// not support it (pressure files with PSI disabled answer EOPNOTSUPP), *path
-// is set to "" so the file is not tried again, and nil data with a nil error
-// is returned.
-func (r *Reader) readOptional(cg *Cgroup, i int, path *string, buf *[]byte) ([]byte, error) {
-	data, err := r.read(cg, i, *path, buf)
+// not support it (pressure files with PSI disabled answer EOPNOTSUPP), it is
+// marked absent so it is not tried again, and nil data with a nil error is
+// returned.
+func (r *Reader) readOptional(cg *Cgroup, i int, buf *[]byte) ([]byte, error) {
+	data, err := r.readCgroup(cg, i, buf)
 	if err != nil && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EOPNOTSUPP)) {
 		r.closeFile(cg, i)
-		*path = ""
+		cg.absent |= 1 << i
 		return nil, nil
 	}
 	return data, err
