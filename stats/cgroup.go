@@ -53,8 +53,8 @@ type Cgroup struct {
 	oomSeen  uint64
 	oomKills uint64
 	oomOK    bool
-	// v1 CFS bandwidth: whether cpu.cfs_quota_us had a quota at its last
-	// read, and cpu.stat's throttling counters of the last read.
+	// v1 CFS bandwidth: whether the cpu controller's cpu.stat has counted
+	// periods of a quota, and its throttling counters of the last read.
 	quota                                  bool
 	periods, throttledPeriods, throttledNs uint64
 	throttleOK                             bool
@@ -283,7 +283,6 @@ var cgroupFiles = [...][numFiles]string{
 		filePids:        "pids.current",
 		fileCPUThrottle: "cpu.stat",
 		fileMemEvents:   "memory.oom_control",
-		fileCPUQuota:    "cpu.cfs_quota_us",
 	},
 	2: {
 		fileCPUStat:                   "cpu.stat",
@@ -313,7 +312,7 @@ func (cg *Cgroup) dir(i int) string {
 	switch i {
 	case fileCPUUsage, fileCPUStat:
 		return cg.CPU
-	case fileCPUThrottle, fileCPUQuota:
+	case fileCPUThrottle:
 		return cg.cfs
 	case fileIO:
 		return cg.IO
@@ -426,10 +425,10 @@ func (r *Reader) v1Dir(controllers, c, path string) string {
 // Files whose content changes only on rare events are not read every time:
 // the OOM kill counter (v1 memory.oom_control, v2 memory.events) is read
 // when the Reader's KillWatch has seen a kill since the last read (every
-// time without a watch that is reading the kernel log), the v1 CPU quota
-// (cpu.cfs_quota_us) and v2 memory.max every rareEvery-th read, and v1's
-// throttling counters (cpu.stat of the cpu controller) every time only while
-// the container has a quota: without one they do not move. Every one of them
+// time without a watch that is reading the kernel log), v2 memory.max every
+// rareEvery-th read, and v1's throttling counters (cpu.stat of the cpu
+// controller) every time only once they have counted periods of a quota:
+// without one they do not move. Every one of them
 // is also read at the first read and every rareEvery-th read after it, so a
 // value is never older than that many rounds. The other reads report the
 // values of the last read.
@@ -739,31 +738,26 @@ func (r *Reader) readOOMKills(cg *Cgroup, s *Stats, buf *[]byte, keep func(error
 	}
 }
 
-// readThrottlingV1 reads the v1 cpu controller's throttling counters: its
-// cpu.stat at every read while cpu.cfs_quota_us sets a quota, on rare reads
-// (which read the quota too) when it does not, since the counters only move
-// under a quota.
+// readThrottlingV1 reads the v1 cpu controller's throttling counters, its
+// cpu.stat. They move only while the cgroup runs under a CFS quota, and
+// nr_periods counts the quota's periods in which it ran: so cpu.stat is read
+// on rare reads until it shows a period, and at every read from then on, kept
+// open (a container that ran under a quota is taken to keep it). Of a quota
+// set later, the counters show within rareEvery reads, whole since they are
+// cumulative. Reading cpu.cfs_quota_us instead cost an open, a read and a
+// close a minute for every container, for the same answer.
 func (r *Reader) readThrottlingV1(cg *Cgroup, s *Stats, buf *[]byte, keep func(error) bool) {
 	if !cg.has(fileCPUThrottle) {
 		return
 	}
-	rare := cg.rare()
-	if rare && cg.has(fileCPUQuota) {
-		cg.quota = true // when it cannot be read, read the counters every time
-		if data, err := r.readOptional(cg, fileCPUQuota, buf); keep(err) && data != nil {
-			if v, err := parseQuota(cg.name(fileCPUQuota), data); keep(cg.fileErr(fileCPUQuota, err)) {
-				cg.quota = v >= 0 // -1: no quota
-			}
-		}
-		r.closeFile(cg, fileCPUQuota)
-	}
-	if rare || cg.quota || !cg.has(fileCPUQuota) {
+	if cg.rare() || cg.quota {
 		cg.throttleOK = false
 		if data, err := r.readOptional(cg, fileCPUThrottle, buf); keep(err) && data != nil {
 			var t Stats
+			// throttling sets the field only for a cgroup with periods.
 			if keep(cg.fileErr(fileCPUThrottle, throttling(cg.name(fileCPUThrottle), data, "throttled_time", 1, &t))) && t.Has&FieldCPUThrottling != 0 {
 				cg.periods, cg.throttledPeriods, cg.throttledNs = t.CPUPeriods, t.CPUThrottledPeriods, t.CPUThrottledNanos
-				cg.throttleOK = true
+				cg.throttleOK, cg.quota = true, true
 			}
 		}
 		if !cg.quota {

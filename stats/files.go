@@ -23,7 +23,6 @@ const (
 	fileNetDev
 	fileCPUThrottle // v1 cpu controller's cpu.stat
 	fileMemEvents   // v2 memory.events, v1 memory.oom_control
-	fileCPUQuota    // v1 cpu controller's cpu.cfs_quota_us
 	filePressure    // filePressure+PressureCPU, ...Memory, ...IO
 	numFiles        = filePressure + numPressure
 )

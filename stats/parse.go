@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/agentd-dev/agentd/internal/procfs"
 )
@@ -33,20 +32,6 @@ func parseSingle(file string, data []byte) (uint64, error) {
 		return 0, malformed(file, "want one unsigned integer, got %q", truncate(data))
 	}
 	return v, nil
-}
-
-// parseQuota parses v1 cpu.cfs_quota_us: a quota in microseconds, or -1 for
-// none (returned as -1).
-func parseQuota(file string, data []byte) (int64, error) {
-	t := bytes.TrimSpace(data)
-	if string(t) == "-1" {
-		return -1, nil
-	}
-	v, ok := procfs.ParseUint(t)
-	if !ok || v > math.MaxInt64 {
-		return 0, malformed(file, "want a quota in microseconds or -1, got %q", truncate(data))
-	}
-	return int64(v), nil
 }
 
 // parseMax parses a cgroup v2 limit: an unsigned integer or "max". unlimited

@@ -61,6 +61,7 @@ func TestReaderReadsRareFilesWhenTheyMayHaveChanged(t *testing.T) {
 		watch     *killWatch
 		steps     []step
 		rareAfter step // after the steps, the reads up to the next rare one, then this
+		then      []step // reads after the rare one
 	}{
 		{
 			name: "v1 with a kill watch reads oom_control only after a kill", tree: "v1", pid: 4242, watch: &killWatch{watching: true},
@@ -88,12 +89,23 @@ func TestReaderReadsRareFilesWhenTheyMayHaveChanged(t *testing.T) {
 			rareAfter: step{oom: 2, throttled: 50},
 		},
 		{
-			name: "v1 without a quota reads the throttling counters on rare reads", tree: "v1", pid: 4242, watch: &killWatch{watching: true},
+			name: "v1 without periods of a quota reads the throttling counters on rare reads", tree: "v1", pid: 4242, watch: &killWatch{watching: true},
 			steps: []step{
-				{write: map[string]string{filepath.Join(v1CPU, "cpu.cfs_quota_us"): "-1\n"}, oom: 2, throttled: 45},
-				{write: map[string]string{filepath.Join(v1CPU, "cpu.stat"): "nr_periods 130\nnr_throttled 50\nthrottled_time 3600000000\n"}, oom: 2, throttled: 45},
+				{write: map[string]string{filepath.Join(v1CPU, "cpu.stat"): "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n"}, oom: 2, throttled: 0},
+				{write: map[string]string{filepath.Join(v1CPU, "cpu.stat"): "nr_periods 130\nnr_throttled 50\nthrottled_time 3600000000\n"}, oom: 2, throttled: 0},
 			},
 			rareAfter: step{oom: 2, throttled: 50},
+		},
+		{
+			name: "v1 reads the throttling counters every time once they counted periods", tree: "v1", pid: 4242, watch: &killWatch{watching: true},
+			steps: []step{
+				{write: map[string]string{filepath.Join(v1CPU, "cpu.stat"): "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n"}, oom: 2, throttled: 0},
+				{oom: 2, throttled: 0},
+			},
+			// The rare read sees the first periods; from then on every read
+			// reads them.
+			rareAfter: step{write: map[string]string{filepath.Join(v1CPU, "cpu.stat"): "nr_periods 10\nnr_throttled 4\nthrottled_time 100\n"}, oom: 2, throttled: 4},
+			then:      []step{{write: map[string]string{filepath.Join(v1CPU, "cpu.stat"): "nr_periods 20\nnr_throttled 9\nthrottled_time 300\n"}, oom: 2, throttled: 9}},
 		},
 		{
 			name: "v2 reads memory.max on rare reads and memory.events after a kill", tree: "v2", pid: 777, watch: &killWatch{watching: true},
@@ -143,6 +155,9 @@ func TestReaderReadsRareFilesWhenTheyMayHaveChanged(t *testing.T) {
 				}
 			}
 			read(-1, tt.rareAfter)
+			for i, st := range tt.then {
+				read(100+i, st)
+			}
 		})
 	}
 }
