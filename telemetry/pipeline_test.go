@@ -66,7 +66,7 @@ func TestEngineUpFollowsTheModelsConnectedState(t *testing.T) {
 	} {
 		t.Run(step.name, func(t *testing.T) {
 			step.set()
-			p.round(context.Background(), b, nil)
+			p.round(context.Background(), b, &roundScratch{})
 			if len(sink.up) != 1 || sink.up[0] != step.want {
 				t.Fatalf("agentd.engine.up points %v, want [%d]", sink.up, step.want)
 			}
@@ -101,13 +101,13 @@ func TestExportFailuresAreOneProblem(t *testing.T) {
 	}
 	b := newBuilder(&p.cfg, Host{}, "test")
 	for range 20 {
-		p.round(context.Background(), b, nil)
+		p.round(context.Background(), b, &roundScratch{})
 	}
 	if at, err := p.LastExport(); at.IsZero() || err == nil {
 		t.Fatalf("LastExport() = %v, %v during the outage", at, err)
 	}
 	sink.down = false
-	p.round(context.Background(), b, nil)
+	p.round(context.Background(), b, &roundScratch{})
 	if _, err := p.LastExport(); err != nil {
 		t.Fatalf("LastExport() error %v after recovery", err)
 	}

@@ -80,7 +80,7 @@ func TestEngineRequestMetrics(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p.round(context.Background(), newBuilder(&p.cfg, Host{}, "test"), nil)
+			p.round(context.Background(), newBuilder(&p.cfg, Host{}, "test"), &roundScratch{})
 			for _, name := range []string{"agentd.engine.requests", "agentd.engine.request.waits", "agentd.engine.requests.coalesced"} {
 				got, ok := sink.ints[name]
 				want, wantOK := tt.wantInts[name]
