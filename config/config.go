@@ -152,9 +152,10 @@ type Memory struct {
 }
 
 // DefaultSoftLimit is memory.soft_limit's default: at 1,000 containers it
-// keeps agentd's RSS under 45 MB for two collections a minute more (see
-// bench/RESULTS.md); 30 MiB made it 25 more.
-const DefaultSoftLimit = 36 << 20
+// keeps agentd's RSS at 41-42 MB (49 MB at the 36 MiB it was) for the same
+// CPU within the noise, since the live heap shrank to about 12 MB; at 100
+// containers it does not bind (see bench/RESULTS.md).
+const DefaultSoftLimit = 30 << 20
 
 // Events configures lifecycle event export.
 type Events struct {
