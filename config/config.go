@@ -153,8 +153,8 @@ type Memory struct {
 
 // DefaultSoftLimit is memory.soft_limit's default: at 1,000 containers it
 // keeps agentd's RSS at 41-42 MB (49 MB at the 36 MiB it was) for the same
-// CPU within the noise, since the live heap shrank to about 12 MB; at 100
-// containers it does not bind (see bench/RESULTS.md).
+// CPU within the noise, over a live heap of about 13 MB; at 100 containers
+// it does not bind (see bench/RESULTS.md).
 const DefaultSoftLimit = 30 << 20
 
 // Events configures lifecycle event export.
