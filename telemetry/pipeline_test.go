@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -115,5 +116,65 @@ func TestExportFailuresAreOneProblem(t *testing.T) {
 	if len(lines) != 2 || !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], "connection refused") ||
 		!strings.Contains(lines[0], "message_id="+logging.MessageIDExportFailure) || !strings.Contains(lines[1], "resolved") || !strings.Contains(lines[1], "failures=20") {
 		t.Fatalf("log lines:\n%s", logs.String())
+	}
+}
+
+// TestRoundScratchKeepsNoContainer: the slices a round keeps for the next
+// hold no container in between (a removed container is not kept alive by
+// them), are reused while the host keeps its size, and are let go when a
+// round needs a quarter of them.
+func TestRoundScratchKeepsNoContainer(t *testing.T) {
+	store := model.NewStore(slog.New(slog.DiscardHandler))
+	store.PutEngine(model.Engine{ID: "e", Type: model.Docker})
+	store.SetConnected("e", true)
+	put := func(n int) {
+		for i := range n {
+			store.Upsert(model.Container{EngineID: "e", ID: fmt.Sprintf("c%03d", i), Name: fmt.Sprintf("n%d", i), State: model.StateRunning, PID: 1000 + i})
+		}
+		store.Upsert(model.Container{EngineID: "e", ID: "gone", State: model.StateExited})
+	}
+	put(100)
+	p, err := NewPipeline(DefaultConfig(), Options{Workload: storeWorkload{store}, Sampler: noStats{}, Metrics: &upSink{}, Logs: &memLogs{}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBuilder(&p.cfg, Host{}, "test")
+	var sc roundScratch
+	empty := func(what string) {
+		t.Helper()
+		for _, c := range sc.running[:cap(sc.running)] {
+			if c.ID != "" {
+				t.Fatalf("%s: the scratch keeps running container %q", what, c.ID)
+			}
+		}
+		for _, c := range sc.idle[:cap(sc.idle)] {
+			if c.ID != "" {
+				t.Fatalf("%s: the scratch keeps idle container %q", what, c.ID)
+			}
+		}
+		for _, s := range sc.batch[:cap(sc.batch)] {
+			if s.container != nil || s.engine != nil {
+				t.Fatalf("%s: the batch keeps a container", what)
+			}
+		}
+	}
+	p.round(context.Background(), b, &sc)
+	empty("after the first round")
+	if cap(sc.running) < 100 {
+		t.Fatalf("running scratch of capacity %d after a round of 100", cap(sc.running))
+	}
+	first := &sc.running[:1][0]
+	p.round(context.Background(), b, &sc)
+	empty("after the second round")
+	if &sc.running[:1][0] != first {
+		t.Error("the second round of the same host did not reuse the scratch")
+	}
+	for i := 10; i < 100; i++ {
+		store.Delete(model.ContainerKey{EngineID: "e", ID: fmt.Sprintf("c%03d", i)})
+	}
+	p.round(context.Background(), b, &sc)
+	empty("after the host shrank")
+	if cap(sc.running) != 0 {
+		t.Errorf("running scratch of capacity %d kept after a round of 10", cap(sc.running))
 	}
 }
