@@ -60,7 +60,7 @@ func TestReaderReadsRareFilesWhenTheyMayHaveChanged(t *testing.T) {
 		pid       int
 		watch     *killWatch
 		steps     []step
-		rareAfter step // after the steps, the reads up to the next rare one, then this
+		rareAfter step   // after the steps, the reads up to the next rare one, then this
 		then      []step // reads after the rare one
 	}{
 		{
