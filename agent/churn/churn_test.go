@@ -23,6 +23,7 @@ import (
 	"github.com/agentd-dev/agentd/internal/agenttest"
 	"github.com/agentd-dev/agentd/internal/enginetest"
 	"github.com/agentd-dev/agentd/internal/testbed"
+	"github.com/agentd-dev/agentd/model"
 	"github.com/agentd-dev/agentd/telemetry"
 )
 
@@ -210,7 +211,7 @@ func TestReliabilityChurn(t *testing.T) {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("a minute after the churn the model differs from the engine's list: %s", diff)
+				t.Fatalf("a minute after the churn the model differs from the engine's list: %s; %s", diff, modelEngines(a.Store(), eng.ID))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -425,6 +426,21 @@ func watchEngineEvents(t *testing.T, cli *client.Client, label string) *engineEv
 }
 
 // mapDiff describes how got differs from want, "" when equal.
+// modelEngines says which engines the model holds, connected or not, with
+// their containers, and whether the engine under test is among them: when the
+// model lost containers, whether their engine went with them.
+func modelEngines(st *model.Store, id string) string {
+	snap := st.Snapshot()
+	var d []string
+	found := false
+	for _, e := range snap.Engines {
+		found = found || e.ID == id
+		d = append(d, fmt.Sprintf("%s %s at %s (pid %d, connected %v): %d containers",
+			e.Type, e.ID, e.Endpoint, e.PID, e.Connected, len(st.EngineContainers(e.ID))))
+	}
+	return fmt.Sprintf("the engine under test %s is in the model: %v; the model's engines: %s", id, found, strings.Join(d, "; "))
+}
+
 func mapDiff(want, got map[string]string) string {
 	var d []string
 	for k, v := range want {
