@@ -321,8 +321,8 @@ func (cg *Cgroup) dir(i int) string {
 	case fileMemUsage, fileMemStat, fileMemLimit, fileMemEvents:
 		return cg.Memory
 	}
-	if i >= filePressure && i < filePressure+numPressure && cg.Version == 2 {
-		return cg.Memory // the unified directory
+	if i >= filePressure && i < filePressure+numPressure {
+		return cg.Memory // v2's one directory (name has none on v1)
 	}
 	return ""
 }

@@ -391,10 +391,12 @@ func (p *Pipeline) round(ctx context.Context, b *builder, sc *roundScratch) {
 	}
 	running := sc.running[:0]
 	idle := sc.idle[:0] // kept, not running: state, restarts and health only
+	batch := sc.batch[:0]
 	defer func() {
 		clear(running)
 		clear(idle)
-		sc.running, sc.idle = reuse(running, len(running)), reuse(idle, len(idle))
+		clear(batch)
+		sc.running, sc.idle, sc.batch = reuse(running, len(running)), reuse(idle, len(idle)), reuse(batch, len(batch))
 	}()
 	for i := range all {
 		c := &all[i]
@@ -424,11 +426,6 @@ func (p *Pipeline) round(ctx context.Context, b *builder, sc *roundScratch) {
 		}
 		p.log.Warn("container stats", logging.Err(err))
 	}
-	batch := sc.batch[:0]
-	defer func() {
-		clear(batch)
-		sc.batch = reuse(batch, len(batch))
-	}()
 	for i := range running {
 		if samples[i].Has == 0 {
 			continue
