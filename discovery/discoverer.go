@@ -196,6 +196,17 @@ type engineRec struct {
 	aliases []string
 }
 
+// servedAt reports whether one of endpoints is r's engine's endpoint or an
+// alias of it.
+func (r *engineRec) servedAt(endpoints []string) bool {
+	for _, ep := range endpoints {
+		if ep == r.e.Endpoint || slices.Contains(r.aliases, ep) {
+			return true
+		}
+	}
+	return false
+}
+
 // socketID is a socket file's identity: device and inode.
 type socketID struct{ dev, ino uint64 }
 
@@ -851,8 +862,20 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 				e.ID += "@" + e.Endpoint
 			}
 			if r, ok := d.engines[e.ID]; ok {
-				if r.e.Daemonless && r.proc != key && d.aliveLocked(r.proc) {
-					continue // served by its first conmon while that runs
+				if r.proc != key && d.aliveLocked(r.proc) {
+					// The engine keeps the process that serves it while
+					// that runs: a daemonless podman its first conmon, and
+					// any engine its own process rather than a forked child
+					// caught before its exec still holding the listening
+					// socket (dockerd re-executes itself for every container
+					// it starts). Moved to the child, the engine would be
+					// "gone" when the child is, and lost a grace period
+					// later while it runs on.
+					if !r.e.Daemonless {
+						d.log.Debug("another process answered on the engine's socket; the engine keeps its own",
+							append(r.e.LogAttrs(), "pid", r.proc.pid, "other_pid", key.pid)...)
+					}
+					continue
 				}
 				if r.proc != key || r.e.PID != e.PID {
 					if !r.goneSince.IsZero() {
@@ -877,8 +900,12 @@ func (d *Discoverer) merge(results map[candKey][]model.Engine) {
 				continue
 			}
 			if k, ok := d.otherServerLocked(r); ok {
-				// A daemonless podman is served by every conmon of its
-				// storage: another one takes over.
+				// Another process found serving the engine's socket takes
+				// over: a daemonless podman is served by every conmon of
+				// its storage, and an engine whose forked child answered
+				// first is served by the engine's own process.
+				d.log.Log(context.Background(), comingAndGoingLevel(r.e), "engine served by another process",
+					append(r.e.LogAttrs(), "pid", k.pid, "gone_pid", r.proc.pid)...)
 				r.proc, r.e.PID = k, k.pid
 				updated[id] = true
 				continue
@@ -956,16 +983,13 @@ func comingAndGoingLevel(e model.Engine) slog.Level {
 	return slog.LevelInfo
 }
 
-// otherServerLocked finds another running process that serves the
-// daemonless engine of r (found with r's endpoint), for when r's is gone.
-// d.scanMu and d.mu are held.
+// otherServerLocked finds another running process that serves the engine of
+// r (found with r's endpoint or one of its aliases), for when r's is gone:
+// the lowest PID, the oldest process as a rule. d.scanMu and d.mu are held.
 func (d *Discoverer) otherServerLocked(r *engineRec) (candKey, bool) {
-	if !r.e.Daemonless {
-		return candKey{}, false
-	}
 	var best candKey
 	for k, c := range d.cands {
-		if k == r.proc || !c.found || !slices.Contains(c.endpoints, r.e.Endpoint) {
+		if k == r.proc || !c.found || !r.servedAt(c.endpoints) {
 			continue
 		}
 		if !d.aliveLocked(k) {
