@@ -45,6 +45,8 @@ type Private struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	// ended is set by Kill and stop: the engine's end was the test's.
+	ended bool
 }
 
 // privateDir makes the engine's directory under /var/tmp: the engines need
@@ -271,7 +273,7 @@ func (p *Private) Start() {
 		close(done)
 	}()
 	p.mu.Lock()
-	p.cmd, p.done = cmd, done
+	p.cmd, p.done, p.ended = cmd, done, false
 	p.mu.Unlock()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -312,6 +314,7 @@ func (p *Private) PID() int {
 func (p *Private) Kill() {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
+	p.ended = true
 	p.mu.Unlock()
 	if cmd == nil {
 		return
@@ -324,6 +327,7 @@ func (p *Private) Kill() {
 func (p *Private) stop() {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
+	p.ended = true
 	p.mu.Unlock()
 	if cmd == nil {
 		return
@@ -365,6 +369,16 @@ func (p *Private) ping() error {
 
 // cleanup removes the engine's containers, stops it and removes its directory.
 func (p *Private) cleanup() {
+	p.mu.Lock()
+	cmd, ended := p.cmd, p.ended
+	p.mu.Unlock()
+	if cmd != nil && !ended && p.PID() == 0 {
+		// The engine ended on its own during the test: say how, so a
+		// failure that follows from it is not blamed on agentd.
+		log, _ := os.ReadFile(filepath.Join(p.Dir, p.Kind+".log"))
+		p.t.Logf("private %s (PID %d) exited during the test: %v; the end of its log:\n%s",
+			p.Kind, cmd.Process.Pid, cmd.ProcessState, tail(string(log), 3000))
+	}
 	if p.PID() != 0 {
 		run := func(argv ...string) string {
 			out, _ := exec.Command(argv[0], argv[1:]...).Output()
