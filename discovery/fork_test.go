@@ -28,13 +28,11 @@ func TestAForkedChildNeverTakesAnEngineOver(t *testing.T) {
 	ctx := context.Background()
 	pidOf := func(es []model.Engine) int {
 		t.Helper()
-		for _, e := range es {
-			if e.Endpoint == hostDocker {
-				return e.PID
-			}
+		pid, ok := enginePID(es, hostDocker)
+		if !ok {
+			t.Fatalf("the host's dockerd at %s is not among the engines %+v", hostDocker, es)
 		}
-		t.Fatalf("the host's dockerd at %s is not among the engines %+v", hostDocker, es)
-		return 0
+		return pid
 	}
 	es, err := d.Scan(ctx)
 	if err != nil {
@@ -89,17 +87,22 @@ func TestAnEngineFirstSeenThroughAForkedChildStaysWithItsProcess(t *testing.T) {
 	for _, step := range []time.Duration{0, 2 * Config{}.withDefaults().GracePeriod} {
 		*now = now.Add(step)
 		es, _ := d.Scan(ctx)
-		found := false
-		for _, e := range es {
-			if e.Endpoint == hostDocker {
-				found = true
-				if e.PID != 100 {
-					t.Errorf("%s after the child exited dockerd's engine has PID %d, want 100", step, e.PID)
-				}
-			}
-		}
-		if !found {
+		pid, ok := enginePID(es, hostDocker)
+		if !ok {
 			t.Fatalf("%s after the child exited dockerd's engine is lost: %+v", step, es)
 		}
+		if pid != 100 {
+			t.Errorf("%s after the child exited dockerd's engine has PID %d, want 100", step, pid)
+		}
 	}
+}
+
+// enginePID returns the PID of the engine at endpoint among es.
+func enginePID(es []model.Engine, endpoint string) (int, bool) {
+	for _, e := range es {
+		if e.Endpoint == endpoint {
+			return e.PID, true
+		}
+	}
+	return 0, false
 }
