@@ -1,14 +1,12 @@
 package agent_test
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/agentd-dev/agentd/config"
 	"github.com/agentd-dev/agentd/internal/agenttest"
 	"github.com/agentd-dev/agentd/internal/enginetest"
+	"github.com/agentd-dev/agentd/internal/procfs"
 	"github.com/agentd-dev/agentd/internal/testbed"
 )
 
@@ -106,21 +105,17 @@ func startSocketHolder(t *testing.T, pid int, sock string) *exec.Cmd {
 // listeningFD returns the number of the descriptor of process pid that is
 // the listening unix socket bound at path.
 func listeningFD(pid int, path string) (int, error) {
-	nu, err := os.Open(fmt.Sprintf("/proc/%d/net/unix", pid))
+	nu, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", pid))
 	if err != nil {
 		return 0, err
 	}
-	defer nu.Close()
-	ino := ""
-	sc := bufio.NewScanner(nu)
-	for sc.Scan() {
-		// Num RefCount Protocol Flags Type St Inode Path; flags 00010000 is __SO_ACCEPTCON.
-		f := strings.Fields(sc.Text())
-		if len(f) == 8 && f[7] == path && f[3] == "00010000" {
-			ino = f[6]
+	var ino uint64
+	procfs.ParseNetUnix(nu, procfs.UnixSocket.Listening, func(s procfs.UnixSocket) {
+		if s.Path == path {
+			ino = s.Inode
 		}
-	}
-	if ino == "" {
+	})
+	if ino == 0 {
 		return 0, fmt.Errorf("process %d: no listening socket at %s in its net/unix", pid, path)
 	}
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
@@ -129,11 +124,12 @@ func listeningFD(pid int, path string) (int, error) {
 		return 0, err
 	}
 	for _, e := range ents {
-		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == "socket:["+ino+"]" {
+		link, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if n, ok := procfs.ParseSocketLink(link); err == nil && ok && n == ino {
 			return strconv.Atoi(e.Name())
 		}
 	}
-	return 0, fmt.Errorf("process %d: socket inode %s of %s is none of its descriptors", pid, ino, path)
+	return 0, fmt.Errorf("process %d: socket inode %d of %s is none of its descriptors", pid, ino, path)
 }
 
 func copyFile(t *testing.T, from, to string) {
